@@ -1,0 +1,57 @@
+//! # manifests — the contract both sides of Baleen share
+//!
+//! Everything the server and the device must agree on lives here exactly once: identifiers and
+//! safe bundle paths, the release manifest and the channel index, canonical JSON and digests,
+//! Ed25519 signing and verification with thresholds, diff planning, rollout buckets and host-app
+//! targeting.
+//!
+//! It is pure code, like quinn-proto: bytes and values in, values out. It does no file-system or
+//! network IO, has no async, no global state, and never reads the clock or a random source: `now`
+//! and key seeds come in as arguments. That keeps it deterministic, fuzzable and portable.
+//!
+//! Where to start: [`verify_index`] and [`verify_release`] are what a device calls on what it
+//! downloads; [`Release::sign`] and [`Index::sign`] are what the server calls; [`plan_diff`]
+//! and [`select`] decide what moves. Golden vectors for every format live in `tests/data/`.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod canonical;
+mod diff;
+mod digest;
+mod envelope;
+mod error;
+mod ids;
+mod index;
+mod keys;
+mod path;
+mod release;
+pub mod rollout;
+mod target;
+mod time;
+
+pub use canonical::{
+    MAX_SAFE_INTEGER, canonicalize, parse_strict, to_canonical, to_canonical_bytes,
+};
+pub use diff::{DiffPlan, Fetch, Files, plan_diff, rename_key};
+pub use digest::{Digest, Hasher};
+pub use envelope::{Opened, SignedDocument, open, sign_value};
+pub use error::{Error, Result};
+pub use ids::{
+    AppId, Channel, HostRequirement, HostVersion, MAX_NAME_LEN, PackageId, ReleaseVersion,
+};
+pub use index::{
+    Candidate, FULL_ROLLOUT, INDEX_FORMAT, Index, IndexScope, MAX_OLDER, MAX_PACKAGES,
+    PackageEntry, ReleaseRef, VerifiedIndex, parse_index_unverified, verify_index,
+};
+pub use keys::{KeyId, KeyPair, PublicKey, TrustedKeys};
+pub use path::{MAX_DEPTH, MAX_PATH_LEN, MAX_SEGMENT_LEN, RelPath, check_collisions};
+pub use release::{
+    FileEntry, MAX_FILES, MAX_NOTES_LEN, MAX_REVISION_LEN, MAX_ROUTES, MimeType, RELEASE_FORMAT,
+    Release, Route, UrlPrefix, VerifiedRelease, parse_release_unverified, verify_release,
+};
+pub use target::{Reason, Selection, select, select_all};
+pub use time::Timestamp;
+
+#[cfg(test)]
+mod tests;
