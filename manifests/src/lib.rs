@@ -24,6 +24,7 @@ mod error;
 mod ids;
 mod index;
 mod keys;
+mod pack;
 mod path;
 mod release;
 pub mod rollout;
@@ -45,6 +46,9 @@ pub use index::{
     PackageEntry, ReleaseRef, VerifiedIndex, parse_index_unverified, verify_index,
 };
 pub use keys::{KeyId, KeyPair, PublicKey, TrustedKeys};
+pub use pack::{
+    Encoding, PACK_DATA_ENTRY, PACK_FORMAT, PACK_INDEX_ENTRY, PackBlob, PackIndex, parse_pack_index,
+};
 pub use path::{MAX_DEPTH, MAX_PATH_LEN, MAX_SEGMENT_LEN, RelPath, check_collisions};
 pub use release::{
     FileEntry, MAX_FILES, MAX_NOTES_LEN, MAX_REVISION_LEN, MAX_ROUTES, MimeType, RELEASE_FORMAT,

@@ -1,9 +1,30 @@
 //! # server — the Baleen server library behind the `baleen` command
 //!
-//! Turns published builds into signed releases, stores them, and serves indexes, manifests, packs
-//! and blobs over HTTP. `main.rs` only parses arguments and calls into this library.
+//! Turns published builds into signed releases, stores them, and serves indexes, manifests and
+//! blobs over HTTP; release engineers promote, stage and roll back through it. `main.rs` only
+//! parses arguments and calls into this library.
+//!
+//! Where to start: [`service::Service`] holds the stores and the signing key; [`publish`] and
+//! [`channel`] are what it does; [`http`] maps requests onto it; [`blob_store`] and
+//! [`meta_store`] are the storage traits with their embedded engines.
+//!
+//! It does not keep device statistics yet.
 
 #![forbid(unsafe_code)]
 
+pub mod auth;
+pub mod blob_store;
+pub mod channel;
+pub mod data_dir;
+pub mod demo;
+pub mod error;
+pub mod http;
 pub mod ingest;
 pub mod keys;
+pub mod meta_store;
+pub mod pack;
+pub mod publish;
+pub mod remote;
+pub mod service;
+
+pub use error::{Error, Result};

@@ -1,11 +1,17 @@
 //! The `baleen` command: parses arguments and calls the server library.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
-
 use std::process::ExitCode;
+use std::sync::Arc;
 
-use anyhow::Result;
-use clap::{Parser, Subcommand};
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Value, json};
+use server::data_dir::DataDir;
+use server::meta_store::Scope;
+use server::meta_store::sqlite::SqliteMetaStore;
+use server::remote::Remote;
 
 #[derive(Parser)]
 #[command(
@@ -20,11 +26,103 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the server (embedded storage: files + SQLite in the data directory).
+    Serve(ServeArgs),
     /// Manage signing keys.
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Manage API tokens (works on the data directory directly).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Publish a build (a directory or a zip) as a new release.
+    Publish(PublishArgs),
+    /// Make a release the stable one on a channel.
+    Promote {
+        #[command(flatten)]
+        target: Target,
+        /// The release to promote.
+        #[arg(long)]
+        version: String,
+    },
+    /// Start a staged rollout, or change its share.
+    Rollout {
+        #[command(flatten)]
+        target: Target,
+        /// The release to roll out (default: the one rolling out now).
+        #[arg(long)]
+        version: Option<String>,
+        /// Share of devices, in percent (0 to 100, two decimals at most).
+        #[arg(long)]
+        percent: String,
+    },
+    /// Freeze a rollout's share.
+    Pause {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Let a paused rollout's share change again.
+    Resume {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Make the release rolling out the stable one.
+    Complete {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Drop a rollout, or return to the previous (or a named) stable release.
+    Rollback {
+        #[command(flatten)]
+        target: Target,
+        /// The release to return to (default: the previous stable one).
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// List a package's releases.
+    Releases {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// The package.
+        #[arg(long)]
+        package: String,
+    },
+    /// Show a package's history on a channel.
+    History {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// The package.
+        #[arg(long)]
+        package: String,
+        /// The channel.
+        #[arg(long)]
+        channel: String,
+    },
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Data directory.
+    #[arg(long, env = "BALEEN_DATA_DIR", default_value = "baleen-data")]
+    data_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "BALEEN_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Signing key (default: DATA_DIR/keys/signing.private.json).
+    #[arg(long, env = "BALEEN_KEY")]
+    key: Option<PathBuf>,
+    /// Start with a temporary data dir and key, and publish a demo package.
+    #[arg(long)]
+    demo: bool,
+    /// How long a signed index is valid, in seconds.
+    #[arg(long, default_value_t = 7 * 24 * 3600)]
+    index_ttl_secs: u64,
+    /// Largest accepted upload, in bytes.
+    #[arg(long, default_value_t = 256 * 1024 * 1024)]
+    max_upload_bytes: u64,
 }
 
 #[derive(Subcommand)]
@@ -40,8 +138,105 @@ enum KeysCommand {
     },
 }
 
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it (shown only once).
+    Create {
+        /// Data directory.
+        #[arg(long, env = "BALEEN_DATA_DIR", default_value = "baleen-data")]
+        data_dir: PathBuf,
+        /// A name for the token, recorded as the actor of what it does.
+        #[arg(long)]
+        name: String,
+        /// publish, release or admin.
+        #[arg(long)]
+        scope: String,
+        /// Bind the token to one package.
+        #[arg(long)]
+        package: Option<String>,
+    },
+}
+
+#[derive(Args, Clone)]
+struct RemoteArgs {
+    /// Server URL (or BALEEN_SERVER, or "server" in the client config file).
+    #[arg(long, env = "BALEEN_SERVER")]
+    server: Option<String>,
+    /// API token (or BALEEN_TOKEN, or "token" in the client config file).
+    #[arg(long, env = "BALEEN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Client config file (JSON with "server" and "token").
+    #[arg(long, env = "BALEEN_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the server's JSON answer.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct Target {
+    #[command(flatten)]
+    remote: RemoteArgs,
+    /// The package.
+    #[arg(long)]
+    package: String,
+    /// The channel.
+    #[arg(long)]
+    channel: String,
+    /// Why (kept in the channel's history).
+    #[arg(long, default_value = "")]
+    reason: String,
+}
+
+#[derive(Args)]
+struct PublishArgs {
+    /// A build directory or a zip of it.
+    source: PathBuf,
+    #[command(flatten)]
+    remote: RemoteArgs,
+    /// The host app that embeds the package.
+    #[arg(long)]
+    app: String,
+    /// The package.
+    #[arg(long)]
+    package: String,
+    /// The release's semantic version.
+    #[arg(long)]
+    version: String,
+    /// Promote to this channel right away.
+    #[arg(long)]
+    channel: Option<String>,
+    /// Supported host-app versions, a semver requirement such as ">=5.2, <7".
+    #[arg(long)]
+    requires: Option<String>,
+    /// URL prefix the package answers for (repeatable).
+    #[arg(long = "route")]
+    routes: Vec<String>,
+    /// Entry page (default index.html).
+    #[arg(long)]
+    entry: Option<String>,
+    /// Serve the entry page for unknown paths (single-page app).
+    #[arg(long)]
+    spa: bool,
+    /// Release notes.
+    #[arg(long)]
+    notes: Option<String>,
+    /// Source revision (git commit) of the build.
+    #[arg(long)]
+    source_revision: Option<String>,
+}
+
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -50,8 +245,16 @@ fn main() -> ExitCode {
     }
 }
 
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Serve(args) => runtime()?.block_on(serve(args)),
         Command::Keys {
             command: KeysCommand::Generate { dir, name },
         } => {
@@ -59,7 +262,345 @@ fn run(cli: Cli) -> Result<()> {
             println!("key id:  {}", key.keyid);
             println!("private: {} (keep it secret)", key.private.display());
             println!("public:  {} (ship it in your apps)", key.public.display());
+            Ok(())
+        }
+        Command::Token {
+            command:
+                TokenCommand::Create {
+                    data_dir,
+                    name,
+                    scope,
+                    package,
+                },
+        } => {
+            let scope = Scope::parse(&scope).with_context(|| {
+                format!("unknown scope {scope:?}; use publish, release or admin")
+            })?;
+            let package = package
+                .as_deref()
+                .map(manifests::PackageId::parse)
+                .transpose()?;
+            std::fs::create_dir_all(&data_dir)
+                .with_context(|| format!("creating {}", data_dir.display()))?;
+            let meta = SqliteMetaStore::open(&data_dir.join("meta.sqlite3"))?;
+            let token = runtime()?.block_on(server::auth::create_token(
+                &meta, &name, scope, package, "cli",
+            ))?;
+            println!("{token}");
+            Ok(())
+        }
+        Command::Publish(args) => publish(args),
+        Command::Promote { target, version } => {
+            change(&target, json!({ "action": "promote", "version": version }))
+        }
+        Command::Rollout {
+            target,
+            version,
+            percent,
+        } => {
+            let basis_points = percent_to_basis_points(&percent)?;
+            change(
+                &target,
+                json!({ "action": "rollout", "version": version, "basis_points": basis_points }),
+            )
+        }
+        Command::Pause { target } => change(&target, json!({ "action": "pause" })),
+        Command::Resume { target } => change(&target, json!({ "action": "resume" })),
+        Command::Complete { target } => change(&target, json!({ "action": "complete" })),
+        Command::Rollback { target, to } => {
+            change(&target, json!({ "action": "rollback", "to": to }))
+        }
+        Command::Releases { remote, package } => {
+            let answer = client(&remote)?.get(&format!("/v1/admin/packages/{package}/releases"))?;
+            print_answer(&remote, &answer, |a| {
+                for r in a.as_array().into_iter().flatten() {
+                    println!(
+                        "{:<12} {}  {:>6} files {:>10} bytes  requires {:<12} {}",
+                        r["version"].as_str().unwrap_or(""),
+                        r["created_at"].as_str().unwrap_or(""),
+                        r["file_count"],
+                        r["size_bytes"],
+                        r["requires"].as_str().unwrap_or(""),
+                        r["notes"].as_str().unwrap_or("")
+                    );
+                }
+            });
+            Ok(())
+        }
+        Command::History {
+            remote,
+            package,
+            channel,
+        } => {
+            let answer = client(&remote)?.get(&format!(
+                "/v1/admin/packages/{package}/channels/{channel}/history"
+            ))?;
+            print_answer(&remote, &answer, |a| {
+                for h in a.as_array().into_iter().flatten() {
+                    println!(
+                        "#{:<5} {} {:<9} {} -> {} {} by {}: {}",
+                        h["sequence"],
+                        h["at"].as_str().unwrap_or(""),
+                        h["action"].as_str().unwrap_or(""),
+                        h["from_version"].as_str().unwrap_or("-"),
+                        h["to_version"].as_str().unwrap_or("-"),
+                        h["rollout_basis_points"]
+                            .as_u64()
+                            .map(|bp| format!("({}%)", bp as f64 / 100.0))
+                            .unwrap_or_default(),
+                        h["actor"].as_str().unwrap_or(""),
+                        h["reason"].as_str().unwrap_or("")
+                    );
+                }
+            });
+            Ok(())
         }
     }
+}
+
+/// Parses `12.5` (percent) into basis points, refusing more than two decimals or over 100.
+fn percent_to_basis_points(text: &str) -> Result<u16> {
+    let (whole, frac) = text.trim().split_once('.').unwrap_or((text.trim(), ""));
+    let digits_ok = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty()
+        || !digits_ok(whole)
+        || !digits_ok(frac)
+        || frac.len() > 2
+        || whole.len() > 3
+    {
+        bail!("--percent {text:?}: expected a number from 0 to 100 with at most two decimals");
+    }
+    let whole: u32 = whole.parse()?;
+    let frac: u32 = format!("{frac:0<2}").parse()?;
+    let bp = whole * 100 + frac;
+    if bp > 10_000 {
+        bail!("--percent {text}: above 100");
+    }
+    Ok(bp as u16)
+}
+
+#[derive(serde::Deserialize, Default)]
+struct ClientConfig {
+    server: Option<String>,
+    token: Option<String>,
+}
+
+fn client(args: &RemoteArgs) -> Result<Remote> {
+    let path = args.config.clone().or_else(|| {
+        std::env::var_os("XDG_CONFIG_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+            .map(|d| d.join("baleen").join("client.json"))
+            .filter(|p| p.exists())
+    });
+    let config: ClientConfig = match &path {
+        Some(path) => {
+            let bytes =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?
+        }
+        None => ClientConfig::default(),
+    };
+    let server = args.server.clone().or(config.server).context(
+        "no server: pass --server, set BALEEN_SERVER, or put \"server\" in the client config",
+    )?;
+    let token = args.token.clone().or(config.token).context(
+        "no token: pass --token, set BALEEN_TOKEN, or put \"token\" in the client config",
+    )?;
+    Ok(Remote::new(&server, &token))
+}
+
+fn print_answer(args: &RemoteArgs, answer: &Value, human: impl FnOnce(&Value)) {
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(answer).unwrap_or_default()
+        );
+    } else {
+        human(answer);
+    }
+}
+
+fn change(target: &Target, mut body: Value) -> Result<()> {
+    body["reason"] = Value::String(target.reason.clone());
+    let path = format!(
+        "/v1/admin/packages/{}/channels/{}",
+        target.package, target.channel
+    );
+    let answer = client(&target.remote)?.post(&path, &body)?;
+    print_answer(&target.remote, &answer, |a| {
+        let s = &a["state"];
+        println!(
+            "{} on {}: stable {}, candidate {}{} (index sequence {})",
+            target.package,
+            target.channel,
+            s["stable"].as_str().unwrap_or("-"),
+            s["candidate"].as_str().unwrap_or("-"),
+            s["candidate"]
+                .as_str()
+                .map(|_| format!(
+                    " at {}%{}",
+                    s["rollout_basis_points"].as_u64().unwrap_or(0) as f64 / 100.0,
+                    if s["paused"].as_bool() == Some(true) {
+                        ", paused"
+                    } else {
+                        ""
+                    }
+                ))
+                .unwrap_or_default(),
+            a["sequence"]
+        );
+    });
     Ok(())
+}
+
+fn publish(args: PublishArgs) -> Result<()> {
+    let mut query = vec![("version", args.version.clone())];
+    let optional = [
+        ("channel", args.channel.clone()),
+        ("requires", args.requires.clone()),
+        ("entry", args.entry.clone()),
+        ("notes", args.notes.clone()),
+        ("source_revision", args.source_revision.clone()),
+        ("spa", args.spa.then(|| "true".to_owned())),
+        (
+            "routes",
+            (!args.routes.is_empty()).then(|| args.routes.join(",")),
+        ),
+    ];
+    query.extend(optional.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
+    let answer = client(&args.remote)?.publish(
+        &args.source,
+        &args.app,
+        &args.package,
+        &query,
+        !args.remote.json,
+    )?;
+    print_answer(&args.remote, &answer, |a| {
+        let r = &a["release"];
+        println!(
+            "{} {}@{}: {} files, {} bytes, manifest {}",
+            if a["created"].as_bool() == Some(true) {
+                "published"
+            } else {
+                "already published (no change)"
+            },
+            args.package,
+            r["version"].as_str().unwrap_or(""),
+            r["file_count"],
+            r["size_bytes"],
+            r["manifest_digest"].as_str().unwrap_or("")
+        );
+        if let Some(seq) = a["sequence"].as_u64() {
+            println!(
+                "promoted to {} (index sequence {seq})",
+                args.channel.as_deref().unwrap_or("")
+            );
+        }
+    });
+    Ok(())
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    let (data, key, _demo_dir) = if args.demo {
+        let dir = std::env::temp_dir().join(format!("baleen-demo-{}", std::process::id()));
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+        }
+        let data = DataDir::new(&dir);
+        let generated = server::keys::generate(&dir.join("keys"), "signing")?;
+        let key = server::keys::load(&generated.private)?;
+        (data, key, Some(RemoveOnDrop(dir)))
+    } else {
+        let data = DataDir::new(&args.data_dir);
+        let key_path = args.key.clone().unwrap_or_else(|| data.key_path());
+        if !key_path.exists() {
+            bail!(
+                "no signing key at {}: create one with `baleen keys generate --dir {}`, \
+                 pass --key, or try `baleen serve --demo`",
+                key_path.display(),
+                key_path
+                    .parent()
+                    .map_or_else(|| ".".into(), |p| p.display().to_string())
+            );
+        }
+        let key = server::keys::load(&key_path)?;
+        (data, key, None)
+    };
+    let mut settings = data.settings();
+    settings.index_ttl_secs = args.index_ttl_secs;
+    settings.max_upload_bytes = args.max_upload_bytes;
+    let service = Arc::new(data.open(key, settings)?);
+    let listener = server::http::bind(args.listen).await?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    if args.demo {
+        let seeded = server::demo::seed(&service, &data.root().join("tmp")).await?;
+        print_demo(addr, &data, &service, &seeded);
+    } else {
+        tracing::info!(data_dir = %data.root().display(), keyid = %service.public_key().id(), "serving");
+        println!("listening on http://{addr}");
+    }
+    server::http::serve(service, listener, shutdown_signal()).await?;
+    Ok(())
+}
+
+fn print_demo(
+    addr: SocketAddr,
+    data: &DataDir,
+    service: &server::service::Service,
+    seeded: &server::demo::Seeded,
+) {
+    use server::demo::{APP, CHANNEL, PACKAGE};
+    let base = format!("http://{addr}");
+    println!("Baleen demo server on {base}");
+    println!("  data dir:    {} (removed on exit)", data.root().display());
+    println!("  public key:  {}", service.public_key().to_hex());
+    println!("  admin token: {}", seeded.admin_token);
+    println!(
+        "  package {PACKAGE} of app {APP}: 1.0.0 stable on {CHANNEL}, 1.1.0 rolling out to 50 %"
+    );
+    println!();
+    println!("Try:");
+    println!("  curl -s {base}/v1/apps/{APP}/channels/{CHANNEL}/index");
+    println!(
+        "  export BALEEN_SERVER={base} BALEEN_TOKEN={}",
+        seeded.admin_token
+    );
+    println!("  baleen releases --package {PACKAGE}");
+    println!("  baleen complete --package {PACKAGE} --channel {CHANNEL} --reason 'looks good'");
+    println!("  baleen rollback --package {PACKAGE} --channel {CHANNEL} --reason 'undo'");
+    println!("  baleen history --package {PACKAGE} --channel {CHANNEL}");
+    println!(
+        "(use `cargo run -p server --bin baleen --` in place of `baleen` inside the repository)"
+    );
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
 }

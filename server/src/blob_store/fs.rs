@@ -1,0 +1,167 @@
+//! The embedded default: blobs as files under `blobs/ab/abcdef…`, written atomically
+//! (temp file, fsync, rename, fsync the directory).
+
+use std::io::{SeekFrom, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use manifests::Digest;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use super::{BlobRead, BlobStore};
+use crate::error::{Error, Result};
+
+/// Blobs in a directory of the local file system.
+#[derive(Debug, Clone)]
+pub struct FsBlobStore {
+    root: PathBuf,
+}
+
+impl FsBlobStore {
+    /// Opens (creating if needed) a blob directory.
+    pub fn open(root: impl Into<PathBuf>) -> Result<FsBlobStore> {
+        let root = root.into();
+        std::fs::create_dir_all(root.join("tmp"))
+            .map_err(|e| Error::io(format!("creating {}", root.display()), e))?;
+        Ok(FsBlobStore { root })
+    }
+
+    fn path_of(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.to_string();
+        self.root.join(&hex[..2]).join(&hex)
+    }
+
+    /// Moves `from` to the blob's place and makes both the file and its directory entry durable.
+    fn install(&self, from: &Path, digest: &Digest) -> Result<()> {
+        let dest = self.path_of(digest);
+        let dir = dest.parent().unwrap_or(&self.root).to_path_buf();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        std::fs::File::open(from)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(format!("syncing {}", from.display()), e))?;
+        std::fs::rename(from, &dest)
+            .map_err(|e| Error::io(format!("moving blob {digest} into place"), e))?;
+        sync_dir(&dir)
+    }
+}
+
+/// Makes a directory's entries durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(format!("syncing directory {}", dir.display()), e))
+}
+
+#[async_trait]
+impl BlobStore for FsBlobStore {
+    async fn put_file(&self, staged: &Path, digest: &Digest) -> Result<()> {
+        let this = self.clone();
+        let staged = staged.to_path_buf();
+        let digest = *digest;
+        blocking(move || {
+            if this.path_of(&digest).exists() {
+                return std::fs::remove_file(&staged)
+                    .map_err(|e| Error::io(format!("removing {}", staged.display()), e));
+            }
+            this.install(&staged, &digest)
+        })
+        .await
+    }
+
+    async fn put_bytes(&self, bytes: &[u8]) -> Result<Digest> {
+        let digest = Digest::of(bytes);
+        if self.path_of(&digest).exists() {
+            return Ok(digest);
+        }
+        let this = self.clone();
+        let bytes = bytes.to_vec();
+        blocking(move || {
+            let tmp_dir = this.root.join("tmp");
+            let mut tmp = tempfile_in(&tmp_dir)?;
+            tmp.1
+                .write_all(&bytes)
+                .map_err(|e| Error::io(format!("writing {}", tmp.0.display()), e))?;
+            drop(tmp.1);
+            this.install(&tmp.0, &digest)?;
+            Ok(digest)
+        })
+        .await
+    }
+
+    async fn size(&self, digest: &Digest) -> Result<Option<u64>> {
+        match tokio::fs::metadata(self.path_of(digest)).await {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(format!("reading blob {digest}"), e)),
+        }
+    }
+
+    async fn read(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<Option<BlobRead>> {
+        let mut file = match tokio::fs::File::open(self.path_of(digest)).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(format!("opening blob {digest}"), e)),
+        };
+        let total_size = file
+            .metadata()
+            .await
+            .map_err(|e| Error::io(format!("reading blob {digest}"), e))?
+            .len();
+        let range = match range {
+            Some(r) => r.start.min(total_size)..r.end.min(total_size),
+            None => 0..total_size,
+        };
+        if range.start > 0 {
+            file.seek(SeekFrom::Start(range.start))
+                .await
+                .map_err(|e| Error::io(format!("seeking blob {digest}"), e))?;
+        }
+        let len = range.end.saturating_sub(range.start);
+        Ok(Some(BlobRead {
+            total_size,
+            range,
+            reader: Box::pin(file.take(len)),
+        }))
+    }
+
+    async fn read_all(&self, digest: &Digest) -> Result<Option<Vec<u8>>> {
+        match tokio::fs::read(self.path_of(digest)).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(format!("reading blob {digest}"), e)),
+        }
+    }
+}
+
+/// Creates a new, uniquely named file in `dir`.
+pub(crate) fn tempfile_in(dir: &Path) -> Result<(PathBuf, std::fs::File)> {
+    for _ in 0..16 {
+        let mut name = [0u8; 12];
+        getrandom::fill(&mut name).map_err(|e| Error::Internal(format!("random source: {e}")))?;
+        let path = dir.join(format!("{}.tmp", Digest::of(&name).short()));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(file) => return Ok((path, file)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io(format!("creating {}", path.display()), e)),
+        }
+    }
+    Err(Error::Internal(format!(
+        "could not create a temp file in {}",
+        dir.display()
+    )))
+}
+
+/// Runs blocking file-system work off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("blocking task failed: {e}")))?
+}

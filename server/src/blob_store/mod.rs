@@ -1,0 +1,58 @@
+//! Blob storage: file contents (and packs) stored once by sha256.
+//!
+//! The trait is what the rest of the server sees; `fs` is the embedded default. An S3-compatible
+//! engine slots in beside it without touching callers.
+
+use std::ops::Range;
+use std::path::Path;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use manifests::Digest;
+use tokio::io::AsyncRead;
+
+use crate::error::Result;
+
+pub mod fs;
+
+#[cfg(test)]
+mod tests;
+
+/// The bytes of a blob (or part of it) as a stream.
+pub struct BlobRead {
+    /// The whole blob's size in bytes.
+    pub total_size: u64,
+    /// The range being read.
+    pub range: Range<u64>,
+    /// The bytes of `range`.
+    pub reader: Pin<Box<dyn AsyncRead + Send>>,
+}
+
+impl std::fmt::Debug for BlobRead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobRead")
+            .field("total_size", &self.total_size)
+            .field("range", &self.range)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Content-addressed storage. Writes are atomic: a blob is either absent or complete.
+#[async_trait]
+pub trait BlobStore: Send + Sync + std::fmt::Debug + 'static {
+    /// Moves a staged file whose sha256 the caller computed into the store. If the blob is
+    /// already there the staged file is simply removed.
+    async fn put_file(&self, staged: &Path, digest: &Digest) -> Result<()>;
+
+    /// Stores bytes and returns their digest.
+    async fn put_bytes(&self, bytes: &[u8]) -> Result<Digest>;
+
+    /// The blob's size, or `None` if it is not stored.
+    async fn size(&self, digest: &Digest) -> Result<Option<u64>>;
+
+    /// Reads a blob, or the byte range `range` of it (clamped to its size).
+    async fn read(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<Option<BlobRead>>;
+
+    /// Reads a whole blob into memory.
+    async fn read_all(&self, digest: &Digest) -> Result<Option<Vec<u8>>>;
+}

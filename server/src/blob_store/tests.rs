@@ -1,0 +1,80 @@
+//! One suite for every blob store engine.
+
+use manifests::Digest;
+use tokio::io::AsyncReadExt;
+
+use super::BlobStore;
+use super::fs::FsBlobStore;
+
+async fn read_to_vec(
+    store: &dyn BlobStore,
+    digest: &Digest,
+    range: Option<std::ops::Range<u64>>,
+) -> Option<Vec<u8>> {
+    let mut read = store.read(digest, range).await.unwrap()?;
+    let mut out = Vec::new();
+    read.reader.read_to_end(&mut out).await.unwrap();
+    assert_eq!(out.len() as u64, read.range.end - read.range.start);
+    Some(out)
+}
+
+/// What every engine must do.
+pub(crate) async fn blob_store_suite(store: &dyn BlobStore, scratch: &std::path::Path) {
+    let bytes = b"hello, offline world".to_vec();
+    let digest = store.put_bytes(&bytes).await.unwrap();
+    assert_eq!(digest, Digest::of(&bytes));
+    // Storing the same bytes again is a no-op.
+    assert_eq!(store.put_bytes(&bytes).await.unwrap(), digest);
+    assert_eq!(store.size(&digest).await.unwrap(), Some(bytes.len() as u64));
+    assert_eq!(store.read_all(&digest).await.unwrap(), Some(bytes.clone()));
+    assert_eq!(read_to_vec(store, &digest, None).await, Some(bytes.clone()));
+    assert_eq!(
+        read_to_vec(store, &digest, Some(7..14)).await.as_deref(),
+        Some(&b"offline"[..])
+    );
+    // A range past the end is clamped.
+    assert_eq!(
+        read_to_vec(store, &digest, Some(14..1000)).await.as_deref(),
+        Some(&b" world"[..])
+    );
+
+    let missing = Digest::of(b"never stored");
+    assert_eq!(store.size(&missing).await.unwrap(), None);
+    assert!(store.read(&missing, None).await.unwrap().is_none());
+    assert_eq!(store.read_all(&missing).await.unwrap(), None);
+
+    // A staged file moves in; a second staged copy of the same content is just removed.
+    let content = vec![7u8; 100_000];
+    let d = Digest::of(&content);
+    for name in ["staged-1", "staged-2"] {
+        let staged = scratch.join(name);
+        std::fs::write(&staged, &content).unwrap();
+        store.put_file(&staged, &d).await.unwrap();
+        assert!(!staged.exists(), "{name} was consumed");
+    }
+    assert_eq!(store.read_all(&d).await.unwrap(), Some(content));
+}
+
+#[tokio::test]
+async fn fs_blob_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let scratch = dir.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    let store = FsBlobStore::open(dir.path().join("blobs")).unwrap();
+    blob_store_suite(&store, &scratch).await;
+    // Blobs live under a two-character fan-out and no temp file is left behind.
+    let digest = Digest::of(b"hello, offline world").to_string();
+    assert!(
+        dir.path()
+            .join("blobs")
+            .join(&digest[..2])
+            .join(&digest)
+            .is_file()
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("blobs/tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
+}

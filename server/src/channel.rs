@@ -1,0 +1,434 @@
+//! Releasing: promote, staged rollouts, rollback — each a new signed index with a higher sequence.
+//!
+//! `apply` decides (pure, tested as a table); `Service::change_channel` reads, decides, signs and
+//! commits with compare-and-swap on the index sequence, retrying if another change won the race.
+
+use std::collections::BTreeMap;
+
+use manifests::{
+    AppId, Candidate, Channel, FULL_ROLLOUT, Index, PackageEntry, PackageId, ReleaseRef,
+    ReleaseVersion,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::meta_store::{
+    AuditEntry, ChannelCommit, ChannelPackage, ChannelState, HistoryEntry, ReleaseRecord,
+    StoredIndex,
+};
+use crate::service::{Service, now};
+
+#[cfg(test)]
+mod tests;
+
+/// A change a release engineer asks of one package on one channel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// Make `version` the stable release (every device gets it). Drops a candidate of the same
+    /// or a lower version.
+    Promote {
+        /// The release to promote.
+        version: ReleaseVersion,
+    },
+    /// Start a staged rollout of `version` (or change the current candidate's share when
+    /// `version` is omitted) to `basis_points` of devices (10 000 = 100 %).
+    Rollout {
+        /// The candidate; the current one when omitted.
+        version: Option<ReleaseVersion>,
+        /// Share of devices, 0 to 10 000.
+        basis_points: u16,
+    },
+    /// Freeze the rollout's share: devices keep what they have, the share cannot change.
+    Pause,
+    /// Allow the share to change again.
+    Resume,
+    /// Make the candidate the stable release.
+    Complete,
+    /// Undo: with a candidate and no target, drop the candidate (devices in the rollout return
+    /// to stable); otherwise make `to` (default: the previous stable release) stable again.
+    Rollback {
+        /// The release to return to.
+        to: Option<ReleaseVersion>,
+    },
+}
+
+impl Action {
+    /// The history name of the action.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Promote { .. } => "promote",
+            Action::Rollout { .. } => "rollout",
+            Action::Pause => "pause",
+            Action::Resume => "resume",
+            Action::Complete => "complete",
+            Action::Rollback { .. } => "rollback",
+        }
+    }
+}
+
+/// Applies `action` to a package's channel state.
+///
+/// `exists` tells whether a version of the package was published; `previous_stable` is the stable
+/// release before the current one, from the channel's history.
+///
+/// # Errors
+/// [`Error::NotFound`] for an unknown version, [`Error::Conflict`] for an action that does not
+/// fit the state (no candidate to complete, a paused rollout's share, …), [`Error::BadRequest`]
+/// for a share above 100 %.
+pub fn apply(
+    state: &ChannelPackage,
+    action: &Action,
+    exists: impl Fn(&ReleaseVersion) -> bool,
+    previous_stable: Option<&ReleaseVersion>,
+) -> Result<ChannelPackage> {
+    let known = |v: &ReleaseVersion| {
+        if exists(v) {
+            Ok(())
+        } else {
+            Err(Error::NotFound(format!("release {v}")))
+        }
+    };
+    let mut next = state.clone();
+    match action {
+        Action::Promote { version } => {
+            known(version)?;
+            if state.stable.as_ref() == Some(version) {
+                return Err(Error::Conflict(format!("{version} is already stable")));
+            }
+            next.stable = Some(version.clone());
+            if state.candidate.as_ref().is_some_and(|c| c <= version) {
+                next.candidate = None;
+                next.rollout_basis_points = 0;
+                next.paused = false;
+            }
+        }
+        Action::Rollout {
+            version,
+            basis_points,
+        } => {
+            if *basis_points > FULL_ROLLOUT {
+                return Err(Error::BadRequest(format!(
+                    "rollout {basis_points} basis points is above 10000 (100 %)"
+                )));
+            }
+            match version {
+                Some(v) if state.candidate.as_ref() != Some(v) => {
+                    known(v)?;
+                    if state.stable.as_ref() == Some(v) {
+                        return Err(Error::Conflict(format!("{v} is already stable")));
+                    }
+                    next.candidate = Some(v.clone());
+                    next.paused = false;
+                }
+                _ => {
+                    if state.candidate.is_none() {
+                        return Err(Error::Conflict(
+                            "no rollout in progress; name the version to roll out".into(),
+                        ));
+                    }
+                    if state.paused {
+                        return Err(Error::Conflict(
+                            "the rollout is paused; resume it first".into(),
+                        ));
+                    }
+                }
+            }
+            next.rollout_basis_points = *basis_points;
+        }
+        Action::Pause | Action::Resume => {
+            let pause = matches!(action, Action::Pause);
+            if state.candidate.is_none() {
+                return Err(Error::Conflict("no rollout in progress".into()));
+            }
+            if state.paused == pause {
+                return Err(Error::Conflict(format!(
+                    "the rollout is already {}",
+                    if pause { "paused" } else { "running" }
+                )));
+            }
+            next.paused = pause;
+        }
+        Action::Complete => {
+            let Some(candidate) = &state.candidate else {
+                return Err(Error::Conflict("no rollout in progress".into()));
+            };
+            next.stable = Some(candidate.clone());
+            next.candidate = None;
+            next.rollout_basis_points = 0;
+            next.paused = false;
+        }
+        Action::Rollback { to } => {
+            if to.is_none() && state.candidate.is_some() {
+                next.candidate = None;
+                next.rollout_basis_points = 0;
+                next.paused = false;
+            } else {
+                let target = match to {
+                    Some(v) => v,
+                    None => previous_stable.ok_or_else(|| {
+                        Error::Conflict("no earlier stable release to roll back to".into())
+                    })?,
+                };
+                known(target)?;
+                if state.stable.as_ref() == Some(target) {
+                    return Err(Error::Conflict(format!("{target} is already stable")));
+                }
+                next.stable = Some(target.clone());
+                next.candidate = None;
+                next.rollout_basis_points = 0;
+                next.paused = false;
+            }
+        }
+    }
+    Ok(next)
+}
+
+/// The stable release before the current one: what was stable when the current one was last
+/// promoted (rollbacks are skipped, so two rollbacks in a row keep going back, never forward).
+fn previous_stable(
+    history: &[HistoryEntry],
+    current: Option<&ReleaseVersion>,
+) -> Option<ReleaseVersion> {
+    let current = current?;
+    history
+        .iter()
+        .filter(|h| matches!(h.action.as_str(), "promote" | "complete"))
+        .find(|h| h.to_version.as_ref() == Some(current))
+        .and_then(|h| h.from_version.clone())
+}
+
+fn changes_stable(action: &str) -> bool {
+    matches!(action, "promote" | "complete" | "rollback")
+}
+
+/// The outcome of a channel change.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChangeOutcome {
+    /// The new index's sequence.
+    pub sequence: u64,
+    /// The package's new state on the channel.
+    pub state: ChannelPackage,
+}
+
+impl Service {
+    /// Applies a release engineer's action and publishes the new signed index.
+    pub async fn change_channel(
+        &self,
+        package: &PackageId,
+        channel: &Channel,
+        action: &Action,
+        actor: &str,
+        reason: &str,
+    ) -> Result<ChangeOutcome> {
+        let app = self
+            .meta
+            .package_app(package)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("package {package}")))?;
+        let releases = self.meta.releases(package).await?;
+        for _attempt in 0..8 {
+            let state = self.meta.channel_state(&app, channel).await?;
+            let history = self.meta.history(&app, channel, Some(package)).await?;
+            let current = state.packages.get(package).cloned().unwrap_or_default();
+            let previous = previous_stable(&history, current.stable.as_ref());
+            let next = apply(
+                &current,
+                action,
+                |v| releases.iter().any(|r| &r.version == v),
+                previous.as_ref(),
+            )?;
+            let at = now();
+            let sequence = state.sequence + 1;
+            let (from_version, to_version) = match action {
+                Action::Rollout { .. } | Action::Pause | Action::Resume => {
+                    (current.candidate.clone(), next.candidate.clone())
+                }
+                Action::Rollback { to: None } if current.candidate.is_some() => {
+                    (current.candidate.clone(), next.stable.clone())
+                }
+                _ => (current.stable.clone(), next.stable.clone()),
+            };
+            let entry = HistoryEntry {
+                at,
+                package: package.clone(),
+                action: action.name().to_owned(),
+                from_version,
+                to_version,
+                rollout_basis_points: next.candidate.as_ref().map(|_| next.rollout_basis_points),
+                actor: actor.to_owned(),
+                reason: reason.to_owned(),
+                sequence,
+            };
+            let mut new_state = state.clone();
+            new_state.sequence = sequence;
+            new_state.packages.insert(package.clone(), next.clone());
+            let mut all_history = history.clone();
+            all_history.insert(0, entry.clone());
+            let index = self
+                .sign_index(&app, channel, &new_state, Some((package, &all_history)))
+                .await?;
+            let commit = ChannelCommit {
+                app: app.clone(),
+                channel: channel.clone(),
+                expected_sequence: state.sequence,
+                state: new_state,
+                index: index.clone(),
+                history: vec![entry],
+                audit: Some(AuditEntry {
+                    at,
+                    actor: actor.to_owned(),
+                    action: action.name().to_owned(),
+                    target: format!("{app}/{channel}/{package}"),
+                    detail: serde_json::json!({ "action": action, "reason": reason, "sequence": sequence })
+                        .to_string(),
+                }),
+            };
+            if self.meta.commit_channel(&commit).await? {
+                tracing::info!(%app, %channel, %package, action = action.name(), sequence, "channel changed");
+                self.remember_index(&app, channel, index);
+                return Ok(ChangeOutcome {
+                    sequence,
+                    state: next,
+                });
+            }
+            tracing::debug!(%app, %channel, "channel changed under us; retrying");
+        }
+        Err(Error::Conflict(format!(
+            "channel {app}/{channel} keeps changing; try again"
+        )))
+    }
+
+    /// Re-signs every index that has used up half its lifetime, each with a higher sequence, so
+    /// that devices never see an expired index from a healthy server.
+    pub async fn refresh_indexes(&self) -> Result<usize> {
+        let mut refreshed = 0;
+        let half = self.settings.index_ttl_secs / 2;
+        for (app, channel) in self.meta.channels().await? {
+            let Some(index) = self.meta.index(&app, &channel).await? else {
+                continue;
+            };
+            if index.expires_at.unix_secs() > now().unix_secs() + half {
+                continue;
+            }
+            let state = self.meta.channel_state(&app, &channel).await?;
+            if state.sequence != index.sequence {
+                continue;
+            }
+            let mut new_state = state.clone();
+            new_state.sequence += 1;
+            let signed = self.sign_index(&app, &channel, &new_state, None).await?;
+            let commit = ChannelCommit {
+                app: app.clone(),
+                channel: channel.clone(),
+                expected_sequence: state.sequence,
+                state: new_state,
+                index: signed.clone(),
+                history: Vec::new(),
+                audit: None,
+            };
+            if self.meta.commit_channel(&commit).await? {
+                self.remember_index(&app, &channel, signed);
+                refreshed += 1;
+            }
+        }
+        Ok(refreshed)
+    }
+
+    /// Builds and signs the index of `state`. `fresh_history` supplies a package's history
+    /// including a change not yet committed.
+    async fn sign_index(
+        &self,
+        app: &AppId,
+        channel: &Channel,
+        state: &ChannelState,
+        fresh_history: Option<(&PackageId, &[HistoryEntry])>,
+    ) -> Result<StoredIndex> {
+        let mut packages = BTreeMap::new();
+        for (package, entry) in &state.packages {
+            if entry.stable.is_none() && entry.candidate.is_none() {
+                continue;
+            }
+            let releases = self.meta.releases(package).await?;
+            let history = match fresh_history {
+                Some((p, h)) if p == package => h.to_vec(),
+                _ => self.meta.history(app, channel, Some(package)).await?,
+            };
+            packages.insert(package.clone(), package_entry(entry, &releases, &history)?);
+        }
+        let issued_at = now();
+        let index = Index {
+            app: app.clone(),
+            channel: channel.clone(),
+            sequence: state.sequence,
+            issued_at,
+            expires_at: issued_at.plus_secs(self.settings.index_ttl_secs),
+            packages,
+        };
+        let signed = index.sign(&[&self.key])?;
+        Ok(StoredIndex {
+            sequence: state.sequence,
+            digest: signed.digest,
+            bytes: signed.bytes,
+            issued_at,
+            expires_at: index.expires_at,
+        })
+    }
+}
+
+fn release_ref(record: &ReleaseRecord) -> ReleaseRef {
+    ReleaseRef {
+        version: record.version.clone(),
+        manifest: record.manifest_digest,
+        requires: record.requires.clone(),
+        size_bytes: record.size_bytes,
+    }
+}
+
+/// The index entry of one package: stable, candidate, and the older releases that were stable on
+/// this channel and that some host app too old for every newer listed release can still run.
+fn package_entry(
+    state: &ChannelPackage,
+    releases: &[ReleaseRecord],
+    history: &[HistoryEntry],
+) -> Result<PackageEntry> {
+    let find = |v: &ReleaseVersion| {
+        releases
+            .iter()
+            .find(|r| &r.version == v)
+            .ok_or_else(|| Error::Internal(format!("channel names unknown release {v}")))
+    };
+    let stable = state.stable.as_ref().map(find).transpose()?;
+    let candidate = state.candidate.as_ref().map(find).transpose()?;
+    let mut older = Vec::new();
+    if let Some(stable) = stable {
+        let mut seen_requires = vec![stable.requires.as_str().to_owned()];
+        let mut was_stable: Vec<&ReleaseVersion> = history
+            .iter()
+            .filter(|h| changes_stable(&h.action))
+            .filter_map(|h| h.to_version.as_ref())
+            .filter(|v| **v < stable.version)
+            .collect();
+        was_stable.sort();
+        was_stable.dedup();
+        for version in was_stable.into_iter().rev() {
+            let record = find(version)?;
+            if !seen_requires.iter().any(|r| r == record.requires.as_str()) {
+                seen_requires.push(record.requires.as_str().to_owned());
+                older.push(release_ref(record));
+            }
+            if older.len() == manifests::MAX_OLDER {
+                break;
+            }
+        }
+    }
+    Ok(PackageEntry {
+        priority: 0,
+        stable: stable.map(release_ref),
+        candidate: candidate.map(|c| Candidate {
+            release: release_ref(c),
+            rollout_basis_points: state.rollout_basis_points,
+        }),
+        older,
+    })
+}

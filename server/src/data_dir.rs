@@ -1,0 +1,62 @@
+//! The embedded default's data directory:
+//!
+//! ```text
+//! baleen-data/
+//!   keys/signing.private.json   the index and manifest signing key (see `baleen keys generate`)
+//!   blobs/ab/abcdef…            file contents by sha256
+//!   meta.sqlite3                packages, releases, channels, history, tokens, audit log
+//!   tmp/                        uploads being staged; emptied at startup
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use manifests::KeyPair;
+
+use crate::blob_store::fs::FsBlobStore;
+use crate::error::{Error, Result};
+use crate::meta_store::sqlite::SqliteMetaStore;
+use crate::service::{Service, Settings};
+
+/// Paths inside a data directory.
+#[derive(Clone, Debug)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    /// A data directory at `root` (not created yet).
+    pub fn new(root: impl Into<PathBuf>) -> DataDir {
+        DataDir { root: root.into() }
+    }
+
+    /// The directory itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The default signing key's path.
+    pub fn key_path(&self) -> PathBuf {
+        self.root.join("keys").join("signing.private.json")
+    }
+
+    /// Default settings for this directory.
+    pub fn settings(&self) -> Settings {
+        Settings::new(self.root.join("tmp"))
+    }
+
+    /// Opens the stores (creating them if needed), clears leftovers of interrupted uploads, and
+    /// returns a service signing with `key`.
+    pub fn open(&self, key: KeyPair, settings: Settings) -> Result<Service> {
+        std::fs::create_dir_all(&self.root)
+            .map_err(|e| Error::io(format!("creating data dir {}", self.root.display()), e))?;
+        let tmp = &settings.staging_dir;
+        if tmp.exists() {
+            std::fs::remove_dir_all(tmp)
+                .map_err(|e| Error::io(format!("clearing {}", tmp.display()), e))?;
+        }
+        let blobs = FsBlobStore::open(self.root.join("blobs"))?;
+        let meta = SqliteMetaStore::open(&self.root.join("meta.sqlite3"))?;
+        Service::new(Arc::new(blobs), Arc::new(meta), key, settings)
+    }
+}

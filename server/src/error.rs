@@ -1,0 +1,104 @@
+//! The server's one error type. Each error knows its HTTP status and a stable code, so the HTTP
+//! layer maps it to `{"error":{"code":…,"message":…}}` without knowing where it came from.
+
+use axum::http::StatusCode;
+
+/// `Result` with the server's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the server library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A value in a request broke a rule of the contract (bad id, version, path, signature…).
+    #[error(transparent)]
+    Contract(#[from] manifests::Error),
+    /// An uploaded archive was refused.
+    #[error(transparent)]
+    Ingest(#[from] crate::ingest::IngestError),
+    /// A request was malformed in some other way.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No or an unknown token.
+    #[error("missing or unknown token")]
+    Unauthorized,
+    /// The token may not do this.
+    #[error("token scope {scope} may not {action}")]
+    Forbidden {
+        /// The token's scope.
+        scope: String,
+        /// What it tried.
+        action: String,
+    },
+    /// What was asked for does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The request conflicts with what exists (a version published with other content…).
+    #[error("{0}")]
+    Conflict(String),
+    /// The upload is larger than allowed.
+    #[error("upload larger than {limit_bytes} bytes")]
+    TooLarge {
+        /// The cap.
+        limit_bytes: u64,
+    },
+    /// The metadata store failed.
+    #[error("metadata store: {0}")]
+    Meta(#[from] rusqlite::Error),
+    /// File-system or other IO failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The IO error.
+        source: std::io::Error,
+    },
+    /// An invariant of the server broke; a bug or a damaged data directory.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// Wraps an IO error with what was being done.
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Error {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            // A failure to write the staging area is ours, not the upload's.
+            Error::Ingest(e) if !e.is_refusal() => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Contract(_) | Error::Ingest(_) | Error::BadRequest(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            Error::Unauthorized => StatusCode::UNAUTHORIZED,
+            Error::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::Meta(_) | Error::Io { .. } | Error::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        }
+    }
+
+    /// A stable snake_case code for clients and tests.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Contract(e) => e.code(),
+            Error::Ingest(e) => e.code(),
+            Error::BadRequest(_) => "bad_request",
+            Error::Unauthorized => "unauthorized",
+            Error::Forbidden { .. } => "forbidden",
+            Error::NotFound(_) => "not_found",
+            Error::Conflict(_) => "conflict",
+            Error::TooLarge { .. } => "too_large",
+            Error::Meta(_) => "meta_store",
+            Error::Io { .. } => "io",
+            Error::Internal(_) => "internal",
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! What front-end teams and release engineers call: publish, channel changes, listings. Every
+//! route needs a bearer token of a sufficient scope.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
+use manifests::{AppId, Channel, PackageId};
+use serde::Deserialize;
+use tokio::io::AsyncWriteExt;
+
+use crate::auth::Caller;
+use crate::channel::Action;
+use crate::error::{Error, Result};
+use crate::meta_store::Scope;
+use crate::publish::{PublishRequest, unique_dir};
+use crate::service::Service;
+
+async fn caller(service: &Service, headers: &HeaderMap) -> Result<Caller> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    service.authenticate(token).await
+}
+
+/// Publish parameters in the query string (the body is the zip).
+#[derive(Debug, Deserialize)]
+pub struct PublishQuery {
+    version: String,
+    requires: Option<String>,
+    /// Route prefixes, comma-separated.
+    routes: Option<String>,
+    entry: Option<String>,
+    spa: Option<bool>,
+    notes: Option<String>,
+    source_revision: Option<String>,
+    channel: Option<String>,
+}
+
+/// `POST /v1/admin/apps/{app}/packages/{package}/releases?version=…` with a zip body.
+pub async fn publish(
+    State(service): State<Arc<Service>>,
+    Path((app, package)): Path<(String, String)>,
+    query: std::result::Result<Query<PublishQuery>, QueryRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let (app, package) = (AppId::parse(&app)?, PackageId::parse(&package)?);
+    let Query(query) = query.map_err(|e| Error::BadRequest(format!("query: {}", e.body_text())))?;
+    let caller = caller(&service, &headers).await?;
+    caller.require(Scope::Publish, Some(&package), "publish")?;
+    if query.channel.is_some() {
+        caller.require(Scope::Release, Some(&package), "publish to a channel")?;
+    }
+    let limit = service.settings().max_upload_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(Error::TooLarge { limit_bytes: limit });
+    }
+    let upload_dir = unique_dir(&service.settings().staging_dir)?;
+    let result = async {
+        let zip = upload_dir.join("upload.zip");
+        receive(body, &zip, limit).await?;
+        let request = PublishRequest {
+            version: query.version.clone(),
+            requires: query.requires.clone(),
+            routes: query
+                .routes
+                .as_deref()
+                .map(|r| {
+                    r.split(',')
+                        .map(|s| s.trim().to_owned())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            entry: query.entry.clone(),
+            spa: query.spa,
+            notes: query.notes.clone(),
+            source_revision: query.source_revision.clone(),
+            channel: query.channel.clone(),
+        };
+        service
+            .publish(&app, &package, &request, &zip, caller.name())
+            .await
+    }
+    .await;
+    if let Err(e) = tokio::fs::remove_dir_all(&upload_dir).await {
+        tracing::warn!(dir = %upload_dir.display(), error = %e, "could not remove upload dir");
+    }
+    let published = result?;
+    if published.created {
+        tokio::spawn(
+            service
+                .clone()
+                .build_packs_after_publish(package.clone(), published.release.version.clone()),
+        );
+    }
+    let status = if published.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(published)).into_response())
+}
+
+/// Streams a request body into a new file, refusing more than `limit` bytes.
+async fn receive(body: Body, path: &std::path::Path, limit: u64) -> Result<()> {
+    let mut file = tokio::fs::File::create(path)
+        .await
+        .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+    let mut body = body;
+    let mut received: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| Error::BadRequest(format!("upload interrupted: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            received += data.len() as u64;
+            if received > limit {
+                return Err(Error::TooLarge { limit_bytes: limit });
+            }
+            file.write_all(&data)
+                .await
+                .map_err(|e| Error::io(format!("writing {}", path.display()), e))?;
+        }
+    }
+    file.sync_all()
+        .await
+        .map_err(|e| Error::io(format!("syncing {}", path.display()), e))?;
+    Ok(())
+}
+
+/// `GET /v1/admin/packages/{package}/releases`
+pub async fn releases(
+    State(service): State<Arc<Service>>,
+    Path(package): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let package = PackageId::parse(&package)?;
+    caller(&service, &headers)
+        .await?
+        .require(Scope::Publish, Some(&package), "list releases")?;
+    if service.meta().package_app(&package).await?.is_none() {
+        return Err(Error::NotFound(format!("package {package}")));
+    }
+    Ok(Json(service.meta().releases(&package).await?).into_response())
+}
+
+/// A channel change: the action plus why.
+#[derive(Debug, Deserialize)]
+pub struct ChangeBody {
+    #[serde(flatten)]
+    action: Action,
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /v1/admin/packages/{package}/channels/{channel}` with `{"action":"promote",…}`.
+pub async fn change(
+    State(service): State<Arc<Service>>,
+    Path((package, channel)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: std::result::Result<Json<ChangeBody>, JsonRejection>,
+) -> Result<Response> {
+    let (package, channel) = (PackageId::parse(&package)?, Channel::parse(&channel)?);
+    let Json(body) =
+        body.map_err(|e| Error::BadRequest(format!("request body: {}", e.body_text())))?;
+    let caller = caller(&service, &headers).await?;
+    caller.require(Scope::Release, Some(&package), body.action.name())?;
+    if body.reason.len() > 4096 {
+        return Err(Error::BadRequest("reason longer than 4096 bytes".into()));
+    }
+    let outcome = service
+        .change_channel(
+            &package,
+            &channel,
+            &body.action,
+            caller.name(),
+            &body.reason,
+        )
+        .await?;
+    Ok(Json(outcome).into_response())
+}
+
+/// `GET /v1/admin/packages/{package}/channels/{channel}/history`
+pub async fn history(
+    State(service): State<Arc<Service>>,
+    Path((package, channel)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let (package, channel) = (PackageId::parse(&package)?, Channel::parse(&channel)?);
+    caller(&service, &headers)
+        .await?
+        .require(Scope::Publish, Some(&package), "read history")?;
+    let app = service
+        .meta()
+        .package_app(&package)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("package {package}")))?;
+    Ok(Json(
+        service
+            .meta()
+            .history(&app, &channel, Some(&package))
+            .await?,
+    )
+    .into_response())
+}
+
+/// `GET /v1/admin/apps/{app}/channels/{channel}`: every package's state on the channel.
+pub async fn channel_state(
+    State(service): State<Arc<Service>>,
+    Path((app, channel)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let (app, channel) = (AppId::parse(&app)?, Channel::parse(&channel)?);
+    caller(&service, &headers)
+        .await?
+        .require(Scope::Release, None, "read channel state")?;
+    Ok(Json(service.meta().channel_state(&app, &channel).await?).into_response())
+}
+
+/// Query of the audit log.
+#[derive(Debug, Deserialize)]
+pub struct AuditQuery {
+    limit: Option<u32>,
+}
+
+/// `GET /v1/admin/audit?limit=N`
+pub async fn audit(
+    State(service): State<Arc<Service>>,
+    Query(query): Query<AuditQuery>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    caller(&service, &headers)
+        .await?
+        .require(Scope::Admin, None, "read the audit log")?;
+    let limit = query.limit.unwrap_or(100).min(10_000);
+    Ok(Json(service.meta().audit_log(limit).await?).into_response())
+}

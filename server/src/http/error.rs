@@ -1,0 +1,25 @@
+//! The HTTP face of [`Error`]: a status and `{"error":{"code":…,"message":…}}`.
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+
+use crate::error::Error;
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(code = self.code(), error = %self, "request failed");
+        } else {
+            tracing::debug!(code = self.code(), error = %self, "request refused");
+        }
+        let message = if status.is_server_error() {
+            // Internal details (paths, SQL) stay in the log.
+            "internal server error; see the server log".to_owned()
+        } else {
+            self.to_string()
+        };
+        let body = serde_json::json!({ "error": { "code": self.code(), "message": message } });
+        (status, Json(body)).into_response()
+    }
+}

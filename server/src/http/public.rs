@@ -1,0 +1,253 @@
+//! What devices and CDNs read: indexes, manifests and blobs. No token needed.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use manifests::{AppId, Channel, Digest, PackageId, ReleaseVersion};
+use tokio_util::io::ReaderStream;
+
+use crate::error::{Error, Result};
+use crate::service::Service;
+
+/// `Cache-Control` of everything addressed by digest.
+pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
+
+fn etag(digest: &Digest) -> HeaderValue {
+    // A digest is hex only, always a valid header value.
+    HeaderValue::from_str(&format!("\"{digest}\"")).unwrap_or(HeaderValue::from_static("\"\""))
+}
+
+fn not_modified(headers: &HeaderMap, tag: &HeaderValue) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|v| v.trim().trim_start_matches("W/"))
+        .any(|v| v == "*" || v.as_bytes() == tag.as_bytes())
+}
+
+fn parse_digest(text: &str) -> Result<Digest> {
+    Digest::parse(text).map_err(|_| Error::NotFound(format!("{text:?}")))
+}
+
+/// `GET /v1/apps/{app}/channels/{channel}/index`
+pub async fn index(
+    State(service): State<Arc<Service>>,
+    Path((app, channel)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let (app, channel) = (AppId::parse(&app)?, Channel::parse(&channel)?);
+    let index = service
+        .index(&app, &channel)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("index of {app}/{channel}")))?;
+    let tag = etag(&index.digest);
+    let cache = HeaderValue::from_str(&format!(
+        "public, max-age={}",
+        service.settings().index_max_age_secs
+    ))
+    .map_err(|e| Error::Internal(e.to_string()))?;
+    if not_modified(&headers, &tag) {
+        return Ok((
+            StatusCode::NOT_MODIFIED,
+            [(header::ETAG, tag), (header::CACHE_CONTROL, cache)],
+        )
+            .into_response());
+    }
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::ETAG, tag),
+            (header::CACHE_CONTROL, cache),
+        ],
+        index.bytes.clone(),
+    )
+        .into_response())
+}
+
+/// `GET /v1/manifests/{sha256}`
+pub async fn manifest(
+    State(service): State<Arc<Service>>,
+    Path(digest): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let digest = parse_digest(&digest)?;
+    let record = service
+        .meta()
+        .release_by_manifest(&digest)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("manifest {digest}")))?;
+    let tag = etag(&digest);
+    if not_modified(&headers, &tag) {
+        return Ok(immutable_not_modified(tag));
+    }
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::ETAG, tag),
+            (header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE)),
+        ],
+        record.manifest,
+    )
+        .into_response())
+}
+
+fn immutable_not_modified(tag: HeaderValue) -> Response {
+    (
+        StatusCode::NOT_MODIFIED,
+        [
+            (header::ETAG, tag),
+            (header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE)),
+        ],
+    )
+        .into_response()
+}
+
+/// `GET /v1/blobs/{sha256}`, with `Range` and `If-None-Match`.
+pub async fn blob(
+    State(service): State<Arc<Service>>,
+    Path(digest): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let digest = parse_digest(&digest)?;
+    serve_blob(&service, &digest, &headers, "application/octet-stream").await
+}
+
+/// `GET /v1/packs/{package}/{to}.zip` (full pack) or `/v1/packs/{package}/{from}..{to}.zip`
+/// (diff pack); built on first request if it was not built at publish.
+pub async fn pack(
+    State(service): State<Arc<Service>>,
+    Path((package, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let package = PackageId::parse(&package)?;
+    let versions = name
+        .strip_suffix(".zip")
+        .ok_or_else(|| Error::NotFound(format!("pack {name:?}")))?;
+    let (from, to) = match versions.split_once("..") {
+        Some((from, to)) => (
+            Some(ReleaseVersion::parse(from)?),
+            ReleaseVersion::parse(to)?,
+        ),
+        None => (None, ReleaseVersion::parse(versions)?),
+    };
+    let record = service.pack(&package, from.as_ref(), &to).await?;
+    serve_blob(&service, &record.digest, &headers, "application/zip").await
+}
+
+/// Serves a stored blob with its digest as strong ETag, `Range` and immutable caching.
+async fn serve_blob(
+    service: &Service,
+    digest: &Digest,
+    headers: &HeaderMap,
+    content_type: &'static str,
+) -> Result<Response> {
+    let tag = etag(digest);
+    let Some(size) = service.blobs().size(digest).await? else {
+        return Err(Error::NotFound(format!("blob {digest}")));
+    };
+    if not_modified(headers, &tag) {
+        return Ok(immutable_not_modified(tag));
+    }
+    let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
+        Some(spec) => match parse_range(spec, size) {
+            RangeSpec::Satisfiable(r) => Some(r),
+            RangeSpec::Unsatisfiable => {
+                return Ok((
+                    StatusCode::RANGE_NOT_SATISFIABLE,
+                    [(header::CONTENT_RANGE, format!("bytes */{size}"))],
+                )
+                    .into_response());
+            }
+            RangeSpec::Ignored => None,
+        },
+        None => None,
+    };
+    let read = service
+        .blobs()
+        .read(digest, range.clone())
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("blob {digest}")))?;
+    let len = read.range.end - read.range.start;
+    let mut response = Response::new(Body::from_stream(ReaderStream::new(read.reader)));
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(header::ETAG, tag);
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if range.is_some() {
+        let value = format!(
+            "bytes {}-{}/{}",
+            read.range.start,
+            read.range.end.saturating_sub(1),
+            read.total_size
+        );
+        h.insert(
+            header::CONTENT_RANGE,
+            HeaderValue::from_str(&value).map_err(|e| Error::Internal(e.to_string()))?,
+        );
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+    }
+    Ok(response)
+}
+
+/// A `Range` header, as far as this server honours it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RangeSpec {
+    /// One satisfiable byte range (end exclusive).
+    Satisfiable(Range<u64>),
+    /// A well-formed range that lies beyond the end.
+    Unsatisfiable,
+    /// Malformed or multi-range: answered with the whole body, as RFC 9110 allows.
+    Ignored,
+}
+
+/// Parses `bytes=a-b`, `bytes=a-` and `bytes=-n` against a body of `size` bytes.
+pub fn parse_range(spec: &str, size: u64) -> RangeSpec {
+    let Some(ranges) = spec.trim().strip_prefix("bytes=") else {
+        return RangeSpec::Ignored;
+    };
+    if ranges.contains(',') {
+        return RangeSpec::Ignored;
+    }
+    let Some((start, end)) = ranges.trim().split_once('-') else {
+        return RangeSpec::Ignored;
+    };
+    let number = |s: &str| s.trim().parse::<u64>().ok();
+    match (start.trim().is_empty(), end.trim().is_empty()) {
+        (true, true) => RangeSpec::Ignored,
+        (true, false) => match number(end) {
+            None => RangeSpec::Ignored,
+            Some(n) if n == 0 || size == 0 => RangeSpec::Unsatisfiable,
+            Some(n) => RangeSpec::Satisfiable(size.saturating_sub(n)..size),
+        },
+        (false, _) => {
+            let Some(first) = number(start) else {
+                return RangeSpec::Ignored;
+            };
+            let last = if end.trim().is_empty() {
+                Some(u64::MAX)
+            } else {
+                number(end)
+            };
+            match last {
+                Some(last) if last < first => RangeSpec::Ignored,
+                Some(_) if first >= size => RangeSpec::Unsatisfiable,
+                Some(last) => RangeSpec::Satisfiable(first..last.saturating_add(1).min(size)),
+                None => RangeSpec::Ignored,
+            }
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! Metadata storage: packages, releases, channels and their history, indexes, tokens and the
+//! audit log.
+//!
+//! The trait is what the rest of the server sees; `sqlite` is the embedded default. Channel
+//! changes are compare-and-swap on the channel's index sequence ([`MetaStore::commit_channel`]),
+//! so any number of stateless server replicas can share one store, and a PostgreSQL engine needs
+//! no server-side locking to match.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use manifests::{AppId, Channel, Digest, HostRequirement, PackageId, ReleaseVersion, Timestamp};
+use serde::Serialize;
+
+use crate::error::Result;
+
+pub mod sqlite;
+
+#[cfg(test)]
+mod tests;
+
+/// One published release.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ReleaseRecord {
+    /// The package.
+    pub package: PackageId,
+    /// The version.
+    pub version: ReleaseVersion,
+    /// The digest of the signed manifest's signed part.
+    pub manifest_digest: Digest,
+    /// The signed manifest envelope as served.
+    #[serde(skip)]
+    pub manifest: Vec<u8>,
+    /// A digest of what makes two publishes "the same": files, entry, routes and requirement.
+    pub content_key: Digest,
+    /// Supported host-app versions.
+    pub requires: HostRequirement,
+    /// Sum of file sizes.
+    pub size_bytes: u64,
+    /// Number of files.
+    pub file_count: u64,
+    /// Publication time.
+    pub created_at: Timestamp,
+    /// Who published it (token name).
+    pub publisher: String,
+    /// Release notes.
+    pub notes: String,
+}
+
+/// What one channel says of one package.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ChannelPackage {
+    /// The release every device gets.
+    pub stable: Option<ReleaseVersion>,
+    /// A release being rolled out.
+    pub candidate: Option<ReleaseVersion>,
+    /// The candidate's rollout in basis points.
+    pub rollout_basis_points: u16,
+    /// Whether the rollout is paused (its percentage may not change until resumed).
+    pub paused: bool,
+}
+
+/// A channel of one app: every package's state and the sequence of its current index.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ChannelState {
+    /// The sequence of the channel's current index; 0 before the first.
+    pub sequence: u64,
+    /// Per package.
+    pub packages: BTreeMap<PackageId, ChannelPackage>,
+}
+
+/// A signed index as stored and served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredIndex {
+    /// Its sequence.
+    pub sequence: u64,
+    /// The digest of its signed part.
+    pub digest: Digest,
+    /// The envelope bytes.
+    pub bytes: Vec<u8>,
+    /// When it was signed.
+    pub issued_at: Timestamp,
+    /// When it expires.
+    pub expires_at: Timestamp,
+}
+
+/// One change in a channel's history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct HistoryEntry {
+    /// When.
+    pub at: Timestamp,
+    /// Which package.
+    pub package: PackageId,
+    /// What: `promote`, `rollout`, `pause`, `resume`, `complete`, `rollback`, `cancel`.
+    pub action: String,
+    /// The version before the change (stable or candidate, as the action concerns).
+    pub from_version: Option<ReleaseVersion>,
+    /// The version after.
+    pub to_version: Option<ReleaseVersion>,
+    /// The rollout after the change, for rollout actions.
+    pub rollout_basis_points: Option<u16>,
+    /// Who (token name).
+    pub actor: String,
+    /// Why, as the operator said.
+    pub reason: String,
+    /// The index sequence the change produced.
+    pub sequence: u64,
+}
+
+/// A write to the audit log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AuditEntry {
+    /// When.
+    pub at: Timestamp,
+    /// Who (token name, or `cli` for local commands).
+    pub actor: String,
+    /// What (`publish`, `promote`, `token.create`…).
+    pub action: String,
+    /// On what (`checkout@1.4.0`, `shop/production`…).
+    pub target: String,
+    /// Details as JSON text.
+    pub detail: String,
+}
+
+/// What a token may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Publish releases.
+    Publish,
+    /// Promote, stage, roll back (and publish).
+    Release,
+    /// Everything.
+    Admin,
+}
+
+impl Scope {
+    /// The scope's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Publish => "publish",
+            Scope::Release => "release",
+            Scope::Admin => "admin",
+        }
+    }
+
+    /// Parses a scope name.
+    pub fn parse(text: &str) -> Option<Scope> {
+        match text {
+            "publish" => Some(Scope::Publish),
+            "release" => Some(Scope::Release),
+            "admin" => Some(Scope::Admin),
+            _ => None,
+        }
+    }
+
+    /// Whether a token of this scope may act with `needed`'s rights.
+    pub fn allows(self, needed: Scope) -> bool {
+        self >= needed
+    }
+}
+
+/// An API token; only its hash is stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TokenRecord {
+    /// A human name, shown as the actor in history and audit.
+    pub name: String,
+    /// sha256 of the secret token.
+    #[serde(skip)]
+    pub hash: Digest,
+    /// What it may do.
+    pub scope: Scope,
+    /// If set, the only package it may act on.
+    pub package: Option<PackageId>,
+    /// When it was made.
+    pub created_at: Timestamp,
+}
+
+/// The outcome of inserting a release.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Inserted {
+    /// The release is new.
+    New,
+    /// The same package and version exist already; here they are.
+    Existing(Box<ReleaseRecord>),
+}
+
+/// A built pack, stored as a blob.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PackRecord {
+    /// The blob holding the pack.
+    pub digest: Digest,
+    /// Its size.
+    pub size_bytes: u64,
+}
+
+/// A channel change to commit atomically.
+#[derive(Clone, Debug)]
+pub struct ChannelCommit {
+    /// The app.
+    pub app: AppId,
+    /// The channel.
+    pub channel: Channel,
+    /// The sequence the change was computed from; the commit fails if another won the race.
+    pub expected_sequence: u64,
+    /// The new state; its `sequence` is the new index's.
+    pub state: ChannelState,
+    /// The newly signed index.
+    pub index: StoredIndex,
+    /// History entries for the change (none for a plain re-signing).
+    pub history: Vec<HistoryEntry>,
+    /// The audit entry, if the change was an operator's.
+    pub audit: Option<AuditEntry>,
+}
+
+/// Metadata storage.
+#[async_trait]
+pub trait MetaStore: Send + Sync + std::fmt::Debug + 'static {
+    /// The app a package belongs to, if the package exists.
+    async fn package_app(&self, package: &PackageId) -> Result<Option<AppId>>;
+
+    /// Every package of an app.
+    async fn app_packages(&self, app: &AppId) -> Result<Vec<PackageId>>;
+
+    /// Inserts a release, creating its package (in `app`) on first publish. If the package
+    /// exists in another app, fails with a conflict; if the version exists, returns it unchanged.
+    async fn insert_release(
+        &self,
+        app: &AppId,
+        release: &ReleaseRecord,
+        audit: &AuditEntry,
+    ) -> Result<Inserted>;
+
+    /// One release.
+    async fn release(
+        &self,
+        package: &PackageId,
+        version: &ReleaseVersion,
+    ) -> Result<Option<ReleaseRecord>>;
+
+    /// A release by the digest of its manifest.
+    async fn release_by_manifest(&self, digest: &Digest) -> Result<Option<ReleaseRecord>>;
+
+    /// Every release of a package, newest version first.
+    async fn releases(&self, package: &PackageId) -> Result<Vec<ReleaseRecord>>;
+
+    /// The state of an app's channel (empty with sequence 0 if it never changed).
+    async fn channel_state(&self, app: &AppId, channel: &Channel) -> Result<ChannelState>;
+
+    /// Every (app, channel) that has an index.
+    async fn channels(&self) -> Result<Vec<(AppId, Channel)>>;
+
+    /// Commits a channel change if the channel is still at `expected_sequence`; returns false
+    /// (and changes nothing) if another change won the race.
+    async fn commit_channel(&self, commit: &ChannelCommit) -> Result<bool>;
+
+    /// The current index of a channel.
+    async fn index(&self, app: &AppId, channel: &Channel) -> Result<Option<StoredIndex>>;
+
+    /// A channel's history, newest first, optionally for one package only.
+    async fn history(
+        &self,
+        app: &AppId,
+        channel: &Channel,
+        package: Option<&PackageId>,
+    ) -> Result<Vec<HistoryEntry>>;
+
+    /// The built pack from `from` (none: full pack) to `to`, if it was built.
+    async fn pack(
+        &self,
+        package: &PackageId,
+        from: Option<&ReleaseVersion>,
+        to: &ReleaseVersion,
+    ) -> Result<Option<PackRecord>>;
+
+    /// Records a built pack (a no-op if it was recorded already).
+    async fn insert_pack(
+        &self,
+        package: &PackageId,
+        from: Option<&ReleaseVersion>,
+        to: &ReleaseVersion,
+        pack: &PackRecord,
+    ) -> Result<()>;
+
+    /// Stores a token.
+    async fn insert_token(&self, token: &TokenRecord, audit: &AuditEntry) -> Result<()>;
+
+    /// The token with this hash.
+    async fn token(&self, hash: &Digest) -> Result<Option<TokenRecord>>;
+
+    /// The newest audit entries, newest first.
+    async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>>;
+}

@@ -1,0 +1,698 @@
+//! The embedded default: metadata in one SQLite file (WAL, `synchronous=FULL`).
+//!
+//! Calls run on tokio's blocking pool behind one connection; SQLite serialises writers anyway, and
+//! the write rate of a release system is low.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use manifests::{AppId, Channel, Digest, HostRequirement, PackageId, ReleaseVersion, Timestamp};
+use rusqlite::types::Type;
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+
+use super::{
+    AuditEntry, ChannelCommit, ChannelPackage, ChannelState, HistoryEntry, Inserted, MetaStore,
+    PackRecord, ReleaseRecord, Scope, StoredIndex, TokenRecord,
+};
+use crate::error::{Error, Result};
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE packages (
+    id TEXT PRIMARY KEY,
+    app TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX packages_app ON packages(app);
+CREATE TABLE releases (
+    package TEXT NOT NULL REFERENCES packages(id),
+    version TEXT NOT NULL,
+    manifest_digest TEXT NOT NULL UNIQUE,
+    manifest BLOB NOT NULL,
+    content_key TEXT NOT NULL,
+    requires TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    file_count INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    publisher TEXT NOT NULL,
+    notes TEXT NOT NULL,
+    PRIMARY KEY (package, version)
+);
+CREATE TABLE channel_packages (
+    app TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    package TEXT NOT NULL REFERENCES packages(id),
+    stable TEXT,
+    candidate TEXT,
+    rollout_basis_points INTEGER NOT NULL,
+    paused INTEGER NOT NULL,
+    PRIMARY KEY (app, channel, package)
+);
+CREATE TABLE indexes (
+    app TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    digest TEXT NOT NULL,
+    bytes BLOB NOT NULL,
+    issued_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    PRIMARY KEY (app, channel)
+);
+CREATE TABLE history (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    app TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    package TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    action TEXT NOT NULL,
+    from_version TEXT,
+    to_version TEXT,
+    rollout_basis_points INTEGER,
+    actor TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    sequence INTEGER NOT NULL
+);
+CREATE INDEX history_channel ON history(app, channel, package);
+CREATE TABLE packs (
+    package TEXT NOT NULL,
+    from_version TEXT NOT NULL,
+    to_version TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    PRIMARY KEY (package, from_version, to_version),
+    FOREIGN KEY (package, to_version) REFERENCES releases(package, version)
+);
+CREATE TABLE tokens (
+    hash TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    scope TEXT NOT NULL,
+    package TEXT,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+";
+
+/// Metadata in SQLite.
+#[derive(Debug, Clone)]
+pub struct SqliteMetaStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteMetaStore {
+    /// Opens (creating and migrating if needed) the database at `path`.
+    pub fn open(path: &Path) -> Result<SqliteMetaStore> {
+        let conn = Connection::open(path)?;
+        Self::setup(conn)
+    }
+
+    /// An in-memory database, for tests.
+    pub fn open_in_memory() -> Result<SqliteMetaStore> {
+        Self::setup(Connection::open_in_memory()?)
+    }
+
+    fn setup(conn: Connection) -> Result<SqliteMetaStore> {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        match version {
+            0 => {
+                conn.execute_batch(&format!(
+                    "BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                ))?;
+            }
+            SCHEMA_VERSION => {}
+            other => {
+                return Err(Error::Internal(format!(
+                    "metadata schema version {other} is newer than this server ({SCHEMA_VERSION})"
+                )));
+            }
+        }
+        Ok(SqliteMetaStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| Error::Internal("metadata connection lock poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("metadata task failed: {e}")))?
+    }
+}
+
+/// Parses a column with a contract constructor, turning a bad stored value into an error.
+fn col<T>(
+    row: &Row<'_>,
+    i: usize,
+    parse: impl FnOnce(&str) -> manifests::Result<T>,
+) -> rusqlite::Result<T> {
+    let text: String = row.get(i)?;
+    parse(&text).map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, Type::Text, Box::new(e)))
+}
+
+fn opt_col<T>(
+    row: &Row<'_>,
+    i: usize,
+    parse: impl FnOnce(&str) -> manifests::Result<T>,
+) -> rusqlite::Result<Option<T>> {
+    let text: Option<String> = row.get(i)?;
+    text.map(|t| parse(&t))
+        .transpose()
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, Type::Text, Box::new(e)))
+}
+
+fn time(row: &Row<'_>, i: usize) -> rusqlite::Result<Timestamp> {
+    let secs: i64 = row.get(i)?;
+    Ok(Timestamp::from_unix_secs(secs.max(0) as u64))
+}
+
+fn secs(t: Timestamp) -> i64 {
+    // Timestamps are capped at year 9999, far below i64::MAX.
+    t.unix_secs() as i64
+}
+
+const RELEASE_COLUMNS: &str = "package, version, manifest_digest, manifest, content_key, requires, \
+     size_bytes, file_count, created_at, publisher, notes";
+
+fn release_row(row: &Row<'_>) -> rusqlite::Result<ReleaseRecord> {
+    Ok(ReleaseRecord {
+        package: col(row, 0, PackageId::parse)?,
+        version: col(row, 1, ReleaseVersion::parse)?,
+        manifest_digest: col(row, 2, Digest::parse)?,
+        manifest: row.get(3)?,
+        content_key: col(row, 4, Digest::parse)?,
+        requires: col(row, 5, HostRequirement::parse)?,
+        size_bytes: row.get::<_, i64>(6)?.max(0) as u64,
+        file_count: row.get::<_, i64>(7)?.max(0) as u64,
+        created_at: time(row, 8)?,
+        publisher: row.get(9)?,
+        notes: row.get(10)?,
+    })
+}
+
+fn insert_audit(tx: &Connection, audit: &AuditEntry) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO audit (at, actor, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            secs(audit.at),
+            audit.actor,
+            audit.action,
+            audit.target,
+            audit.detail
+        ],
+    )?;
+    Ok(())
+}
+
+#[async_trait]
+impl MetaStore for SqliteMetaStore {
+    async fn package_app(&self, package: &PackageId) -> Result<Option<AppId>> {
+        let package = package.clone();
+        self.with(move |c| {
+            Ok(c.query_row(
+                "SELECT app FROM packages WHERE id = ?1",
+                [package.as_str()],
+                |r| col(r, 0, AppId::parse),
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn app_packages(&self, app: &AppId) -> Result<Vec<PackageId>> {
+        let app = app.clone();
+        self.with(move |c| {
+            let mut stmt = c.prepare("SELECT id FROM packages WHERE app = ?1 ORDER BY id")?;
+            let rows = stmt.query_map([app.as_str()], |r| col(r, 0, PackageId::parse))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn insert_release(
+        &self,
+        app: &AppId,
+        release: &ReleaseRecord,
+        audit: &AuditEntry,
+    ) -> Result<Inserted> {
+        let (app, release, audit) = (app.clone(), release.clone(), audit.clone());
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let owner: Option<String> = tx
+                .query_row(
+                    "SELECT app FROM packages WHERE id = ?1",
+                    [release.package.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match owner {
+                Some(owner) if owner != app.as_str() => {
+                    return Err(Error::Conflict(format!(
+                        "package {} belongs to app {owner}, not {app}",
+                        release.package
+                    )));
+                }
+                Some(_) => {}
+                None => {
+                    tx.execute(
+                        "INSERT INTO packages (id, app, created_at) VALUES (?1, ?2, ?3)",
+                        params![release.package.as_str(), app.as_str(), secs(release.created_at)],
+                    )?;
+                }
+            }
+            let existing = tx
+                .query_row(
+                    &format!("SELECT {RELEASE_COLUMNS} FROM releases WHERE package = ?1 AND version = ?2"),
+                    params![release.package.as_str(), release.version.to_string()],
+                    release_row,
+                )
+                .optional()?;
+            if let Some(existing) = existing {
+                return Ok(Inserted::Existing(Box::new(existing)));
+            }
+            tx.execute(
+                &format!(
+                    "INSERT INTO releases ({RELEASE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+                ),
+                params![
+                    release.package.as_str(),
+                    release.version.to_string(),
+                    release.manifest_digest.to_string(),
+                    release.manifest,
+                    release.content_key.to_string(),
+                    release.requires.as_str(),
+                    release.size_bytes as i64,
+                    release.file_count as i64,
+                    secs(release.created_at),
+                    release.publisher,
+                    release.notes,
+                ],
+            )?;
+            insert_audit(&tx, &audit)?;
+            tx.commit()?;
+            Ok(Inserted::New)
+        })
+        .await
+    }
+
+    async fn release(
+        &self,
+        package: &PackageId,
+        version: &ReleaseVersion,
+    ) -> Result<Option<ReleaseRecord>> {
+        let (package, version) = (package.clone(), version.to_string());
+        self.with(move |c| {
+            Ok(c.query_row(
+                &format!(
+                    "SELECT {RELEASE_COLUMNS} FROM releases WHERE package = ?1 AND version = ?2"
+                ),
+                params![package.as_str(), version],
+                release_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn release_by_manifest(&self, digest: &Digest) -> Result<Option<ReleaseRecord>> {
+        let digest = digest.to_string();
+        self.with(move |c| {
+            Ok(c.query_row(
+                &format!("SELECT {RELEASE_COLUMNS} FROM releases WHERE manifest_digest = ?1"),
+                [digest],
+                release_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn releases(&self, package: &PackageId) -> Result<Vec<ReleaseRecord>> {
+        let package = package.clone();
+        self.with(move |c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {RELEASE_COLUMNS} FROM releases WHERE package = ?1"
+            ))?;
+            let mut rows = stmt
+                .query_map([package.as_str()], release_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.sort_by(|a, b| b.version.cmp(&a.version));
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn channel_state(&self, app: &AppId, channel: &Channel) -> Result<ChannelState> {
+        let (app, channel) = (app.clone(), channel.clone());
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            let sequence: i64 = tx
+                .query_row(
+                    "SELECT sequence FROM indexes WHERE app = ?1 AND channel = ?2",
+                    params![app.as_str(), channel.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .unwrap_or(0);
+            let mut stmt = tx.prepare(
+                "SELECT package, stable, candidate, rollout_basis_points, paused
+                 FROM channel_packages WHERE app = ?1 AND channel = ?2",
+            )?;
+            let packages = stmt
+                .query_map(params![app.as_str(), channel.as_str()], |r| {
+                    Ok((
+                        col(r, 0, PackageId::parse)?,
+                        ChannelPackage {
+                            stable: opt_col(r, 1, ReleaseVersion::parse)?,
+                            candidate: opt_col(r, 2, ReleaseVersion::parse)?,
+                            rollout_basis_points: r.get::<_, i64>(3)?.clamp(0, 10_000) as u16,
+                            paused: r.get(4)?,
+                        },
+                    ))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            Ok(ChannelState {
+                sequence: sequence.max(0) as u64,
+                packages,
+            })
+        })
+        .await
+    }
+
+    async fn channels(&self) -> Result<Vec<(AppId, Channel)>> {
+        self.with(|c| {
+            let mut stmt = c.prepare("SELECT app, channel FROM indexes ORDER BY app, channel")?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((col(r, 0, AppId::parse)?, col(r, 1, Channel::parse)?))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn commit_channel(&self, commit: &ChannelCommit) -> Result<bool> {
+        let commit = commit.clone();
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let (app, channel) = (commit.app.as_str(), commit.channel.as_str());
+            let current: i64 = tx
+                .query_row(
+                    "SELECT sequence FROM indexes WHERE app = ?1 AND channel = ?2",
+                    params![app, channel],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .unwrap_or(0);
+            if current.max(0) as u64 != commit.expected_sequence {
+                return Ok(false);
+            }
+            if commit.index.sequence <= commit.expected_sequence
+                || commit.state.sequence != commit.index.sequence
+            {
+                return Err(Error::Internal(format!(
+                    "channel commit must raise the sequence above {} (index {}, state {})",
+                    commit.expected_sequence, commit.index.sequence, commit.state.sequence
+                )));
+            }
+            tx.execute(
+                "DELETE FROM channel_packages WHERE app = ?1 AND channel = ?2",
+                params![app, channel],
+            )?;
+            for (package, state) in &commit.state.packages {
+                tx.execute(
+                    "INSERT INTO channel_packages
+                     (app, channel, package, stable, candidate, rollout_basis_points, paused)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        app,
+                        channel,
+                        package.as_str(),
+                        state.stable.as_ref().map(ToString::to_string),
+                        state.candidate.as_ref().map(ToString::to_string),
+                        i64::from(state.rollout_basis_points),
+                        state.paused,
+                    ],
+                )?;
+            }
+            let index = &commit.index;
+            tx.execute(
+                "INSERT INTO indexes (app, channel, sequence, digest, bytes, issued_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (app, channel) DO UPDATE SET sequence = excluded.sequence,
+                   digest = excluded.digest, bytes = excluded.bytes,
+                   issued_at = excluded.issued_at, expires_at = excluded.expires_at",
+                params![
+                    app,
+                    channel,
+                    index.sequence as i64,
+                    index.digest.to_string(),
+                    index.bytes,
+                    secs(index.issued_at),
+                    secs(index.expires_at),
+                ],
+            )?;
+            for h in &commit.history {
+                tx.execute(
+                    "INSERT INTO history (app, channel, package, at, action, from_version,
+                       to_version, rollout_basis_points, actor, reason, sequence)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                    params![
+                        app,
+                        channel,
+                        h.package.as_str(),
+                        secs(h.at),
+                        h.action,
+                        h.from_version.as_ref().map(ToString::to_string),
+                        h.to_version.as_ref().map(ToString::to_string),
+                        h.rollout_basis_points.map(i64::from),
+                        h.actor,
+                        h.reason,
+                        h.sequence as i64,
+                    ],
+                )?;
+            }
+            if let Some(audit) = &commit.audit {
+                insert_audit(&tx, audit)?;
+            }
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn index(&self, app: &AppId, channel: &Channel) -> Result<Option<StoredIndex>> {
+        let (app, channel) = (app.clone(), channel.clone());
+        self.with(move |c| {
+            Ok(c.query_row(
+                "SELECT sequence, digest, bytes, issued_at, expires_at FROM indexes
+                 WHERE app = ?1 AND channel = ?2",
+                params![app.as_str(), channel.as_str()],
+                |r| {
+                    Ok(StoredIndex {
+                        sequence: r.get::<_, i64>(0)?.max(0) as u64,
+                        digest: col(r, 1, Digest::parse)?,
+                        bytes: r.get(2)?,
+                        issued_at: time(r, 3)?,
+                        expires_at: time(r, 4)?,
+                    })
+                },
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn history(
+        &self,
+        app: &AppId,
+        channel: &Channel,
+        package: Option<&PackageId>,
+    ) -> Result<Vec<HistoryEntry>> {
+        let (app, channel) = (app.clone(), channel.clone());
+        let package = package.map(|p| p.as_str().to_owned());
+        self.with(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT package, at, action, from_version, to_version, rollout_basis_points,
+                        actor, reason, sequence
+                 FROM history WHERE app = ?1 AND channel = ?2 AND (?3 IS NULL OR package = ?3)
+                 ORDER BY id DESC",
+            )?;
+            let rows = stmt
+                .query_map(params![app.as_str(), channel.as_str(), package], |r| {
+                    Ok(HistoryEntry {
+                        package: col(r, 0, PackageId::parse)?,
+                        at: time(r, 1)?,
+                        action: r.get(2)?,
+                        from_version: opt_col(r, 3, ReleaseVersion::parse)?,
+                        to_version: opt_col(r, 4, ReleaseVersion::parse)?,
+                        rollout_basis_points: r
+                            .get::<_, Option<i64>>(5)?
+                            .map(|bp| bp.clamp(0, 10_000) as u16),
+                        actor: r.get(6)?,
+                        reason: r.get(7)?,
+                        sequence: r.get::<_, i64>(8)?.max(0) as u64,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn pack(
+        &self,
+        package: &PackageId,
+        from: Option<&ReleaseVersion>,
+        to: &ReleaseVersion,
+    ) -> Result<Option<PackRecord>> {
+        let (package, from, to) = (
+            package.as_str().to_owned(),
+            from.map(ToString::to_string).unwrap_or_default(),
+            to.to_string(),
+        );
+        self.with(move |c| {
+            Ok(c.query_row(
+                "SELECT digest, size_bytes FROM packs
+                 WHERE package = ?1 AND from_version = ?2 AND to_version = ?3",
+                params![package, from, to],
+                |r| {
+                    Ok(PackRecord {
+                        digest: col(r, 0, Digest::parse)?,
+                        size_bytes: r.get::<_, i64>(1)?.max(0) as u64,
+                    })
+                },
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn insert_pack(
+        &self,
+        package: &PackageId,
+        from: Option<&ReleaseVersion>,
+        to: &ReleaseVersion,
+        pack: &PackRecord,
+    ) -> Result<()> {
+        let (package, from, to, pack) = (
+            package.as_str().to_owned(),
+            from.map(ToString::to_string).unwrap_or_default(),
+            to.to_string(),
+            pack.clone(),
+        );
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO packs (package, from_version, to_version, digest, size_bytes)
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+                params![
+                    package,
+                    from,
+                    to,
+                    pack.digest.to_string(),
+                    pack.size_bytes as i64
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn insert_token(&self, token: &TokenRecord, audit: &AuditEntry) -> Result<()> {
+        let (token, audit) = (token.clone(), audit.clone());
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let taken: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM tokens WHERE name = ?1)",
+                [&token.name],
+                |r| r.get(0),
+            )?;
+            if taken {
+                return Err(Error::Conflict(format!("a token named {:?} exists", token.name)));
+            }
+            tx.execute(
+                "INSERT INTO tokens (hash, name, scope, package, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    token.hash.to_string(),
+                    token.name,
+                    token.scope.as_str(),
+                    token.package.as_ref().map(|p| p.as_str().to_owned()),
+                    secs(token.created_at),
+                ],
+            )?;
+            insert_audit(&tx, &audit)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn token(&self, hash: &Digest) -> Result<Option<TokenRecord>> {
+        let hash = *hash;
+        self.with(move |c| {
+            Ok(c.query_row(
+                "SELECT name, scope, package, created_at FROM tokens WHERE hash = ?1",
+                [hash.to_string()],
+                |r| {
+                    let scope: String = r.get(1)?;
+                    Ok(TokenRecord {
+                        name: r.get(0)?,
+                        hash,
+                        scope: Scope::parse(&scope).ok_or_else(|| {
+                            rusqlite::Error::FromSqlConversionFailure(
+                                1,
+                                Type::Text,
+                                format!("unknown scope {scope:?}").into(),
+                            )
+                        })?,
+                        package: opt_col(r, 2, PackageId::parse)?,
+                        created_at: time(r, 3)?,
+                    })
+                },
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>> {
+        self.with(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT at, actor, action, target, detail FROM audit ORDER BY id DESC LIMIT ?1",
+            )?;
+            let rows = stmt
+                .query_map([limit], |r| {
+                    Ok(AuditEntry {
+                        at: time(r, 0)?,
+                        actor: r.get(1)?,
+                        action: r.get(2)?,
+                        target: r.get(3)?,
+                        detail: r.get(4)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+}

@@ -1,0 +1,150 @@
+//! zstd encoding of pack payloads: whole files compressed together, and byte-level patches against
+//! a device's old copy (`zstd --patch-from`: the old file is a raw-content reference prefix).
+//!
+//! Why zstd: on consecutive releases of real web apps per-file zstd patches came to a median 0.8 %
+//! of a deflate zip of the new release, against 0.84 % for bsdiff and about twice that for xdelta3,
+//! and a device decodes them with a small pure-Rust decoder (see docs/adr/0002-deltas.md).
+
+use zstd::zstd_safe::{self, CCtx, CParameter, DCtx, DParameter};
+
+use crate::error::{Error, Result};
+
+/// Compression level of packs: slow to build (once, in the background), fast to decode.
+pub const LEVEL: i32 = 19;
+/// The largest window a pack frame may need; devices decode up to this (128 MiB).
+pub const MAX_WINDOW_LOG: u32 = 27;
+
+fn zstd_error(what: &str, code: usize) -> Error {
+    Error::Internal(format!("zstd {what}: {}", zstd_safe::get_error_name(code)))
+}
+
+/// The smallest window log that covers `len` bytes, within zstd's and the devices' limits.
+fn window_log(len: usize) -> u32 {
+    let bits = usize::BITS - len.max(1).leading_zeros();
+    bits.clamp(10, MAX_WINDOW_LOG)
+}
+
+fn cctx(window_for: usize) -> Result<CCtx<'static>> {
+    let mut cctx = CCtx::create();
+    for param in [
+        CParameter::CompressionLevel(LEVEL),
+        CParameter::WindowLog(window_log(window_for)),
+        CParameter::EnableLongDistanceMatching(true),
+        CParameter::ChecksumFlag(true),
+        CParameter::ContentSizeFlag(true),
+    ] {
+        cctx.set_parameter(param)
+            .map_err(|c| zstd_error("parameter", c))?;
+    }
+    Ok(cctx)
+}
+
+/// Compresses `data` as one frame.
+pub fn compress(data: &[u8]) -> Result<Vec<u8>> {
+    let mut cctx = cctx(data.len())?;
+    cctx.set_pledged_src_size(Some(data.len() as u64))
+        .map_err(|c| zstd_error("size", c))?;
+    let mut out = Vec::with_capacity(zstd_safe::compress_bound(data.len()));
+    cctx.compress2(&mut out, data)
+        .map_err(|c| zstd_error("compress", c))?;
+    Ok(out)
+}
+
+/// A patch that turns `base` into `target`.
+pub fn patch(base: &[u8], target: &[u8]) -> Result<Vec<u8>> {
+    let mut cctx = cctx(base.len() + target.len())?;
+    cctx.set_pledged_src_size(Some(target.len() as u64))
+        .map_err(|c| zstd_error("size", c))?;
+    cctx.ref_prefix(base).map_err(|c| zstd_error("prefix", c))?;
+    let mut out = Vec::with_capacity(zstd_safe::compress_bound(target.len()));
+    cctx.compress2(&mut out, target)
+        .map_err(|c| zstd_error("patch", c))?;
+    Ok(out)
+}
+
+/// Decodes a frame, with `base` as its reference prefix for patches, refusing output larger
+/// than `size`. The server uses it to check every patch it builds; tests use it as a device would.
+pub fn decode(frame: &[u8], base: Option<&[u8]>, size: u64) -> Result<Vec<u8>> {
+    let size = usize::try_from(size).map_err(|_| Error::Internal("frame too large".into()))?;
+    let mut dctx = DCtx::create();
+    dctx.set_parameter(DParameter::WindowLogMax(MAX_WINDOW_LOG))
+        .map_err(|c| zstd_error("parameter", c))?;
+    if let Some(base) = base {
+        dctx.ref_prefix(base).map_err(|c| zstd_error("prefix", c))?;
+    }
+    let mut out = Vec::with_capacity(size);
+    let written = dctx
+        .decompress(&mut out, frame)
+        .map_err(|c| zstd_error("decode", c))?;
+    if written != size {
+        return Err(Error::Internal(format!(
+            "zstd decode gave {written} bytes, expected {size}"
+        )));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(seed: u32, len: usize) -> Vec<u8> {
+        let mut x = seed;
+        (0..len)
+            .map(|i| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                if i % 7 == 0 {
+                    b' '
+                } else {
+                    b'a' + ((x >> 16) % 26) as u8
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_patch_rebuilds_the_target_and_is_much_smaller_than_the_target() {
+        let base = text(1, 200_000);
+        let mut target = base.clone();
+        target.splice(50_000..50_010, b"a change!!".iter().copied());
+        target.extend_from_slice(b"appended tail");
+        let p = patch(&base, &target).unwrap();
+        assert!(p.len() < 200, "patch is {} bytes", p.len());
+        assert!(p.len() * 100 < compress(&target).unwrap().len());
+        assert_eq!(
+            decode(&p, Some(&base), target.len() as u64).unwrap(),
+            target
+        );
+    }
+
+    #[test]
+    fn a_patch_against_the_wrong_base_does_not_rebuild_the_target() {
+        let base = text(1, 50_000);
+        let mut target = base.clone();
+        target[100] ^= 1;
+        let p = patch(&base, &target).unwrap();
+        let wrong = text(2, 50_000);
+        // The frame checksum catches it, or the output simply differs.
+        match decode(&p, Some(&wrong), target.len() as u64) {
+            Ok(out) => assert_ne!(out, target),
+            Err(e) => assert!(e.to_string().contains("zstd"), "{e}"),
+        }
+    }
+
+    #[test]
+    fn whole_frames_round_trip_and_sizes_are_enforced() {
+        let data = text(3, 10_000);
+        let frame = compress(&data).unwrap();
+        assert_eq!(decode(&frame, None, data.len() as u64).unwrap(), data);
+        assert!(decode(&frame, None, data.len() as u64 - 1).is_err());
+        assert!(decode(b"not zstd", None, 10).is_err());
+        assert_eq!(decode(&compress(b"").unwrap(), None, 0).unwrap(), b"");
+    }
+
+    #[test]
+    fn window_logs() {
+        assert_eq!(window_log(0), 10);
+        assert_eq!(window_log(1 << 20), 21);
+        assert_eq!(window_log(usize::MAX), MAX_WINDOW_LOG);
+    }
+}

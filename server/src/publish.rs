@@ -1,0 +1,348 @@
+//! Publishing: an uploaded zip becomes an immutable, signed release.
+//!
+//! Order matters for crash safety: the archive is checked and staged completely, then every blob
+//! is moved into the blob store, then the signed manifest and the release row are committed in one
+//! transaction, and only then may a channel name the release. A `kill -9` at any point leaves
+//! either no release or a complete one; at worst some unreferenced blobs remain.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use manifests::{
+    AppId, Channel, Digest, FileEntry, HostRequirement, PackageId, RelPath, Release,
+    ReleaseVersion, Route, UrlPrefix, to_canonical,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::blob_store::fs::blocking;
+use crate::channel::Action;
+use crate::error::{Error, Result};
+use crate::ingest::{self, mime_for};
+use crate::meta_store::{AuditEntry, Inserted, ReleaseRecord};
+use crate::service::{Service, now};
+
+/// What a publisher says about a release besides its files.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct PublishRequest {
+    /// The release's version.
+    pub version: String,
+    /// Supported host-app versions (default: the previous release's, else any).
+    #[serde(default)]
+    pub requires: Option<String>,
+    /// URL prefixes the package answers for (default: the previous release's; required on the
+    /// first publish).
+    #[serde(default)]
+    pub routes: Vec<String>,
+    /// The entry page (default: the previous release's, else `index.html`).
+    #[serde(default)]
+    pub entry: Option<String>,
+    /// Serve the entry page for unknown paths under the routes (single-page apps).
+    #[serde(default)]
+    pub spa: Option<bool>,
+    /// Release notes.
+    #[serde(default)]
+    pub notes: Option<String>,
+    /// Source revision the build came from.
+    #[serde(default)]
+    pub source_revision: Option<String>,
+    /// Promote the release to this channel right away.
+    #[serde(default)]
+    pub channel: Option<String>,
+}
+
+/// The result of a publish.
+#[derive(Clone, Debug, Serialize)]
+pub struct Published {
+    /// The release.
+    pub release: ReleaseRecord,
+    /// False when the same version with the same content existed (a no-op).
+    pub created: bool,
+    /// The channel sequence, if the release was promoted.
+    pub sequence: Option<u64>,
+}
+
+/// Removes a staging directory when dropped, whatever happened.
+struct Staging(PathBuf);
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_dir_all(&self.0)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %self.0.display(), error = %e, "could not remove staging dir");
+        }
+    }
+}
+
+impl Service {
+    /// Publishes the zip at `zip` as `package` `request.version` of `app`.
+    pub async fn publish(
+        &self,
+        app: &AppId,
+        package: &PackageId,
+        request: &PublishRequest,
+        zip: &Path,
+        actor: &str,
+    ) -> Result<Published> {
+        let version = ReleaseVersion::parse(&request.version)?;
+        let channel = request.channel.as_deref().map(Channel::parse).transpose()?;
+        let _guard = self.publish_lock(package.as_str()).await;
+
+        if let Some(owner) = self.meta.package_app(package).await?
+            && &owner != app
+        {
+            return Err(Error::Conflict(format!(
+                "package {package} belongs to app {owner}, not {app}"
+            )));
+        }
+        let previous = self.meta.releases(package).await?.into_iter().next();
+
+        let staging = Staging(unique_dir(&self.settings.staging_dir)?);
+        let (zip_path, staging_path, limits) = (
+            zip.to_path_buf(),
+            staging.0.clone(),
+            self.settings.limits.clone(),
+        );
+        let ingested =
+            blocking(move || Ok(ingest::ingest_zip(&zip_path, &limits, &staging_path)?)).await?;
+
+        let files: BTreeMap<RelPath, FileEntry> = ingested
+            .files
+            .iter()
+            .map(|(path, staged)| {
+                (
+                    path.clone(),
+                    FileEntry {
+                        sha256: staged.sha256,
+                        size: staged.size,
+                        mime: mime_for(path),
+                    },
+                )
+            })
+            .collect();
+        let previous_manifest = previous.as_ref().map(crate::pack::release_of).transpose()?;
+        let release = build_release(package, version, files, request, previous_manifest.as_ref())?;
+        let content_key = content_key(&release)?;
+
+        if let Some(existing) = self.meta.release(package, &release.version).await? {
+            return self.republish(existing, content_key, channel, actor).await;
+        }
+
+        for staged in unique_blobs(&ingested) {
+            self.blobs.put_file(&staged.1, &staged.0).await?;
+        }
+        let signed = release.sign(&[&self.key])?;
+        let record = ReleaseRecord {
+            package: package.clone(),
+            version: release.version.clone(),
+            manifest_digest: signed.digest,
+            manifest: signed.bytes,
+            content_key,
+            requires: release.requires.clone(),
+            size_bytes: release.size_bytes(),
+            file_count: release.files.len() as u64,
+            created_at: release.created_at,
+            publisher: actor.to_owned(),
+            notes: release.notes.clone(),
+        };
+        let audit = AuditEntry {
+            at: record.created_at,
+            actor: actor.to_owned(),
+            action: "publish".into(),
+            target: format!("{package}@{}", record.version),
+            detail: serde_json::json!({
+                "app": app.as_str(),
+                "manifest": record.manifest_digest.to_string(),
+                "files": record.file_count,
+                "size_bytes": record.size_bytes,
+            })
+            .to_string(),
+        };
+        match self.meta.insert_release(app, &record, &audit).await? {
+            Inserted::New => {}
+            // Another replica published the same version between our check and insert.
+            Inserted::Existing(existing) => {
+                return self.republish(*existing, content_key, channel, actor).await;
+            }
+        }
+        tracing::info!(%package, version = %record.version, files = record.file_count, "published");
+        let sequence = match channel {
+            Some(channel) => Some(
+                self.promote_new(package, &channel, &record.version, actor)
+                    .await?,
+            ),
+            None => None,
+        };
+        Ok(Published {
+            release: record,
+            created: true,
+            sequence,
+        })
+    }
+
+    async fn republish(
+        &self,
+        existing: ReleaseRecord,
+        content_key: Digest,
+        channel: Option<Channel>,
+        actor: &str,
+    ) -> Result<Published> {
+        if existing.content_key != content_key {
+            return Err(Error::Conflict(format!(
+                "{}@{} is already published with other content; releases are immutable, publish a new version",
+                existing.package, existing.version
+            )));
+        }
+        let sequence = match channel {
+            Some(channel) => {
+                let app = self.meta.package_app(&existing.package).await?;
+                let state = match app {
+                    Some(app) => self.meta.channel_state(&app, &channel).await?,
+                    None => Default::default(),
+                };
+                let already = state
+                    .packages
+                    .get(&existing.package)
+                    .and_then(|p| p.stable.as_ref())
+                    == Some(&existing.version);
+                if already {
+                    None
+                } else {
+                    Some(
+                        self.promote_new(&existing.package, &channel, &existing.version, actor)
+                            .await?,
+                    )
+                }
+            }
+            None => None,
+        };
+        Ok(Published {
+            release: existing,
+            created: false,
+            sequence,
+        })
+    }
+
+    async fn promote_new(
+        &self,
+        package: &PackageId,
+        channel: &Channel,
+        version: &ReleaseVersion,
+        actor: &str,
+    ) -> Result<u64> {
+        let action = Action::Promote {
+            version: version.clone(),
+        };
+        Ok(self
+            .change_channel(package, channel, &action, actor, "published")
+            .await?
+            .sequence)
+    }
+}
+
+fn build_release(
+    package: &PackageId,
+    version: ReleaseVersion,
+    files: BTreeMap<RelPath, FileEntry>,
+    request: &PublishRequest,
+    previous: Option<&Release>,
+) -> Result<Release> {
+    let entry = match (&request.entry, previous) {
+        (Some(entry), _) => RelPath::parse(entry)?,
+        (None, Some(p)) if files.contains_key(&p.entry) => p.entry.clone(),
+        (None, _) => RelPath::parse("index.html")?,
+    };
+    if !files.contains_key(&entry) {
+        return Err(Error::BadRequest(format!(
+            "entry page {entry:?} is not in the upload (choose one with --entry)"
+        )));
+    }
+    let spa = request
+        .spa
+        .unwrap_or_else(|| previous.is_some_and(|p| p.routes.iter().any(|r| r.fallback.is_some())));
+    let fallback = spa.then(|| entry.clone());
+    let routes: Vec<Route> = if request.routes.is_empty() {
+        match previous {
+            Some(p) => p
+                .routes
+                .iter()
+                .map(|r| Route {
+                    prefix: r.prefix.clone(),
+                    fallback: fallback.clone(),
+                })
+                .collect(),
+            None => {
+                return Err(Error::BadRequest(
+                    "the first release of a package needs at least one route (--route https://host/path/)".into(),
+                ));
+            }
+        }
+    } else {
+        request
+            .routes
+            .iter()
+            .map(|r| {
+                Ok(Route {
+                    prefix: UrlPrefix::parse(r)?,
+                    fallback: fallback.clone(),
+                })
+            })
+            .collect::<Result<_>>()?
+    };
+    let requires = match (&request.requires, previous) {
+        (Some(r), _) => HostRequirement::parse(r)?,
+        (None, Some(p)) => p.requires.clone(),
+        (None, None) => HostRequirement::any(),
+    };
+    let release = Release {
+        package: package.clone(),
+        version,
+        files,
+        entry,
+        routes,
+        requires,
+        created_at: now(),
+        notes: request.notes.clone().unwrap_or_default(),
+        source_revision: request.source_revision.clone(),
+    };
+    release.validate()?;
+    Ok(release)
+}
+
+/// What makes two publishes of one version the same release: files, entry, routes and
+/// requirement (not the time, notes or publisher).
+fn content_key(release: &Release) -> Result<Digest> {
+    let key = serde_json::json!({
+        "files": release.files,
+        "entry": release.entry,
+        "routes": release.routes,
+        "requires": release.requires,
+    });
+    Ok(Digest::of(&to_canonical(&key)?))
+}
+
+fn unique_blobs(ingested: &ingest::Ingested) -> Vec<(Digest, PathBuf)> {
+    let mut seen = BTreeMap::new();
+    for staged in ingested.files.values() {
+        seen.entry(staged.sha256)
+            .or_insert_with(|| staged.staged.clone());
+    }
+    seen.into_iter().collect()
+}
+
+/// A fresh, uniquely named directory under `parent`.
+pub(crate) fn unique_dir(parent: &Path) -> Result<PathBuf> {
+    for _ in 0..16 {
+        let mut name = [0u8; 12];
+        getrandom::fill(&mut name).map_err(|e| Error::Internal(format!("random source: {e}")))?;
+        let dir = parent.join(format!("up-{}", Digest::of(&name).short()));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io(format!("creating {}", dir.display()), e)),
+        }
+    }
+    Err(Error::Internal(
+        "could not create a staging directory".into(),
+    ))
+}

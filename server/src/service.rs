@@ -1,0 +1,156 @@
+//! The server's core: one `Service` holds the stores and the signing key, and carries out
+//! publishes and channel changes. The HTTP layer and the CLI only map requests onto it.
+//!
+//! It keeps no state that matters across requests beyond caches: everything durable is in the
+//! `BlobStore` and the `MetaStore`, so replicas can run side by side.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use manifests::{AppId, Channel, KeyPair, Timestamp};
+
+use crate::blob_store::BlobStore;
+use crate::error::{Error, Result};
+use crate::ingest::Limits;
+use crate::meta_store::{MetaStore, StoredIndex};
+
+/// Settings of a running service.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// How long a signed index stays valid. Indexes are re-signed when half of it has passed.
+    pub index_ttl_secs: u64,
+    /// `max-age` of index responses.
+    pub index_max_age_secs: u64,
+    /// How long an index stays in this process's memory before it is read from the store again.
+    pub index_cache: Duration,
+    /// Largest accepted upload.
+    pub max_upload_bytes: u64,
+    /// Archive limits.
+    pub limits: Limits,
+    /// Where uploads are staged (on the same file system as the blobs, so moves are renames).
+    pub staging_dir: PathBuf,
+}
+
+impl Settings {
+    /// Defaults with uploads staged under `staging_dir`.
+    pub fn new(staging_dir: PathBuf) -> Settings {
+        Settings {
+            index_ttl_secs: 7 * 24 * 3600,
+            index_max_age_secs: 60,
+            index_cache: Duration::from_secs(1),
+            max_upload_bytes: 256 * 1024 * 1024,
+            limits: Limits::default(),
+            staging_dir,
+        }
+    }
+}
+
+/// Indexes read recently, by (app, channel), with when they were read.
+type IndexCache = HashMap<(AppId, Channel), (Instant, Arc<StoredIndex>)>;
+
+/// The server's core.
+#[derive(Debug)]
+pub struct Service {
+    pub(crate) blobs: Arc<dyn BlobStore>,
+    pub(crate) meta: Arc<dyn MetaStore>,
+    pub(crate) key: KeyPair,
+    pub(crate) settings: Settings,
+    /// One lock per package, so that publishes of one package run one at a time.
+    publish_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Recently read indexes, by (app, channel).
+    index_cache: Mutex<IndexCache>,
+    /// Pack builds are CPU-heavy: one at a time.
+    pub(crate) pack_builds: tokio::sync::Semaphore,
+}
+
+impl Service {
+    /// A service over these stores, signing with `key`.
+    pub fn new(
+        blobs: Arc<dyn BlobStore>,
+        meta: Arc<dyn MetaStore>,
+        key: KeyPair,
+        settings: Settings,
+    ) -> Result<Service> {
+        std::fs::create_dir_all(&settings.staging_dir)
+            .map_err(|e| Error::io(format!("creating {}", settings.staging_dir.display()), e))?;
+        Ok(Service {
+            blobs,
+            meta,
+            key,
+            settings,
+            publish_locks: Mutex::default(),
+            index_cache: Mutex::default(),
+            pack_builds: tokio::sync::Semaphore::new(1),
+        })
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The metadata store.
+    pub fn meta(&self) -> &Arc<dyn MetaStore> {
+        &self.meta
+    }
+
+    /// The blob store.
+    pub fn blobs(&self) -> &Arc<dyn BlobStore> {
+        &self.blobs
+    }
+
+    /// The public half of the signing key, to embed in apps.
+    pub fn public_key(&self) -> &manifests::PublicKey {
+        self.key.public()
+    }
+
+    pub(crate) async fn publish_lock(&self, package: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut locks = self
+                .publish_locks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            locks.entry(package.to_owned()).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+
+    /// The current signed index of a channel, from memory if it was read within the cache time.
+    pub async fn index(&self, app: &AppId, channel: &Channel) -> Result<Option<Arc<StoredIndex>>> {
+        let key = (app.clone(), channel.clone());
+        if let Some((at, index)) = self.cache().get(&key)
+            && at.elapsed() < self.settings.index_cache
+        {
+            return Ok(Some(index.clone()));
+        }
+        let Some(index) = self.meta.index(app, channel).await? else {
+            return Ok(None);
+        };
+        let index = Arc::new(index);
+        self.cache().insert(key, (Instant::now(), index.clone()));
+        Ok(Some(index))
+    }
+
+    pub(crate) fn remember_index(&self, app: &AppId, channel: &Channel, index: StoredIndex) {
+        self.cache().insert(
+            (app.clone(), channel.clone()),
+            (Instant::now(), Arc::new(index)),
+        );
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, IndexCache> {
+        self.index_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The current time, to the second.
+pub fn now() -> Timestamp {
+    let secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Timestamp::from_unix_secs(secs)
+}

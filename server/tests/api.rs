@@ -1,0 +1,767 @@
+//! The HTTP API, through real HTTP against a real server: publish, serve, release, refuse.
+
+#![allow(clippy::unwrap_used)]
+
+#[path = "support/harness.rs"]
+mod harness;
+
+use harness::{TestServer, build, request, zip, zip_build};
+use manifests::{AppId, Channel, Digest, IndexScope, Timestamp, verify_index, verify_release};
+use serde_json::json;
+use server::meta_store::Scope;
+
+const ROUTE: &str = "routes=https://m.example.com/checkout/";
+
+fn scope(channel: &str) -> IndexScope {
+    IndexScope {
+        app: AppId::parse("shop").unwrap(),
+        channel: Channel::parse(channel).unwrap(),
+    }
+}
+
+fn now() -> Timestamp {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    Timestamp::from_unix_secs(secs)
+}
+
+#[test]
+fn a_published_release_is_served_signed_and_byte_exact() {
+    let s = TestServer::start();
+    let files = build("v1");
+    let r = s.publish(
+        &s.admin,
+        "shop",
+        "checkout",
+        &format!("version=1.0.0&channel=production&{ROUTE}"),
+        &zip_build(&files),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["sequence"], 1);
+
+    // The index verifies with the server's key and names the release.
+    let index = s.get("/v1/apps/shop/channels/production/index");
+    assert_eq!(index.header("content-type"), Some("application/json"));
+    assert_eq!(index.header("cache-control"), Some("public, max-age=60"));
+    let verified = verify_index(&index.body, &s.trusted(), &scope("production"), now(), 0).unwrap();
+    assert_eq!(
+        index.header("etag").unwrap(),
+        format!("\"{}\"", verified.digest)
+    );
+    let entry = &verified.index.packages[&manifests::PackageId::parse("checkout").unwrap()];
+    let stable = entry.stable.as_ref().unwrap();
+    assert_eq!(stable.version.to_string(), "1.0.0");
+
+    // The manifest it names verifies against that digest and lists every file.
+    let manifest = s.get(&format!("/v1/manifests/{}", stable.manifest));
+    assert_eq!(manifest.status, 200);
+    assert_eq!(
+        manifest.header("cache-control"),
+        Some("public, max-age=31536000, immutable")
+    );
+    let release = verify_release(&manifest.body, &s.trusted(), Some(&stable.manifest))
+        .unwrap()
+        .release;
+    assert_eq!(release.files.len(), files.len());
+    assert_eq!(release.entry.as_str(), "index.html");
+    assert_eq!(
+        release.routes[0].prefix.as_str(),
+        "https://m.example.com/checkout/"
+    );
+    assert_eq!(
+        release.files[&manifests::RelPath::parse("app.js").unwrap()]
+            .mime
+            .as_str(),
+        "text/javascript; charset=utf-8"
+    );
+
+    // Every blob comes back byte for byte.
+    for (path, bytes) in &files {
+        let entry = &release.files[&manifests::RelPath::parse(path).unwrap()];
+        let blob = s.get(&format!("/v1/blobs/{}", entry.sha256));
+        assert_eq!(blob.status, 200);
+        assert_eq!(&blob.body, bytes, "{path}");
+        assert_eq!(
+            blob.header("etag").unwrap(),
+            format!("\"{}\"", entry.sha256)
+        );
+        assert_eq!(blob.header("accept-ranges"), Some("bytes"));
+    }
+}
+
+#[test]
+fn conditional_range_and_head_requests() {
+    let s = TestServer::start();
+    let big: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let r = s.publish(
+        &s.admin,
+        "shop",
+        "checkout",
+        &format!("version=1.0.0&channel=production&{ROUTE}"),
+        &zip(&[("index.html", b"x"), ("big.bin", &big)]),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let digest = Digest::of(&big);
+
+    let index = s.get("/v1/apps/shop/channels/production/index");
+    let etag = index.header("etag").unwrap().to_owned();
+    let again = s.get_with(
+        "/v1/apps/shop/channels/production/index",
+        &[("If-None-Match", &etag)],
+    );
+    assert_eq!(again.status, 304);
+    assert!(again.body.is_empty());
+    let other = s.get_with(
+        "/v1/apps/shop/channels/production/index",
+        &[("If-None-Match", "\"nope\"")],
+    );
+    assert_eq!(other.status, 200);
+
+    let blob = format!("/v1/blobs/{digest}");
+    assert_eq!(
+        s.get_with(&blob, &[("If-None-Match", &format!("\"{digest}\""))])
+            .status,
+        304
+    );
+    let part = s.get_with(&blob, &[("Range", "bytes=1000-1999")]);
+    assert_eq!(part.status, 206);
+    assert_eq!(part.header("content-range"), Some("bytes 1000-1999/100000"));
+    assert_eq!(part.body, &big[1000..2000]);
+    let tail = s.get_with(&blob, &[("Range", "bytes=-10")]);
+    assert_eq!((tail.status, tail.body.as_slice()), (206, &big[99_990..]));
+    let open = s.get_with(&blob, &[("Range", "bytes=99999-")]);
+    assert_eq!((open.status, open.body.as_slice()), (206, &big[99_999..]));
+    let beyond = s.get_with(&blob, &[("Range", "bytes=100000-")]);
+    assert_eq!(beyond.status, 416);
+    assert_eq!(beyond.header("content-range"), Some("bytes */100000"));
+    let multi = s.get_with(&blob, &[("Range", "bytes=0-1,5-6")]);
+    assert_eq!((multi.status, multi.body.len()), (200, big.len()));
+
+    let head = request(&s.base, "HEAD", &blob, &[], None);
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length"), Some("100000"));
+    assert!(head.body.is_empty());
+}
+
+#[test]
+fn unknown_things_are_404_with_a_json_error() {
+    let s = TestServer::start();
+    for path in [
+        "/v1/apps/shop/channels/production/index".to_owned(),
+        format!("/v1/blobs/{}", Digest::of(b"nothing")),
+        format!("/v1/manifests/{}", Digest::of(b"nothing")),
+        "/v1/blobs/not-a-digest".to_owned(),
+        "/v1/no/such/route".to_owned(),
+    ] {
+        let r = s.get(&path);
+        assert_eq!(
+            (r.status, r.code()),
+            (404, "not_found".to_owned()),
+            "{path}"
+        );
+    }
+    let r = s.get("/v1/apps/Shop/channels/production/index");
+    assert_eq!((r.status, r.code()), (422, "invalid_id".to_owned()));
+}
+
+#[test]
+fn releases_are_immutable_and_an_identical_publish_is_a_no_op() {
+    let s = TestServer::start();
+    let v1 = zip_build(&build("v1"));
+    let query = format!("version=1.0.0&{ROUTE}");
+    assert_eq!(
+        s.publish(&s.admin, "shop", "checkout", &query, &v1).status,
+        201
+    );
+    let same = s.publish(&s.admin, "shop", "checkout", &query, &v1);
+    assert_eq!(same.status, 200, "{}", same.text());
+    assert_eq!(same.json()["created"], false);
+
+    let other = s.publish(
+        &s.admin,
+        "shop",
+        "checkout",
+        &query,
+        &zip_build(&build("v2")),
+    );
+    assert_eq!((other.status, other.code()), (409, "conflict".to_owned()));
+    assert!(
+        other.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("immutable")
+    );
+    for (path, bytes) in build("v2") {
+        let stored = s.get(&format!("/v1/blobs/{}", Digest::of(&bytes)));
+        let in_v1 = build("v1").iter().any(|(_, b)| *b == bytes);
+        assert_eq!(
+            stored.status == 200,
+            in_v1,
+            "{path}: a refused publish stores no blob"
+        );
+    }
+
+    // A package belongs to one app.
+    let elsewhere = s.publish(&s.admin, "other-app", "checkout", "version=2.0.0", &v1);
+    assert_eq!(
+        (elsewhere.status, elsewhere.code()),
+        (409, "conflict".to_owned())
+    );
+}
+
+#[test]
+fn later_releases_inherit_routes_and_the_first_needs_one() {
+    let s = TestServer::start();
+    let first = s.publish(
+        &s.admin,
+        "shop",
+        "checkout",
+        "version=1.0.0",
+        &zip_build(&build("v1")),
+    );
+    assert_eq!(
+        (first.status, first.code()),
+        (422, "bad_request".to_owned())
+    );
+    assert!(first.text().contains("route"), "{}", first.text());
+    assert!(s.blob_files().is_empty());
+
+    let q = format!("version=1.0.0&requires=%3E%3D5.2%2C%20%3C7&spa=true&{ROUTE}");
+    assert_eq!(
+        s.publish(&s.admin, "shop", "checkout", &q, &zip_build(&build("v1")))
+            .status,
+        201
+    );
+    let r = s.publish(
+        &s.admin,
+        "shop",
+        "checkout",
+        "version=1.1.0&channel=production",
+        &zip_build(&build("v2")),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let digest = r.json()["release"]["manifest_digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let manifest = s.get(&format!("/v1/manifests/{digest}"));
+    let release = verify_release(&manifest.body, &s.trusted(), None)
+        .unwrap()
+        .release;
+    assert_eq!(release.requires.as_str(), ">=5.2, <7");
+    assert_eq!(
+        release.routes[0].fallback.as_ref().map(|f| f.as_str()),
+        Some("index.html")
+    );
+}
+
+#[test]
+fn bad_metadata_is_refused_and_nothing_is_stored() {
+    let s = TestServer::start();
+    let z = zip_build(&build("v1"));
+    for (app, package, query, code) in [
+        (
+            "shop",
+            "checkout",
+            format!("version=1.0&{ROUTE}"),
+            "invalid_version",
+        ),
+        (
+            "shop",
+            "checkout",
+            format!("version=1.0.0+build&{ROUTE}"),
+            "invalid_version",
+        ),
+        (
+            "shop",
+            "Check_Out",
+            format!("version=1.0.0&{ROUTE}"),
+            "invalid_id",
+        ),
+        (
+            "Shop",
+            "checkout",
+            format!("version=1.0.0&{ROUTE}"),
+            "invalid_id",
+        ),
+        (
+            "shop",
+            "checkout",
+            "version=1.0.0&routes=ftp://x/".to_owned(),
+            "invalid_field",
+        ),
+        (
+            "shop",
+            "checkout",
+            format!("version=1.0.0&requires=~%3E1&{ROUTE}"),
+            "invalid_version",
+        ),
+        (
+            "shop",
+            "checkout",
+            format!("version=1.0.0&entry=missing.html&{ROUTE}"),
+            "bad_request",
+        ),
+        (
+            "shop",
+            "checkout",
+            format!("version=1.0.0&channel=Prod&{ROUTE}"),
+            "invalid_id",
+        ),
+        ("shop", "checkout", ROUTE.to_owned(), "bad_request"),
+    ] {
+        let r = s.publish(&s.admin, app, package, &query, &z);
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (422, code),
+            "{query}: {}",
+            r.text()
+        );
+    }
+    assert!(s.blob_files().is_empty());
+    assert!(s.staging_files().is_empty());
+    assert_eq!(
+        s.admin_get("/v1/admin/packages/checkout/releases").status,
+        404
+    );
+}
+
+#[test]
+fn hostile_or_broken_archives_are_refused_and_nothing_is_stored() {
+    let s = TestServer::start();
+    let query = format!("version=1.0.0&{ROUTE}");
+    for (name, body) in [
+        (
+            "traversal",
+            zip(&[("index.html", b"x"), ("../evil.js", b"x")]),
+        ),
+        (
+            "absolute",
+            zip(&[("index.html", b"x"), ("/etc/passwd", b"x")]),
+        ),
+        (
+            "case collision",
+            zip(&[("index.html", b"x"), ("A.js", b"1"), ("a.js", b"2")]),
+        ),
+        ("not a zip", b"this is not a zip file".to_vec()),
+        ("empty", Vec::new()),
+    ] {
+        let r = s.publish(&s.admin, "shop", "checkout", &query, &body);
+        assert_eq!(r.status, 422, "{name}: {}", r.text());
+        assert!(!r.code().is_empty(), "{name}");
+    }
+    assert!(s.blob_files().is_empty());
+    assert!(s.staging_files().is_empty());
+}
+
+#[test]
+fn an_oversized_upload_is_413_and_leaves_nothing() {
+    let s = TestServer::start_with(|settings| settings.max_upload_bytes = 10_000);
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let noise: Vec<u8> = (0..50_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let r = s.publish(
+        &s.admin,
+        "shop",
+        "checkout",
+        &format!("version=1.0.0&{ROUTE}"),
+        &zip(&[("index.html", &noise)]),
+    );
+    assert_eq!((r.status, r.code()), (413, "too_large".to_owned()));
+    assert!(s.blob_files().is_empty());
+    assert!(s.staging_files().is_empty());
+}
+
+#[test]
+fn a_client_hanging_up_mid_upload_stores_nothing() {
+    use std::io::Write;
+    let s = TestServer::start();
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        stream,
+        "POST /v1/admin/apps/shop/packages/checkout/releases?version=1.0.0&{ROUTE} HTTP/1.1\r\n\
+         Host: {addr}\r\nAuthorization: Bearer {}\r\nContent-Length: 1000000\r\n\r\n",
+        s.admin
+    )
+    .unwrap();
+    stream.write_all(&zip_build(&build("v1"))[..200]).unwrap();
+    drop(stream);
+    // The server notices the hang-up; poll until its upload dir is gone (bounded).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !s.staging_files().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    assert!(s.staging_files().is_empty());
+    assert!(s.blob_files().is_empty());
+    assert_eq!(
+        s.admin_get("/v1/admin/packages/checkout/releases").status,
+        404
+    );
+}
+
+#[test]
+fn tokens_gate_every_write() {
+    let s = TestServer::start();
+    let z = zip_build(&build("v1"));
+    let q = format!("version=1.0.0&{ROUTE}");
+    let none = request(
+        &s.base,
+        "POST",
+        &format!("/v1/admin/apps/shop/packages/checkout/releases?{q}"),
+        &[],
+        Some(&z),
+    );
+    assert_eq!((none.status, none.code()), (401, "unauthorized".to_owned()));
+    let wrong = s.publish("baleen_0000", "shop", "checkout", &q, &z);
+    assert_eq!(wrong.status, 401);
+
+    let publisher = s.token("ci", Scope::Publish, Some("checkout"));
+    assert_eq!(
+        s.publish(&publisher, "shop", "checkout", &q, &z).status,
+        201
+    );
+    // Bound to one package, and no channel changes.
+    let other = s.publish(&publisher, "shop", "search", &q, &z);
+    assert_eq!((other.status, other.code()), (403, "forbidden".to_owned()));
+    let promote = s.post_json(
+        "/v1/admin/packages/checkout/channels/production",
+        &publisher,
+        &json!({"action": "promote", "version": "1.0.0"}),
+    );
+    assert_eq!(
+        (promote.status, promote.code()),
+        (403, "forbidden".to_owned())
+    );
+    let to_channel = s.publish(
+        &publisher,
+        "shop",
+        "checkout",
+        &format!("version=1.0.1&channel=production&{ROUTE}"),
+        &z,
+    );
+    assert_eq!(to_channel.status, 403);
+    assert_eq!(
+        s.get("/v1/apps/shop/channels/production/index").status,
+        404,
+        "no index was made"
+    );
+
+    let releaser = s.token("release-eng", Scope::Release, None);
+    let ok = s.post_json(
+        "/v1/admin/packages/checkout/channels/production",
+        &releaser,
+        &json!({"action": "promote", "version": "1.0.0", "reason": "ship it"}),
+    );
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    let audit = request(
+        &s.base,
+        "GET",
+        "/v1/admin/audit",
+        &[("Authorization", &format!("Bearer {releaser}"))],
+        None,
+    );
+    assert_eq!(audit.status, 403, "only admins read the audit log");
+
+    let log = s.admin_get("/v1/admin/audit").json();
+    let actions: Vec<(&str, &str)> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["action"].as_str().unwrap(), a["actor"].as_str().unwrap()))
+        .filter(|(action, _)| *action != "token.create")
+        .collect();
+    assert_eq!(
+        &actions[..2],
+        &[("promote", "release-eng"), ("publish", "ci")]
+    );
+}
+
+#[test]
+fn staged_rollout_complete_and_rollback_each_make_a_higher_signed_index() {
+    let s = TestServer::start();
+    for (i, v) in ["1.0.0", "1.1.0", "1.2.0"].iter().enumerate() {
+        let channel = if i == 0 { "&channel=production" } else { "" };
+        let r = s.publish(
+            &s.admin,
+            "shop",
+            "checkout",
+            &format!("version={v}{channel}&{ROUTE}"),
+            &zip_build(&build(v)),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+    let checkout = manifests::PackageId::parse("checkout").unwrap();
+    let mut seen = 0;
+    let mut step =
+        |body: serde_json::Value, expect_stable: &str, expect_candidate: Option<(&str, u16)>| {
+            let r = s.change("checkout", "production", body.clone());
+            assert_eq!(r.status, 200, "{body}: {}", r.text());
+            let bytes = s.index_bytes("shop", "production");
+            let verified =
+                verify_index(&bytes, &s.trusted(), &scope("production"), now(), seen).unwrap();
+            assert!(verified.index.sequence > seen, "sequence grows");
+            seen = verified.index.sequence;
+            let entry = &verified.index.packages[&checkout];
+            assert_eq!(
+                entry.stable.as_ref().unwrap().version.to_string(),
+                expect_stable,
+                "{body}"
+            );
+            let candidate = entry
+                .candidate
+                .as_ref()
+                .map(|c| (c.release.version.to_string(), c.rollout_basis_points));
+            assert_eq!(
+                candidate,
+                expect_candidate.map(|(v, bp)| (v.to_owned(), bp)),
+                "{body}"
+            );
+            bytes
+        };
+    let first = step(
+        json!({"action": "rollout", "version": "1.1.0", "basis_points": 1000}),
+        "1.0.0",
+        Some(("1.1.0", 1000)),
+    );
+    step(
+        json!({"action": "rollout", "basis_points": 3000}),
+        "1.0.0",
+        Some(("1.1.0", 3000)),
+    );
+    step(json!({"action": "pause"}), "1.0.0", Some(("1.1.0", 3000)));
+    let paused = s.change(
+        "checkout",
+        "production",
+        json!({"action": "rollout", "basis_points": 6000}),
+    );
+    assert_eq!((paused.status, paused.code()), (409, "conflict".to_owned()));
+    step(json!({"action": "resume"}), "1.0.0", Some(("1.1.0", 3000)));
+    step(
+        json!({"action": "complete", "reason": "healthy"}),
+        "1.1.0",
+        None,
+    );
+    step(
+        json!({"action": "promote", "version": "1.2.0"}),
+        "1.2.0",
+        None,
+    );
+    step(
+        json!({"action": "rollback", "reason": "crash on login"}),
+        "1.1.0",
+        None,
+    );
+    step(json!({"action": "rollback"}), "1.0.0", None);
+
+    // A replay of the first index is refused by a device that has seen the latest.
+    let err = verify_index(&first, &s.trusted(), &scope("production"), now(), seen).unwrap_err();
+    assert_eq!(err.code(), "replay");
+
+    let history = s
+        .admin_get("/v1/admin/packages/checkout/channels/production/history")
+        .json();
+    let lines: Vec<String> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            format!(
+                "{} {}->{} {}",
+                h["action"].as_str().unwrap(),
+                h["from_version"].as_str().unwrap_or("-"),
+                h["to_version"].as_str().unwrap_or("-"),
+                h["reason"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "rollback 1.1.0->1.0.0 ",
+            "rollback 1.2.0->1.1.0 crash on login",
+            "promote 1.1.0->1.2.0 ",
+            "complete 1.0.0->1.1.0 healthy",
+            "resume 1.1.0->1.1.0 ",
+            "pause 1.1.0->1.1.0 ",
+            "rollout 1.1.0->1.1.0 ",
+            "rollout -->1.1.0 ",
+            "promote -->1.0.0 published",
+        ]
+    );
+}
+
+#[test]
+fn bad_channel_requests_are_refused_and_change_nothing() {
+    let s = TestServer::start();
+    assert_eq!(
+        s.publish(
+            &s.admin,
+            "shop",
+            "checkout",
+            &format!("version=1.0.0&channel=production&{ROUTE}"),
+            &zip_build(&build("v1"))
+        )
+        .status,
+        201
+    );
+    let before = s.index_bytes("shop", "production");
+    for (package, body, status, code) in [
+        (
+            "checkout",
+            json!({"action": "promote", "version": "9.9.9"}),
+            404,
+            "not_found",
+        ),
+        (
+            "nope",
+            json!({"action": "promote", "version": "1.0.0"}),
+            404,
+            "not_found",
+        ),
+        (
+            "checkout",
+            json!({"action": "rollout", "version": "1.0.0", "basis_points": 20_000}),
+            422,
+            "bad_request",
+        ),
+        (
+            "checkout",
+            json!({"action": "rollout", "basis_points": 100}),
+            409,
+            "conflict",
+        ),
+        ("checkout", json!({"action": "complete"}), 409, "conflict"),
+        ("checkout", json!({"action": "explode"}), 422, "bad_request"),
+        (
+            "checkout",
+            json!({"action": "promote", "version": "not-semver"}),
+            422,
+            "bad_request",
+        ),
+    ] {
+        let r = s.change(package, "production", body.clone());
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (status, code),
+            "{body}: {}",
+            r.text()
+        );
+    }
+    let malformed = request(
+        &s.base,
+        "POST",
+        "/v1/admin/packages/checkout/channels/production",
+        &[
+            ("Authorization", &format!("Bearer {}", s.admin)),
+            ("Content-Type", "application/json"),
+        ],
+        Some(b"{\"action\": "),
+    );
+    assert_eq!(
+        (malformed.status, malformed.code()),
+        (422, "bad_request".to_owned())
+    );
+    assert_eq!(
+        s.index_bytes("shop", "production"),
+        before,
+        "the index did not change"
+    );
+}
+
+#[test]
+fn an_old_host_app_keeps_the_newest_release_it_can_run() {
+    let s = TestServer::start();
+    let publish = |v: &str, requires: &str| {
+        let q = format!(
+            "version={v}&channel=production&requires={}&{ROUTE}",
+            requires
+                .replace('>', "%3E")
+                .replace('<', "%3C")
+                .replace(' ', "%20")
+                .replace(',', "%2C")
+                .replace('=', "%3D")
+        );
+        let r = s.publish(&s.admin, "shop", "checkout", &q, &zip_build(&build(v)));
+        assert_eq!(r.status, 201, "{}", r.text());
+    };
+    publish("1.0.0", ">=4");
+    publish("1.1.0", ">=4");
+    publish("2.0.0", ">=6");
+    let bytes = s.index_bytes("shop", "production");
+    let index = verify_index(&bytes, &s.trusted(), &scope("production"), now(), 0)
+        .unwrap()
+        .index;
+    for (host, expect) in [("6.1", "2.0.0"), ("5.0", "1.1.0"), ("3.0", "none")] {
+        let chosen = manifests::select_all(
+            &index,
+            &manifests::HostVersion::parse(host).unwrap(),
+            "device-1",
+        )
+        .values()
+        .next()
+        .map(|s| s.release.version.to_string())
+        .unwrap_or_else(|| "none".into());
+        assert_eq!(chosen, expect, "host {host}");
+    }
+}
+
+#[test]
+fn indexes_are_re_signed_before_they_expire() {
+    let s = TestServer::start_with(|settings| settings.index_ttl_secs = 2);
+    assert_eq!(
+        s.publish(
+            &s.admin,
+            "shop",
+            "checkout",
+            &format!("version=1.0.0&channel=production&{ROUTE}"),
+            &zip_build(&build("v1"))
+        )
+        .status,
+        201
+    );
+    let first = verify_index(
+        &s.index_bytes("shop", "production"),
+        &s.trusted(),
+        &scope("production"),
+        now(),
+        0,
+    )
+    .unwrap();
+    // With a 2 s lifetime, half of it has passed at once, so a refresh raises the sequence.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let bytes = s.index_bytes("shop", "production");
+        let latest = manifests::parse_strict(&bytes).unwrap()["signed"]["sequence"]
+            .as_u64()
+            .unwrap();
+        if latest > first.index.sequence {
+            let again = verify_index(
+                &bytes,
+                &s.trusted(),
+                &scope("production"),
+                now(),
+                first.index.sequence,
+            )
+            .unwrap();
+            assert_eq!(
+                again.index.packages, first.index.packages,
+                "same content, newer signature"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the index was not re-signed"
+        );
+        std::thread::yield_now();
+    }
+}

@@ -1,0 +1,296 @@
+//! Full and diff packs over HTTP, unpacked the way a device does, on hand-made and real builds.
+
+#![allow(clippy::unwrap_used)]
+
+#[path = "support/harness.rs"]
+mod harness;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use harness::{TestServer, zip, zip_build};
+use manifests::{
+    Digest, Encoding, PACK_DATA_ENTRY, PACK_INDEX_ENTRY, PackIndex, Release, verify_release,
+};
+use server::pack::delta;
+
+const ROUTE: &str = "routes=https://m.example.com/app/";
+
+fn release(s: &TestServer, version: &str) -> Release {
+    let r = s.admin_get("/v1/admin/packages/app/releases");
+    let list = r.json();
+    let digest = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["version"] == version)
+        .unwrap()["manifest_digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let manifest = s.get(&format!("/v1/manifests/{digest}"));
+    verify_release(
+        &manifest.body,
+        &s.trusted(),
+        Some(&Digest::parse(&digest).unwrap()),
+    )
+    .unwrap()
+    .release
+}
+
+/// Unpacks a pack on top of `held` blobs, checking every result against its digest.
+fn unpack(pack: &[u8], held: &BTreeMap<Digest, Vec<u8>>) -> (PackIndex, BTreeMap<Digest, Vec<u8>>) {
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(pack)).unwrap();
+    let mut entry = |name: &str| -> Option<Vec<u8>> {
+        let mut file = archive.by_name(name).ok()?;
+        assert_eq!(file.compression(), zip::CompressionMethod::Stored, "{name}");
+        let mut out = Vec::new();
+        file.read_to_end(&mut out).unwrap();
+        Some(out)
+    };
+    let index = manifests::parse_pack_index(&entry(PACK_INDEX_ENTRY).unwrap()).unwrap();
+    let solid = match entry(PACK_DATA_ENTRY) {
+        Some(frame) => delta::decode(&frame, None, index.solid_size()).unwrap(),
+        None => Vec::new(),
+    };
+    let mut out = BTreeMap::new();
+    for blob in &index.blobs {
+        let bytes = match &blob.encoding {
+            Encoding::Solid { offset } => {
+                solid[*offset as usize..(*offset + blob.size) as usize].to_vec()
+            }
+            Encoding::Patch { base } => {
+                let patch = entry(&blob.patch_entry().unwrap()).unwrap();
+                delta::decode(&patch, Some(&held[base]), blob.size).unwrap()
+            }
+            _ => unreachable!(),
+        };
+        assert_eq!(Digest::of(&bytes), blob.sha256);
+        out.insert(blob.sha256, bytes);
+    }
+    (index, out)
+}
+
+fn blobs_of(s: &TestServer, release: &Release) -> BTreeMap<Digest, Vec<u8>> {
+    release
+        .files
+        .values()
+        .map(|f| (f.sha256, s.get(&format!("/v1/blobs/{}", f.sha256)).body))
+        .collect()
+}
+
+fn lorem(seed: u32, words: usize) -> String {
+    let vocab = [
+        "const", "function", "return", "render", "state", "props", "=>", "{", "}", "(", ")",
+        "value", "key", "map",
+    ];
+    let mut x = seed;
+    (0..words)
+        .map(|_| {
+            x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            vocab[(x >> 20) as usize % vocab.len()]
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn a_diff_pack_carries_patches_for_changed_and_renamed_files() {
+    let s = TestServer::start();
+    let vendor = lorem(1, 20_000);
+    let app_v1 = lorem(2, 5_000);
+    let app_v2 = app_v1.replacen("render", "paint", 3);
+    let v1 = zip(&[
+        (
+            "index.html",
+            b"<script src=assets/index-4f9a2c1e.js></script>",
+        ),
+        ("assets/index-4f9a2c1e.js", app_v1.as_bytes()),
+        ("assets/vendor.js", vendor.as_bytes()),
+        ("old.txt", b"going away"),
+    ]);
+    let vendor_v2 = vendor.clone() + " extra";
+    let v2 = zip(&[
+        (
+            "index.html",
+            b"<script src=assets/index-9c8d7e6f.js></script>",
+        ),
+        ("assets/index-9c8d7e6f.js", app_v2.as_bytes()),
+        ("assets/vendor.js", vendor_v2.as_bytes()),
+        ("new.txt", b"brand new"),
+    ]);
+    assert_eq!(
+        s.publish(
+            &s.admin,
+            "shop",
+            "app",
+            &format!("version=1.0.0&{ROUTE}"),
+            &v1
+        )
+        .status,
+        201
+    );
+    assert_eq!(
+        s.publish(&s.admin, "shop", "app", "version=1.1.0", &v2)
+            .status,
+        201
+    );
+    let (r1, r2) = (release(&s, "1.0.0"), release(&s, "1.1.0"));
+
+    let diff = s.get("/v1/packs/app/1.0.0..1.1.0.zip");
+    assert_eq!(diff.status, 200, "{}", diff.text());
+    assert_eq!(diff.header("content-type"), Some("application/zip"));
+    assert_eq!(
+        diff.header("cache-control"),
+        Some("public, max-age=31536000, immutable")
+    );
+    let held = blobs_of(&s, &r1);
+    let (index, delivered) = unpack(&diff.body, &held);
+    assert_eq!(index.from.as_ref().unwrap().to_string(), "1.0.0");
+    let listed = s.admin_get("/v1/admin/packages/app/releases").json();
+    assert_eq!(
+        index.to_manifest.to_string(),
+        listed[0]["manifest_digest"].as_str().unwrap()
+    );
+    let names = |v: &[manifests::RelPath]| v.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+    assert_eq!(names(&index.added), ["assets/index-9c8d7e6f.js", "new.txt"]);
+    assert_eq!(names(&index.changed), ["assets/vendor.js", "index.html"]);
+    assert_eq!(
+        names(&index.removed),
+        ["assets/index-4f9a2c1e.js", "old.txt"]
+    );
+
+    // The renamed chunk and the grown vendor file travel as patches.
+    let patched: Vec<u64> = index
+        .blobs
+        .iter()
+        .filter(|b| matches!(b.encoding, Encoding::Patch { .. }))
+        .map(|b| b.size)
+        .collect();
+    assert!(
+        patched.contains(&(app_v2.len() as u64)),
+        "renamed chunk is patched: {index:?}"
+    );
+    assert!(
+        patched.contains(&(vendor_v2.len() as u64)),
+        "changed file is patched: {index:?}"
+    );
+    // Every file of 1.1.0 is now on the device, byte for byte.
+    for (path, file) in &r2.files {
+        let bytes = delivered
+            .get(&file.sha256)
+            .or_else(|| held.get(&file.sha256))
+            .unwrap_or_else(|| panic!("{path} missing"));
+        assert_eq!(Digest::of(bytes), file.sha256);
+    }
+
+    let full = s.get("/v1/packs/app/1.1.0.zip");
+    assert_eq!(full.status, 200);
+    let (full_index, all) = unpack(&full.body, &BTreeMap::new());
+    assert!(full_index.from.is_none());
+    assert_eq!(all.len(), r2.files.len());
+    assert!(
+        diff.body.len() * 4 < full.body.len(),
+        "diff {} vs full {}",
+        diff.body.len(),
+        full.body.len()
+    );
+
+    // A second request gets the stored pack.
+    let again = s.get("/v1/packs/app/1.0.0..1.1.0.zip");
+    assert_eq!(again.body, diff.body);
+    let etag = again.header("etag").unwrap().to_owned();
+    assert_eq!(
+        s.get_with(
+            "/v1/packs/app/1.0.0..1.1.0.zip",
+            &[("If-None-Match", &etag)]
+        )
+        .status,
+        304
+    );
+    let part = s.get_with("/v1/packs/app/1.1.0.zip", &[("Range", "bytes=0-99")]);
+    assert_eq!(
+        (part.status, part.body.as_slice()),
+        (206, &full.body[..100])
+    );
+}
+
+#[test]
+fn bad_pack_requests_are_refused() {
+    let s = TestServer::start();
+    let build = harness::build("v1");
+    assert_eq!(
+        s.publish(
+            &s.admin,
+            "shop",
+            "app",
+            &format!("version=1.0.0&{ROUTE}"),
+            &zip_build(&build)
+        )
+        .status,
+        201
+    );
+    for (path, status, code) in [
+        ("/v1/packs/app/2.0.0.zip", 404, "not_found"),
+        ("/v1/packs/app/0.9.0..1.0.0.zip", 404, "not_found"),
+        ("/v1/packs/nope/1.0.0.zip", 404, "not_found"),
+        ("/v1/packs/app/1.0.0..1.0.0.zip", 422, "bad_request"),
+        ("/v1/packs/app/1.0.0.tar", 404, "not_found"),
+        ("/v1/packs/app/one.zip", 422, "invalid_version"),
+    ] {
+        let r = s.get(path);
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (status, code),
+            "{path}: {}",
+            r.text()
+        );
+    }
+}
+
+/// Real builds no one here wrote: consecutive swagger-ui-dist releases from the npm registry,
+/// fetched by `scripts/fetch-webapps.sh` (CI sets BALEEN_WEBAPPS to its cache dir).
+#[test]
+fn real_release_diff_pack_is_a_small_fraction_of_a_zip() {
+    let Some(cache) = std::env::var_os("BALEEN_WEBAPPS") else {
+        eprintln!(
+            "skipped: set BALEEN_WEBAPPS to the cache dir printed by scripts/fetch-webapps.sh"
+        );
+        return;
+    };
+    let cache = std::path::PathBuf::from(cache);
+    let (old_dir, new_dir) = (
+        cache.join("swagger-ui-dist@5.33.3/package"),
+        cache.join("swagger-ui-dist@5.34.0/package"),
+    );
+    assert!(
+        old_dir.is_dir() && new_dir.is_dir(),
+        "run scripts/fetch-webapps.sh swagger-ui-dist"
+    );
+    let read_zip = |dir: &std::path::Path| {
+        let mut file = server::remote::zip_dir(dir).unwrap();
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).unwrap();
+        bytes
+    };
+    let (old_zip, new_zip) = (read_zip(&old_dir), read_zip(&new_dir));
+    let s = TestServer::start();
+    for (query, zip) in [(format!("version=5.33.3&{ROUTE}"), &old_zip), ("version=5.34.0".to_owned(), &new_zip)] {
+        let r = s.publish(&s.admin, "shop", "app", &query, zip);
+        assert_eq!(r.status, 201, "{query}: {}", r.text());
+    }
+    let (r1, r2) = (release(&s, "5.33.3"), release(&s, "5.34.0"));
+    let diff = s.get("/v1/packs/app/5.33.3..5.34.0.zip").body;
+    let held = blobs_of(&s, &r1);
+    let (_, delivered) = unpack(&diff, &held);
+    for file in r2.files.values() {
+        assert!(delivered.contains_key(&file.sha256) || held.contains_key(&file.sha256));
+    }
+    let ratio = diff.len() as f64 / new_zip.len() as f64;
+    eprintln!(
+        "swagger-ui-dist 5.33.3 -> 5.34.0: diff pack {} bytes, deflate zip {} bytes, ratio {ratio:.4}",
+        diff.len(),
+        new_zip.len()
+    );
+    assert!(ratio < 0.1, "diff pack is {ratio:.3} of a zip");
+}

@@ -1,0 +1,300 @@
+//! A real server on a free loopback port, over a temporary data directory, and a small HTTP
+//! client for the tests.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use manifests::{KeyPair, TrustedKeys};
+use server::data_dir::DataDir;
+use server::meta_store::Scope;
+use server::service::{Service, Settings};
+
+pub struct TestServer {
+    pub base: String,
+    pub dir: tempfile::TempDir,
+    pub service: Arc<Service>,
+    pub admin: String,
+    key: KeyPair,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    runtime: Arc<tokio::runtime::Runtime>,
+}
+
+impl TestServer {
+    pub fn start() -> TestServer {
+        TestServer::start_with(|_| {})
+    }
+
+    pub fn start_with(tune: impl FnOnce(&mut Settings)) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let data = DataDir::new(dir.path().join("data"));
+        let key = KeyPair::from_seed(&[42; 32]);
+        let mut settings = data.settings();
+        tune(&mut settings);
+        let service = Arc::new(data.open(key.clone(), settings).unwrap());
+        let runtime = Arc::new(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap(),
+        );
+        let listener = runtime
+            .block_on(server::http::bind("127.0.0.1:0".parse().unwrap()))
+            .unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let admin = runtime
+            .block_on(service.create_token("admin", Scope::Admin, None, "test"))
+            .unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (svc, rt) = (service.clone(), runtime.clone());
+        let thread = std::thread::spawn(move || {
+            rt.block_on(server::http::serve(svc, listener, async {
+                let _ = stopped.await;
+            }))
+            .unwrap();
+        });
+        TestServer {
+            base,
+            dir,
+            service,
+            admin,
+            key,
+            stop: Some(stop),
+            thread: Some(thread),
+            runtime,
+        }
+    }
+
+    pub fn trusted(&self) -> TrustedKeys {
+        TrustedKeys::single(self.key.public().clone())
+    }
+
+    pub fn token(&self, name: &str, scope: Scope, package: Option<&str>) -> String {
+        let package = package.map(|p| manifests::PackageId::parse(p).unwrap());
+        self.runtime
+            .block_on(self.service.create_token(name, scope, package, "test"))
+            .unwrap()
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Every file under the data directory with its size, except SQLite's journal files, for
+    /// "nothing changed" checks.
+    pub fn blob_files(&self) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        list(&self.data().join("blobs"), &mut out);
+        out.sort();
+        out
+    }
+
+    pub fn staging_files(&self) -> Vec<(String, u64)> {
+        let mut out = Vec::new();
+        list(&self.data().join("tmp"), &mut out);
+        out
+    }
+
+    pub fn get(&self, path: &str) -> Response {
+        request(&self.base, "GET", path, &[], None)
+    }
+
+    pub fn get_with(&self, path: &str, headers: &[(&str, &str)]) -> Response {
+        request(&self.base, "GET", path, headers, None)
+    }
+
+    pub fn admin_get(&self, path: &str) -> Response {
+        let auth = format!("Bearer {}", self.admin);
+        request(&self.base, "GET", path, &[("Authorization", &auth)], None)
+    }
+
+    pub fn post_json(&self, path: &str, token: &str, body: &serde_json::Value) -> Response {
+        let auth = format!("Bearer {token}");
+        let body = serde_json::to_vec(body).unwrap();
+        request(
+            &self.base,
+            "POST",
+            path,
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            Some(&body),
+        )
+    }
+
+    pub fn change(&self, package: &str, channel: &str, body: serde_json::Value) -> Response {
+        self.post_json(
+            &format!("/v1/admin/packages/{package}/channels/{channel}"),
+            &self.admin,
+            &body,
+        )
+    }
+
+    pub fn publish(
+        &self,
+        token: &str,
+        app: &str,
+        package: &str,
+        query: &str,
+        zip: &[u8],
+    ) -> Response {
+        let auth = format!("Bearer {token}");
+        request(
+            &self.base,
+            "POST",
+            &format!("/v1/admin/apps/{app}/packages/{package}/releases?{query}"),
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/zip"),
+            ],
+            Some(zip),
+        )
+    }
+
+    pub fn index_bytes(&self, app: &str, channel: &str) -> Vec<u8> {
+        let r = self.get(&format!("/v1/apps/{app}/channels/{channel}/index"));
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.body
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn list(dir: &Path, out: &mut Vec<(String, u64)>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries {
+        let entry = entry.unwrap();
+        let path = entry.path();
+        if path.is_dir() {
+            list(&path, out);
+        } else {
+            out.push((path.display().to_string(), entry.metadata().unwrap().len()));
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The stable error code of a JSON error body.
+    pub fn code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    }
+}
+
+/// One HTTP/1.1 request over a fresh connection, without a client library's retries or redirects.
+pub fn request(
+    base: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Response {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let url = format!("{base}{path}");
+    let mut req = ureq::http::Request::builder().method(method).uri(&url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let response = match body {
+        Some(body) => agent.run(req.body(body.to_vec()).unwrap()),
+        None => agent.run(req.body(()).unwrap()),
+    }
+    .unwrap();
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    let body = response
+        .into_body()
+        .with_config()
+        .limit(1 << 30)
+        .read_to_vec()
+        .unwrap();
+    Response {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// A zip of `(path, bytes)` entries, deflated.
+pub fn zip(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    for (name, bytes) in files {
+        writer.start_file(*name, options).unwrap();
+        writer.write_all(bytes).unwrap();
+    }
+    writer.finish().unwrap().into_inner()
+}
+
+/// A small web build, `variant` changing the script.
+pub fn build(variant: &str) -> Vec<(String, Vec<u8>)> {
+    vec![
+        (
+            "index.html".into(),
+            format!("<!doctype html><script src=app.js></script>{variant}").into_bytes(),
+        ),
+        (
+            "app.js".into(),
+            format!("console.log({variant:?});").into_bytes(),
+        ),
+        ("css/site.css".into(), b"body{margin:0}".to_vec()),
+        ("img/logo.png".into(), vec![0x89, b'P', b'N', b'G', 1, 2, 3]),
+    ]
+}
+
+pub fn zip_build(files: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(p, b)| (p.as_str(), b.as_slice()))
+        .collect();
+    zip(&refs)
+}
