@@ -21,6 +21,7 @@ mod diff;
 mod digest;
 mod envelope;
 mod error;
+mod events;
 mod ids;
 mod index;
 mod keys;
@@ -38,6 +39,9 @@ pub use diff::{DiffPlan, Fetch, Files, plan_diff, rename_key};
 pub use digest::{Digest, Hasher};
 pub use envelope::{Opened, SignedDocument, open, sign_value};
 pub use error::{Error, Result};
+pub use events::{
+    Event, EventBatch, EventKind, MAX_COUNT, MAX_EVENTS_PER_BATCH, parse_event_batch,
+};
 pub use ids::{
     AppId, Channel, HostRequirement, HostVersion, MAX_NAME_LEN, PackageId, ReleaseVersion,
 };

@@ -491,3 +491,42 @@ fn rename_keys_drop_content_hashes() {
     check("data/image-YKVTEDFW.js", expect!["data/image-*.js"]);
     check("chunk-LICENSE.txt", expect!["chunk-LICENSE.txt"]);
 }
+
+#[track_caller]
+fn check_events(json: &str, expect: Expect) {
+    expect.assert_eq(&outcome(
+        parse_event_batch(json.as_bytes()).map(|b| b.events.len()),
+    ));
+}
+
+#[test]
+fn event_batches() {
+    let ok = r#"{"app":"shop","channel":"production","events":[
+        {"package":"checkout","version":"1.0.0","kind":"installed"},
+        {"package":"checkout","version":"1.0.0","kind":"opens","count":10,"offline_hits":9,"under_1s":8}]}"#;
+    check_events(ok, expect!["ok 2"]);
+    check_events(
+        r#"{"app":"shop","channel":"production","events":[]}"#,
+        expect!["invalid_field: invalid events: must hold 1 to 1000 events"],
+    );
+    check_events(
+        r#"{"app":"shop","channel":"production","events":[{"package":"checkout","version":"1.0.0","kind":"opens","count":2,"offline_hits":3}]}"#,
+        expect!["invalid_field: invalid events[0].offline_hits: more than the opens counted"],
+    );
+    check_events(
+        r#"{"app":"shop","channel":"production","events":[{"package":"checkout","version":"1.0.0","kind":"failed","under_1s":1}]}"#,
+        expect![
+            "invalid_field: invalid events[0].kind: only opens carry offline_hits and under_1s"
+        ],
+    );
+    check_events(
+        r#"{"app":"shop","channel":"production","events":[{"package":"checkout","version":"1.0.0","kind":"exploded"}]}"#,
+        expect![[
+            r#"schema: events field events[0].kind: unknown variant `exploded`, expected one of `installed`, `activated`, `ready`, `failed`, `rolled_back`, `opens`"#
+        ]],
+    );
+    check_events(
+        r#"{"app":"shop","channel":"production","events":[{"package":"checkout","version":"1.0.0","kind":"opens","count":0}]}"#,
+        expect!["invalid_field: invalid events[0].count: must be 1 to 1000000"],
+    );
+}

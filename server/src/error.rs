@@ -41,6 +41,9 @@ pub enum Error {
         /// The cap.
         limit_bytes: u64,
     },
+    /// Too many requests in flight; the client should retry after a moment.
+    #[error("server busy; retry in a moment")]
+    Overloaded,
     /// The metadata store failed.
     #[error("metadata store: {0}")]
     Meta(#[from] rusqlite::Error),
@@ -79,6 +82,7 @@ impl Error {
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Error::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Error::Meta(_) | Error::Io { .. } | Error::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -96,6 +100,7 @@ impl Error {
             Error::NotFound(_) => "not_found",
             Error::Conflict(_) => "conflict",
             Error::TooLarge { .. } => "too_large",
+            Error::Overloaded => "overloaded",
             Error::Meta(_) => "meta_store",
             Error::Io { .. } => "io",
             Error::Internal(_) => "internal",

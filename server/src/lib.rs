@@ -7,8 +7,6 @@
 //! Where to start: [`service::Service`] holds the stores and the signing key; [`publish`] and
 //! [`channel`] are what it does; [`http`] maps requests onto it; [`blob_store`] and
 //! [`meta_store`] are the storage traits with their embedded engines.
-//!
-//! It does not keep device statistics yet.
 
 #![forbid(unsafe_code)]
 
@@ -22,9 +20,11 @@ pub mod http;
 pub mod ingest;
 pub mod keys;
 pub mod meta_store;
+pub mod metrics;
 pub mod pack;
 pub mod publish;
 pub mod remote;
 pub mod service;
+pub mod stats;
 
 pub use error::{Error, Result};

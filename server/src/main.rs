@@ -90,6 +90,17 @@ enum Command {
         #[arg(long)]
         package: String,
     },
+    /// Show adoption, failures and page-open figures per release on a channel.
+    Stats {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// The app.
+        #[arg(long)]
+        app: String,
+        /// The channel.
+        #[arg(long)]
+        channel: String,
+    },
     /// Show a package's history on a channel.
     History {
         #[command(flatten)]
@@ -322,6 +333,47 @@ fn run(cli: Cli) -> Result<()> {
                         r["size_bytes"],
                         r["requires"].as_str().unwrap_or(""),
                         r["notes"].as_str().unwrap_or("")
+                    );
+                }
+            });
+            Ok(())
+        }
+        Command::Stats {
+            remote,
+            app,
+            channel,
+        } => {
+            let answer =
+                client(&remote)?.get(&format!("/v1/admin/apps/{app}/channels/{channel}/stats"))?;
+            print_answer(&remote, &answer, |a| {
+                let pct = |v: &Value| {
+                    v.as_f64()
+                        .map_or("-".to_owned(), |r| format!("{:.1}%", r * 100.0))
+                };
+                println!(
+                    "{:<16} {:<12} {:>9} {:>9} {:>7} {:>8} {:>9} {:>8} {:>8}",
+                    "package",
+                    "version",
+                    "installed",
+                    "activated",
+                    "failed",
+                    "rollback",
+                    "opens",
+                    "offline",
+                    "<1s"
+                );
+                for r in a.as_array().into_iter().flatten() {
+                    println!(
+                        "{:<16} {:<12} {:>9} {:>9} {:>7} {:>8} {:>9} {:>8} {:>8}",
+                        r["package"].as_str().unwrap_or(""),
+                        r["version"].as_str().unwrap_or(""),
+                        r["installed"],
+                        r["activated"],
+                        r["failed"],
+                        r["rolled_back"],
+                        r["opens"],
+                        pct(&r["offline_hit_rate"]),
+                        pct(&r["under_1s_rate"])
                     );
                 }
             });

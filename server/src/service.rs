@@ -29,6 +29,10 @@ pub struct Settings {
     pub max_upload_bytes: u64,
     /// Archive limits.
     pub limits: Limits,
+    /// How long a client may take to send a request's headers (slow-loris defence).
+    pub header_read_timeout: Duration,
+    /// Requests served at once; more get `503` with `Retry-After` at once instead of queueing.
+    pub max_concurrent_requests: usize,
     /// Where uploads are staged (on the same file system as the blobs, so moves are renames).
     pub staging_dir: PathBuf,
 }
@@ -42,6 +46,8 @@ impl Settings {
             index_cache: Duration::from_secs(1),
             max_upload_bytes: 256 * 1024 * 1024,
             limits: Limits::default(),
+            header_read_timeout: Duration::from_secs(10),
+            max_concurrent_requests: 4096,
             staging_dir,
         }
     }
@@ -63,6 +69,10 @@ pub struct Service {
     index_cache: Mutex<IndexCache>,
     /// Pack builds are CPU-heavy: one at a time.
     pub(crate) pack_builds: tokio::sync::Semaphore,
+    /// Prometheus metrics.
+    pub(crate) metrics: crate::metrics::Metrics,
+    /// Permits for requests in flight.
+    pub(crate) in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl Service {
@@ -79,10 +89,14 @@ impl Service {
             blobs,
             meta,
             key,
-            settings,
             publish_locks: Mutex::default(),
             index_cache: Mutex::default(),
             pack_builds: tokio::sync::Semaphore::new(1),
+            metrics: crate::metrics::Metrics::default(),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(
+                settings.max_concurrent_requests,
+            )),
+            settings,
         })
     }
 
@@ -99,6 +113,11 @@ impl Service {
     /// The blob store.
     pub fn blobs(&self) -> &Arc<dyn BlobStore> {
         &self.blobs
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.metrics
     }
 
     /// The public half of the signing key, to embed in apps.

@@ -765,3 +765,218 @@ fn indexes_are_re_signed_before_they_expire() {
         std::thread::yield_now();
     }
 }
+
+#[test]
+fn device_reports_add_up_to_adoption_and_page_open_figures() {
+    let s = TestServer::start();
+    for v in ["1.0.0", "1.1.0"] {
+        let r = s.publish(
+            &s.admin,
+            "shop",
+            "checkout",
+            &format!("version={v}&{ROUTE}"),
+            &zip_build(&build(v)),
+        );
+        assert_eq!(r.status, 201);
+    }
+    let post = |body: serde_json::Value| {
+        request(
+            &s.base,
+            "POST",
+            "/v1/events",
+            &[("Content-Type", "application/json")],
+            Some(&serde_json::to_vec(&body).unwrap()),
+        )
+    };
+    let event = |version: &str, kind: &str| json!({"package": "checkout", "version": version, "kind": kind});
+    for _ in 0..3 {
+        let r = post(json!({"app": "shop", "channel": "production", "events": [
+            event("1.1.0", "installed"), event("1.1.0", "activated"),
+            {"package": "checkout", "version": "1.1.0", "kind": "opens", "count": 10, "offline_hits": 9, "under_1s": 7},
+        ]}));
+        assert_eq!(
+            (r.status, r.json()["accepted"].as_u64()),
+            (202, Some(3)),
+            "{}",
+            r.text()
+        );
+    }
+    let r = post(json!({"app": "shop", "channel": "production", "events": [
+        event("1.1.0", "failed"), event("1.1.0", "rolled_back"), event("1.0.0", "activated"),
+        event("9.9.9", "installed"),
+        {"package": "unknown", "version": "1.0.0", "kind": "installed"},
+    ]}));
+    assert_eq!(r.json(), json!({"accepted": 3, "ignored": 2}));
+    // Another app's device cannot count towards this app's package.
+    let r = post(
+        json!({"app": "other", "channel": "production", "events": [event("1.1.0", "installed")]}),
+    );
+    assert_eq!(r.json(), json!({"accepted": 0, "ignored": 1}));
+
+    let stats = s
+        .admin_get("/v1/admin/apps/shop/channels/production/stats")
+        .json();
+    let v11 = stats
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["version"] == "1.1.0")
+        .unwrap();
+    assert_eq!(
+        (
+            v11["installed"].as_u64(),
+            v11["activated"].as_u64(),
+            v11["failed"].as_u64(),
+            v11["rolled_back"].as_u64()
+        ),
+        (Some(3), Some(3), Some(1), Some(1))
+    );
+    assert_eq!(
+        (
+            v11["opens"].as_u64(),
+            v11["offline_hits"].as_u64(),
+            v11["under_1s"].as_u64()
+        ),
+        (Some(30), Some(27), Some(21))
+    );
+    assert_eq!(v11["offline_hit_rate"].as_f64(), Some(0.9));
+    assert_eq!(v11["under_1s_rate"].as_f64(), Some(0.7));
+    let v10 = stats
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["version"] == "1.0.0")
+        .unwrap();
+    assert_eq!(v10["activated"].as_u64(), Some(1));
+    assert!(v10["under_1s_rate"].is_null(), "no opens, no rate");
+
+    // Bad batches are refused whole and count nothing.
+    for (body, code) in [
+        (b"{".to_vec(), "invalid_json"),
+        (serde_json::to_vec(&json!({"app": "shop", "channel": "production", "events": []})).unwrap(), "invalid_field"),
+        (serde_json::to_vec(&json!({"app": "shop", "channel": "production", "events": [{"package": "checkout", "version": "1.1.0", "kind": "opens", "count": 1, "under_1s": 5}]})).unwrap(), "invalid_field"),
+    ] {
+        let r = request(&s.base, "POST", "/v1/events", &[("Content-Type", "application/json")], Some(&body));
+        assert_eq!(r.code(), code, "{}", r.text());
+    }
+    // An oversized batch is refused from its declared length, before its body is read.
+    {
+        use std::io::{Read, Write};
+        let addr = s.base.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        write!(stream, "POST /v1/events HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 3000000\r\nConnection: close\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        assert!(answer.contains("\"too_large\""), "{answer}");
+    }
+    assert_eq!(
+        s.admin_get("/v1/admin/apps/shop/channels/production/stats")
+            .json(),
+        stats
+    );
+    let publisher = s.token("ci", Scope::Publish, None);
+    let denied = request(
+        &s.base,
+        "GET",
+        "/v1/admin/apps/shop/channels/production/stats",
+        &[("Authorization", &format!("Bearer {publisher}"))],
+        None,
+    );
+    assert_eq!(denied.status, 403);
+}
+
+#[test]
+fn metrics_count_requests_by_route_and_publishes_by_outcome() {
+    let s = TestServer::start();
+    let q = format!("version=1.0.0&channel=production&{ROUTE}");
+    assert_eq!(
+        s.publish(&s.admin, "shop", "checkout", &q, &zip_build(&build("v1")))
+            .status,
+        201
+    );
+    assert_eq!(
+        s.publish(&s.admin, "shop", "checkout", &q, &zip_build(&build("v1")))
+            .status,
+        200
+    );
+    assert_eq!(
+        s.publish(&s.admin, "shop", "checkout", &q, b"not a zip")
+            .status,
+        422
+    );
+    for _ in 0..3 {
+        assert_eq!(s.get("/v1/apps/shop/channels/production/index").status, 200);
+    }
+    s.get(&format!("/v1/blobs/{}", Digest::of(b"missing")));
+    let metrics = s.get("/metrics");
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics
+            .header("content-type")
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = metrics.text();
+    for line in [
+        r#"baleen_http_requests_total{route="/v1/apps/{app}/channels/{channel}/index",method="GET",status="200"} 3"#,
+        r#"baleen_http_requests_total{route="/v1/blobs/{digest}",method="GET",status="404"} 1"#,
+        r#"baleen_publishes_total{outcome="created"} 1"#,
+        r#"baleen_publishes_total{outcome="unchanged"} 1"#,
+        r#"baleen_publishes_total{outcome="refused"} 1"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+    }
+    assert!(
+        text.contains("baleen_http_request_duration_seconds_bucket{"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_client_that_sends_headers_too_slowly_is_cut_off_and_others_are_served() {
+    use std::io::{Read, Write};
+    let s = TestServer::start_with(|settings| {
+        settings.header_read_timeout = std::time::Duration::from_millis(500)
+    });
+    let addr = s.base.trim_start_matches("http://").to_owned();
+    let mut slow: Vec<std::net::TcpStream> = (0..20)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+                .unwrap();
+            stream
+        })
+        .collect();
+    // Legitimate clients keep being served meanwhile.
+    assert_eq!(s.get("/healthz").status, 200);
+    let started = std::time::Instant::now();
+    for stream in &mut slow {
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        let mut rest = Vec::new();
+        // The server answers 408 or just closes; either way the read ends, well before 10 s.
+        let _ = stream.read_to_end(&mut rest);
+        let text = String::from_utf8_lossy(&rest);
+        assert!(
+            rest.is_empty() || text.starts_with("HTTP/1.1 408"),
+            "{text}"
+        );
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "slow clients held for {:?}",
+        started.elapsed()
+    );
+    assert_eq!(s.get("/healthz").status, 200);
+}
+
+#[test]
+fn overload_is_shed_at_once_with_retry_after() {
+    let s = TestServer::start_with(|settings| settings.max_concurrent_requests = 0);
+    let r = s.get("/v1/apps/shop/channels/production/index");
+    assert_eq!((r.status, r.code()), (503, "overloaded".to_owned()));
+    assert_eq!(r.header("retry-after"), Some("1"));
+}

@@ -275,7 +275,10 @@ fn real_release_diff_pack_is_a_small_fraction_of_a_zip() {
     };
     let (old_zip, new_zip) = (read_zip(&old_dir), read_zip(&new_dir));
     let s = TestServer::start();
-    for (query, zip) in [(format!("version=5.33.3&{ROUTE}"), &old_zip), ("version=5.34.0".to_owned(), &new_zip)] {
+    for (query, zip) in [
+        (format!("version=5.33.3&{ROUTE}"), &old_zip),
+        ("version=5.34.0".to_owned(), &new_zip),
+    ] {
         let r = s.publish(&s.admin, "shop", "app", &query, zip);
         assert_eq!(r.status, 201, "{query}: {}", r.text());
     }

@@ -98,7 +98,18 @@ pub async fn publish(
     if let Err(e) = tokio::fs::remove_dir_all(&upload_dir).await {
         tracing::warn!(dir = %upload_dir.display(), error = %e, "could not remove upload dir");
     }
-    let published = result?;
+    let published = match result {
+        Ok(published) => published,
+        Err(e) => {
+            service.metrics().publish("refused");
+            return Err(e);
+        }
+    };
+    service.metrics().publish(if published.created {
+        "created"
+    } else {
+        "unchanged"
+    });
     if published.created {
         tokio::spawn(
             service
@@ -245,4 +256,17 @@ pub async fn audit(
         .require(Scope::Admin, None, "read the audit log")?;
     let limit = query.limit.unwrap_or(100).min(10_000);
     Ok(Json(service.meta().audit_log(limit).await?).into_response())
+}
+
+/// `GET /v1/admin/apps/{app}/channels/{channel}/stats`
+pub async fn stats(
+    State(service): State<Arc<Service>>,
+    Path((app, channel)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let (app, channel) = (AppId::parse(&app)?, Channel::parse(&channel)?);
+    caller(&service, &headers)
+        .await?
+        .require(Scope::Release, None, "read statistics")?;
+    Ok(Json(service.stats(&app, &channel).await?).into_response())
 }

@@ -19,51 +19,151 @@ mod admin;
 mod error;
 pub mod public;
 
+/// The paths of the API, in axum's `{param}` syntax, which is also OpenAPI's.
+pub mod paths {
+    /// `GET`: the signed index of an app's channel.
+    pub const INDEX: &str = "/v1/apps/{app}/channels/{channel}/index";
+    /// `GET`: a signed release manifest by digest.
+    pub const MANIFEST: &str = "/v1/manifests/{digest}";
+    /// `GET`: a blob by digest.
+    pub const BLOB: &str = "/v1/blobs/{digest}";
+    /// `GET`: a full (`{to}.zip`) or diff (`{from}..{to}.zip`) pack.
+    pub const PACK: &str = "/v1/packs/{package}/{name}";
+    /// `GET`: liveness.
+    pub const HEALTHZ: &str = "/healthz";
+    /// `POST`: publish a zip as a release.
+    pub const PUBLISH: &str = "/v1/admin/apps/{app}/packages/{package}/releases";
+    /// `GET`: a package's releases.
+    pub const RELEASES: &str = "/v1/admin/packages/{package}/releases";
+    /// `POST`: a channel change (promote, rollout, pause, resume, complete, rollback).
+    pub const CHANNEL_CHANGE: &str = "/v1/admin/packages/{package}/channels/{channel}";
+    /// `GET`: a package's history on a channel.
+    pub const HISTORY: &str = "/v1/admin/packages/{package}/channels/{channel}/history";
+    /// `GET`: every package's state on an app's channel.
+    pub const CHANNEL_STATE: &str = "/v1/admin/apps/{app}/channels/{channel}";
+    /// `GET`: the audit log.
+    pub const AUDIT: &str = "/v1/admin/audit";
+    /// `POST`: device reports (installs, failures, rollbacks, page opens).
+    pub const EVENTS: &str = "/v1/events";
+    /// `GET`: per-release adoption, failures and page-open figures of an app's channel.
+    pub const STATS: &str = "/v1/admin/apps/{app}/channels/{channel}/stats";
+    /// `GET`: Prometheus metrics.
+    pub const METRICS: &str = "/metrics";
+}
+
+/// Every `(method, path)` that [`router`] routes (each `GET` also answers `HEAD`).
+/// `docs/openapi.json` documents exactly these, as `server/tests/openapi.rs` checks; a new route
+/// goes into both this table and `router`.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", paths::INDEX),
+    ("GET", paths::MANIFEST),
+    ("GET", paths::BLOB),
+    ("GET", paths::PACK),
+    ("GET", paths::HEALTHZ),
+    ("POST", paths::PUBLISH),
+    ("GET", paths::RELEASES),
+    ("POST", paths::CHANNEL_CHANGE),
+    ("GET", paths::HISTORY),
+    ("GET", paths::CHANNEL_STATE),
+    ("GET", paths::AUDIT),
+    ("POST", paths::EVENTS),
+    ("GET", paths::STATS),
+    ("GET", paths::METRICS),
+];
+
+/// [`ROUTES`] as a list.
+pub fn routes() -> Vec<(&'static str, &'static str)> {
+    ROUTES.to_vec()
+}
+
 /// Every route of the API.
 pub fn router(service: Arc<Service>) -> Router {
     let reads = Router::new()
-        .route(
-            "/v1/apps/{app}/channels/{channel}/index",
-            get(public::index),
-        )
-        .route("/v1/manifests/{digest}", get(public::manifest))
-        .route("/v1/blobs/{digest}", get(public::blob))
-        .route("/v1/packs/{package}/{name}", get(public::pack))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route(
-            "/v1/admin/packages/{package}/releases",
-            get(admin::releases),
-        )
-        .route(
-            "/v1/admin/packages/{package}/channels/{channel}",
-            post(admin::change),
-        )
-        .route(
-            "/v1/admin/packages/{package}/channels/{channel}/history",
-            get(admin::history),
-        )
-        .route(
-            "/v1/admin/apps/{app}/channels/{channel}",
-            get(admin::channel_state),
-        )
-        .route("/v1/admin/audit", get(admin::audit))
+        .route(paths::INDEX, get(public::index))
+        .route(paths::MANIFEST, get(public::manifest))
+        .route(paths::BLOB, get(public::blob))
+        .route(paths::PACK, get(public::pack))
+        .route(paths::HEALTHZ, get(|| async { "ok\n" }))
+        .route(paths::RELEASES, get(admin::releases))
+        .route(paths::CHANNEL_CHANGE, post(admin::change))
+        .route(paths::HISTORY, get(admin::history))
+        .route(paths::EVENTS, post(public::events))
+        .route(paths::STATS, get(admin::stats))
+        .route(paths::METRICS, get(metrics))
+        .route(paths::CHANNEL_STATE, get(admin::channel_state))
+        .route(paths::AUDIT, get(admin::audit))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(60),
         ));
     // Uploads may take long on slow links; their size is capped instead.
-    let uploads = Router::new().route(
-        "/v1/admin/apps/{app}/packages/{package}/releases",
-        post(admin::publish),
-    );
+    let uploads = Router::new().route(paths::PUBLISH, post(admin::publish));
     reads
         .merge(uploads)
         .fallback(|| async { Error::NotFound("route".into()) })
+        .route_layer(axum::middleware::from_fn_with_state(service.clone(), track))
+        .layer(axum::middleware::from_fn_with_state(service.clone(), shed))
         .with_state(service)
         .layer(tower_http::trace::TraceLayer::new_for_http())
 }
 
-/// Binds `addr`; port 0 picks a free port (see [`Listening::addr`]).
+/// Answers `503` with `Retry-After` at once when too many requests are in flight, rather than
+/// queueing them until every client times out (a thundering herd on launch).
+async fn shed(
+    axum::extract::State(service): axum::extract::State<Arc<Service>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match service.in_flight.clone().try_acquire_owned() {
+        Ok(_permit) => next.run(request).await,
+        Err(_) => Error::Overloaded.into_response(),
+    }
+}
+
+/// Counts each routed request and its latency under its route pattern.
+async fn track(
+    axum::extract::State(service): axum::extract::State<Arc<Service>>,
+    matched: Option<axum::extract::MatchedPath>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = matched.map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    let metrics = service.metrics();
+    metrics
+        .latency
+        .get_or_create(&crate::metrics::RouteLabels {
+            route: route.clone(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    metrics
+        .requests
+        .get_or_create(&crate::metrics::RequestLabels {
+            route,
+            method,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+/// `GET /metrics`
+async fn metrics(
+    axum::extract::State(service): axum::extract::State<Arc<Service>>,
+) -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        service.metrics().encode(),
+    )
+}
+
+/// Binds `addr`; port 0 picks a free port (read it with `local_addr`).
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(addr)
         .await
@@ -71,18 +171,63 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, re-signing indexes before they expire.
+///
+/// Connections are served by hyper directly (not `axum::serve`) so that a client that sends its
+/// headers too slowly is cut off after [`crate::service::Settings::header_read_timeout`].
+/// On shutdown, requests in flight get up to ten seconds to finish.
 pub async fn serve(
     service: Arc<Service>,
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+
     let refresher = tokio::spawn(refresh_loop(service.clone()));
-    let result = axum::serve(listener, router(service))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| Error::io("serving HTTP", e));
+    let app = router(service.clone());
+    let mut builder = Builder::new(TokioExecutor::new()).http1_only();
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(service.settings().header_read_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accepting a connection failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let hyper_service = hyper_util::service::TowerToHyperService::new(app.clone());
+                let connection = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), hyper_service)
+                    .into_owned();
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    if let Err(e) = connection.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(Duration::from_secs(10)) => {
+            tracing::warn!("requests still running after 10 s; stopping anyway");
+        }
+    }
     refresher.abort();
-    result
+    Ok(())
 }
 
 async fn refresh_loop(service: Arc<Service>) {

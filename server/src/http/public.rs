@@ -251,3 +251,37 @@ pub fn parse_range(spec: &str, size: u64) -> RangeSpec {
         }
     }
 }
+
+/// The largest event batch accepted, in bytes (axum's default body limit).
+pub const EVENTS_BODY_LIMIT: usize = 2 * 1024 * 1024;
+
+/// `POST /v1/events`: a device's batch of reports. No token: devices hold none.
+pub async fn events(
+    State(service): State<Arc<Service>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let too_large = Error::TooLarge {
+        limit_bytes: EVENTS_BODY_LIMIT as u64,
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > EVENTS_BODY_LIMIT as u64) {
+        return Err(too_large);
+    }
+    let body = axum::body::to_bytes(body, EVENTS_BODY_LIMIT)
+        .await
+        .map_err(|e| {
+            let inner = e.into_inner();
+            if inner.is::<http_body_util::LengthLimitError>() {
+                too_large
+            } else {
+                Error::BadRequest(format!("request body: {inner}"))
+            }
+        })?;
+    let batch = manifests::parse_event_batch(&body)?;
+    let accepted = service.record_events(&batch).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(accepted)).into_response())
+}

@@ -185,6 +185,31 @@ pub enum Inserted {
     Existing(Box<ReleaseRecord>),
 }
 
+/// Counts devices reported for one release on one channel.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ReleaseStats {
+    /// The package.
+    pub package: Option<PackageId>,
+    /// The release.
+    pub version: Option<ReleaseVersion>,
+    /// Installs reported.
+    pub installed: u64,
+    /// Activations reported.
+    pub activated: u64,
+    /// Boot verifications passed.
+    pub ready: u64,
+    /// Failures reported.
+    pub failed: u64,
+    /// Rollbacks on devices reported.
+    pub rolled_back: u64,
+    /// Page opens.
+    pub opens: u64,
+    /// Opens answered from the device.
+    pub offline_hits: u64,
+    /// Opens shown within one second.
+    pub under_1s: u64,
+}
+
 /// A built pack, stored as a blob.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PackRecord {
@@ -281,6 +306,18 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug + 'static {
         to: &ReleaseVersion,
         pack: &PackRecord,
     ) -> Result<()>;
+
+    /// Adds device reports to the per-release counters of a channel; `deltas` name releases that
+    /// exist.
+    async fn add_stats(
+        &self,
+        app: &AppId,
+        channel: &Channel,
+        deltas: &[ReleaseStats],
+    ) -> Result<()>;
+
+    /// The counters of every release reported on a channel.
+    async fn stats(&self, app: &AppId, channel: &Channel) -> Result<Vec<ReleaseStats>>;
 
     /// Stores a token.
     async fn insert_token(&self, token: &TokenRecord, audit: &AuditEntry) -> Result<()>;

@@ -13,7 +13,7 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::{
     AuditEntry, ChannelCommit, ChannelPackage, ChannelState, HistoryEntry, Inserted, MetaStore,
-    PackRecord, ReleaseRecord, Scope, StoredIndex, TokenRecord,
+    PackRecord, ReleaseRecord, ReleaseStats, Scope, StoredIndex, TokenRecord,
 };
 use crate::error::{Error, Result};
 
@@ -83,6 +83,21 @@ CREATE TABLE packs (
     size_bytes INTEGER NOT NULL,
     PRIMARY KEY (package, from_version, to_version),
     FOREIGN KEY (package, to_version) REFERENCES releases(package, version)
+);
+CREATE TABLE release_stats (
+    app TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    package TEXT NOT NULL,
+    version TEXT NOT NULL,
+    installed INTEGER NOT NULL DEFAULT 0,
+    activated INTEGER NOT NULL DEFAULT 0,
+    ready INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    rolled_back INTEGER NOT NULL DEFAULT 0,
+    opens INTEGER NOT NULL DEFAULT 0,
+    offline_hits INTEGER NOT NULL DEFAULT 0,
+    under_1s INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (app, channel, package, version)
 );
 CREATE TABLE tokens (
     hash TEXT PRIMARY KEY,
@@ -614,6 +629,88 @@ impl MetaStore for SqliteMetaStore {
                 ],
             )?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn add_stats(
+        &self,
+        app: &AppId,
+        channel: &Channel,
+        deltas: &[ReleaseStats],
+    ) -> Result<()> {
+        let (app, channel, deltas) = (app.clone(), channel.clone(), deltas.to_vec());
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for d in &deltas {
+                let (Some(package), Some(version)) = (&d.package, &d.version) else {
+                    continue;
+                };
+                let n = |v: u64| v.min(i64::MAX as u64) as i64;
+                tx.execute(
+                    "INSERT INTO release_stats (app, channel, package, version, installed, activated,
+                       ready, failed, rolled_back, opens, offline_hits, under_1s)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                     ON CONFLICT (app, channel, package, version) DO UPDATE SET
+                       installed = installed + excluded.installed,
+                       activated = activated + excluded.activated,
+                       ready = ready + excluded.ready,
+                       failed = failed + excluded.failed,
+                       rolled_back = rolled_back + excluded.rolled_back,
+                       opens = opens + excluded.opens,
+                       offline_hits = offline_hits + excluded.offline_hits,
+                       under_1s = under_1s + excluded.under_1s",
+                    params![
+                        app.as_str(),
+                        channel.as_str(),
+                        package.as_str(),
+                        version.to_string(),
+                        n(d.installed),
+                        n(d.activated),
+                        n(d.ready),
+                        n(d.failed),
+                        n(d.rolled_back),
+                        n(d.opens),
+                        n(d.offline_hits),
+                        n(d.under_1s),
+                    ],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn stats(&self, app: &AppId, channel: &Channel) -> Result<Vec<ReleaseStats>> {
+        let (app, channel) = (app.clone(), channel.clone());
+        self.with(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT package, version, installed, activated, ready, failed, rolled_back, opens,
+                        offline_hits, under_1s
+                 FROM release_stats WHERE app = ?1 AND channel = ?2",
+            )?;
+            let n = |r: &Row<'_>, i: usize| -> rusqlite::Result<u64> {
+                Ok(r.get::<_, i64>(i)?.max(0) as u64)
+            };
+            let mut rows = stmt
+                .query_map(params![app.as_str(), channel.as_str()], |r| {
+                    Ok(ReleaseStats {
+                        package: Some(col(r, 0, PackageId::parse)?),
+                        version: Some(col(r, 1, ReleaseVersion::parse)?),
+                        installed: n(r, 2)?,
+                        activated: n(r, 3)?,
+                        ready: n(r, 4)?,
+                        failed: n(r, 5)?,
+                        rolled_back: n(r, 6)?,
+                        opens: n(r, 7)?,
+                        offline_hits: n(r, 8)?,
+                        under_1s: n(r, 9)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.sort_by(|a, b| (&a.package, &b.version).cmp(&(&b.package, &a.version)));
+            Ok(rows)
         })
         .await
     }

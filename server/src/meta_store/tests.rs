@@ -206,6 +206,47 @@ pub(crate) async fn meta_store_suite(store: &dyn MetaStore) {
             .is_empty()
     );
 
+    // Stats add up per release and channel.
+    let delta = |version: &str, opens: u64| ReleaseStats {
+        package: Some(pkg("checkout")),
+        version: Some(ver(version)),
+        installed: 1,
+        opens,
+        under_1s: opens / 2,
+        ..ReleaseStats::default()
+    };
+    store
+        .add_stats(&shop, &production, &[delta("1.9.0", 4), delta("2.0.0", 10)])
+        .await
+        .unwrap();
+    store
+        .add_stats(&shop, &production, &[delta("2.0.0", 6)])
+        .await
+        .unwrap();
+    let stats = store.stats(&shop, &production).await.unwrap();
+    let summary: Vec<(String, u64, u64, u64)> = stats
+        .iter()
+        .map(|s| {
+            (
+                s.version.as_ref().unwrap().to_string(),
+                s.installed,
+                s.opens,
+                s.under_1s,
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [("2.0.0".into(), 2, 16, 8), ("1.9.0".into(), 1, 4, 2)]
+    );
+    assert!(
+        store
+            .stats(&shop, &chan("staging"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
     // Tokens: found by hash, names unique.
     let token = TokenRecord {
         name: "ci".into(),

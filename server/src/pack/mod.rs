@@ -80,7 +80,12 @@ impl Service {
             .acquire()
             .await
             .map_err(|_| Error::Internal("pack builder closed".into()))?;
+        let started = std::time::Instant::now();
         let bytes = build(self.blobs.clone(), from_record.as_ref(), &to_record).await?;
+        self.metrics.pack_builds.inc();
+        self.metrics
+            .pack_build_seconds
+            .observe(started.elapsed().as_secs_f64());
         let digest = self.blobs.put_bytes(&bytes).await?;
         let record = PackRecord {
             digest,

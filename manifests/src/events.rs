@@ -1,0 +1,120 @@
+//! Device reports: what happened to releases on devices, and how fast pages opened.
+//!
+//! A device sends an [`EventBatch`] to `POST /v1/events` when the network allows. Counts only:
+//! no URLs, no user data. The server adds them up per release, which gives adoption, failures,
+//! rollbacks, the offline-hit rate and the share of opens under one second (秒开率).
+
+use serde::{Deserialize, Serialize};
+
+use crate::canonical::parse_strict;
+use crate::error::{Error, Result};
+use crate::{AppId, Channel, PackageId, ReleaseVersion};
+
+/// Most events in one batch.
+pub const MAX_EVENTS_PER_BATCH: usize = 1_000;
+/// Largest count one event may carry (a day of opens on one device is far below).
+pub const MAX_COUNT: u64 = 1_000_000;
+
+/// What happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EventKind {
+    /// The release was downloaded, verified and stored.
+    Installed,
+    /// The release became the one served (pending until the page says it is ready).
+    Activated,
+    /// The page reported ready: the release passed boot verification.
+    Ready,
+    /// The release failed on the device (crash, error report, verification).
+    Failed,
+    /// The device went back to its previous release.
+    RolledBack,
+    /// Page opens: `count` opens, `offline_hits` of them answered from the device, `under_1s` of
+    /// them shown within one second.
+    Opens,
+}
+
+/// One report about one release.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// The package.
+    pub package: PackageId,
+    /// The release.
+    pub version: ReleaseVersion,
+    /// What happened.
+    pub kind: EventKind,
+    /// How many times (1 for state changes; the number of opens for [`EventKind::Opens`]).
+    #[serde(default = "one")]
+    pub count: u64,
+    /// For opens: how many were served from the device's store.
+    #[serde(default)]
+    pub offline_hits: u64,
+    /// For opens: how many showed the page within one second.
+    #[serde(default)]
+    pub under_1s: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+/// What a device sends in one request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventBatch {
+    /// The host app.
+    pub app: AppId,
+    /// The channel the device follows.
+    pub channel: Channel,
+    /// The reports.
+    pub events: Vec<Event>,
+}
+
+impl EventBatch {
+    /// Checks the rules: 1 to [`MAX_EVENTS_PER_BATCH`] events, counts of 1 to [`MAX_COUNT`],
+    /// hits and fast opens only on opens and never more than the opens.
+    ///
+    /// # Errors
+    /// [`Error::InvalidField`] naming the event.
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |field: String, reason: &str| Error::InvalidField {
+            field,
+            reason: reason.to_owned(),
+        };
+        if self.events.is_empty() || self.events.len() > MAX_EVENTS_PER_BATCH {
+            return Err(invalid("events".into(), "must hold 1 to 1000 events"));
+        }
+        for (i, e) in self.events.iter().enumerate() {
+            let at = |f: &str| format!("events[{i}].{f}");
+            if e.count == 0 || e.count > MAX_COUNT {
+                return Err(invalid(at("count"), "must be 1 to 1000000"));
+            }
+            if e.kind == EventKind::Opens {
+                if e.offline_hits > e.count || e.under_1s > e.count {
+                    return Err(invalid(at("offline_hits"), "more than the opens counted"));
+                }
+            } else if e.offline_hits != 0 || e.under_1s != 0 {
+                return Err(invalid(
+                    at("kind"),
+                    "only opens carry offline_hits and under_1s",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Parses and validates an event batch.
+///
+/// # Errors
+/// [`Error::Json`], [`Error::Schema`] and the errors of [`EventBatch::validate`].
+pub fn parse_event_batch(bytes: &[u8]) -> Result<EventBatch> {
+    let batch: EventBatch =
+        serde_path_to_error::deserialize(parse_strict(bytes)?).map_err(|e| Error::Schema {
+            doc: "events",
+            at: e.path().to_string(),
+            reason: e.into_inner().to_string(),
+        })?;
+    batch.validate()?;
+    Ok(batch)
+}

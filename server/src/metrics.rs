@@ -1,0 +1,105 @@
+//! Prometheus metrics, served at `/metrics` in the text exposition format.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of an HTTP request: the route pattern (never the raw path, to bound cardinality).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The matched route, such as `/v1/blobs/{digest}`.
+    pub route: String,
+    /// The method.
+    pub method: String,
+    /// The status code.
+    pub status: u16,
+}
+
+/// Labels of a route.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// The matched route.
+    pub route: String,
+}
+
+/// Labels of an outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// `created`, `unchanged` or `refused`.
+    pub outcome: String,
+}
+
+/// The server's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Requests answered, by route, method and status.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Request latency, by route.
+    pub latency: Family<RouteLabels, Histogram>,
+    /// Publishes, by outcome.
+    pub publishes: Family<OutcomeLabels, Counter>,
+    /// Packs built.
+    pub pack_builds: Counter,
+    /// Seconds spent building packs.
+    pub pack_build_seconds: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        let mut registry = Registry::with_prefix("baleen");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
+        });
+        let publishes = Family::<OutcomeLabels, Counter>::default();
+        let pack_builds = Counter::default();
+        let pack_build_seconds = Histogram::new(exponential_buckets(0.01, 2.0, 14));
+        registry.register("http_requests", "HTTP requests answered", requests.clone());
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer an HTTP request (until the body starts)",
+            latency.clone(),
+        );
+        registry.register(
+            "publishes",
+            "Publish attempts by outcome",
+            publishes.clone(),
+        );
+        registry.register("pack_builds", "Packs built", pack_builds.clone());
+        registry.register(
+            "pack_build_duration_seconds",
+            "Time to build one pack",
+            pack_build_seconds.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+            publishes,
+            pack_builds,
+            pack_build_seconds,
+        }
+    }
+}
+
+impl Metrics {
+    /// The text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Counts a publish outcome.
+    pub fn publish(&self, outcome: &str) {
+        self.publishes
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+}
