@@ -26,5 +26,6 @@ pub mod publish;
 pub mod remote;
 pub mod service;
 pub mod stats;
+pub mod watch;
 
 pub use error::{Error, Result};

@@ -40,6 +40,34 @@ enum Command {
     },
     /// Publish a build (a directory or a zip) as a new release.
     Publish(PublishArgs),
+    /// Publish a folder as a new dev release shortly after every change, uploading only what changed.
+    Watch {
+        /// The build folder.
+        dir: PathBuf,
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// The host app.
+        #[arg(long)]
+        app: String,
+        /// The package.
+        #[arg(long)]
+        package: String,
+        /// The channel each dev release is promoted to.
+        #[arg(long, default_value = "dev")]
+        channel: String,
+        /// URL prefix the package answers for (repeatable; needed for a new package).
+        #[arg(long = "route")]
+        routes: Vec<String>,
+        /// Dev releases are pre-releases of this version.
+        #[arg(long, default_value = "0.0.0")]
+        base_version: String,
+        /// Quiet time before a publish, in milliseconds.
+        #[arg(long, default_value_t = 300)]
+        debounce_ms: u64,
+        /// Stop after this many publishes.
+        #[arg(long)]
+        max_publishes: Option<usize>,
+    },
     /// Make a release the stable one on a channel.
     Promote {
         #[command(flatten)]
@@ -301,6 +329,30 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Publish(args) => publish(args),
+        Command::Watch {
+            dir,
+            remote,
+            app,
+            package,
+            channel,
+            routes,
+            base_version,
+            debounce_ms,
+            max_publishes,
+        } => {
+            manifests::ReleaseVersion::parse(&base_version)?;
+            let options = server::watch::WatchOptions {
+                dir,
+                app,
+                package,
+                channel,
+                routes,
+                base_version,
+                debounce: std::time::Duration::from_millis(debounce_ms),
+                max_publishes,
+            };
+            server::watch::watch(&client(&remote)?, &options)
+        }
         Command::Promote { target, version } => {
             change(&target, json!({ "action": "promote", "version": version }))
         }

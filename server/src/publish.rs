@@ -48,6 +48,13 @@ pub struct PublishRequest {
     /// Promote the release to this channel right away.
     #[serde(default)]
     pub channel: Option<String>,
+    /// Start from this release's files: the upload then holds only added and changed files
+    /// (what `baleen watch` sends).
+    #[serde(default)]
+    pub base: Option<String>,
+    /// With `base`: paths of the base release that the new one no longer has.
+    #[serde(default)]
+    pub removed: Vec<String>,
 }
 
 /// The result of a publish.
@@ -103,23 +110,35 @@ impl Service {
             staging.0.clone(),
             self.settings.limits.clone(),
         );
-        let ingested =
-            blocking(move || Ok(ingest::ingest_zip(&zip_path, &limits, &staging_path)?)).await?;
+        // With a base release, an empty upload means "only removals".
+        let empty = std::fs::metadata(zip)
+            .map(|m| m.len() == 0)
+            .unwrap_or(false);
+        let ingested = if empty && request.base.is_some() {
+            ingest::Ingested::default()
+        } else {
+            blocking(move || Ok(ingest::ingest_zip(&zip_path, &limits, &staging_path)?)).await?
+        };
 
-        let files: BTreeMap<RelPath, FileEntry> = ingested
-            .files
-            .iter()
-            .map(|(path, staged)| {
-                (
-                    path.clone(),
-                    FileEntry {
-                        sha256: staged.sha256,
-                        size: staged.size,
-                        mime: mime_for(path),
-                    },
-                )
-            })
-            .collect();
+        let mut files: BTreeMap<RelPath, FileEntry> = match &request.base {
+            Some(base) => self.base_files(package, base, &request.removed).await?,
+            None if !request.removed.is_empty() => {
+                return Err(Error::BadRequest(
+                    "removed paths need a base release".into(),
+                ));
+            }
+            None => BTreeMap::new(),
+        };
+        files.extend(ingested.files.iter().map(|(path, staged)| {
+            (
+                path.clone(),
+                FileEntry {
+                    sha256: staged.sha256,
+                    size: staged.size,
+                    mime: mime_for(path),
+                },
+            )
+        }));
         let previous_manifest = previous.as_ref().map(crate::pack::release_of).transpose()?;
         let release = build_release(package, version, files, request, previous_manifest.as_ref())?;
         let content_key = content_key(&release)?;
@@ -178,6 +197,31 @@ impl Service {
             created: true,
             sequence,
         })
+    }
+
+    /// The files of `base` without `removed`, for a publish that uploads only what changed.
+    async fn base_files(
+        &self,
+        package: &PackageId,
+        base: &str,
+        removed: &[String],
+    ) -> Result<BTreeMap<RelPath, FileEntry>> {
+        let version = ReleaseVersion::parse(base)?;
+        let record = self
+            .meta
+            .release(package, &version)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("base release {package}@{version}")))?;
+        let mut files = crate::pack::release_of(&record)?.files;
+        for path in removed {
+            let path = RelPath::parse(path)?;
+            if files.remove(&path).is_none() {
+                return Err(Error::BadRequest(format!(
+                    "removed path {path:?} is not in base release {version}"
+                )));
+            }
+        }
+        Ok(files)
     }
 
     async fn republish(

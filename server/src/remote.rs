@@ -66,11 +66,23 @@ impl Remote {
         query: &[(&str, String)],
         progress: bool,
     ) -> Result<Value> {
-        let mut zip = if source.is_dir() {
+        let zip = if source.is_dir() {
             zip_dir(source).with_context(|| format!("zipping {}", source.display()))?
         } else {
             File::open(source).with_context(|| format!("opening {}", source.display()))?
         };
+        self.publish_zip(zip, app, package, query, progress)
+    }
+
+    /// Uploads an open zip file (an empty file only with a `base` release: removals alone).
+    pub fn publish_zip(
+        &self,
+        mut zip: File,
+        app: &str,
+        package: &str,
+        query: &[(&str, String)],
+        progress: bool,
+    ) -> Result<Value> {
         let size = zip.seek(std::io::SeekFrom::End(0))?;
         zip.rewind()?;
         let url = format!(
@@ -125,19 +137,35 @@ impl Remote {
 /// returned positioned at its start.
 /// Symbolic links and other special files are refused, as the server would refuse them.
 pub fn zip_dir(dir: &Path) -> Result<File> {
-    let mut files = Vec::new();
-    collect(dir, dir, &mut files)?;
-    files.sort();
+    let files = list_files(dir)?;
     if files.is_empty() {
         bail!("{} holds no files", dir.display());
     }
+    zip_files(dir, &files)
+}
+
+/// The regular files under `dir`, as sorted `/`-separated relative paths. Symbolic links and other
+/// special files are refused.
+pub fn list_files(dir: &Path) -> Result<Vec<String>> {
+    let mut files = Vec::new();
+    collect(dir, dir, &mut files)?;
+    files.sort();
+    Ok(files)
+}
+
+/// Zips the given files under `dir` into an anonymous temp file, positioned at its start; no
+/// files gives an empty file.
+pub fn zip_files(dir: &Path, files: &[String]) -> Result<File> {
     let tmp = tempfile()?;
+    if files.is_empty() {
+        return Ok(tmp);
+    }
     let mut writer = zip::ZipWriter::new(tmp);
     let options = SimpleFileOptions::default()
         .compression_method(zip::CompressionMethod::Deflated)
         .unix_permissions(0o644);
     let mut buf = Vec::new();
-    for rel in &files {
+    for rel in files {
         writer.start_file(rel.as_str(), options)?;
         buf.clear();
         File::open(dir.join(rel))

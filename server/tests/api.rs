@@ -980,3 +980,76 @@ fn overload_is_shed_at_once_with_retry_after() {
     assert_eq!((r.status, r.code()), (503, "overloaded".to_owned()));
     assert_eq!(r.header("retry-after"), Some("1"));
 }
+
+#[test]
+fn a_publish_on_a_base_release_uploads_only_changes_and_checks_them() {
+    let s = TestServer::start();
+    assert_eq!(
+        s.publish(
+            &s.admin,
+            "shop",
+            "checkout",
+            &format!("version=1.0.0&{ROUTE}"),
+            &zip_build(&build("v1"))
+        )
+        .status,
+        201
+    );
+    let changed = zip(&[("app.js", b"console.log('v2')")]);
+    let r = s.publish(
+        &s.admin,
+        "shop",
+        "checkout",
+        "version=1.0.1&base=1.0.0&removed=img%2Flogo.png",
+        &changed,
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(r.json()["release"]["file_count"], 3);
+    let only_removal = s.publish(
+        &s.admin,
+        "shop",
+        "checkout",
+        "version=1.0.2&base=1.0.1&removed=css%2Fsite.css",
+        b"",
+    );
+    assert_eq!(
+        (
+            only_removal.status,
+            only_removal.json()["release"]["file_count"].as_u64()
+        ),
+        (201, Some(2))
+    );
+
+    for (query, body, status, code) in [
+        ("version=2.0.0&base=9.9.9", &changed[..], 404, "not_found"),
+        (
+            "version=2.0.0&base=1.0.0&removed=nope.js",
+            &changed[..],
+            422,
+            "bad_request",
+        ),
+        (
+            "version=2.0.0&base=1.0.0&removed=..%2Fx",
+            &changed[..],
+            422,
+            "invalid_path",
+        ),
+        (
+            "version=2.0.0&removed=app.js",
+            &changed[..],
+            422,
+            "bad_request",
+        ),
+        ("version=2.0.0", b"", 422, "not_a_zip"),
+    ] {
+        let r = s.publish(&s.admin, "shop", "checkout", query, body);
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (status, code),
+            "{query}: {}",
+            r.text()
+        );
+    }
+    let releases = s.admin_get("/v1/admin/packages/checkout/releases").json();
+    assert_eq!(releases.as_array().unwrap().len(), 3);
+}

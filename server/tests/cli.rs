@@ -337,3 +337,109 @@ fn publish_rollout_and_rollback_through_the_cli() {
     );
     assert!(String::from_utf8_lossy(&no_token.stderr).contains("no token"));
 }
+
+#[test]
+fn watch_publishes_each_change_uploading_only_what_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(&baleen(
+        &[
+            "keys",
+            "generate",
+            "--dir",
+            data.join("keys").to_str().unwrap(),
+        ],
+        &[],
+    ));
+    let token = ok(&baleen(
+        &[
+            "token",
+            "create",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--name",
+            "dev",
+            "--scope",
+            "release",
+        ],
+        &[],
+    ));
+    let (_server, base) = serve(&data);
+    let dist = dir.path().join("dist");
+    write_build(&dist, "one");
+    std::fs::write(dist.join("assets/extra.css"), "body{}").unwrap();
+
+    let mut watch = Command::new(BIN)
+        .args([
+            "watch",
+            dist.to_str().unwrap(),
+            "--app",
+            "shop",
+            "--package",
+            "web",
+            "--route",
+            "https://m.example.com/web/",
+        ])
+        .args(["--debounce-ms", "200", "--max-publishes", "3"])
+        .env("BALEEN_SERVER", &base)
+        .env("BALEEN_TOKEN", token.trim())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(
+        first.contains(": 3 files, 3 uploaded") && first.contains("index sequence 1"),
+        "{first}"
+    );
+
+    let changed_at = std::time::Instant::now();
+    std::fs::write(dist.join("assets/app.js"), "console.log('two')").unwrap();
+    let second = lines.next().unwrap().unwrap();
+    let took = changed_at.elapsed();
+    assert!(
+        second.contains(": 3 files, 1 uploaded") && second.contains("0 removed"),
+        "{second}"
+    );
+    assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
+
+    std::fs::remove_file(dist.join("assets/extra.css")).unwrap();
+    let third = lines.next().unwrap().unwrap();
+    assert!(
+        third.contains(": 2 files, 0 uploaded (0 bytes), 1 removed"),
+        "{third}"
+    );
+    assert!(watch.wait().unwrap().success());
+
+    // The dev channel now serves the edited script and no longer the removed file.
+    let index = harness_get(&base, "/v1/apps/shop/channels/dev/index");
+    let index: serde_json::Value = serde_json::from_slice(&index).unwrap();
+    let digest = index["signed"]["packages"]["web"]["stable"]["manifest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&harness_get(&base, &format!("/v1/manifests/{digest}"))).unwrap();
+    let files = manifest["signed"]["files"].as_object().unwrap();
+    assert_eq!(
+        files.keys().collect::<Vec<_>>(),
+        ["assets/app.js", "index.html"]
+    );
+    let script = files["assets/app.js"]["sha256"].as_str().unwrap();
+    assert_eq!(
+        harness_get(&base, &format!("/v1/blobs/{script}")),
+        b"console.log('two')"
+    );
+}
+
+fn harness_get(base: &str, path: &str) -> Vec<u8> {
+    let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
+    agent
+        .get(&format!("{base}{path}"))
+        .call()
+        .unwrap()
+        .into_body()
+        .read_to_vec()
+        .unwrap()
+}

@@ -42,6 +42,10 @@ pub struct PublishQuery {
     notes: Option<String>,
     source_revision: Option<String>,
     channel: Option<String>,
+    /// A release to start from; the upload holds only added and changed files.
+    base: Option<String>,
+    /// With `base`: removed paths, one per line.
+    removed: Option<String>,
 }
 
 /// `POST /v1/admin/apps/{app}/packages/{package}/releases?version=…` with a zip body.
@@ -89,6 +93,17 @@ pub async fn publish(
             notes: query.notes.clone(),
             source_revision: query.source_revision.clone(),
             channel: query.channel.clone(),
+            base: query.base.clone(),
+            removed: query
+                .removed
+                .as_deref()
+                .map(|r| {
+                    r.lines()
+                        .filter(|l| !l.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
         };
         service
             .publish(&app, &package, &request, &zip, caller.name())
