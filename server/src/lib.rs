@@ -22,6 +22,7 @@ pub mod keys;
 pub mod meta_store;
 pub mod metrics;
 pub mod pack;
+pub mod precompress;
 pub mod publish;
 pub mod remote;
 pub mod service;

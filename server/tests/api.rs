@@ -1053,3 +1053,75 @@ fn a_publish_on_a_base_release_uploads_only_changes_and_checks_them() {
     let releases = s.admin_get("/v1/admin/packages/checkout/releases").json();
     assert_eq!(releases.as_array().unwrap().len(), 3);
 }
+
+#[test]
+fn text_blobs_are_served_gzipped_to_clients_that_accept_it() {
+    use std::io::Read;
+    let s = TestServer::start();
+    let script =
+        "function render(state) { return state.items.map(item => item.name); }\n".repeat(200);
+    let png = vec![0x89u8; 4096];
+    let r = s.publish(
+        &s.admin,
+        "shop",
+        "checkout",
+        &format!("version=1.0.0&{ROUTE}"),
+        &zip(&[
+            ("index.html", b"x"),
+            ("app.js", script.as_bytes()),
+            ("logo.png", &png),
+        ]),
+    );
+    assert_eq!(r.status, 201);
+    let blob = format!("/v1/blobs/{}", Digest::of(script.as_bytes()));
+    // Precompression runs after the publish; wait for it (bounded).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let gz = loop {
+        let r = s.get_with(&blob, &[("Accept-Encoding", "br, gzip")]);
+        if r.header("content-encoding") == Some("gzip") {
+            break r;
+        }
+        assert!(std::time::Instant::now() < deadline, "never gzipped");
+        std::thread::yield_now();
+    };
+    assert_eq!(gz.header("vary"), Some("accept-encoding"));
+    assert_eq!(
+        gz.header("etag").unwrap(),
+        format!("\"{}.gz\"", Digest::of(script.as_bytes()))
+    );
+    assert!(gz.body.len() * 10 < script.len());
+    let mut plain = String::new();
+    flate2::read::GzDecoder::new(&gz.body[..])
+        .read_to_string(&mut plain)
+        .unwrap();
+    assert_eq!(plain, script);
+    let etag = gz.header("etag").unwrap().to_owned();
+    assert_eq!(
+        s.get_with(
+            &blob,
+            &[("Accept-Encoding", "gzip"), ("If-None-Match", &etag)]
+        )
+        .status,
+        304
+    );
+
+    // Without gzip, with gzip refused, or with a Range: the bytes as they are.
+    for headers in [
+        vec![],
+        vec![("Accept-Encoding", "gzip;q=0, identity")],
+        vec![("Accept-Encoding", "gzip"), ("Range", "bytes=0-9")],
+    ] {
+        let r = s.get_with(&blob, &headers);
+        assert_eq!(r.header("content-encoding"), None, "{headers:?}");
+        assert_eq!(r.body, &script.as_bytes()[..r.body.len()]);
+    }
+    // Images are not precompressed.
+    let r = s.get_with(
+        &format!("/v1/blobs/{}", Digest::of(&png)),
+        &[("Accept-Encoding", "gzip")],
+    );
+    assert_eq!(
+        (r.header("content-encoding"), r.body.len()),
+        (None, png.len())
+    );
+}

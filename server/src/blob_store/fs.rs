@@ -32,6 +32,26 @@ impl FsBlobStore {
         self.root.join(&hex[..2]).join(&hex)
     }
 
+    fn variant_path(&self, digest: &Digest, encoding: &str) -> PathBuf {
+        let hex = digest.to_string();
+        self.root.join(&hex[..2]).join(format!("{hex}.{encoding}"))
+    }
+
+    /// Writes bytes to a temp file and moves them to `dest` durably.
+    fn write_atomically(&self, bytes: &[u8], dest: &Path) -> Result<()> {
+        let (tmp, mut file) = tempfile_in(&self.root.join("tmp"))?;
+        file.write_all(bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
+        drop(file);
+        let dir = dest.parent().unwrap_or(&self.root).to_path_buf();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        std::fs::rename(&tmp, dest)
+            .map_err(|e| Error::io(format!("moving {} into place", dest.display()), e))?;
+        sync_dir(&dir)
+    }
+
     /// Moves `from` to the blob's place and makes both the file and its directory entry durable.
     fn install(&self, from: &Path, digest: &Digest) -> Result<()> {
         let dest = self.path_of(digest);
@@ -45,6 +65,17 @@ impl FsBlobStore {
             .map_err(|e| Error::io(format!("moving blob {digest} into place"), e))?;
         sync_dir(&dir)
     }
+}
+
+/// Content codings are file-name suffixes here, so only plain lower-case names are allowed.
+fn check_encoding(encoding: &str) -> Result<()> {
+    if encoding.is_empty()
+        || encoding.len() > 16
+        || !encoding.bytes().all(|b| b.is_ascii_lowercase())
+    {
+        return Err(Error::Internal(format!("bad content coding {encoding:?}")));
+    }
+    Ok(())
 }
 
 /// Makes a directory's entries durable.
@@ -78,13 +109,7 @@ impl BlobStore for FsBlobStore {
         let this = self.clone();
         let bytes = bytes.to_vec();
         blocking(move || {
-            let tmp_dir = this.root.join("tmp");
-            let mut tmp = tempfile_in(&tmp_dir)?;
-            tmp.1
-                .write_all(&bytes)
-                .map_err(|e| Error::io(format!("writing {}", tmp.0.display()), e))?;
-            drop(tmp.1);
-            this.install(&tmp.0, &digest)?;
+            this.write_atomically(&bytes, &this.path_of(&digest))?;
             Ok(digest)
         })
         .await
@@ -123,6 +148,35 @@ impl BlobStore for FsBlobStore {
             total_size,
             range,
             reader: Box::pin(file.take(len)),
+        }))
+    }
+
+    async fn put_variant(&self, digest: &Digest, encoding: &str, bytes: &[u8]) -> Result<()> {
+        check_encoding(encoding)?;
+        let (this, dest, bytes) = (
+            self.clone(),
+            self.variant_path(digest, encoding),
+            bytes.to_vec(),
+        );
+        blocking(move || this.write_atomically(&bytes, &dest)).await
+    }
+
+    async fn read_variant(&self, digest: &Digest, encoding: &str) -> Result<Option<BlobRead>> {
+        check_encoding(encoding)?;
+        let file = match tokio::fs::File::open(self.variant_path(digest, encoding)).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(format!("opening {encoding} of blob {digest}"), e)),
+        };
+        let total_size = file
+            .metadata()
+            .await
+            .map_err(|e| Error::io(format!("reading {encoding} of blob {digest}"), e))?
+            .len();
+        Ok(Some(BlobRead {
+            total_size,
+            range: 0..total_size,
+            reader: Box::pin(file.take(total_size)),
         }))
     }
 

@@ -55,4 +55,11 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Reads a whole blob into memory.
     async fn read_all(&self, digest: &Digest) -> Result<Option<Vec<u8>>>;
+
+    /// Stores a precompressed representation of a blob (`encoding` is an HTTP content coding
+    /// such as `gzip`). The caller guarantees it decodes to the blob.
+    async fn put_variant(&self, digest: &Digest, encoding: &str, bytes: &[u8]) -> Result<()>;
+
+    /// Reads a precompressed representation, if one was stored.
+    async fn read_variant(&self, digest: &Digest, encoding: &str) -> Result<Option<BlobRead>>;
 }

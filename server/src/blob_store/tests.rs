@@ -53,6 +53,23 @@ pub(crate) async fn blob_store_suite(store: &dyn BlobStore, scratch: &std::path:
         assert!(!staged.exists(), "{name} was consumed");
     }
     assert_eq!(store.read_all(&d).await.unwrap(), Some(content));
+
+    // Precompressed representations sit beside the blob.
+    assert!(store.read_variant(&digest, "gzip").await.unwrap().is_none());
+    store
+        .put_variant(&digest, "gzip", b"gz bytes")
+        .await
+        .unwrap();
+    let mut variant = store.read_variant(&digest, "gzip").await.unwrap().unwrap();
+    let mut out = Vec::new();
+    variant.reader.read_to_end(&mut out).await.unwrap();
+    assert_eq!((variant.total_size, out.as_slice()), (8, &b"gz bytes"[..]));
+    assert_eq!(
+        store.read_all(&digest).await.unwrap(),
+        Some(bytes),
+        "the blob itself is unchanged"
+    );
+    assert!(store.put_variant(&digest, "../x", b"no").await.is_err());
 }
 
 #[tokio::test]

@@ -121,7 +121,55 @@ pub async fn blob(
     headers: HeaderMap,
 ) -> Result<Response> {
     let digest = parse_digest(&digest)?;
-    serve_blob(&service, &digest, &headers, "application/octet-stream").await
+    if headers.get(header::RANGE).is_none()
+        && accepts_gzip(&headers)
+        && let Some(read) = service.blobs().read_variant(&digest, "gzip").await?
+    {
+        let tag = HeaderValue::from_str(&format!("\"{digest}.gz\""))
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        if not_modified(&headers, &tag) {
+            let mut response = immutable_not_modified(tag);
+            response
+                .headers_mut()
+                .insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+            return Ok(response);
+        }
+        let mut response = Response::new(Body::from_stream(ReaderStream::new(read.reader)));
+        let h = response.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(read.total_size));
+        h.insert(header::ETAG, tag);
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
+        h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+        return Ok(response);
+    }
+    let mut response = serve_blob(&service, &digest, &headers, "application/octet-stream").await?;
+    response
+        .headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    Ok(response)
+}
+
+/// Whether `Accept-Encoding` allows gzip (listed without `q=0`).
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            let name = parts.next().unwrap_or("");
+            let q_zero = parts.any(|p| {
+                p.strip_prefix("q=")
+                    .is_some_and(|q| q.parse::<f32>().is_ok_and(|q| q == 0.0))
+            });
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && !q_zero
+        })
 }
 
 /// `GET /v1/packs/{package}/{to}.zip` (full pack) or `/v1/packs/{package}/{from}..{to}.zip`

@@ -102,13 +102,18 @@ impl Service {
         Ok(record)
     }
 
-    /// Builds the full pack of `to` and diff packs from up to [`DIFF_PACKS_AT_PUBLISH`] earlier
-    /// releases, logging failures (a device falls back to blobs or builds on request).
+    /// Precompresses the text blobs of `to`, then builds its full pack and diff packs from up to
+    /// [`DIFF_PACKS_AT_PUBLISH`] earlier releases, logging failures (a device falls back to
+    /// blobs, or a request builds the pack).
     pub async fn build_packs_after_publish(
         self: Arc<Self>,
         package: PackageId,
         to: ReleaseVersion,
     ) {
+        match self.precompress(&package, &to).await {
+            Ok(n) => tracing::debug!(%package, %to, blobs = n, "precompressed"),
+            Err(e) => tracing::error!(%package, %to, error = %e, "precompressing failed"),
+        }
         if let Err(e) = self.pack(&package, None, &to).await {
             tracing::error!(%package, %to, error = %e, "building the full pack failed");
         }
