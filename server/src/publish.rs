@@ -110,8 +110,14 @@ impl Service {
             staging.0.clone(),
             self.settings.limits.clone(),
         );
+        if request.base.is_none() && !request.removed.is_empty() {
+            return Err(Error::BadRequest(
+                "removed paths need a base release".into(),
+            ));
+        }
         // With a base release, an empty upload means "only removals".
-        let empty = std::fs::metadata(zip)
+        let empty = tokio::fs::metadata(zip)
+            .await
             .map(|m| m.len() == 0)
             .unwrap_or(false);
         let ingested = if empty && request.base.is_some() {
@@ -217,7 +223,8 @@ impl Service {
             let path = RelPath::parse(path)?;
             if files.remove(&path).is_none() {
                 return Err(Error::BadRequest(format!(
-                    "removed path {path:?} is not in base release {version}"
+                    "removed path {:?} is not in base release {version}",
+                    path.as_str()
                 )));
             }
         }

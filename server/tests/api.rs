@@ -1125,3 +1125,34 @@ fn text_blobs_are_served_gzipped_to_clients_that_accept_it() {
         (None, png.len())
     );
 }
+
+#[test]
+fn a_caller_without_a_token_learns_nothing_about_the_input() {
+    let s = TestServer::start();
+    let bad_query = request(
+        &s.base,
+        "POST",
+        "/v1/admin/apps/Shop/packages/x/releases?version=nope",
+        &[],
+        Some(b"junk"),
+    );
+    assert_eq!(
+        (bad_query.status, bad_query.code()),
+        (401, "unauthorized".to_owned())
+    );
+    let bad_body = request(
+        &s.base,
+        "POST",
+        "/v1/admin/packages/x/channels/production",
+        &[("Content-Type", "application/json")],
+        Some(b"{"),
+    );
+    assert_eq!(bad_body.status, 401);
+    let bad_limit = request(&s.base, "GET", "/v1/admin/audit?limit=abc", &[], None);
+    assert_eq!(bad_limit.status, 401);
+    let with_token = s.admin_get("/v1/admin/audit?limit=abc");
+    assert_eq!(
+        (with_token.status, with_token.code()),
+        (422, "bad_request".to_owned())
+    );
+}

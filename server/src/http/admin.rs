@@ -56,9 +56,10 @@ pub async fn publish(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response> {
+    // Who asks comes first: a caller without a token learns nothing about the input's rules.
+    let caller = caller(&service, &headers).await?;
     let (app, package) = (AppId::parse(&app)?, PackageId::parse(&package)?);
     let Query(query) = query.map_err(|e| Error::BadRequest(format!("query: {}", e.body_text())))?;
-    let caller = caller(&service, &headers).await?;
     caller.require(Scope::Publish, Some(&package), "publish")?;
     if query.channel.is_some() {
         caller.require(Scope::Release, Some(&package), "publish to a channel")?;
@@ -197,10 +198,14 @@ pub async fn change(
     headers: HeaderMap,
     body: std::result::Result<Json<ChangeBody>, JsonRejection>,
 ) -> Result<Response> {
-    let (package, channel) = (PackageId::parse(&package)?, Channel::parse(&channel)?);
-    let Json(body) =
-        body.map_err(|e| Error::BadRequest(format!("request body: {}", e.body_text())))?;
     let caller = caller(&service, &headers).await?;
+    let (package, channel) = (PackageId::parse(&package)?, Channel::parse(&channel)?);
+    let Json(body) = body.map_err(|e| match e.status() {
+        axum::http::StatusCode::PAYLOAD_TOO_LARGE => Error::TooLarge {
+            limit_bytes: 2 * 1024 * 1024,
+        },
+        _ => Error::BadRequest(format!("request body: {}", e.body_text())),
+    })?;
     caller.require(Scope::Release, Some(&package), body.action.name())?;
     if body.reason.len() > 4096 {
         return Err(Error::BadRequest("reason longer than 4096 bytes".into()));
@@ -263,12 +268,13 @@ pub struct AuditQuery {
 /// `GET /v1/admin/audit?limit=N`
 pub async fn audit(
     State(service): State<Arc<Service>>,
-    Query(query): Query<AuditQuery>,
+    query: std::result::Result<Query<AuditQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response> {
     caller(&service, &headers)
         .await?
         .require(Scope::Admin, None, "read the audit log")?;
+    let Query(query) = query.map_err(|e| Error::BadRequest(format!("query: {}", e.body_text())))?;
     let limit = query.limit.unwrap_or(100).min(10_000);
     Ok(Json(service.meta().audit_log(limit).await?).into_response())
 }

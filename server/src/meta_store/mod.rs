@@ -91,7 +91,8 @@ pub struct HistoryEntry {
     pub at: Timestamp,
     /// Which package.
     pub package: PackageId,
-    /// What: `promote`, `rollout`, `pause`, `resume`, `complete`, `rollback`, `cancel`.
+    /// What: `promote`, `rollout`, `pause`, `resume`, `complete`, `rollback` (which also records
+    /// dropping a candidate).
     pub action: String,
     /// The version before the change (stable or candidate, as the action concerns).
     pub from_version: Option<ReleaseVersion>,
