@@ -1,13 +1,28 @@
 //! # client-core — the Baleen on-device library
 //!
-//! Checks the signed index, plans and fetches what is missing, verifies every byte, installs
-//! atomically and answers the WebView's requests from local storage. It uses plain threads and
-//! blocking IO (no async runtime) and reaches the network only through a host-supplied fetcher.
+//! Checks the signed index, fetches what is missing (diff pack, full pack or single blobs),
+//! verifies every byte against the signed manifest, installs with one atomic state switch, and
+//! answers the WebView's requests from local storage. A new release stays pending until the page
+//! says it is ready; a failure or too many launches without that signal roll it back.
 //!
-//! The library is being built; today it re-exports nothing beyond the shared contract it stands on.
+//! It uses plain threads and blocking IO (no async runtime) and reaches the network only through
+//! a host-supplied [`fetch::Fetcher`].
+//!
+//! Where to start: [`Client`] is the whole API; [`resolve::Resolver`] is the lock-free hot path;
+//! [`store`] is what lies on disk.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-/// The version of the shared contract this library speaks.
-pub const RELEASE_FORMAT: u64 = manifests::RELEASE_FORMAT;
+mod client;
+mod decode;
+pub mod error;
+pub mod fetch;
+pub mod install;
+pub mod plan;
+pub mod resolve;
+pub mod store;
+
+pub use client::{CheckOutcome, Client, Config, PackageStatus, Planned, Status, Update};
+pub use error::{BaleenError, Error, Result};
+pub use resolve::Resolved;

@@ -1,6 +1,257 @@
 //! # tests — Baleen end to end
 //!
-//! The harness that runs a real `baleen` process and a real client over HTTP. Scenarios live in
-//! this crate's `tests/` folder as one test binary with modules.
+//! A real `baleen serve` process on a free loopback port over a temporary data directory, the
+//! real CLI, and `client-core` over real HTTP. The binary comes from `BALEEN_BIN`, else from the
+//! Cargo target directory (built on demand). Scenarios live in `tests/e2e/`, one test binary.
 
 #![forbid(unsafe_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, OnceLock};
+
+use client_core::fetch::builtin::BuiltinFetcher;
+use client_core::{Client, Config};
+use manifests::{AppId, Channel, HostVersion, KeyPair};
+
+/// The `baleen` binary under test.
+pub fn baleen_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("BALEEN_BIN") {
+            return PathBuf::from(bin);
+        }
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        let target =
+            std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+        let bin = target.join("debug").join("baleen");
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--quiet", "-p", "server", "--bin", "baleen"])
+            .current_dir(&root)
+            .status()
+            .expect("cargo build of baleen");
+        assert!(status.success(), "building baleen failed");
+        bin
+    })
+    .clone()
+}
+
+/// Runs `baleen` with arguments and returns its standard output, failing on error.
+pub fn baleen(args: &[&str], env: &[(&str, &str)]) -> String {
+    let mut cmd = Command::new(baleen_bin());
+    cmd.args(args).env("RUST_LOG", "warn");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "baleen {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A running server with its data directory, key and admin token.
+#[derive(Debug)]
+pub struct Server {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// The admin token.
+    pub token: String,
+    /// The signing key (tests only).
+    pub key: KeyPair,
+    /// The temporary directory holding data and scratch files.
+    pub dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Server {
+    /// Generates a key and a token, and starts `baleen serve` on a free port.
+    pub fn start() -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        baleen(
+            &[
+                "keys",
+                "generate",
+                "--dir",
+                data.join("keys").to_str().unwrap(),
+            ],
+            &[],
+        );
+        let token = baleen(
+            &[
+                "token",
+                "create",
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--name",
+                "e2e",
+                "--scope",
+                "admin",
+            ],
+            &[],
+        )
+        .trim()
+        .to_owned();
+        let key = KeyPair::from_file_bytes(
+            &std::fs::read(data.join("keys/signing.private.json")).unwrap(),
+        )
+        .unwrap();
+        let mut child = Command::new(baleen_bin())
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--data-dir",
+                data.to_str().unwrap(),
+            ])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let base = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap()
+            .to_owned();
+        Server {
+            base,
+            token,
+            key,
+            dir,
+            child,
+        }
+    }
+
+    /// Environment for CLI calls against this server.
+    pub fn env(&self) -> [(&str, &str); 2] {
+        [
+            ("BALEEN_SERVER", self.base.as_str()),
+            ("BALEEN_TOKEN", self.token.as_str()),
+        ]
+    }
+
+    /// Publishes a directory as `package@version` of app `shop`, optionally to a channel.
+    pub fn publish(
+        &self,
+        dir: &Path,
+        package: &str,
+        version: &str,
+        extra: &[&str],
+    ) -> serde_json::Value {
+        let mut args = vec![
+            "publish",
+            dir.to_str().unwrap(),
+            "--app",
+            "shop",
+            "--package",
+            package,
+            "--version",
+            version,
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        serde_json::from_str(&baleen(&args, &self.env())).unwrap()
+    }
+
+    /// Runs a release command (`promote`, `rollout`, `rollback`, …) on `package`@`production`.
+    pub fn release(&self, command: &str, package: &str, extra: &[&str]) -> String {
+        let mut args = vec![command, "--package", package, "--channel", "production"];
+        args.extend_from_slice(extra);
+        baleen(&args, &self.env())
+    }
+
+    /// A client for this server in a fresh store directory.
+    pub fn client(&self, store: &Path, device_id: &str, host_version: &str) -> Client {
+        Client::open(
+            self.client_config(store, device_id, host_version),
+            Arc::new(BuiltinFetcher::default()),
+        )
+        .unwrap()
+    }
+
+    /// The configuration [`Server::client`] uses.
+    pub fn client_config(&self, store: &Path, device_id: &str, host_version: &str) -> Config {
+        Config {
+            dir: store.to_path_buf(),
+            server: self.base.clone(),
+            app: AppId::parse("shop").unwrap(),
+            channel: Channel::parse("production").unwrap(),
+            device_id: device_id.to_owned(),
+            host_version: HostVersion::parse(host_version).unwrap(),
+            trusted_keys: vec![self.key.public().clone()],
+            threshold: 1,
+            custom_scheme: Some("baleen".to_owned()),
+            max_pending_launches: 2,
+            sequence_floor: 0,
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Writes a small web build into `dir` (removing what was there); `variant` changes the script
+/// and the hashed chunk name, as real builds do.
+pub fn write_build(dir: &Path, variant: &str) {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir.join("assets")).unwrap();
+    let chunk = format!(
+        "assets/app-{}.js",
+        &manifests::Digest::of(variant.as_bytes()).to_string()[..8]
+    );
+    std::fs::write(
+        dir.join("index.html"),
+        format!("<!doctype html><script src=\"{chunk}\"></script>{variant}"),
+    )
+    .unwrap();
+    let script: String = (0..400)
+        .map(|i| format!("function f{i}() {{ return '{variant}' + {i}; }}\n"))
+        .collect();
+    std::fs::write(dir.join(&chunk), script).unwrap();
+    std::fs::write(dir.join("assets/vendor.js"), "/* vendor */\n".repeat(2_000)).unwrap();
+    std::fs::write(dir.join("assets/site.css"), "body { margin: 0 }\n").unwrap();
+    let mut logo = std::fs::File::create(dir.join("logo.png")).unwrap();
+    logo.write_all(&[0x89, b'P', b'N', b'G', 13, 10, 26, 10])
+        .unwrap();
+}
+
+/// Every file under `dir`, relative path → bytes.
+pub fn files_of(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<(String, Vec<u8>)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                let rel = path
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_str()
+                    .unwrap()
+                    .replace('\\', "/");
+                out.push((rel, std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}

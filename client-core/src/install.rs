@@ -1,0 +1,282 @@
+//! Installing one release: fetch its signed manifest, then the blobs the device lacks — from a
+//! diff pack, a full pack or one by one, falling back in that order — verifying each blob's sha256
+//! before it is stored. The state switch that makes the release active is the caller's.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Cursor, Read};
+
+use manifests::{
+    Digest, Encoding, PACK_DATA_ENTRY, PACK_INDEX_ENTRY, PackIndex, PackageId, Release, ReleaseRef,
+    TrustedKeys, verify_release,
+};
+
+use crate::client::Net;
+use crate::decode;
+use crate::error::{Error, Result};
+use crate::store::{Installed, Store};
+
+/// Largest signed manifest accepted.
+pub const MAX_MANIFEST_BYTES: u64 = 16 * 1024 * 1024;
+/// Largest `pack.json` accepted.
+const MAX_PACK_INDEX_BYTES: u64 = 16 * 1024 * 1024;
+
+/// How the blobs arrived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// Everything was already on the device.
+    Nothing,
+    /// A diff pack from the active release.
+    DiffPack,
+    /// The full pack.
+    FullPack,
+    /// Blob by blob.
+    Blobs,
+}
+
+/// What an install did.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// The verified release.
+    pub release: Release,
+    /// How most bytes arrived.
+    pub method: Method,
+    /// Bytes downloaded (manifest, packs and blobs).
+    pub downloaded_bytes: u64,
+    /// Why a cheaper method was abandoned, if one was.
+    pub fallbacks: Vec<String>,
+}
+
+/// Fetches (or reads) and verifies the signed manifest of `target`.
+pub(crate) fn manifest(
+    store: &Store,
+    net: &Net,
+    trusted: &TrustedKeys,
+    package: &PackageId,
+    target: &ReleaseRef,
+) -> Result<(Release, Vec<u8>, u64)> {
+    let (bytes, downloaded) = match store.read_manifest(&target.manifest) {
+        Ok(bytes) => (bytes, 0),
+        Err(_) => {
+            let bytes = net.get(
+                &format!("/v1/manifests/{}", target.manifest),
+                MAX_MANIFEST_BYTES,
+            )?;
+            let n = bytes.len() as u64;
+            (bytes, n)
+        }
+    };
+    let verified = verify_release(&bytes, trusted, Some(&target.manifest))?;
+    if verified.release.package != *package || verified.release.version != target.version {
+        return Err(Error::BadPack(format!(
+            "manifest {} is {}@{}, the index says {package}@{}",
+            target.manifest, verified.release.package, verified.release.version, target.version
+        )));
+    }
+    Ok((verified.release, bytes, downloaded))
+}
+
+/// Brings every blob of `target` onto the device and stores its manifest.
+pub(crate) fn install(
+    store: &Store,
+    net: &Net,
+    trusted: &TrustedKeys,
+    package: &PackageId,
+    target: &ReleaseRef,
+    active: Option<&Installed>,
+) -> Result<Report> {
+    let (release, manifest_bytes, mut downloaded) = manifest(store, net, trusted, package, target)?;
+    let needed: BTreeMap<Digest, u64> =
+        release.files.values().map(|f| (f.sha256, f.size)).collect();
+    let missing = |store: &Store| -> Vec<(Digest, u64)> {
+        needed
+            .iter()
+            .filter(|(d, _)| !store.has_blob(d))
+            .map(|(d, s)| (*d, *s))
+            .collect()
+    };
+    let mut fallbacks = Vec::new();
+    let mut method = Method::Nothing;
+    let mut written = BTreeSet::new();
+
+    if !missing(store).is_empty() {
+        let mut done = false;
+        if let Some(active) = active.filter(|a| a.version != target.version) {
+            let path = format!(
+                "/v1/packs/{package}/{}..{}.zip",
+                active.version, target.version
+            );
+            match apply_pack(
+                store,
+                net,
+                &path,
+                &release,
+                target.manifest,
+                Some(active.manifest),
+                &needed,
+                &mut written,
+            ) {
+                Ok(n) => {
+                    downloaded += n;
+                    method = Method::DiffPack;
+                    done = true;
+                }
+                Err(e) => fallbacks.push(format!("diff pack: {e}")),
+            }
+        }
+        // One blob or two are cheaper alone than a pack; more go in the full pack.
+        if !done && missing(store).len() > 2 {
+            let path = format!("/v1/packs/{package}/{}.zip", target.version);
+            match apply_pack(
+                store,
+                net,
+                &path,
+                &release,
+                target.manifest,
+                None,
+                &needed,
+                &mut written,
+            ) {
+                Ok(n) => {
+                    downloaded += n;
+                    method = Method::FullPack;
+                }
+                Err(e) => fallbacks.push(format!("full pack: {e}")),
+            }
+        }
+        let rest = missing(store);
+        if !rest.is_empty() && method == Method::Nothing {
+            method = Method::Blobs;
+        }
+        for (digest, size) in rest {
+            let bytes = net.get(&format!("/v1/blobs/{digest}"), size)?;
+            downloaded += bytes.len() as u64;
+            store.write_blob(&digest, &bytes, "blob download")?;
+            written.insert(digest);
+        }
+        store.sync_blob_dirs(&written)?;
+    }
+    store.write_manifest(&target.manifest, &manifest_bytes)?;
+    Ok(Report {
+        release,
+        method,
+        downloaded_bytes: downloaded,
+        fallbacks,
+    })
+}
+
+/// Downloads a pack and stores the blobs it carries; returns the bytes downloaded.
+#[allow(clippy::too_many_arguments)]
+fn apply_pack(
+    store: &Store,
+    net: &Net,
+    path: &str,
+    release: &Release,
+    to_manifest: Digest,
+    from_manifest: Option<Digest>,
+    needed: &BTreeMap<Digest, u64>,
+    written: &mut BTreeSet<Digest>,
+) -> Result<u64> {
+    let limit = release
+        .size_bytes()
+        .saturating_mul(2)
+        .saturating_add(1 << 20);
+    let bytes = net.get(path, limit)?;
+    let mut archive = zip::ZipArchive::new(Cursor::new(&bytes[..]))
+        .map_err(|e| Error::BadPack(format!("{path}: not a zip: {e}")))?;
+    let index = read_index(&mut archive, path)?;
+    if index.to_manifest != to_manifest || index.from_manifest != from_manifest {
+        return Err(Error::BadPack(format!(
+            "{path}: pack is for other releases"
+        )));
+    }
+    // Only the entries the format names; anything else (a path like `../x`) is refused.
+    let expected: BTreeSet<String> = [PACK_INDEX_ENTRY.to_owned(), PACK_DATA_ENTRY.to_owned()]
+        .into_iter()
+        .chain(index.blobs.iter().filter_map(|b| b.patch_entry()))
+        .collect();
+    for name in archive.file_names() {
+        let name = name.map_err(|e| Error::BadPack(format!("{path}: entry name: {e}")))?;
+        if !expected.contains(name.as_ref()) {
+            return Err(Error::BadPack(format!("{path}: unexpected entry {name:?}")));
+        }
+    }
+    for blob in &index.blobs {
+        if needed.get(&blob.sha256) != Some(&blob.size) {
+            return Err(Error::BadPack(format!(
+                "{path}: blob {} is not a file of {}@{}",
+                blob.sha256, release.package, release.version
+            )));
+        }
+    }
+    let solid_size = index.solid_size();
+    let solid = if solid_size > 0 {
+        let frame = read_entry(&mut archive, PACK_DATA_ENTRY, limit, path)?;
+        decode::decode_frame(&frame, solid_size)
+            .map_err(|e| Error::BadPack(format!("{path}: {e}")))?
+    } else {
+        Vec::new()
+    };
+    for blob in &index.blobs {
+        if store.has_blob(&blob.sha256) {
+            continue;
+        }
+        let bytes = match &blob.encoding {
+            Encoding::Solid { offset } => {
+                let start =
+                    usize::try_from(*offset).map_err(|_| Error::BadPack("offset".into()))?;
+                let end = start
+                    .checked_add(
+                        usize::try_from(blob.size).map_err(|_| Error::BadPack("size".into()))?,
+                    )
+                    .ok_or_else(|| Error::BadPack("size".into()))?;
+                solid
+                    .get(start..end)
+                    .ok_or_else(|| Error::BadPack(format!("{path}: solid data too short")))?
+                    .to_vec()
+            }
+            Encoding::Patch { base } => {
+                let frame = read_entry(
+                    &mut archive,
+                    &blob.patch_entry().unwrap_or_default(),
+                    limit,
+                    path,
+                )?;
+                let base_bytes = store.read_blob(base).map_err(|_| {
+                    Error::BadPack(format!("{path}: patch base {base} is not on the device"))
+                })?;
+                decode::decode_patch(&frame, &base_bytes, blob.size)
+                    .map_err(|e| Error::BadPack(format!("{path}: {e}")))?
+            }
+            _ => return Err(Error::BadPack(format!("{path}: unknown encoding"))),
+        };
+        store.write_blob(&blob.sha256, &bytes, path)?;
+        written.insert(blob.sha256);
+    }
+    Ok(bytes.len() as u64)
+}
+
+fn read_index(archive: &mut zip::ZipArchive<Cursor<&[u8]>>, path: &str) -> Result<PackIndex> {
+    let bytes = read_entry(archive, PACK_INDEX_ENTRY, MAX_PACK_INDEX_BYTES, path)?;
+    manifests::parse_pack_index(&bytes)
+        .map_err(|e| Error::BadPack(format!("{path}: pack.json: {e}")))
+}
+
+fn read_entry(
+    archive: &mut zip::ZipArchive<Cursor<&[u8]>>,
+    name: &str,
+    limit: u64,
+    path: &str,
+) -> Result<Vec<u8>> {
+    let entry = archive
+        .by_name(name)
+        .map_err(|e| Error::BadPack(format!("{path}: {name}: {e}")))?;
+    let mut out = Vec::new();
+    entry
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(|e| Error::BadPack(format!("{path}: {name}: {e}")))?;
+    if out.len() as u64 > limit {
+        return Err(Error::BadPack(format!("{path}: {name} is too large")));
+    }
+    Ok(out)
+}

@@ -1,0 +1,255 @@
+//! Answering the WebView: `resolve(url)` maps a page or asset URL to a file of an installed release,
+//! or says "miss" so the host goes to the network.
+//!
+//! The table is rebuilt after each install or rollback and swapped in atomically (`ArcSwap`), so
+//! `resolve` takes no lock, never waits for an install, and never sees half of one.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use manifests::{Digest, PackageId, RelPath, Release, ReleaseVersion};
+
+/// A hit: where the bytes are and how to serve them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolved {
+    /// The file to answer with.
+    pub path: PathBuf,
+    /// Its `Content-Type`.
+    pub mime: String,
+    /// Its length in bytes.
+    pub size: u64,
+    /// The package that answered.
+    pub package: PackageId,
+    /// The release that answered.
+    pub version: ReleaseVersion,
+    /// Response headers to send (content type and length, caching, the release).
+    pub headers: Vec<(String, String)>,
+}
+
+#[derive(Debug)]
+struct FileRef {
+    sha256: Digest,
+    size: u64,
+    mime: Arc<str>,
+}
+
+#[derive(Debug)]
+struct Route {
+    /// The prefix without its scheme: `m.example.com/checkout/`.
+    prefix: String,
+    package: PackageId,
+    version: ReleaseVersion,
+    entry: String,
+    fallback: Option<String>,
+    files: Arc<HashMap<String, FileRef>>,
+}
+
+/// The routes of every active release, longest prefix first.
+#[derive(Debug, Default)]
+pub struct Table {
+    routes: Vec<Route>,
+    blobs: PathBuf,
+}
+
+impl Table {
+    /// A table of the given active releases, whose blobs live under `blobs`.
+    pub fn new<'a>(releases: impl IntoIterator<Item = &'a Release>, blobs: &Path) -> Table {
+        let mut routes = Vec::new();
+        for release in releases {
+            let files: Arc<HashMap<String, FileRef>> = Arc::new(
+                release
+                    .files
+                    .iter()
+                    .map(|(path, f)| {
+                        (
+                            path.as_str().to_owned(),
+                            FileRef {
+                                sha256: f.sha256,
+                                size: f.size,
+                                mime: Arc::from(f.mime.as_str()),
+                            },
+                        )
+                    })
+                    .collect(),
+            );
+            for route in &release.routes {
+                routes.push(Route {
+                    prefix: route.prefix.without_scheme().to_owned(),
+                    package: release.package.clone(),
+                    version: release.version.clone(),
+                    entry: release.entry.as_str().to_owned(),
+                    fallback: route.fallback.as_ref().map(|f| f.as_str().to_owned()),
+                    files: files.clone(),
+                });
+            }
+        }
+        routes.sort_by(|a, b| {
+            b.prefix
+                .len()
+                .cmp(&a.prefix.len())
+                .then(a.prefix.cmp(&b.prefix))
+        });
+        Table {
+            routes,
+            blobs: blobs.to_path_buf(),
+        }
+    }
+
+    /// Files reachable through the table.
+    pub fn file_count(&self) -> usize {
+        let mut seen = std::collections::HashSet::new();
+        self.routes
+            .iter()
+            .filter(|r| seen.insert(Arc::as_ptr(&r.files)))
+            .map(|r| r.files.len())
+            .sum()
+    }
+}
+
+/// The lock-free resolver.
+#[derive(Debug)]
+pub struct Resolver {
+    table: ArcSwap<Table>,
+    custom_scheme: Option<String>,
+}
+
+impl Resolver {
+    /// A resolver that also accepts `custom_scheme://host/path` (for iOS `WKURLSchemeHandler`,
+    /// which cannot intercept `https`) as the same file as `https://host/path`.
+    pub fn new(custom_scheme: Option<&str>) -> Resolver {
+        Resolver {
+            table: ArcSwap::from_pointee(Table::default()),
+            custom_scheme: custom_scheme.map(str::to_ascii_lowercase),
+        }
+    }
+
+    /// Files the current table answers for.
+    pub fn file_count(&self) -> usize {
+        self.table.load().file_count()
+    }
+
+    /// Swaps in a new table; resolves already running finish on the old one.
+    pub fn publish(&self, table: Table) {
+        self.table.store(Arc::new(table));
+    }
+
+    /// The file that answers `url`, or `None`: go to the network.
+    ///
+    /// Never blocks. Query strings and fragments are ignored, percent-escapes decoded, and no
+    /// path can leave the store: the decoded path must pass the same rules as a published one.
+    pub fn resolve(&self, url: &str) -> Option<Resolved> {
+        let target = self.target(url)?;
+        let table = self.table.load();
+        let route = table
+            .routes
+            .iter()
+            .find(|r| target.starts_with(&r.prefix))?;
+        let rest = &target[route.prefix.len()..];
+        let decoded = percent_decode(rest)?;
+        let candidate = if decoded.is_empty() {
+            route.entry.clone()
+        } else if decoded.ends_with('/') {
+            format!("{decoded}index.html")
+        } else {
+            decoded
+        };
+        let file = match route.files.get(&candidate) {
+            Some(file) => Some(file),
+            None => {
+                // Only a page route falls back: an asset that is missing stays missing.
+                let last = candidate.rsplit('/').next().unwrap_or("");
+                if last.contains('.') {
+                    None
+                } else {
+                    route.fallback.as_ref().and_then(|f| route.files.get(f))
+                }
+            }
+        };
+        let file = match file {
+            Some(file) => file,
+            None => {
+                // A path that breaks the path rules was never published: a miss either way.
+                let _ = RelPath::parse(&candidate).ok()?;
+                return None;
+            }
+        };
+        let hex = file.sha256.to_string();
+        let path = table.blobs.join(&hex[..2]).join(&hex);
+        Some(Resolved {
+            headers: vec![
+                ("Content-Type".to_owned(), file.mime.to_string()),
+                ("Content-Length".to_owned(), file.size.to_string()),
+                ("Cache-Control".to_owned(), "no-cache".to_owned()),
+                (
+                    "X-Baleen-Release".to_owned(),
+                    format!("{}@{}", route.package, route.version),
+                ),
+            ],
+            path,
+            mime: file.mime.to_string(),
+            size: file.size,
+            package: route.package.clone(),
+            version: route.version.clone(),
+        })
+    }
+
+    /// `host[:port]/path` of a URL with a supported scheme, without query or fragment, with the
+    /// scheme's default port dropped and the host lower-cased.
+    fn target(&self, url: &str) -> Option<String> {
+        let (scheme, rest) = url.split_once("://")?;
+        let scheme = scheme.to_ascii_lowercase();
+        let default_port = match scheme.as_str() {
+            "https" => Some(":443"),
+            "http" => Some(":80"),
+            s if self.custom_scheme.as_deref() == Some(s) => None,
+            _ => return None,
+        };
+        let end = rest.find(['?', '#']).unwrap_or(rest.len());
+        let rest = &rest[..end];
+        let (authority, path) = match rest.find('/') {
+            Some(slash) => rest.split_at(slash),
+            None => (rest, "/"),
+        };
+        if authority.contains('@') {
+            return None;
+        }
+        let mut host = authority.to_ascii_lowercase();
+        if let Some(port) = default_port
+            && let Some(stripped) = host.strip_suffix(port)
+        {
+            host = stripped.to_owned();
+        }
+        Some(format!("{host}{path}"))
+    }
+}
+
+/// Decodes `%XX` escapes; `None` for a malformed escape, non-UTF-8 result or an encoded `/`,
+/// `\` or NUL (which could smuggle a different path past the prefix check).
+fn percent_decode(text: &str) -> Option<String> {
+    if !text.contains('%') {
+        return Some(text.to_owned());
+    }
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let value = u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
+            if matches!(value, b'/' | b'\\' | 0) {
+                return None;
+            }
+            out.push(value);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests;

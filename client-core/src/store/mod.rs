@@ -1,0 +1,208 @@
+//! The on-device store: blobs by sha256, signed manifests, and the state file.
+//!
+//! ```text
+//! <root>/
+//!   blobs/ab/abcdef…       file contents, named by their sha256, never changed once written
+//!   manifests/<sha256>.json signed release manifests, named by their digest
+//!   state-a.json, state-b.json   the trusted state (see `state`)
+//!   tmp/                   downloads in progress; emptied on open
+//! ```
+//!
+//! A blob is written to `tmp/`, fsynced and renamed into place only after its sha256 was checked,
+//! so a file under `blobs/` is always complete and correct. Nothing is visible to the resolver
+//! until the state file names it.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use manifests::Digest;
+
+use crate::error::{Error, Result};
+
+pub mod state;
+
+pub use state::{Installed, PackageState, Recovery, State, StateFile};
+
+/// The store in one directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+    state_file: StateFile,
+}
+
+impl Store {
+    /// Opens (creating if needed) a store, clearing downloads left by an interrupted install.
+    pub fn open(root: &Path) -> Result<(Store, State, Recovery)> {
+        for dir in ["blobs", "manifests"] {
+            let path = root.join(dir);
+            std::fs::create_dir_all(&path)
+                .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
+        }
+        let tmp = root.join("tmp");
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp)
+                .map_err(|e| Error::io(format!("clearing {}", tmp.display()), e))?;
+        }
+        std::fs::create_dir_all(&tmp)
+            .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
+        let state_file = StateFile::new(root);
+        let (state, recovery) = state_file.load();
+        Ok((
+            Store {
+                root: root.to_path_buf(),
+                state_file,
+            },
+            state,
+            recovery,
+        ))
+    }
+
+    /// The store's directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Commits a new state (the commit point of every install, activation and rollback).
+    pub fn save(&self, state: &State) -> Result<State> {
+        self.state_file.save(state)
+    }
+
+    /// Where a blob lives (whether or not it is there).
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        let hex = digest.to_string();
+        self.root.join("blobs").join(&hex[..2]).join(hex)
+    }
+
+    /// Whether a blob is stored.
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).is_file()
+    }
+
+    /// Reads a stored blob.
+    pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
+        let path = self.blob_path(digest);
+        std::fs::read(&path).map_err(|e| Error::io(format!("reading blob {digest}"), e))
+    }
+
+    /// Stores `bytes` as blob `expected` after checking their sha256. The file is fsynced; call
+    /// [`Store::sync_blob_dirs`] once after a batch to make the new names durable.
+    ///
+    /// # Errors
+    /// [`Error::BlobMismatch`] if the bytes are not `expected`, and IO errors.
+    pub fn write_blob(&self, expected: &Digest, bytes: &[u8], context: &str) -> Result<()> {
+        let actual = Digest::of(bytes);
+        if actual != *expected {
+            return Err(Error::BlobMismatch {
+                expected: *expected,
+                actual,
+                context: context.to_owned(),
+            });
+        }
+        let dest = self.blob_path(expected);
+        if dest.is_file() {
+            return Ok(());
+        }
+        let dir = dest.parent().unwrap_or(&self.root).to_path_buf();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        let tmp = self.root.join("tmp").join(format!("{expected}.part"));
+        let mut file = std::fs::File::create(&tmp)
+            .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
+        file.write_all(bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| Error::io(format!("writing blob {expected}"), e))?;
+        drop(file);
+        std::fs::rename(&tmp, &dest)
+            .map_err(|e| Error::io(format!("moving blob {expected} into place"), e))
+    }
+
+    /// Makes the names of blobs written since the last call durable.
+    pub fn sync_blob_dirs<'a>(&self, digests: impl IntoIterator<Item = &'a Digest>) -> Result<()> {
+        let dirs: BTreeSet<PathBuf> = digests
+            .into_iter()
+            .filter_map(|d| self.blob_path(d).parent().map(Path::to_path_buf))
+            .collect();
+        for dir in dirs {
+            state::sync_dir(&dir)?;
+        }
+        state::sync_dir(&self.root.join("blobs"))
+    }
+
+    fn manifest_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("manifests").join(format!("{digest}.json"))
+    }
+
+    /// Stores a signed manifest envelope under its digest (the caller verified it).
+    pub fn write_manifest(&self, digest: &Digest, envelope: &[u8]) -> Result<()> {
+        if self.manifest_path(digest).is_file() {
+            return Ok(());
+        }
+        state::write_durably(
+            &self.root.join("manifests"),
+            &format!("{digest}.json"),
+            envelope,
+        )
+    }
+
+    /// Reads a stored signed manifest envelope.
+    pub fn read_manifest(&self, digest: &Digest) -> Result<Vec<u8>> {
+        std::fs::read(self.manifest_path(digest))
+            .map_err(|e| Error::io(format!("reading manifest {digest}"), e))
+    }
+
+    /// Deletes every blob and manifest not in `keep_blobs` / `keep_manifests`; returns the bytes
+    /// freed.
+    pub fn collect_garbage(
+        &self,
+        keep_blobs: &BTreeSet<Digest>,
+        keep_manifests: &BTreeSet<Digest>,
+    ) -> Result<u64> {
+        let mut freed = 0;
+        let blobs = self.root.join("blobs");
+        for fan in read_dir(&blobs)? {
+            for file in read_dir(&fan)? {
+                let keep = file
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| Digest::parse(n).ok())
+                    .is_some_and(|d| keep_blobs.contains(&d));
+                if !keep {
+                    freed += std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+                    std::fs::remove_file(&file)
+                        .map_err(|e| Error::io(format!("removing {}", file.display()), e))?;
+                }
+            }
+        }
+        for file in read_dir(&self.root.join("manifests"))? {
+            let keep = file
+                .file_stem()
+                .and_then(|n| n.to_str())
+                .and_then(|n| Digest::parse(n).ok())
+                .is_some_and(|d| keep_manifests.contains(&d));
+            if !keep {
+                std::fs::remove_file(&file)
+                    .map_err(|e| Error::io(format!("removing {}", file.display()), e))?;
+            }
+        }
+        Ok(freed)
+    }
+
+    /// Files left under `tmp/` (none after a clean install or an open).
+    pub fn temp_files(&self) -> Result<Vec<PathBuf>> {
+        read_dir(&self.root.join("tmp"))
+    }
+}
+
+fn read_dir(dir: &Path) -> Result<Vec<PathBuf>> {
+    match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .map(|e| {
+                e.map(|e| e.path())
+                    .map_err(|e| Error::io(format!("listing {}", dir.display()), e))
+            })
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(Error::io(format!("listing {}", dir.display()), e)),
+    }
+}

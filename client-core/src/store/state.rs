@@ -1,0 +1,178 @@
+//! The one small state file: which release of each package is active, which was before, what is
+//! pending verification, and the highest index sequence seen.
+//!
+//! It lives in two slots, `state-a.json` and `state-b.json`, each `{"checksum":…,"state":…}` with a
+//! generation number. A write goes to the slot not holding the newest valid state (temp file,
+//! fsync, rename, fsync dir), so a torn or corrupted slot never loses the other; reading takes the
+//! valid slot with the highest generation. Garbage is detected by the checksum and never trusted.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use manifests::{Digest, PackageId, ReleaseVersion};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// A release installed on the device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Installed {
+    /// Its version.
+    pub version: ReleaseVersion,
+    /// The digest of its signed manifest (the file `manifests/<digest>.json`).
+    pub manifest: Digest,
+}
+
+/// What the device knows of one package.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageState {
+    /// The release being served.
+    pub active: Option<Installed>,
+    /// The release served before it, kept for rollback.
+    pub previous: Option<Installed>,
+    /// The active release was activated and has not yet been marked ready.
+    #[serde(default)]
+    pub pending: bool,
+    /// Launches since activation without a ready signal.
+    #[serde(default)]
+    pub pending_launches: u32,
+    /// Releases that failed on this device: never installed again.
+    #[serde(default)]
+    pub bad: Vec<Digest>,
+    /// Page opens counted (for planning what to prefetch first).
+    #[serde(default)]
+    pub opens: u64,
+    /// When a page of the package was last opened (Unix seconds).
+    #[serde(default)]
+    pub last_opened_secs: u64,
+}
+
+/// The device's trusted state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// Grows with every write; picks the newer slot.
+    pub generation: u64,
+    /// The highest index sequence accepted, per `app/channel`.
+    #[serde(default)]
+    pub highest_sequence: BTreeMap<String, u64>,
+    /// The latest time the device trusts (the newest `issued_at` of an accepted index), so that
+    /// a clock set back cannot revive an expired index.
+    #[serde(default)]
+    pub last_trusted_secs: u64,
+    /// The ETag of the last index accepted, per `app/channel`, for conditional requests.
+    #[serde(default)]
+    pub index_etag: BTreeMap<String, String>,
+    /// Per package.
+    #[serde(default)]
+    pub packages: BTreeMap<PackageId, PackageState>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Slot {
+    checksum: Digest,
+    state: serde_json::Value,
+}
+
+/// How the state was found on open.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recovery {
+    /// A valid state was read (or there was none yet: a fresh store).
+    Clean,
+    /// Some slot was torn or corrupted and ignored; the other one was used.
+    IgnoredBadSlot,
+    /// No slot was valid: the state starts over (installed blobs are kept and reused).
+    Reset,
+}
+
+/// The two state slots of a store.
+#[derive(Debug, Clone)]
+pub struct StateFile {
+    dir: PathBuf,
+}
+
+const SLOTS: [&str; 2] = ["state-a.json", "state-b.json"];
+
+impl StateFile {
+    /// The slots in `dir`.
+    pub fn new(dir: &Path) -> StateFile {
+        StateFile {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn read_slot(&self, name: &str) -> Option<std::result::Result<State, ()>> {
+        let bytes = match std::fs::read(self.dir.join(name)) {
+            Ok(bytes) => bytes,
+            Err(_) => return None,
+        };
+        let parsed = (|| {
+            let slot: Slot = serde_json::from_slice(&bytes).ok()?;
+            let canonical = manifests::to_canonical_bytes(&slot.state).ok()?;
+            if Digest::of(&canonical) != slot.checksum {
+                return None;
+            }
+            serde_json::from_value::<State>(slot.state).ok()
+        })();
+        Some(parsed.ok_or(()))
+    }
+
+    /// Reads the newest valid state.
+    pub fn load(&self) -> (State, Recovery) {
+        let slots: Vec<Option<std::result::Result<State, ()>>> =
+            SLOTS.iter().map(|name| self.read_slot(name)).collect();
+        let any_bad = slots.iter().any(|s| matches!(s, Some(Err(()))));
+        let best = slots
+            .into_iter()
+            .flatten()
+            .flatten()
+            .max_by_key(|s| s.generation);
+        match (best, any_bad) {
+            (Some(state), false) => (state, Recovery::Clean),
+            (Some(state), true) => (state, Recovery::IgnoredBadSlot),
+            (None, true) => (State::default(), Recovery::Reset),
+            (None, false) => (State::default(), Recovery::Clean),
+        }
+    }
+
+    /// Writes `state` with the next generation into the older slot; this is the commit point of
+    /// every change. Returns the state as written.
+    pub fn save(&self, state: &State) -> Result<State> {
+        let mut next = state.clone();
+        next.generation = state.generation + 1;
+        let value = serde_json::to_value(&next)
+            .map_err(|e| Error::Invalid(format!("state does not serialise: {e}")))?;
+        let canonical = manifests::to_canonical_bytes(&value)?;
+        let slot = Slot {
+            checksum: Digest::of(&canonical),
+            state: value,
+        };
+        let bytes = serde_json::to_vec(&slot)
+            .map_err(|e| Error::Invalid(format!("state does not serialise: {e}")))?;
+        let name = SLOTS[(next.generation % 2) as usize];
+        write_durably(&self.dir, name, &bytes)?;
+        Ok(next)
+    }
+}
+
+/// Writes `bytes` to `dir/name` through a temp file: fsync the file, rename, fsync the directory.
+pub(crate) fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let dest = dir.join(name);
+    let mut file = std::fs::File::create(&tmp)
+        .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
+    drop(file);
+    std::fs::rename(&tmp, &dest)
+        .map_err(|e| Error::io(format!("replacing {}", dest.display()), e))?;
+    sync_dir(dir)
+}
+
+/// Makes a directory's entries durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(format!("syncing {}", dir.display()), e))
+}

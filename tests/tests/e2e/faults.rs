@@ -1,0 +1,294 @@
+//! Bad input and faults between server and device: every one is refused with a clear error and
+//! the release that was active keeps serving unchanged.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use client_core::fetch::builtin::BuiltinFetcher;
+use client_core::fetch::{FetchError, FetchRequest, FetchResponse, Fetcher};
+use client_core::{BaleenError, Client};
+use tests::{Server, write_build};
+
+const ROUTE: &str = "https://m.example.com/checkout/";
+
+type Rule = Box<dyn FnMut(&FetchRequest, &mut FetchResponse) + Send>;
+
+/// A fetcher that lets a test rewrite responses: a man in the middle, or a broken network.
+struct Tamper {
+    inner: BuiltinFetcher,
+    rule: Mutex<Option<Rule>>,
+    fail_transport: Mutex<bool>,
+}
+
+impl std::fmt::Debug for Tamper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tamper")
+    }
+}
+
+impl Tamper {
+    fn new() -> Arc<Tamper> {
+        Arc::new(Tamper {
+            inner: BuiltinFetcher::default(),
+            rule: Mutex::new(None),
+            fail_transport: Mutex::new(false),
+        })
+    }
+
+    fn set(&self, rule: impl FnMut(&FetchRequest, &mut FetchResponse) + Send + 'static) {
+        *self.rule.lock().unwrap() = Some(Box::new(rule));
+    }
+
+    fn clear(&self) {
+        *self.rule.lock().unwrap() = None;
+        *self.fail_transport.lock().unwrap() = false;
+    }
+}
+
+impl Fetcher for Tamper {
+    fn fetch(&self, request: &FetchRequest) -> Result<FetchResponse, FetchError> {
+        if *self.fail_transport.lock().unwrap() {
+            return Err(FetchError {
+                message: "connection reset".into(),
+            });
+        }
+        let mut response = self.inner.fetch(request)?;
+        if let Some(rule) = self.rule.lock().unwrap().as_mut() {
+            rule(request, &mut response);
+        }
+        Ok(response)
+    }
+}
+
+/// A server with release 1.0.0 installed and ready on a device, and 1.1.0 published.
+fn setup() -> (Server, Client, Arc<Tamper>) {
+    let server = Server::start();
+    let build = server.dir.path().join("dist");
+    write_build(&build, "one");
+    server.publish(
+        &build,
+        "checkout",
+        "1.0.0",
+        &["--channel", "production", "--route", ROUTE],
+    );
+    let tamper = Tamper::new();
+    let config = server.client_config(&server.dir.path().join("device"), "device-1", "6.0");
+    let client = Client::open(config, tamper.clone()).unwrap();
+    client.update().unwrap();
+    client
+        .mark_ready(&manifests::PackageId::parse("checkout").unwrap())
+        .unwrap();
+    write_build(&build, "two");
+    server.publish(&build, "checkout", "1.1.0", &["--channel", "production"]);
+    (server, client, tamper)
+}
+
+fn serving(client: &Client) -> String {
+    let hit = client
+        .resolve(&format!("{ROUTE}index.html"))
+        .expect("still serving");
+    let active = client.status().packages[0]
+        .active
+        .clone()
+        .unwrap()
+        .to_string();
+    assert!(
+        std::fs::read(hit.path).unwrap().ends_with(b"one"),
+        "serves release 1 bytes"
+    );
+    active
+}
+
+fn set_header(response: &mut FetchResponse, name: &str, value: String) {
+    response
+        .headers
+        .retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+    response.headers.push((name.to_owned(), value));
+}
+
+fn kind(e: client_core::Error) -> BaleenError {
+    BaleenError::from(e)
+}
+
+#[test]
+fn tampered_blobs_and_packs_are_refused_and_the_active_release_keeps_serving() {
+    let (_server, client, tamper) = setup();
+    // Every download with a body gets one byte flipped (length kept): packs and blobs alike.
+    tamper.set(|request, response| {
+        if (request.url.contains("/v1/packs/") || request.url.contains("/v1/blobs/"))
+            && !response.body.is_empty()
+        {
+            // Flip a byte in every 64: whatever the layout, payloads are hit.
+            for i in (40..response.body.len()).step_by(64) {
+                response.body[i] ^= 0x40;
+            }
+        }
+    });
+    let err = client.update().unwrap_err();
+    assert!(matches!(kind(err), BaleenError::Verification { .. }));
+    assert_eq!(serving(&client), "1.0.0");
+    assert!(client.store().temp_files().unwrap().is_empty());
+
+    // Only the pack is tampered: the device falls back to single blobs and succeeds.
+    tamper.set(|request, response| {
+        if request.url.contains("/v1/packs/") && !response.body.is_empty() {
+            // Flip a byte in every 64: whatever the layout, payloads are hit.
+            for i in (40..response.body.len()).step_by(64) {
+                response.body[i] ^= 0x40;
+            }
+        }
+    });
+    let outcome = client.check().unwrap();
+    let report = client.install(&outcome.updates[0]).unwrap();
+    assert_eq!(report.method, client_core::install::Method::Blobs);
+    assert!(!report.fallbacks.is_empty());
+}
+
+#[test]
+fn a_pack_with_a_foreign_or_traversing_entry_is_refused() {
+    let (_server, client, tamper) = setup();
+    tamper.set(|request, response| {
+        if request.url.contains("/v1/packs/") && response.status == 200 {
+            let mut archive =
+                zip::ZipArchive::new(std::io::Cursor::new(response.body.clone())).unwrap();
+            let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+            let options = zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Stored);
+            for i in 0..archive.len() {
+                let mut entry = archive.by_index(i).unwrap();
+                let name = entry.name().unwrap().into_owned();
+                writer.start_file(name, options).unwrap();
+                std::io::copy(&mut entry, &mut writer).unwrap();
+            }
+            writer.start_file("../../evil.js", options).unwrap();
+            writer.write_all(b"alert(1)").unwrap();
+            response.body = writer.finish().unwrap().into_inner();
+            set_header(response, "content-length", response.body.len().to_string());
+        }
+    });
+    let outcome = client.check().unwrap();
+    let report = client.install(&outcome.updates[0]).unwrap();
+    assert_eq!(report.method, client_core::install::Method::Blobs);
+    assert!(
+        report
+            .fallbacks
+            .iter()
+            .any(|f| f.contains("unexpected entry")),
+        "{:?}",
+        report.fallbacks
+    );
+    assert!(
+        !client
+            .store()
+            .root()
+            .parent()
+            .unwrap()
+            .join("evil.js")
+            .exists()
+    );
+}
+
+#[test]
+fn an_index_signed_by_another_key_is_refused() {
+    let (server, _client, _tamper) = setup();
+    let store = server.dir.path().join("other-device");
+    let mut config = server.client_config(&store, "device-2", "6.0");
+    config.trusted_keys = vec![manifests::KeyPair::from_seed(&[9; 32]).public().clone()];
+    let client = Client::open(config, Arc::new(BuiltinFetcher::default())).unwrap();
+    let err = client.check().unwrap_err();
+    assert!(
+        err.to_string().contains("no signature by a trusted key"),
+        "{err}"
+    );
+    assert!(matches!(kind(err), BaleenError::Verification { .. }));
+    assert!(client.status().packages.is_empty());
+}
+
+#[test]
+fn a_replayed_older_index_is_refused() {
+    let (server, client, tamper) = setup();
+    // Capture the index the device sees now (it names 1.1.0), then roll back on the server.
+    let old = Arc::new(Mutex::new(Vec::new()));
+    let captured = old.clone();
+    tamper.set(move |request, response| {
+        let mut captured = captured.lock().unwrap();
+        if request.url.ends_with("/index") && response.status == 200 && captured.is_empty() {
+            *captured = response.body.clone();
+        }
+    });
+    client.check().unwrap();
+    server.release("rollback", "checkout", &[]);
+    client.check().unwrap();
+    // An attacker now replays the captured, validly signed, older index.
+    let replay = old.lock().unwrap().clone();
+    tamper.set(move |request, response| {
+        if request.url.ends_with("/index") {
+            response.status = 200;
+            response.body = replay.clone();
+            response
+                .headers
+                .retain(|(k, _)| !k.eq_ignore_ascii_case("content-length"));
+        }
+    });
+    let err = client.check().unwrap_err();
+    assert!(err.to_string().contains("replayed index"), "{err}");
+    assert_eq!(serving(&client), "1.0.0");
+}
+
+#[test]
+fn server_errors_cut_bodies_and_oversized_answers_are_network_errors() {
+    let (_server, client, tamper) = setup();
+    tamper.set(|request, response| {
+        if request.url.ends_with("/index") {
+            response.status = 500;
+        }
+    });
+    assert!(matches!(
+        kind(client.check().unwrap_err()),
+        BaleenError::Network { .. }
+    ));
+
+    // A body shorter than its Content-Length (a cut connection) is retried, then refused.
+    tamper.set(|request, response| {
+        if request.url.ends_with("/index") {
+            let full = response.body.len();
+            response.body.truncate(full / 2);
+            set_header(response, "content-length", full.to_string());
+        }
+    });
+    let err = client.check().unwrap_err();
+    assert!(err.to_string().contains("cut short"), "{err}");
+
+    // Endless data: more bytes than a blob can have.
+    tamper.set(|request, response| {
+        if request.url.contains("/v1/blobs/") || request.url.contains("/v1/packs/") {
+            response.body.extend(std::iter::repeat_n(b'x', 10_000_000));
+            response
+                .headers
+                .retain(|(k, _)| !k.eq_ignore_ascii_case("content-length"));
+        }
+    });
+    let outcome = {
+        tamper.clear();
+        client.check().unwrap()
+    };
+    tamper.set(|request, response| {
+        if request.url.contains("/v1/blobs/") || request.url.contains("/v1/packs/") {
+            response.body.extend(std::iter::repeat_n(b'x', 10_000_000));
+            response
+                .headers
+                .retain(|(k, _)| !k.eq_ignore_ascii_case("content-length"));
+        }
+    });
+    let err = client.install(&outcome.updates[0]).unwrap_err();
+    assert!(err.to_string().contains("larger than"), "{err}");
+
+    // No network at all.
+    tamper.clear();
+    *tamper.fail_transport.lock().unwrap() = true;
+    assert!(matches!(
+        kind(client.check().unwrap_err()),
+        BaleenError::Network { .. }
+    ));
+    assert_eq!(serving(&client), "1.0.0");
+}
