@@ -10,9 +10,9 @@ use prometheus_client::registry::Registry;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// The matched route, such as `/v1/blobs/{digest}`.
-    pub route: String,
+    pub route: &'static str,
     /// The method.
-    pub method: String,
+    pub method: &'static str,
     /// The status code.
     pub status: u16,
 }
@@ -21,7 +21,7 @@ pub struct RequestLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
     /// The matched route.
-    pub route: String,
+    pub route: &'static str,
 }
 
 /// Labels of an outcome.

@@ -153,9 +153,11 @@ impl Service {
             return self.republish(existing, content_key, channel, actor).await;
         }
 
-        for staged in unique_blobs(&ingested) {
-            self.blobs.put_file(&staged.1, &staged.0).await?;
-        }
+        let staged: Vec<(PathBuf, Digest)> = unique_blobs(&ingested)
+            .into_iter()
+            .map(|(d, p)| (p, d))
+            .collect();
+        self.blobs.put_files(staged).await?;
         let signed = release.sign(&[&self.key])?;
         let record = ReleaseRecord {
             package: package.clone(),

@@ -53,8 +53,31 @@ impl Settings {
     }
 }
 
-/// Indexes read recently, by (app, channel), with when they were read.
-type IndexCache = HashMap<(AppId, Channel), (Instant, Arc<StoredIndex>)>;
+/// An index ready to serve: its bytes and headers built once, not per request.
+#[derive(Debug)]
+pub struct ServedIndex {
+    /// The stored index.
+    pub stored: StoredIndex,
+    /// Its bytes, cheap to hand to each response.
+    pub body: bytes::Bytes,
+    /// Its strong ETag (`"<digest>"`).
+    pub etag: axum::http::HeaderValue,
+}
+
+impl ServedIndex {
+    fn new(stored: StoredIndex) -> ServedIndex {
+        let etag = axum::http::HeaderValue::from_str(&format!("\"{}\"", stored.digest))
+            .unwrap_or(axum::http::HeaderValue::from_static("\"\""));
+        ServedIndex {
+            body: bytes::Bytes::from(stored.bytes.clone()),
+            etag,
+            stored,
+        }
+    }
+}
+
+/// Indexes read recently, by `app/channel`, with when they were read.
+type IndexCache = HashMap<String, (Instant, Arc<ServedIndex>)>;
 
 /// The server's core.
 #[derive(Debug)]
@@ -73,6 +96,8 @@ pub struct Service {
     pub(crate) metrics: crate::metrics::Metrics,
     /// Permits for requests in flight.
     pub(crate) in_flight: Arc<tokio::sync::Semaphore>,
+    /// `Cache-Control` of index responses, built once.
+    pub(crate) index_cache_control: axum::http::HeaderValue,
 }
 
 impl Service {
@@ -96,6 +121,11 @@ impl Service {
             in_flight: Arc::new(tokio::sync::Semaphore::new(
                 settings.max_concurrent_requests,
             )),
+            index_cache_control: axum::http::HeaderValue::from_str(&format!(
+                "public, max-age={}",
+                settings.index_max_age_secs
+            ))
+            .unwrap_or(axum::http::HeaderValue::from_static("public, max-age=60")),
             settings,
         })
     }
@@ -137,8 +167,8 @@ impl Service {
     }
 
     /// The current signed index of a channel, from memory if it was read within the cache time.
-    pub async fn index(&self, app: &AppId, channel: &Channel) -> Result<Option<Arc<StoredIndex>>> {
-        let key = (app.clone(), channel.clone());
+    pub async fn index(&self, app: &AppId, channel: &Channel) -> Result<Option<Arc<ServedIndex>>> {
+        let key = format!("{app}/{channel}");
         if let Some((at, index)) = self.cache().get(&key)
             && at.elapsed() < self.settings.index_cache
         {
@@ -147,15 +177,15 @@ impl Service {
         let Some(index) = self.meta.index(app, channel).await? else {
             return Ok(None);
         };
-        let index = Arc::new(index);
+        let index = Arc::new(ServedIndex::new(index));
         self.cache().insert(key, (Instant::now(), index.clone()));
         Ok(Some(index))
     }
 
     pub(crate) fn remember_index(&self, app: &AppId, channel: &Channel, index: StoredIndex) {
         self.cache().insert(
-            (app.clone(), channel.clone()),
-            (Instant::now(), Arc::new(index)),
+            format!("{app}/{channel}"),
+            (Instant::now(), Arc::new(ServedIndex::new(index))),
         );
     }
 

@@ -78,6 +78,65 @@ fn check_encoding(encoding: &str) -> Result<()> {
     Ok(())
 }
 
+impl FsBlobStore {
+    /// Moves staged files into place: each file is fsynced (several at once, since a flush waits
+    /// on the device, not the CPU), renamed, and then every directory touched is fsynced once.
+    fn install_many(&self, files: Vec<(PathBuf, Digest)>) -> Result<()> {
+        let mut todo = Vec::with_capacity(files.len());
+        for (staged, digest) in files {
+            if self.path_of(&digest).exists() {
+                std::fs::remove_file(&staged)
+                    .map_err(|e| Error::io(format!("removing {}", staged.display()), e))?;
+            } else {
+                todo.push((staged, digest));
+            }
+        }
+        let workers = 8.min(todo.len().max(1));
+        let chunk = todo.len().div_ceil(workers).max(1);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = todo
+                .chunks(chunk)
+                .map(|part| {
+                    scope.spawn(move || {
+                        for (staged, _) in part {
+                            std::fs::File::open(staged)
+                                .and_then(|f| f.sync_all())
+                                .map_err(|e| {
+                                    Error::io(format!("syncing {}", staged.display()), e)
+                                })?;
+                        }
+                        Ok::<(), Error>(())
+                    })
+                })
+                .collect();
+            for handle in handles {
+                handle
+                    .join()
+                    .map_err(|_| Error::Internal("a sync thread panicked".into()))??;
+            }
+            Ok::<(), Error>(())
+        })?;
+        let mut dirs = std::collections::BTreeSet::new();
+        for (staged, digest) in &todo {
+            let dest = self.path_of(digest);
+            let dir = dest.parent().unwrap_or(&self.root).to_path_buf();
+            if dirs.insert(dir.clone()) {
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+            }
+            std::fs::rename(staged, &dest)
+                .map_err(|e| Error::io(format!("moving blob {digest} into place"), e))?;
+        }
+        for dir in &dirs {
+            sync_dir(dir)?;
+        }
+        if !dirs.is_empty() {
+            sync_dir(&self.root)?;
+        }
+        Ok(())
+    }
+}
+
 /// Makes a directory's entries durable.
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     std::fs::File::open(dir)
@@ -99,6 +158,11 @@ impl BlobStore for FsBlobStore {
             this.install(&staged, &digest)
         })
         .await
+    }
+
+    async fn put_files(&self, files: Vec<(PathBuf, Digest)>) -> Result<()> {
+        let this = self.clone();
+        blocking(move || this.install_many(files)).await
     }
 
     async fn put_bytes(&self, bytes: &[u8]) -> Result<Digest> {

@@ -4,7 +4,7 @@
 //! engine slots in beside it without touching callers.
 
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 
 use async_trait::async_trait;
@@ -43,6 +43,15 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug + 'static {
     /// Moves a staged file whose sha256 the caller computed into the store. If the blob is
     /// already there the staged file is simply removed.
     async fn put_file(&self, staged: &Path, digest: &Digest) -> Result<()>;
+
+    /// Moves many staged files in, as [`BlobStore::put_file`] does, durably before it returns;
+    /// engines may batch the work (one directory sync per directory, files synced in parallel).
+    async fn put_files(&self, files: Vec<(PathBuf, Digest)>) -> Result<()> {
+        for (staged, digest) in files {
+            self.put_file(&staged, &digest).await?;
+        }
+        Ok(())
+    }
 
     /// Stores bytes and returns their digest.
     async fn put_bytes(&self, bytes: &[u8]) -> Result<Digest>;

@@ -54,6 +54,30 @@ pub(crate) async fn blob_store_suite(store: &dyn BlobStore, scratch: &std::path:
     }
     assert_eq!(store.read_all(&d).await.unwrap(), Some(content));
 
+    // Many staged files at once, some already stored, some sharing a directory.
+    let batch: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 1000 + usize::from(i)]).collect();
+    let mut staged = Vec::new();
+    for (i, bytes) in batch.iter().enumerate() {
+        let path = scratch.join(format!("batch-{i}"));
+        std::fs::write(&path, bytes).unwrap();
+        staged.push((path, Digest::of(bytes)));
+    }
+    let again = scratch.join("again");
+    std::fs::write(&again, &batch[0]).unwrap();
+    staged.push((again.clone(), Digest::of(&batch[0])));
+    store.put_files(staged.clone()).await.unwrap();
+    for (path, digest) in &staged {
+        assert!(!path.exists(), "{} was consumed", path.display());
+        assert_eq!(
+            store
+                .read_all(digest)
+                .await
+                .unwrap()
+                .map(|b| Digest::of(&b)),
+            Some(*digest)
+        );
+    }
+
     // Precompressed representations sit beside the blob.
     assert!(store.read_variant(&digest, "gzip").await.unwrap().is_none());
     store

@@ -128,16 +128,27 @@ async fn track(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    let route = matched.map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
-    let method = request.method().as_str().to_owned();
+    // Static labels: no allocation per request.
+    let route = matched
+        .and_then(|m| {
+            ROUTES
+                .iter()
+                .find(|(_, path)| *path == m.as_str())
+                .map(|(_, path)| *path)
+        })
+        .unwrap_or("unmatched");
+    let method = match *request.method() {
+        axum::http::Method::GET => "GET",
+        axum::http::Method::HEAD => "HEAD",
+        axum::http::Method::POST => "POST",
+        _ => "OTHER",
+    };
     let started = std::time::Instant::now();
     let response = next.run(request).await;
     let metrics = service.metrics();
     metrics
         .latency
-        .get_or_create(&crate::metrics::RouteLabels {
-            route: route.clone(),
-        })
+        .get_or_create(&crate::metrics::RouteLabels { route })
         .observe(started.elapsed().as_secs_f64());
     metrics
         .requests

@@ -63,8 +63,8 @@ impl Stage {
             self.written.retain(|p| p != temp);
             return Ok(staged);
         }
-        file.sync_all()
-            .map_err(|e| IngestError::io(format!("syncing {}", temp.display()), e))?;
+        // No fsync here: staging is scratch space. The blob store makes each file durable when
+        // it takes it (`BlobStore::put_files`), before any release can name it.
         drop(file);
         fs::rename(temp, &staged).map_err(|e| {
             IngestError::io(
@@ -81,15 +81,10 @@ impl Stage {
         Ok(staged)
     }
 
-    /// Keeps what was staged: fsyncs the directory so the renames are durable.
+    /// Keeps what was staged (durability is the blob store's job, see [`Stage::commit`]).
     pub(super) fn keep(mut self) -> Result<()> {
-        let dir = File::open(&self.dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(|e| IngestError::io(format!("syncing {}", self.dir.display()), e));
-        if dir.is_ok() {
-            self.kept = true;
-        }
-        dir
+        self.kept = true;
+        Ok(())
     }
 }
 
