@@ -69,7 +69,7 @@ impl Error {
 }
 
 /// What the host app should do about an error.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, uniffi::Error)]
 #[non_exhaustive]
 pub enum BaleenError {
     /// The network failed: retry later. The active release keeps serving.

@@ -11,13 +11,14 @@
 //! Where to start: [`Client`] is the whole API; [`resolve::Resolver`] is the lock-free hot path;
 //! [`store`] is what lies on disk.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 mod client;
 mod decode;
 pub mod error;
 pub mod fetch;
+pub mod ffi;
 pub mod install;
 pub mod plan;
 pub mod resolve;
@@ -26,3 +27,5 @@ pub mod store;
 pub use client::{CheckOutcome, Client, Config, PackageStatus, Planned, Status, Update};
 pub use error::{BaleenError, Error, Result};
 pub use resolve::Resolved;
+
+uniffi::setup_scaffolding!();
