@@ -179,6 +179,10 @@ fn a_small_edit_is_a_small_patch() {
     target.splice(1_000..1_010, b"CHANGED!!!".iter().copied());
     let frame = server::patch(&base, &target);
     assert!(frame.len() < 200, "patch is {} bytes", frame.len());
+    // Single-segment (window = content size): the property the module docs rely on for memory
+    // and for reaching the whole base.
+    assert_eq!(frame[4] & 0x20, 0x20, "single-segment flag");
+    assert_eq!(server::compress(&target)[4] & 0x20, 0x20);
     assert_eq!(
         decode_patch(&frame, &base, target.len() as u64).unwrap(),
         target
@@ -248,7 +252,7 @@ fn edit_strategy() -> impl Strategy<Value = (usize, usize, Vec<u8>)> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
     /// Any base, any handful of edits: the patch rebuilds the target.
     #[test]
