@@ -77,7 +77,7 @@ impl ServedIndex {
 }
 
 /// Indexes read recently, by `app/channel`, with when they were read.
-type IndexCache = HashMap<String, (Instant, Arc<ServedIndex>)>;
+type IndexCache = HashMap<String, HashMap<String, (Instant, Arc<ServedIndex>)>>;
 
 /// The server's core.
 #[derive(Debug)]
@@ -168,25 +168,35 @@ impl Service {
 
     /// The current signed index of a channel, from memory if it was read within the cache time.
     pub async fn index(&self, app: &AppId, channel: &Channel) -> Result<Option<Arc<ServedIndex>>> {
-        let key = format!("{app}/{channel}");
-        if let Some((at, index)) = self.cache().get(&key)
-            && at.elapsed() < self.settings.index_cache
-        {
-            return Ok(Some(index.clone()));
+        if let Some(index) = self.cached_index(app.as_str(), channel.as_str()) {
+            return Ok(Some(index));
         }
         let Some(index) = self.meta.index(app, channel).await? else {
             return Ok(None);
         };
-        let index = Arc::new(ServedIndex::new(index));
-        self.cache().insert(key, (Instant::now(), index.clone()));
-        Ok(Some(index))
+        Ok(Some(self.remember_index(app, channel, index)))
     }
 
-    pub(crate) fn remember_index(&self, app: &AppId, channel: &Channel, index: StoredIndex) {
-        self.cache().insert(
-            format!("{app}/{channel}"),
-            (Instant::now(), Arc::new(ServedIndex::new(index))),
-        );
+    /// The index of `app`/`channel` if this process read it within the cache time. Takes raw
+    /// names: only valid ones are ever cached, so the hot path needs no parsing or allocation.
+    pub fn cached_index(&self, app: &str, channel: &str) -> Option<Arc<ServedIndex>> {
+        let cache = self.cache();
+        let (at, index) = cache.get(app)?.get(channel)?;
+        (at.elapsed() < self.settings.index_cache).then(|| index.clone())
+    }
+
+    pub(crate) fn remember_index(
+        &self,
+        app: &AppId,
+        channel: &Channel,
+        index: StoredIndex,
+    ) -> Arc<ServedIndex> {
+        let index = Arc::new(ServedIndex::new(index));
+        self.cache()
+            .entry(app.as_str().to_owned())
+            .or_default()
+            .insert(channel.as_str().to_owned(), (Instant::now(), index.clone()));
+        index
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, IndexCache> {

@@ -98,36 +98,32 @@ pub fn router(service: Arc<Service>) -> Router {
         ));
     // Uploads may take long on slow links; their size is capped instead.
     let uploads = Router::new().route(paths::PUBLISH, post(admin::publish));
-    reads
+    let router = reads
         .merge(uploads)
         .fallback(|| async { Error::NotFound("route".into()) })
-        .route_layer(axum::middleware::from_fn_with_state(service.clone(), track))
-        .layer(axum::middleware::from_fn_with_state(service.clone(), shed))
-        .with_state(service)
-        .layer(tower_http::trace::TraceLayer::new_for_http())
-}
-
-/// Answers `503` with `Retry-After` at once when too many requests are in flight, rather than
-/// queueing them until every client times out (a thundering herd on launch).
-async fn shed(
-    axum::extract::State(service): axum::extract::State<Arc<Service>>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    match service.in_flight.clone().try_acquire_owned() {
-        Ok(_permit) => next.run(request).await,
-        Err(_) => Error::Overloaded.into_response(),
+        .route_layer(axum::middleware::from_fn_with_state(service.clone(), admit))
+        .with_state(service);
+    // A span per request costs a tenth of the index route's time: only when someone reads them.
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        router.layer(tower_http::trace::TraceLayer::new_for_http())
+    } else {
+        router
     }
 }
 
-/// Counts each routed request and its latency under its route pattern.
-async fn track(
+/// Admits a routed request and counts it: answers `503` with `Retry-After` at once when too many
+/// requests are in flight, rather than queueing them until every client times out (a thundering
+/// herd on launch); otherwise counts the request and its latency under its route pattern.
+async fn admit(
     axum::extract::State(service): axum::extract::State<Arc<Service>>,
     matched: Option<axum::extract::MatchedPath>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let Ok(_permit) = service.in_flight.clone().try_acquire_owned() else {
+        return Error::Overloaded.into_response();
+    };
     // Static labels: no allocation per request.
     let route = matched
         .and_then(|m| {

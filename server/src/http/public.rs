@@ -45,11 +45,16 @@ pub async fn index(
     Path((app, channel)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    let (app, channel) = (AppId::parse(&app)?, Channel::parse(&channel)?);
-    let index = service
-        .index(&app, &channel)
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("index of {app}/{channel}")))?;
+    let index = match service.cached_index(&app, &channel) {
+        Some(index) => index,
+        None => {
+            let (app, channel) = (AppId::parse(&app)?, Channel::parse(&channel)?);
+            service
+                .index(&app, &channel)
+                .await?
+                .ok_or_else(|| Error::NotFound(format!("index of {app}/{channel}")))?
+        }
+    };
     let cache = service.index_cache_control.clone();
     if not_modified(&headers, &index.etag) {
         return Ok((
