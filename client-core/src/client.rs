@@ -616,14 +616,20 @@ impl Client {
     /// Counts a page open for the open-rate figures: was it answered offline, and did it show
     /// within one second. Never blocks on IO.
     pub fn report_open(&self, url: &str, ms_to_first_paint: u64) {
-        let hit = self.resolver.resolve(url);
-        let Some(hit) = hit else {
-            return;
+        // A page of an installed package that was not answered offline still counts, as a miss.
+        let (key, offline) = match self.resolver.resolve(url) {
+            Some(hit) => ((hit.package, hit.version), true),
+            None => match self.resolver.route_of(url) {
+                Some(route) => (route, false),
+                None => return,
+            },
         };
         let mut inner = self.lock();
-        let counters = inner.opens.entry((hit.package, hit.version)).or_default();
+        let counters = inner.opens.entry(key).or_default();
         counters.0 += 1;
-        counters.1 += 1;
+        if offline {
+            counters.1 += 1;
+        }
         if ms_to_first_paint < 1_000 {
             counters.2 += 1;
         }

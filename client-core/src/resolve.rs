@@ -135,6 +135,18 @@ impl Resolver {
         self.table.store(Arc::new(table));
     }
 
+    /// The package and release whose routes cover `url`, whether or not a file answers it: a
+    /// page open that missed is still counted against the release it belongs to.
+    pub fn route_of(&self, url: &str) -> Option<(PackageId, ReleaseVersion)> {
+        let target = self.target(url)?;
+        let table = self.table.load();
+        let route = table
+            .routes
+            .iter()
+            .find(|r| target.starts_with(&r.prefix))?;
+        Some((route.package.clone(), route.version.clone()))
+    }
+
     /// The file that answers `url`, or `None`: go to the network.
     ///
     /// Never blocks. Query strings and fragments are ignored, percent-escapes decoded, and no

@@ -74,6 +74,11 @@ pub struct Server {
 impl Server {
     /// Generates a key and a token, and starts `baleen serve` on a free port.
     pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// [`Server::start`] with extra `baleen serve` arguments.
+    pub fn start_with(serve_args: &[&str]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         baleen(
@@ -112,6 +117,7 @@ impl Server {
                 "--data-dir",
                 data.to_str().unwrap(),
             ])
+            .args(serve_args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use client_core::fetch::builtin::BuiltinFetcher;
 use client_core::fetch::{FetchError, FetchRequest, FetchResponse, Fetcher};
@@ -290,5 +291,46 @@ fn server_errors_cut_bodies_and_oversized_answers_are_network_errors() {
         kind(client.check().unwrap_err()),
         BaleenError::Network { .. }
     ));
+    assert_eq!(serving(&client), "1.0.0");
+}
+
+#[test]
+fn an_expired_index_is_refused_and_the_installed_release_keeps_serving() {
+    // Indexes that live two seconds: the server re-signs them, but a stale copy expires.
+    let server = Server::start_with(&["--index-ttl-secs", "2"]);
+    let build = server.dir.path().join("dist");
+    write_build(&build, "one");
+    server.publish(
+        &build,
+        "checkout",
+        "1.0.0",
+        &["--channel", "production", "--route", ROUTE],
+    );
+    let tamper = Tamper::new();
+    let config = server.client_config(&server.dir.path().join("device"), "device-1", "6.0");
+    let client = Client::open(config, tamper.clone()).unwrap();
+    // Capture the index the device accepts now...
+    let captured = Arc::new(Mutex::new(Vec::new()));
+    let sink = captured.clone();
+    tamper.set(move |request, response| {
+        if request.url.ends_with("/index") && response.status == 200 {
+            *sink.lock().unwrap() = response.body.clone();
+        }
+    });
+    client.update().unwrap();
+    // ...and serve that same, validly signed index once it has expired (a freeze attack).
+    std::thread::sleep(Duration::from_millis(3_100));
+    let stale = captured.lock().unwrap().clone();
+    tamper.set(move |request, response| {
+        if request.url.ends_with("/index") {
+            response.status = 200;
+            response.body = stale.clone();
+            response
+                .headers
+                .retain(|(k, _)| !k.eq_ignore_ascii_case("content-length"));
+        }
+    });
+    let err = client.check().unwrap_err();
+    assert!(err.to_string().contains("expired"), "{err}");
     assert_eq!(serving(&client), "1.0.0");
 }
