@@ -97,6 +97,11 @@ impl Table {
         }
     }
 
+    /// The route with the longest prefix of `target` (`host/path`).
+    fn route_for(&self, target: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| target.starts_with(&r.prefix))
+    }
+
     /// Files reachable through the table.
     pub fn file_count(&self) -> usize {
         let mut seen = std::collections::HashSet::new();
@@ -140,10 +145,7 @@ impl Resolver {
     pub fn route_of(&self, url: &str) -> Option<(PackageId, ReleaseVersion)> {
         let target = self.target(url)?;
         let table = self.table.load();
-        let route = table
-            .routes
-            .iter()
-            .find(|r| target.starts_with(&r.prefix))?;
+        let route = table.route_for(&target)?;
         Some((route.package.clone(), route.version.clone()))
     }
 
@@ -154,10 +156,7 @@ impl Resolver {
     pub fn resolve(&self, url: &str) -> Option<Resolved> {
         let target = self.target(url)?;
         let table = self.table.load();
-        let route = table
-            .routes
-            .iter()
-            .find(|r| target.starts_with(&r.prefix))?;
+        let route = table.route_for(&target)?;
         let rest = &target[route.prefix.len()..];
         let decoded = percent_decode(rest)?;
         let candidate = if decoded.is_empty() {

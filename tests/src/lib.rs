@@ -16,6 +16,9 @@ use client_core::fetch::builtin::BuiltinFetcher;
 use client_core::{Client, Config};
 use manifests::{AppId, Channel, HostVersion, KeyPair};
 
+/// The URL prefix the test package `checkout` answers for.
+pub const ROUTE: &str = "https://m.example.com/checkout/";
+
 /// The `baleen` binary under test.
 pub fn baleen_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
@@ -139,6 +142,26 @@ impl Server {
             dir,
             child,
         }
+    }
+
+    /// A server with `checkout@1.0.0` of app `shop` published to `production` under [`ROUTE`],
+    /// built by [`write_build`] with `variant`; returns the server and the build directory.
+    pub fn with_first_release(variant: &str) -> (Server, PathBuf) {
+        Server::with_first_release_using(variant, &[])
+    }
+
+    /// [`Server::with_first_release`] with extra `baleen serve` arguments.
+    pub fn with_first_release_using(variant: &str, serve_args: &[&str]) -> (Server, PathBuf) {
+        let server = Server::start_with(serve_args);
+        let build = server.dir.path().join("dist");
+        write_build(&build, variant);
+        server.publish(
+            &build,
+            "checkout",
+            "1.0.0",
+            &["--channel", "production", "--route", ROUTE],
+        );
+        (server, build)
     }
 
     /// Environment for CLI calls against this server.

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use tests::{Server, write_build};
+use tests::Server;
 
 #[test]
 fn python_bindings_install_resolve_and_report() {
@@ -27,20 +27,7 @@ fn python_bindings_install_resolve_and_report() {
         library.display()
     );
 
-    let server = Server::start();
-    let build = server.dir.path().join("dist");
-    write_build(&build, "py");
-    server.publish(
-        &build,
-        "checkout",
-        "1.0.0",
-        &[
-            "--channel",
-            "production",
-            "--route",
-            "https://m.example.com/checkout/",
-        ],
-    );
+    let (server, build) = Server::with_first_release("py");
 
     let bindings = server.dir.path().join("bindings");
     let out = Command::new(&bindgen)

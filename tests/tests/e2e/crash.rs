@@ -8,9 +8,8 @@ use std::time::{Duration, Instant};
 
 use client_core::Client;
 use manifests::Digest;
-use tests::{Server, write_build};
+use tests::{ROUTE, Server, write_build};
 
-const ROUTE: &str = "https://m.example.com/checkout/";
 const ITERATIONS: u32 = 200;
 
 /// A small deterministic generator, so a failing iteration can be replayed.

@@ -4,9 +4,7 @@ use std::collections::BTreeMap;
 
 use client_core::Client;
 use manifests::PackageId;
-use tests::{Server, files_of, write_build};
-
-const ROUTE: &str = "https://m.example.com/checkout/";
+use tests::{ROUTE, Server, files_of, write_build};
 
 fn checkout() -> PackageId {
     PackageId::parse("checkout").unwrap()
@@ -109,15 +107,7 @@ fn install_then_update_by_diff_pack_then_follow_a_rollback() {
 
 #[test]
 fn a_release_that_never_becomes_ready_rolls_back_and_the_server_sees_it() {
-    let server = Server::start();
-    let build = server.dir.path().join("dist");
-    write_build(&build, "good");
-    server.publish(
-        &build,
-        "checkout",
-        "1.0.0",
-        &["--channel", "production", "--route", ROUTE],
-    );
+    let (server, build) = Server::with_first_release("good");
     let store = server.dir.path().join("device");
     let client = server.client(&store, "device-1", "6.0");
     client.update().unwrap();
@@ -184,15 +174,7 @@ fn a_release_that_never_becomes_ready_rolls_back_and_the_server_sees_it() {
 
 #[test]
 fn a_state_file_torn_or_garbage_is_never_trusted() {
-    let server = Server::start();
-    let build = server.dir.path().join("dist");
-    write_build(&build, "one");
-    server.publish(
-        &build,
-        "checkout",
-        "1.0.0",
-        &["--channel", "production", "--route", ROUTE],
-    );
+    let (server, _build) = Server::with_first_release("one");
     let store = server.dir.path().join("device");
     {
         let client = server.client(&store, "device-1", "6.0");
@@ -244,15 +226,7 @@ fn a_state_file_torn_or_garbage_is_never_trusted() {
 #[test]
 fn the_planner_waits_on_a_metered_link_and_fetches_on_wifi() {
     use client_core::plan::{Conditions, Network, Wait};
-    let server = Server::start();
-    let build = server.dir.path().join("dist");
-    write_build(&build, "one");
-    server.publish(
-        &build,
-        "checkout",
-        "1.0.0",
-        &["--channel", "production", "--route", ROUTE],
-    );
+    let (server, _build) = Server::with_first_release("one");
     let client = server.client(&server.dir.path().join("device"), "device-1", "6.0");
     let mut conditions = Conditions {
         network: Network::Cellular,
