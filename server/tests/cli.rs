@@ -76,6 +76,33 @@ fn write_build(dir: &Path, variant: &str) {
     .unwrap();
 }
 
+/// A data directory with a signing key and a token of `scope`; returns the token.
+fn init(data: &Path, name: &str, scope: &str) -> String {
+    ok(&baleen(
+        &[
+            "keys",
+            "generate",
+            "--dir",
+            data.join("keys").to_str().unwrap(),
+        ],
+        &[],
+    ));
+    let data = data.to_str().unwrap();
+    ok(&baleen(
+        &[
+            "token",
+            "create",
+            "--data-dir",
+            data,
+            "--name",
+            name,
+            "--scope",
+            scope,
+        ],
+        &[],
+    ))
+}
+
 #[test]
 fn serve_refuses_to_start_without_a_key() {
     let dir = tempfile::tempdir().unwrap();
@@ -129,28 +156,7 @@ fn publish_rollout_and_rollback_through_the_cli() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let data_str = data.to_str().unwrap();
-    ok(&baleen(
-        &[
-            "keys",
-            "generate",
-            "--dir",
-            data.join("keys").to_str().unwrap(),
-        ],
-        &[],
-    ));
-    let token = ok(&baleen(
-        &[
-            "token",
-            "create",
-            "--data-dir",
-            data_str,
-            "--name",
-            "ci",
-            "--scope",
-            "admin",
-        ],
-        &[],
-    ));
+    let token = init(&data, "ci", "admin");
     let token = token.trim().to_owned();
     assert!(token.starts_with("baleen_"));
     let bad_scope = baleen(
@@ -342,28 +348,7 @@ fn publish_rollout_and_rollback_through_the_cli() {
 fn watch_publishes_each_change_uploading_only_what_changed() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    ok(&baleen(
-        &[
-            "keys",
-            "generate",
-            "--dir",
-            data.join("keys").to_str().unwrap(),
-        ],
-        &[],
-    ));
-    let token = ok(&baleen(
-        &[
-            "token",
-            "create",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--name",
-            "dev",
-            "--scope",
-            "release",
-        ],
-        &[],
-    ));
+    let token = init(&data, "dev", "release");
     let (_server, base) = serve(&data);
     let dist = dir.path().join("dist");
     write_build(&dist, "one");
