@@ -3,21 +3,24 @@
 //! Every method that touches the network or the disk blocks and is meant for a background thread;
 //! [`Client::resolve`] never blocks and may be called from any thread, any number at once.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use manifests::{
-    AppId, Channel, Event, EventBatch, EventKind, HostVersion, IndexScope, PackageId, PublicKey,
-    Reason, Release, ReleaseRef, ReleaseVersion, Timestamp, TrustedKeys, select_all, verify_index,
-    verify_release,
+    AppId, Channel, Digest, Event, EventBatch, EventKind, HostVersion, IndexScope, PackageId,
+    PublicKey, Reason, Release, ReleaseRef, ReleaseVersion, Timestamp, TrustedKeys, select_all,
+    verify_index, verify_release,
 };
 
 use crate::error::{Error, Result};
-use crate::fetch::{FetchRequest, Fetcher};
+use crate::fetch::Fetcher;
 use crate::install::{self, Method};
+use crate::net::Net;
 use crate::plan::{self, Candidate, Conditions, Network, Wait};
+use crate::quota::{self, Eviction, Holding};
 use crate::resolve::{Resolved, Resolver, Table};
 use crate::store::{Installed, PackageState, Recovery, State, Store};
 
@@ -117,75 +120,6 @@ pub struct Status {
     pub queued_events: usize,
 }
 
-/// HTTP against the server with retries, size caps and status checks.
-#[derive(Debug, Clone)]
-pub(crate) struct Net {
-    base: String,
-    fetcher: Arc<dyn Fetcher>,
-    retries: u32,
-    backoff: Duration,
-}
-
-impl Net {
-    /// GETs `path`, retrying transport failures and 5xx with exponential backoff.
-    pub(crate) fn get(&self, path: &str, max_bytes: u64) -> Result<Vec<u8>> {
-        let response = self.request("GET", path, &[], Vec::new(), max_bytes)?;
-        if response.status != 200 {
-            return Err(Error::Network(format!(
-                "GET {path}: HTTP {}",
-                response.status
-            )));
-        }
-        Ok(response.body)
-    }
-
-    pub(crate) fn request(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(String, String)],
-        body: Vec<u8>,
-        max_bytes: u64,
-    ) -> Result<crate::fetch::FetchResponse> {
-        let request = FetchRequest {
-            method: method.to_owned(),
-            url: format!("{}{path}", self.base),
-            headers: headers.to_vec(),
-            body,
-            max_bytes,
-        };
-        let mut last = String::new();
-        for attempt in 0..=self.retries {
-            if attempt > 0 {
-                std::thread::sleep(self.backoff * 2u32.saturating_pow(attempt - 1));
-            }
-            match self.fetcher.fetch(&request) {
-                Ok(response) if response.status >= 500 => {
-                    last = format!("{method} {path}: HTTP {}", response.status);
-                }
-                Ok(response) => {
-                    if response.body.len() as u64 > max_bytes {
-                        return Err(Error::TooLarge {
-                            what: format!("{method} {path}"),
-                            limit_bytes: max_bytes,
-                        });
-                    }
-                    let declared = response
-                        .header("content-length")
-                        .and_then(|v| v.trim().parse::<u64>().ok());
-                    if declared.is_some_and(|n| n != response.body.len() as u64) {
-                        last = format!("{method} {path}: body cut short");
-                        continue;
-                    }
-                    return Ok(response);
-                }
-                Err(e) => last = e.message,
-            }
-        }
-        Err(Error::Network(last))
-    }
-}
-
 #[derive(Debug)]
 struct Inner {
     state: State,
@@ -205,6 +139,8 @@ pub struct Client {
     resolver: Resolver,
     recovery: Recovery,
     inner: Mutex<Inner>,
+    /// The most bytes the store may hold; 0 for no limit.
+    quota_bytes: AtomicU64,
 }
 
 impl Client {
@@ -228,6 +164,7 @@ impl Client {
             store,
             net,
             recovery,
+            quota_bytes: AtomicU64::new(0),
             inner: Mutex::new(Inner {
                 state,
                 opens: BTreeMap::new(),
@@ -432,6 +369,74 @@ impl Client {
         Ok(report)
     }
 
+    /// Installs a release shipped inside the app binary (a *preset*), so that the very first
+    /// launch opens pages instantly without a network. `manifest` is the release's signed manifest
+    /// (`GET /v1/manifests/{digest}`) and `full_pack` its full pack (`GET
+    /// /v1/packs/{package}/{version}.zip`), both fetched when the app is built. Both are verified
+    /// like any download: the signature against the trusted keys, every blob's sha256 against the
+    /// manifest. The preset becomes active only if the package has no active release, or an older
+    /// one; it is not pending, since it shipped with the app. Blocks (disk).
+    ///
+    /// Returns the version activated, or `None` when the device already runs it or something
+    /// newer, or marked it bad.
+    ///
+    /// # Errors
+    /// A bad signature, a pack that does not match the manifest, storage errors; on any of them
+    /// nothing changes.
+    pub fn seed(&self, manifest: &[u8], full_pack: &[u8]) -> Result<Option<ReleaseVersion>> {
+        let verified = verify_release(manifest, &self.trusted, None)?;
+        let (release, digest) = (verified.release, verified.digest);
+        let skip = |state: &State| {
+            state.packages.get(&release.package).is_some_and(|p| {
+                p.bad.contains(&digest)
+                    || p.active
+                        .as_ref()
+                        .is_some_and(|a| a.manifest == digest || a.version >= release.version)
+            })
+        };
+        if skip(&self.lock().state) {
+            return Ok(None);
+        }
+        let needed: BTreeMap<Digest, u64> =
+            release.files.values().map(|f| (f.sha256, f.size)).collect();
+        let mut written = BTreeSet::new();
+        if needed.keys().any(|d| !self.store.has_blob(d)) {
+            let target = install::Target {
+                release: &release,
+                to_manifest: digest,
+                from_manifest: None,
+                needed: &needed,
+            };
+            let label = format!("preset {}@{}", release.package, release.version);
+            install::unpack(&self.store, full_pack, &label, &target, &mut written)?;
+            if let Some(missing) = needed.keys().find(|d| !self.store.has_blob(d)) {
+                return Err(Error::BadPack(format!(
+                    "{label}: blob {missing} is missing"
+                )));
+            }
+            self.store.sync_blob_dirs(&written)?;
+        }
+        self.store.write_manifest(&digest, manifest)?;
+
+        let mut inner = self.lock();
+        if skip(&inner.state) {
+            return Ok(None);
+        }
+        let mut next = inner.state.clone();
+        let entry = next.packages.entry(release.package.clone()).or_default();
+        entry.previous = entry.active.take();
+        entry.active = Some(Installed {
+            version: release.version.clone(),
+            manifest: digest,
+        });
+        entry.pending = false;
+        entry.pending_launches = 0;
+        let saved = self.store.save(&next)?;
+        self.publish_table(&saved)?;
+        inner.state = saved;
+        Ok(Some(release.version))
+    }
+
     /// Checks, plans under `conditions` and installs what the plan says to install now.
     /// Blocks (network, disk).
     ///
@@ -476,13 +481,19 @@ impl Client {
             ..Planned::default()
         };
         for candidate in plan.now {
+            let Some(evictions) = self.room_for(&candidate.update)? else {
+                done.later.push((candidate.update.package, Wait::Quota));
+                continue;
+            };
             let report = self.install(&candidate.update)?;
+            self.evict(&evictions)?;
             done.installed.push((candidate.update, report.method));
         }
         Ok(done)
     }
 
-    /// Checks and installs every update; returns what was installed. Blocks (network, disk).
+    /// Checks and installs every update that fits the quota; returns what was installed.
+    /// Blocks (network, disk).
     ///
     /// # Errors
     /// The first failure; updates installed before it stay installed.
@@ -490,7 +501,12 @@ impl Client {
         let outcome = self.check()?;
         let mut done = Vec::new();
         for update in outcome.updates {
+            // An update that does not fit the quota waits; the next check offers it again.
+            let Some(evictions) = self.room_for(&update)? else {
+                continue;
+            };
             let report = self.install(&update)?;
+            self.evict(&evictions)?;
             done.push((update, report.method));
         }
         Ok(done)
@@ -520,6 +536,9 @@ impl Client {
         if let Some(version) = version {
             push_event(&mut inner.events, package, &version, EventKind::Ready);
         }
+        drop(inner);
+        // Its rollback target was protected while it was pending; now it may give way.
+        self.enforce_quota()?;
         Ok(())
     }
 
@@ -698,6 +717,129 @@ impl Client {
             inner.events = back;
         }
         result
+    }
+
+    /// Limits the bytes the store holds (`None`: no limit). When an update would exceed it,
+    /// rollback targets and then the least recently opened packages give way (see [`quota`]);
+    /// an update that would push out packages used more recently than its own waits. Lowering
+    /// the quota evicts at once. Blocks (disk).
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn set_quota_bytes(&self, quota_bytes: Option<u64>) -> Result<Vec<Eviction>> {
+        self.quota_bytes
+            .store(quota_bytes.unwrap_or(0), Ordering::Relaxed);
+        self.enforce_quota()
+    }
+
+    fn quota(&self) -> Option<u64> {
+        match self.quota_bytes.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(n),
+        }
+    }
+
+    /// The blobs of a stored release, with their sizes.
+    fn blobs_of(&self, installed: Option<&Installed>) -> Result<BTreeMap<Digest, u64>> {
+        let Some(installed) = installed else {
+            return Ok(BTreeMap::new());
+        };
+        let bytes = self.store.read_manifest(&installed.manifest)?;
+        let release = verify_release(&bytes, &self.trusted, Some(&installed.manifest))?.release;
+        Ok(release.files.values().map(|f| (f.sha256, f.size)).collect())
+    }
+
+    fn holdings(&self, state: &State) -> Result<Vec<Holding>> {
+        state
+            .packages
+            .iter()
+            .map(|(package, p)| {
+                Ok(Holding {
+                    package: package.clone(),
+                    active: self.blobs_of(p.active.as_ref())?,
+                    previous: self.blobs_of(p.previous.as_ref())?,
+                    last_opened_secs: p.last_opened_secs,
+                    opens: p.opens,
+                    protected: p.pending,
+                })
+            })
+            .collect()
+    }
+
+    /// What must give way for `update` to fit the quota; `None` when it cannot fit.
+    fn room_for(&self, update: &Update) -> Result<Option<Vec<Eviction>>> {
+        let Some(quota_bytes) = self.quota() else {
+            return Ok(Some(Vec::new()));
+        };
+        let (release, bytes, _) = install::manifest(
+            &self.store,
+            &self.net,
+            &self.trusted,
+            &update.package,
+            &update.to,
+        )?;
+        self.store.write_manifest(&update.to.manifest, &bytes)?;
+        let state = self.lock().state.clone();
+        let current = state.packages.get(&update.package);
+        let incoming = Holding {
+            package: update.package.clone(),
+            active: release.files.values().map(|f| (f.sha256, f.size)).collect(),
+            previous: self.blobs_of(current.and_then(|p| p.active.as_ref()))?,
+            last_opened_secs: current.map_or(0, |p| p.last_opened_secs),
+            opens: current.map_or(0, |p| p.opens),
+            protected: true,
+        };
+        Ok(quota::evictions(
+            &self.holdings(&state)?,
+            Some(&incoming),
+            quota_bytes,
+        ))
+    }
+
+    /// Brings the store within the quota, if it is over (as after `mark_ready` or a lower quota).
+    fn enforce_quota(&self) -> Result<Vec<Eviction>> {
+        let Some(quota_bytes) = self.quota() else {
+            return Ok(Vec::new());
+        };
+        let state = self.lock().state.clone();
+        // What cannot be brought within the quota now is left for a later pass.
+        let evictions =
+            quota::evictions(&self.holdings(&state)?, None, quota_bytes).unwrap_or_default();
+        self.evict(&evictions)?;
+        Ok(evictions)
+    }
+
+    /// Drops evicted releases from the state (one commit), then deletes what nothing needs.
+    fn evict(&self, evictions: &[Eviction]) -> Result<()> {
+        if evictions.is_empty() {
+            return Ok(());
+        }
+        {
+            let mut inner = self.lock();
+            let mut next = inner.state.clone();
+            for eviction in evictions {
+                match eviction {
+                    Eviction::Previous(package) => {
+                        if let Some(p) = next.packages.get_mut(package) {
+                            p.previous = None;
+                        }
+                    }
+                    Eviction::Package(package) => {
+                        if let Some(p) = next.packages.get_mut(package) {
+                            // Usage stays: it ranks the package when it asks to return.
+                            p.active = None;
+                            p.previous = None;
+                            p.pending = false;
+                        }
+                    }
+                }
+            }
+            let saved = self.store.save(&next)?;
+            self.publish_table(&saved)?;
+            inner.state = saved;
+        }
+        self.collect_garbage()?;
+        Ok(())
     }
 
     /// Deletes blobs and manifests no active or previous release needs; returns bytes freed.

@@ -10,9 +10,9 @@ use manifests::{
     TrustedKeys, verify_release,
 };
 
-use crate::client::Net;
 use crate::decode;
 use crate::error::{Error, Result};
+use crate::net::Net;
 use crate::store::{Installed, Store};
 
 /// Largest signed manifest accepted.
@@ -148,7 +148,8 @@ pub(crate) fn install(
             method = Method::Blobs;
         }
         for (digest, size) in rest {
-            let bytes = net.get(&format!("/v1/blobs/{digest}"), size)?;
+            let bytes =
+                net.get_resumable(&format!("/v1/blobs/{digest}"), size, &store.partial_dir())?;
             downloaded += bytes.len() as u64;
             store.write_blob(&digest, &bytes, "blob download")?;
             written.insert(digest);
@@ -176,12 +177,55 @@ fn apply_pack(
     needed: &BTreeMap<Digest, u64>,
     written: &mut BTreeSet<Digest>,
 ) -> Result<u64> {
-    let limit = release
+    let bytes = net.get_resumable(path, pack_limit(release), &store.partial_dir())?;
+    let target = Target {
+        release,
+        to_manifest,
+        from_manifest,
+        needed,
+    };
+    unpack(store, &bytes, path, &target, written)?;
+    Ok(bytes.len() as u64)
+}
+
+/// The most bytes a pack of `release` may have.
+fn pack_limit(release: &Release) -> u64 {
+    release
         .size_bytes()
         .saturating_mul(2)
-        .saturating_add(1 << 20);
-    let bytes = net.get(path, limit)?;
-    let mut archive = zip::ZipArchive::new(Cursor::new(&bytes[..]))
+        .saturating_add(1 << 20)
+}
+
+/// The release a pack must bring, and from which.
+pub(crate) struct Target<'a> {
+    /// The verified release.
+    pub(crate) release: &'a Release,
+    /// Its manifest's digest.
+    pub(crate) to_manifest: Digest,
+    /// The release a diff pack starts from; `None` for a full pack.
+    pub(crate) from_manifest: Option<Digest>,
+    /// Every blob of the release, with its size.
+    pub(crate) needed: &'a BTreeMap<Digest, u64>,
+}
+
+/// Checks a pack against `target` and stores, verified, every blob it carries that the device
+/// lacks. `label` names the pack in errors.
+pub(crate) fn unpack(
+    store: &Store,
+    bytes: &[u8],
+    label: &str,
+    target: &Target<'_>,
+    written: &mut BTreeSet<Digest>,
+) -> Result<()> {
+    let Target {
+        release,
+        to_manifest,
+        from_manifest,
+        needed,
+    } = *target;
+    let path = label;
+    let limit = pack_limit(release);
+    let mut archive = zip::ZipArchive::new(Cursor::new(bytes))
         .map_err(|e| Error::BadPack(format!("{path}: not a zip: {e}")))?;
     let index = read_index(&mut archive, path)?;
     if index.to_manifest != to_manifest || index.from_manifest != from_manifest {
@@ -252,7 +296,7 @@ fn apply_pack(
         store.write_blob(&blob.sha256, &bytes, path)?;
         written.insert(blob.sha256);
     }
-    Ok(bytes.len() as u64)
+    Ok(())
 }
 
 fn read_index(archive: &mut zip::ZipArchive<Cursor<&[u8]>>, path: &str) -> Result<PackIndex> {

@@ -20,7 +20,9 @@ pub mod error;
 pub mod fetch;
 pub mod ffi;
 pub mod install;
+mod net;
 pub mod plan;
+pub mod quota;
 pub mod resolve;
 pub mod store;
 

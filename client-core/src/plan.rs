@@ -75,6 +75,8 @@ pub enum Wait {
     Metered,
     /// Low battery, and the package is neither urgent nor in use.
     Battery,
+    /// The store's quota is full of packages opened more recently.
+    Quota,
 }
 
 /// What to do now.

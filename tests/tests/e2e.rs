@@ -4,7 +4,11 @@
 
 mod e2e {
     pub mod bindings;
+    pub mod c_abi;
     pub mod crash;
     pub mod device;
     pub mod faults;
+    pub mod presets;
+    pub mod resume;
+    pub mod storage;
 }

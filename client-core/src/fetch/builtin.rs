@@ -54,12 +54,18 @@ impl Fetcher for BuiltinFetcher {
             })
             .collect();
         let mut body = Vec::new();
-        response
+        let read = response
             .into_body()
             .into_reader()
             .take(request.max_bytes.saturating_add(1))
-            .read_to_end(&mut body)
-            .map_err(|e| error(&e))?;
+            .read_to_end(&mut body);
+        // A connection cut mid-body still hands over the bytes that arrived: the caller sees
+        // fewer bytes than `Content-Length` announced and resumes from there with `Range`.
+        if let Err(e) = read
+            && body.is_empty()
+        {
+            return Err(error(&e));
+        }
         Ok(FetchResponse {
             status,
             headers,

@@ -54,6 +54,10 @@ pub struct FetchError {
 pub trait Fetcher: Send + Sync + std::fmt::Debug {
     /// Performs one request.
     ///
+    /// When the connection drops in the middle of a body, returning the bytes that arrived
+    /// (with the response's headers, `Content-Length` included) lets the library resume the
+    /// download with `Range` instead of starting over.
+    ///
     /// # Errors
     /// [`FetchError`] when no response arrived; an HTTP error status is a response, not an error.
     fn fetch(&self, request: &FetchRequest) -> Result<FetchResponse, FetchError>;

@@ -4,6 +4,8 @@
 //! variants are what a host can do, and a `HostFetcher` interface the app implements with its
 //! own HTTP stack. Everything here converts and delegates; the logic lives in [`crate::Client`].
 
+pub mod c;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -13,8 +15,9 @@ use crate::error::BaleenError;
 use crate::fetch::{FetchError, FetchRequest, FetchResponse, Fetcher};
 use crate::{Client, Config, Resolved, Update};
 
-/// How the host sets up a client.
-#[derive(Debug, Clone, uniffi::Record)]
+/// How the host sets up a client (also the JSON object the C ABI takes).
+#[derive(Debug, Clone, uniffi::Record, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ClientConfig {
     /// The store's directory (app-private storage).
     pub dir: String,
@@ -33,11 +36,40 @@ pub struct ClientConfig {
     /// Distinct trusted keys that must sign.
     pub threshold: u32,
     /// A custom URL scheme `resolve` also accepts (iOS).
+    #[serde(default)]
     pub custom_scheme: Option<String>,
     /// Launches a new release may take without `mark_ready`.
     pub max_pending_launches: u32,
     /// The lowest index sequence ever acceptable.
+    #[serde(default)]
     pub sequence_floor: u64,
+}
+
+impl TryFrom<ClientConfig> for Config {
+    type Error = BaleenError;
+
+    fn try_from(config: ClientConfig) -> Result<Config, BaleenError> {
+        let keys = config
+            .public_keys
+            .iter()
+            .map(|k| PublicKey::from_hex(k))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| other(e.to_string()))?;
+        Ok(Config {
+            dir: config.dir.into(),
+            server: config.server,
+            app: AppId::parse(&config.app).map_err(|e| other(e.to_string()))?,
+            channel: Channel::parse(&config.channel).map_err(|e| other(e.to_string()))?,
+            device_id: config.device_id,
+            host_version: HostVersion::parse(&config.host_version)
+                .map_err(|e| other(e.to_string()))?,
+            trusted_keys: keys,
+            threshold: usize::try_from(config.threshold).map_err(|e| other(e.to_string()))?,
+            custom_scheme: config.custom_scheme,
+            max_pending_launches: config.max_pending_launches,
+            sequence_floor: config.sequence_floor,
+        })
+    }
 }
 
 /// One HTTP request for the host's fetcher.
@@ -201,26 +233,7 @@ impl BaleenClient {
         config: ClientConfig,
         fetcher: Option<Arc<dyn HostFetcher>>,
     ) -> Result<Arc<BaleenClient>, BaleenError> {
-        let keys = config
-            .public_keys
-            .iter()
-            .map(|k| PublicKey::from_hex(k))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| other(e.to_string()))?;
-        let core = Config {
-            dir: config.dir.into(),
-            server: config.server,
-            app: AppId::parse(&config.app).map_err(|e| other(e.to_string()))?,
-            channel: Channel::parse(&config.channel).map_err(|e| other(e.to_string()))?,
-            device_id: config.device_id,
-            host_version: HostVersion::parse(&config.host_version)
-                .map_err(|e| other(e.to_string()))?,
-            trusted_keys: keys,
-            threshold: usize::try_from(config.threshold).map_err(|e| other(e.to_string()))?,
-            custom_scheme: config.custom_scheme,
-            max_pending_launches: config.max_pending_launches,
-            sequence_floor: config.sequence_floor,
-        };
+        let core = Config::try_from(config)?;
         let fetcher: Arc<dyn Fetcher> = match fetcher {
             Some(host) => Arc::new(HostAdapter(host)),
             None => builtin()?,
@@ -250,6 +263,35 @@ impl BaleenClient {
             .updates
             .iter()
             .map(UpdateInfo::from)
+            .collect())
+    }
+
+    /// Installs a release shipped inside the app (its signed manifest and full pack, as the
+    /// server serves them), verified like a download, so the first launch works offline.
+    /// Returns the version activated, or none when the device already runs it or something
+    /// newer. Blocks (disk).
+    pub fn seed(
+        &self,
+        manifest: Vec<u8>,
+        full_pack: Vec<u8>,
+    ) -> Result<Option<String>, BaleenError> {
+        Ok(self
+            .inner
+            .seed(&manifest, &full_pack)?
+            .map(|v| v.to_string()))
+    }
+
+    /// Limits the bytes the store holds (none: no limit); returns what was evicted now, as
+    /// `package` (the whole package) or `package:previous` (its rollback target). Blocks (disk).
+    pub fn set_quota_bytes(&self, quota_bytes: Option<u64>) -> Result<Vec<String>, BaleenError> {
+        Ok(self
+            .inner
+            .set_quota_bytes(quota_bytes)?
+            .iter()
+            .map(|e| match e {
+                crate::quota::Eviction::Previous(p) => format!("{p}:previous"),
+                crate::quota::Eviction::Package(p) => p.to_string(),
+            })
             .collect())
     }
 
@@ -321,12 +363,12 @@ impl BaleenClient {
 }
 
 #[cfg(feature = "builtin-fetcher")]
-fn builtin() -> Result<Arc<dyn Fetcher>, BaleenError> {
+pub(crate) fn builtin() -> Result<Arc<dyn Fetcher>, BaleenError> {
     Ok(Arc::new(crate::fetch::builtin::BuiltinFetcher::default()))
 }
 
 #[cfg(not(feature = "builtin-fetcher"))]
-fn builtin() -> Result<Arc<dyn Fetcher>, BaleenError> {
+pub(crate) fn builtin() -> Result<Arc<dyn Fetcher>, BaleenError> {
     Err(other(
         "built without the built-in fetcher: pass a HostFetcher",
     ))

@@ -5,7 +5,8 @@
 //!   blobs/ab/abcdef…       file contents, named by their sha256, never changed once written
 //!   manifests/<sha256>.json signed release manifests, named by their digest
 //!   state-a.json, state-b.json   the trusted state (see `state`)
-//!   tmp/                   downloads in progress; emptied on open
+//!   tmp/                   blobs being written; emptied on open
+//!   partial/               bytes of downloads cut short, resumed with `Range`; never trusted
 //! ```
 //!
 //! A blob is written to `tmp/`, fsynced and renamed into place only after its sha256 was checked,
@@ -23,6 +24,9 @@ use crate::error::{Error, Result};
 pub mod state;
 
 pub use state::{Installed, PackageState, Recovery, State, StateFile};
+
+/// How long the bytes of a cut download are kept for a resume.
+const PARTIAL_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// The store in one directory.
 #[derive(Debug, Clone)]
@@ -66,6 +70,11 @@ impl Store {
     /// Commits a new state (the commit point of every install, activation and rollback).
     pub fn save(&self, state: &State) -> Result<State> {
         self.state_file.save(state)
+    }
+
+    /// Where the bytes of cut downloads wait to be resumed.
+    pub fn partial_dir(&self) -> PathBuf {
+        self.root.join("partial")
     }
 
     /// Where a blob lives (whether or not it is there).
@@ -181,6 +190,19 @@ impl Store {
                 .and_then(|n| Digest::parse(n).ok())
                 .is_some_and(|d| keep_manifests.contains(&d));
             if !keep {
+                std::fs::remove_file(&file)
+                    .map_err(|e| Error::io(format!("removing {}", file.display()), e))?;
+            }
+        }
+        // Cut downloads older than a day belong to releases that have likely moved on.
+        for file in read_dir(&self.partial_dir())? {
+            let stale = std::fs::metadata(&file)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_none_or(|age| age > PARTIAL_MAX_AGE);
+            if stale {
+                freed += std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
                 std::fs::remove_file(&file)
                     .map_err(|e| Error::io(format!("removing {}", file.display()), e))?;
             }

@@ -1,0 +1,166 @@
+//! The device's disk: a full disk fails an install cleanly, and a quota makes the least recently
+//! opened packages give way.
+
+use std::os::unix::fs::symlink;
+
+use client_core::plan::{Conditions, Network, Wait};
+use client_core::quota::Eviction;
+use client_core::{BaleenError, Client};
+use manifests::{Digest, PackageId};
+use tests::{ROUTE, Server, files_of, write_build};
+
+fn serves(device: &Client, url: &str, tail: &[u8]) -> bool {
+    device
+        .resolve(url)
+        .is_some_and(|hit| std::fs::read(hit.path).unwrap().ends_with(tail))
+}
+
+#[test]
+fn a_full_disk_fails_the_install_and_the_active_release_serves_on() {
+    let (server, build) = Server::with_first_release("one");
+    let store = server.dir.path().join("device");
+    let device = server.client(&store, "device-1", "6.0");
+    device.update().unwrap();
+    write_build(&build, "two");
+    server.publish(&build, "checkout", "1.1.0", &["--channel", "production"]);
+
+    // Every new blob of 1.1.0 is written through `tmp/` — here into /dev/full, which answers
+    // every write with ENOSPC, as a full disk does.
+    let new_blobs: Vec<Digest> = files_of(&build)
+        .iter()
+        .map(|(_, bytes)| Digest::of(bytes))
+        .filter(|d| !device.store().has_blob(d))
+        .collect();
+    assert!(!new_blobs.is_empty());
+    for digest in &new_blobs {
+        symlink(
+            "/dev/full",
+            store.join("tmp").join(format!("{digest}.part")),
+        )
+        .unwrap();
+    }
+    let err = device.update().unwrap_err();
+    assert!(err.is_disk_full(), "{err}");
+    assert!(
+        matches!(BaleenError::from(err), BaleenError::Storage { .. }),
+        "the host is told to free space"
+    );
+    assert!(serves(&device, &format!("{ROUTE}index.html"), b"one"));
+    assert_eq!(
+        device.status().packages[0]
+            .active
+            .as_ref()
+            .unwrap()
+            .to_string(),
+        "1.0.0"
+    );
+    for digest in &new_blobs {
+        assert!(!device.store().has_blob(digest), "no half-written blob");
+    }
+
+    // Space comes back: the same update goes through.
+    for digest in &new_blobs {
+        std::fs::remove_file(store.join("tmp").join(format!("{digest}.part"))).unwrap();
+    }
+    device.update().unwrap();
+    assert!(serves(&device, &format!("{ROUTE}index.html"), b"two"));
+}
+
+const PROFILE: &str = "https://m.example.com/profile/";
+
+fn wifi() -> Conditions {
+    Conditions {
+        network: Network::Wifi,
+        metered: false,
+        low_battery: false,
+        free_space_bytes: 1 << 40,
+        now_secs: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+    }
+}
+
+fn blob_bytes(device: &Client) -> u64 {
+    let mut total = 0;
+    for fan in std::fs::read_dir(device.store().root().join("blobs")).unwrap() {
+        for file in std::fs::read_dir(fan.unwrap().path()).unwrap() {
+            total += file.unwrap().metadata().unwrap().len();
+        }
+    }
+    total
+}
+
+#[test]
+fn over_the_quota_the_least_recently_opened_package_gives_way() {
+    let (server, build) = Server::with_first_release("one");
+    let profile_build = server.dir.path().join("profile");
+    write_build(&profile_build, "profile-one");
+    server.publish(
+        &profile_build,
+        "profile",
+        "1.0.0",
+        &["--channel", "production", "--route", PROFILE],
+    );
+    let device = server.client(&server.dir.path().join("device"), "device-1", "6.0");
+    device.update().unwrap();
+    let checkout = PackageId::parse("checkout").unwrap();
+    let profile = PackageId::parse("profile").unwrap();
+    device.mark_ready(&checkout).unwrap();
+    device.mark_ready(&profile).unwrap();
+
+    // checkout gets 1.1.0 (its 1.0.0 stays as the rollback target); the user opens checkout.
+    write_build(&build, "two");
+    server.publish(&build, "checkout", "1.1.0", &["--channel", "production"]);
+    device.update().unwrap();
+    device.mark_ready(&checkout).unwrap();
+    device.report_open(&format!("{ROUTE}index.html"), 300);
+    device.flush_events().unwrap();
+
+    let one_package: u64 = files_of(&build).iter().map(|(_, b)| b.len() as u64).sum();
+    // Releases share most bytes (vendor.js); each keeps its own page and chunk.
+    assert!(
+        blob_bytes(&device) > one_package + 1_000,
+        "three releases held"
+    );
+
+    // Room for one release and a bit: profile (never opened) and the rollback target go.
+    let evicted = device.set_quota_bytes(Some(one_package + 1_000)).unwrap();
+    assert_eq!(
+        evicted,
+        [
+            Eviction::Previous(checkout.clone()),
+            Eviction::Package(profile.clone())
+        ]
+    );
+    assert!(blob_bytes(&device) <= one_package + 1_000);
+    assert!(serves(&device, &format!("{ROUTE}index.html"), b"two"));
+    assert!(
+        device.resolve(&format!("{PROFILE}index.html")).is_none(),
+        "to the network"
+    );
+    assert_eq!(device.status().packages[0].previous, None);
+
+    // A new profile release would push out checkout, which the user opens: it waits.
+    write_build(&profile_build, "profile-two");
+    server.publish(
+        &profile_build,
+        "profile",
+        "1.0.1",
+        &["--channel", "production"],
+    );
+    let planned = device.update_with(&wifi()).unwrap();
+    assert!(planned.installed.is_empty(), "{planned:?}");
+    assert_eq!(planned.later, [(profile.clone(), Wait::Quota)]);
+    assert!(serves(&device, &format!("{ROUTE}index.html"), b"two"));
+
+    // With the limit lifted it comes back.
+    assert!(device.set_quota_bytes(None).unwrap().is_empty());
+    let planned = device.update_with(&wifi()).unwrap();
+    assert_eq!(planned.installed.len(), 1);
+    assert!(serves(
+        &device,
+        &format!("{PROFILE}index.html"),
+        b"profile-two"
+    ));
+}
