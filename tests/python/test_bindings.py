@@ -8,6 +8,7 @@ Run by tests/tests/e2e/bindings.rs with a live server. Environment:
   BALEEN_BUILD     the published build directory (release 1.0.0, package checkout)
 """
 
+import json
 import os
 import sys
 import urllib.error
@@ -105,6 +106,33 @@ def main():
         raise AssertionError("an index signed by another key was accepted")
     except baleen.BaleenError.Verification as err:
         assert "trusted key" in err.message, err.message
+
+    # A preset shipped in the app: the signed manifest and full pack a build step downloads,
+    # seeded into a device that has no network yet; then a quota that evicts it.
+    server = os.environ["BALEEN_SERVER"]
+    with urllib.request.urlopen(server + "/v1/apps/shop/channels/production/index") as resp:
+        index = json.load(resp)
+    digest = index["signed"]["packages"]["checkout"]["stable"]["manifest"]
+    with urllib.request.urlopen(server + "/v1/manifests/" + digest) as resp:
+        manifest = resp.read()
+    with urllib.request.urlopen(server + "/v1/packs/checkout/1.0.0.zip") as resp:
+        pack = resp.read()
+    offline = config([os.environ["BALEEN_KEY"]], store + "-preset")
+    offline.server = "http://127.0.0.1:9"
+    device = baleen.BaleenClient(offline, None)
+    try:
+        device.seed(manifest, pack[: len(pack) // 2])
+        raise AssertionError("a cut pack was accepted")
+    except baleen.BaleenError.Verification:
+        pass
+    assert device.packages() == [], "nothing installed from a cut pack"
+    assert device.seed(manifest, pack) == "1.0.0"
+    assert device.seed(manifest, pack) is None, "seeding twice is a no-op"
+    assert device.resolve_bytes(ROUTE + "index.html") == client.resolve_bytes(ROUTE + "index.html")
+    assert device.set_quota_bytes(1) == ["checkout"], "a one-byte quota evicts the package"
+    assert device.resolve(ROUTE + "index.html") is None
+    assert device.set_quota_bytes(None) == []
+
     print("python bindings: ok,", checked, "files resolved")
 
 
