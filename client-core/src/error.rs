@@ -69,45 +69,48 @@ impl Error {
 }
 
 /// What the host app should do about an error.
+///
+/// The text is in `detail`, not `message`: Kotlin exceptions already have a `message`, and a
+/// field of that name would not compile in the generated bindings.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, uniffi::Error)]
 #[non_exhaustive]
 pub enum BaleenError {
     /// The network failed: retry later. The active release keeps serving.
-    #[error("network: {message}")]
+    #[error("network: {detail}")]
     Network {
         /// What happened, without tokens or user data.
-        message: String,
+        detail: String,
     },
     /// Something downloaded failed verification: report it; the active release keeps serving.
-    #[error("verification: {message}")]
+    #[error("verification: {detail}")]
     Verification {
         /// What failed.
-        message: String,
+        detail: String,
     },
     /// Local storage failed (often: the disk is full): free space or report it.
-    #[error("storage: {message}")]
+    #[error("storage: {detail}")]
     Storage {
         /// What failed.
-        message: String,
+        detail: String,
     },
     /// Anything else: report it.
-    #[error("{message}")]
+    #[error("{detail}")]
     Other {
         /// What happened.
-        message: String,
+        detail: String,
     },
 }
 
 impl From<Error> for BaleenError {
     fn from(e: Error) -> BaleenError {
-        let message = e.to_string();
+        let detail = e.to_string();
         match e {
-            Error::Network(_) | Error::TooLarge { .. } => BaleenError::Network { message },
+            Error::Network(_) | Error::TooLarge { .. } => BaleenError::Network { detail },
             Error::Contract(_) | Error::BlobMismatch { .. } | Error::BadPack(_) => {
-                BaleenError::Verification { message }
+                BaleenError::Verification { detail }
             }
-            Error::Io { .. } => BaleenError::Storage { message },
-            _ => BaleenError::Other { message },
+            Error::Io { .. } => BaleenError::Storage { detail },
+            _ => BaleenError::Other { detail },
         }
     }
 }

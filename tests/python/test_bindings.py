@@ -105,7 +105,7 @@ def main():
         stranger.check()
         raise AssertionError("an index signed by another key was accepted")
     except baleen.BaleenError.Verification as err:
-        assert "trusted key" in err.message, err.message
+        assert "trusted key" in err.detail, err.detail
 
     # A preset shipped in the app: the signed manifest and full pack a build step downloads,
     # seeded into a device that has no network yet; then a quota that evicts it.

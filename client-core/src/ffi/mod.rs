@@ -102,10 +102,10 @@ pub struct HttpResponse {
 #[derive(Debug, Clone, thiserror::Error, uniffi::Error)]
 pub enum FetchFailure {
     /// No answer arrived (DNS, connect, TLS, timeout, a cut connection).
-    #[error("{message}")]
+    #[error("{detail}")]
     Transport {
-        /// What happened.
-        message: String,
+        /// What happened (not `message`, which Kotlin exceptions already have).
+        detail: String,
     },
 }
 
@@ -208,9 +208,9 @@ pub struct PackageInfo {
     pub pending: bool,
 }
 
-fn other(message: impl Into<String>) -> BaleenError {
+fn other(detail: impl Into<String>) -> BaleenError {
     BaleenError::Other {
-        message: message.into(),
+        detail: detail.into(),
     }
 }
 
