@@ -102,37 +102,39 @@ impl Service {
         Ok(record)
     }
 
-    /// Precompresses the text blobs of `to`, then builds its full pack and diff packs from up to
-    /// [`DIFF_PACKS_AT_PUBLISH`] earlier releases, logging failures (a device falls back to
-    /// blobs, or a request builds the pack).
+    /// Builds the diff packs to `to` from up to [`DIFF_PACKS_AT_PUBLISH`] earlier releases
+    /// (newest first), then its full pack, then precompresses its text blobs, logging failures (a
+    /// device falls back to blobs, or a request builds the pack). Diff packs go first: devices
+    /// that already run the package, most of them, ask for one as soon as the release is out,
+    /// and builds run one at a time.
     pub async fn build_packs_after_publish(
         self: Arc<Self>,
         package: PackageId,
         to: ReleaseVersion,
     ) {
-        match self.precompress(&package, &to).await {
-            Ok(n) => tracing::debug!(%package, %to, blobs = n, "precompressed"),
-            Err(e) => tracing::error!(%package, %to, error = %e, "precompressing failed"),
+        match self.meta.releases(&package).await {
+            Ok(releases) => {
+                let earlier = releases
+                    .into_iter()
+                    .map(|r| r.version)
+                    .filter(|v| *v < to)
+                    .take(DIFF_PACKS_AT_PUBLISH);
+                for from in earlier {
+                    if let Err(e) = self.pack(&package, Some(&from), &to).await {
+                        tracing::error!(%package, %from, %to, error = %e, "building a diff pack failed");
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::error!(%package, error = %e, "listing releases for diff packs failed");
+            }
         }
         if let Err(e) = self.pack(&package, None, &to).await {
             tracing::error!(%package, %to, error = %e, "building the full pack failed");
         }
-        let earlier: Vec<ReleaseVersion> = match self.meta.releases(&package).await {
-            Ok(releases) => releases
-                .into_iter()
-                .map(|r| r.version)
-                .filter(|v| *v < to)
-                .take(DIFF_PACKS_AT_PUBLISH)
-                .collect(),
-            Err(e) => {
-                tracing::error!(%package, error = %e, "listing releases for diff packs failed");
-                return;
-            }
-        };
-        for from in earlier {
-            if let Err(e) = self.pack(&package, Some(&from), &to).await {
-                tracing::error!(%package, %from, %to, error = %e, "building a diff pack failed");
-            }
+        match self.precompress(&package, &to).await {
+            Ok(n) => tracing::debug!(%package, %to, blobs = n, "precompressed"),
+            Err(e) => tracing::error!(%package, %to, error = %e, "precompressing failed"),
         }
     }
 }
