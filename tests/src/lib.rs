@@ -202,6 +202,11 @@ impl Server {
         baleen(&args, &self.env())
     }
 
+    /// `GET {base}{path}`: the status and the whole body (no size cap), as a device would see it.
+    pub fn get(&self, path: &str) -> (u16, Vec<u8>) {
+        http_get(&format!("{}{path}", self.base))
+    }
+
     /// A client for this server in a fresh store directory.
     pub fn client(&self, store: &Path, device_id: &str, host_version: &str) -> Client {
         Client::open(
@@ -234,6 +239,24 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `GET url`: the status and the whole body; HTTP errors are answers, not failures.
+pub fn http_get(url: &str) -> (u16, Vec<u8>) {
+    use std::io::Read;
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let response = agent.get(url).call().unwrap();
+    let status = response.status().as_u16();
+    let mut body = Vec::new();
+    response
+        .into_body()
+        .into_reader()
+        .read_to_end(&mut body)
+        .unwrap();
+    (status, body)
 }
 
 /// Writes a small web build into `dir` (removing what was there); `variant` changes the script

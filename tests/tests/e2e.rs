@@ -9,6 +9,10 @@ mod e2e {
     pub mod device;
     pub mod faults;
     pub mod presets;
+    pub mod proxy;
+    pub mod real_apps;
     pub mod resume;
+    pub mod rollout;
     pub mod storage;
+    pub mod watch;
 }

@@ -13,7 +13,7 @@ use tests::{ROUTE, Server, write_build};
 type Rule = Box<dyn FnMut(&FetchRequest, &mut FetchResponse) + Send>;
 
 /// A fetcher that lets a test rewrite responses: a man in the middle, or a broken network.
-struct Tamper {
+pub(crate) struct Tamper {
     inner: BuiltinFetcher,
     rule: Mutex<Option<Rule>>,
     fail_transport: Mutex<bool>,
@@ -26,7 +26,7 @@ impl std::fmt::Debug for Tamper {
 }
 
 impl Tamper {
-    fn new() -> Arc<Tamper> {
+    pub(crate) fn new() -> Arc<Tamper> {
         Arc::new(Tamper {
             inner: BuiltinFetcher::default(),
             rule: Mutex::new(None),
@@ -34,7 +34,7 @@ impl Tamper {
         })
     }
 
-    fn set(&self, rule: impl FnMut(&FetchRequest, &mut FetchResponse) + Send + 'static) {
+    pub(crate) fn set(&self, rule: impl FnMut(&FetchRequest, &mut FetchResponse) + Send + 'static) {
         *self.rule.lock().unwrap() = Some(Box::new(rule));
     }
 

@@ -4,24 +4,15 @@
 use std::path::Path;
 
 use client_core::fetch::builtin::BuiltinFetcher;
-use client_core::fetch::{FetchRequest, Fetcher};
 use client_core::install::Method;
 use client_core::{BaleenError, Client};
 use manifests::ReleaseVersion;
 use tests::{ROUTE, Server, files_of, write_build};
 
 fn get(server: &Server, path: &str) -> Vec<u8> {
-    let response = BuiltinFetcher::default()
-        .fetch(&FetchRequest {
-            method: "GET".into(),
-            url: format!("{}{path}", server.base),
-            headers: Vec::new(),
-            body: Vec::new(),
-            max_bytes: 1 << 30,
-        })
-        .unwrap();
-    assert_eq!(response.status, 200, "GET {path}");
-    response.body
+    let (status, body) = server.get(path);
+    assert_eq!(status, 200, "GET {path}");
+    body
 }
 
 /// What an app build step downloads to ship `checkout@1.0.0`: its signed manifest and full pack.

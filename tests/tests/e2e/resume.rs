@@ -126,7 +126,7 @@ fn a_pack_cut_halfway_resumes_with_a_range_instead_of_starting_over() {
         "the second request asks only for the rest"
     );
     // Every byte crossed the link once: the two halves add up to the pack.
-    let (status, whole) = get(&server, &format!("/v1/{}", pack[0].0));
+    let (status, whole) = server.get(&format!("/v1/{}", pack[0].0));
     assert_eq!(status, 200);
     assert_eq!(first_bytes + second_bytes, whole.len());
     let hit = device.resolve(&format!("{ROUTE}index.html")).unwrap();
@@ -201,17 +201,4 @@ fn a_server_that_never_answers_times_out_and_the_active_release_serves_on() {
     let hit = device.resolve(&format!("{ROUTE}index.html")).unwrap();
     assert!(std::fs::read(hit.path).unwrap().ends_with(b"one"));
     drop(silent);
-}
-
-fn get(server: &Server, path: &str) -> (u16, Vec<u8>) {
-    let response = BuiltinFetcher::default()
-        .fetch(&FetchRequest {
-            method: "GET".into(),
-            url: format!("{}{path}", server.base),
-            headers: Vec::new(),
-            body: Vec::new(),
-            max_bytes: 1 << 30,
-        })
-        .unwrap();
-    (response.status, response.body)
 }
