@@ -450,14 +450,7 @@ impl Client {
         let state = self.lock().state.clone();
         let mut candidates = Vec::new();
         for update in outcome.updates {
-            let (release, bytes, _) = install::manifest(
-                &self.store,
-                &self.net,
-                &self.trusted,
-                &update.package,
-                &update.to,
-            )?;
-            self.store.write_manifest(&update.to.manifest, &bytes)?;
+            let release = self.stored_manifest(&update)?;
             let mut seen = std::collections::BTreeSet::new();
             let missing_bytes = release
                 .files
@@ -766,11 +759,8 @@ impl Client {
             .collect()
     }
 
-    /// What must give way for `update` to fit the quota; `None` when it cannot fit.
-    fn room_for(&self, update: &Update) -> Result<Option<Vec<Eviction>>> {
-        let Some(quota_bytes) = self.quota() else {
-            return Ok(Some(Vec::new()));
-        };
+    /// The verified release `update` moves to, its manifest fetched if need be and kept.
+    fn stored_manifest(&self, update: &Update) -> Result<Release> {
         let (release, bytes, _) = install::manifest(
             &self.store,
             &self.net,
@@ -779,6 +769,15 @@ impl Client {
             &update.to,
         )?;
         self.store.write_manifest(&update.to.manifest, &bytes)?;
+        Ok(release)
+    }
+
+    /// What must give way for `update` to fit the quota; `None` when it cannot fit.
+    fn room_for(&self, update: &Update) -> Result<Option<Vec<Eviction>>> {
+        let Some(quota_bytes) = self.quota() else {
+            return Ok(Some(Vec::new()));
+        };
+        let release = self.stored_manifest(update)?;
         let state = self.lock().state.clone();
         let current = state.packages.get(&update.package);
         let incoming = Holding {

@@ -152,6 +152,24 @@ fn package(name: &str) -> Result<PackageId, baleen_result> {
     PackageId::parse(name).map_err(|e| fail(BALEEN_INVALID_ARGUMENT, &e.to_string()))
 }
 
+/// Runs `action` on the client for the package named by `package`.
+///
+/// # Safety
+/// `client` is NULL or a live client; `package` is NULL or a NUL-terminated string.
+unsafe fn on_package(
+    client: *const baleen_client,
+    package: *const c_char,
+    action: fn(&Client, &PackageId) -> crate::Result<()>,
+) -> baleen_result {
+    guard(|| {
+        done((|| {
+            // SAFETY: per this function's contract.
+            let (client, name) = unsafe { (self::client(client)?, text(package, "package")?) };
+            action(client, &self::package(name)?).map_err(|e| from_error(e.into()))
+        })())
+    })
+}
+
 fn done(r: Result<(), baleen_result>) -> baleen_result {
     r.err().unwrap_or(BALEEN_OK)
 }
@@ -318,15 +336,8 @@ pub unsafe extern "C" fn baleen_client_mark_ready(
     client: *const baleen_client,
     package: *const c_char,
 ) -> baleen_result {
-    guard(|| {
-        done((|| {
-            // SAFETY: per this function's contract.
-            let (client, name) = unsafe { (self::client(client)?, text(package, "package")?) };
-            client
-                .mark_ready(&self::package(name)?)
-                .map_err(|e| from_error(e.into()))
-        })())
-    })
+    // SAFETY: per this function's contract.
+    unsafe { on_package(client, package, Client::mark_ready) }
 }
 
 /// The page of `package` failed: roll back to the previous release. Blocks (disk).
@@ -338,15 +349,8 @@ pub unsafe extern "C" fn baleen_client_report_failure(
     client: *const baleen_client,
     package: *const c_char,
 ) -> baleen_result {
-    guard(|| {
-        done((|| {
-            // SAFETY: per this function's contract.
-            let (client, name) = unsafe { (self::client(client)?, text(package, "package")?) };
-            client
-                .report_failure(&self::package(name)?)
-                .map_err(|e| from_error(e.into()))
-        })())
-    })
+    // SAFETY: per this function's contract.
+    unsafe { on_package(client, package, Client::report_failure) }
 }
 
 /// Installs a release shipped inside the app: its signed manifest and its full pack, both

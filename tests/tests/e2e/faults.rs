@@ -38,6 +38,20 @@ impl Tamper {
         *self.rule.lock().unwrap() = Some(Box::new(rule));
     }
 
+    /// Answers every index request with `index`: an attacker replaying a captured, validly
+    /// signed, older index.
+    pub(crate) fn replay_index(&self, index: Vec<u8>) {
+        self.set(move |request, response| {
+            if request.url.ends_with("/index") {
+                response.status = 200;
+                response.body = index.clone();
+                response
+                    .headers
+                    .retain(|(k, _)| !k.eq_ignore_ascii_case("content-length"));
+            }
+        });
+    }
+
     fn clear(&self) {
         *self.rule.lock().unwrap() = None;
         *self.fail_transport.lock().unwrap() = false;
@@ -211,16 +225,7 @@ fn a_replayed_older_index_is_refused() {
     server.release("rollback", "checkout", &[]);
     client.check().unwrap();
     // An attacker now replays the captured, validly signed, older index.
-    let replay = old.lock().unwrap().clone();
-    tamper.set(move |request, response| {
-        if request.url.ends_with("/index") {
-            response.status = 200;
-            response.body = replay.clone();
-            response
-                .headers
-                .retain(|(k, _)| !k.eq_ignore_ascii_case("content-length"));
-        }
-    });
+    tamper.replay_index(old.lock().unwrap().clone());
     let err = client.check().unwrap_err();
     assert!(err.to_string().contains("replayed index"), "{err}");
     assert_eq!(serving(&client), "1.0.0");

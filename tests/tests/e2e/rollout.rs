@@ -234,15 +234,7 @@ fn devices_on_release_2_return_to_release_1_on_rollback_and_a_replayed_index_can
             String::from_utf8_lossy(&replay).contains("1.1.0"),
             "device-{i}: the captured index names release 2"
         );
-        tamper.set(move |request, response| {
-            if request.url.ends_with("/index") {
-                response.status = 200;
-                response.body = replay.clone();
-                response
-                    .headers
-                    .retain(|(k, _)| !k.eq_ignore_ascii_case("content-length"));
-            }
-        });
+        tamper.replay_index(replay);
         let err = client.update().unwrap_err();
         assert!(err.to_string().contains("replayed index"), "{err}");
         assert!(matches!(
