@@ -22,7 +22,7 @@ use crate::net::Net;
 use crate::plan::{self, Candidate, Conditions, Network, Wait};
 use crate::quota::{self, Eviction, Holding};
 use crate::resolve::{Resolved, Resolver, Table};
-use crate::store::{Installed, PackageState, Recovery, State, Store};
+use crate::store::{Evicted, Installed, PackageState, Recovery, State, Store};
 
 /// Largest index accepted.
 const MAX_INDEX_BYTES: u64 = 4 * 1024 * 1024;
@@ -213,8 +213,12 @@ impl Client {
 
     fn publish_table(&self, state: &State) -> Result<()> {
         let releases = self.active_releases(state)?;
+        let evicted = state.packages.iter().filter_map(|(package, p)| {
+            let e = p.evicted.as_ref().filter(|_| p.active.is_none())?;
+            Some((package, &e.version, e.routes.as_slice()))
+        });
         self.resolver
-            .publish(Table::new(&releases, &self.store.root().join("blobs")));
+            .publish(Table::new(&releases, &self.store.root().join("blobs")).with_evicted(evicted));
         Ok(())
     }
 
@@ -351,6 +355,7 @@ impl Client {
             entry.pending = true;
             entry.pending_launches = 0;
         }
+        entry.evicted = None;
         let saved = self.store.save(&next)?;
         self.publish_table(&saved)?;
         inner.state = saved;
@@ -431,6 +436,7 @@ impl Client {
         });
         entry.pending = false;
         entry.pending_launches = 0;
+        entry.evicted = None;
         let saved = self.store.save(&next)?;
         self.publish_table(&saved)?;
         inner.state = saved;
@@ -824,12 +830,27 @@ impl Client {
                         }
                     }
                     Eviction::Package(package) => {
-                        if let Some(p) = next.packages.get_mut(package) {
-                            // Usage stays: it ranks the package when it asks to return.
-                            p.active = None;
-                            p.previous = None;
-                            p.pending = false;
+                        let Some(p) = next.packages.get_mut(package) else {
+                            continue;
+                        };
+                        // Usage and routes stay: opens of its pages rank it when it asks to
+                        // return.
+                        if let Some(active) = p.active.take() {
+                            let bytes = self.store.read_manifest(&active.manifest)?;
+                            let release =
+                                verify_release(&bytes, &self.trusted, Some(&active.manifest))?
+                                    .release;
+                            p.evicted = Some(Evicted {
+                                version: active.version,
+                                routes: release
+                                    .routes
+                                    .iter()
+                                    .map(|r| r.prefix.without_scheme().to_owned())
+                                    .collect(),
+                            });
                         }
+                        p.previous = None;
+                        p.pending = false;
                     }
                 }
             }

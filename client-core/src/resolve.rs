@@ -85,16 +85,35 @@ impl Table {
                 });
             }
         }
-        routes.sort_by(|a, b| {
-            b.prefix
-                .len()
-                .cmp(&a.prefix.len())
-                .then(a.prefix.cmp(&b.prefix))
-        });
+        sort(&mut routes);
         Table {
             routes,
             blobs: blobs.to_path_buf(),
         }
+    }
+
+    /// Adds routes that answer no file, for packages the quota evicted: `route_of` still finds
+    /// them, so a page open counts against the package while its pages come from the network.
+    #[must_use]
+    pub fn with_evicted<'a>(
+        mut self,
+        evicted: impl IntoIterator<Item = (&'a PackageId, &'a ReleaseVersion, &'a [String])>,
+    ) -> Table {
+        let empty = Arc::new(HashMap::new());
+        for (package, version, prefixes) in evicted {
+            for prefix in prefixes {
+                self.routes.push(Route {
+                    prefix: prefix.clone(),
+                    package: package.clone(),
+                    version: version.clone(),
+                    entry: String::new(),
+                    fallback: None,
+                    files: empty.clone(),
+                });
+            }
+        }
+        sort(&mut self.routes);
+        self
     }
 
     /// The route with the longest prefix of `target` (`host/path`).
@@ -111,6 +130,17 @@ impl Table {
             .map(|r| r.files.len())
             .sum()
     }
+}
+
+/// Longest prefix first; among equal prefixes, a route with files before an evicted one.
+fn sort(routes: &mut [Route]) {
+    routes.sort_by(|a, b| {
+        b.prefix
+            .len()
+            .cmp(&a.prefix.len())
+            .then(a.files.is_empty().cmp(&b.files.is_empty()))
+            .then(a.prefix.cmp(&b.prefix))
+    });
 }
 
 /// The lock-free resolver.

@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 
 pub mod state;
 
-pub use state::{Installed, PackageState, Recovery, State, StateFile};
+pub use state::{Evicted, Installed, PackageState, Recovery, State, StateFile};
 
 /// How long the bytes of a cut download are kept for a resume.
 const PARTIAL_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);

@@ -46,6 +46,19 @@ pub struct PackageState {
     /// When a page of the package was last opened (Unix seconds).
     #[serde(default)]
     pub last_opened_secs: u64,
+    /// Set when the quota evicted the package: its routes stay known, so opens of its pages
+    /// (now from the network) still count and can bring it back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evicted: Option<Evicted>,
+}
+
+/// What stays known of a package the quota evicted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evicted {
+    /// The release that was active.
+    pub version: ReleaseVersion,
+    /// Its route prefixes, without scheme (`m.example.com/profile/`).
+    pub routes: Vec<String>,
 }
 
 /// The device's trusted state.
