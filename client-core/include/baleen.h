@@ -57,6 +57,14 @@ void baleen_client_free(baleen_client *client);
  * many packages changed. Blocks (network, disk). */
 baleen_result baleen_client_update(const baleen_client *client, size_t *installed);
 
+/* Call once per app launch: a release still pending after max_pending_launches launches is
+ * rolled back as failed; *rolled_back (may be NULL) receives how many. Blocks (disk). */
+baleen_result baleen_client_on_launch(const baleen_client *client, size_t *rolled_back);
+
+/* Sends queued reports and open counters; *sent (may be NULL) receives how many events went.
+ * On failure they stay queued. Blocks (network). */
+baleen_result baleen_client_flush_events(const baleen_client *client, size_t *sent);
+
 /* The file answering url (https or the custom scheme). On BALEEN_OK, *out is freed with
  * baleen_resolved_free; BALEEN_NOT_FOUND means go to the network. Never blocks. */
 baleen_result baleen_client_resolve(const baleen_client *client, const char *url,
@@ -75,6 +83,9 @@ baleen_result baleen_client_mark_ready(const baleen_client *client, const char *
 
 /* The page of package failed: roll back and never install that release again. Blocks (disk). */
 baleen_result baleen_client_report_failure(const baleen_client *client, const char *package);
+
+/* Goes back to the previous release of package on the host's request. Blocks (disk). */
+baleen_result baleen_client_rollback(const baleen_client *client, const char *package);
 
 /* Installs a release shipped inside the app: its signed manifest and full pack, as the server
  * serves them at build time; both are verified. Blocks (disk). */

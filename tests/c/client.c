@@ -71,8 +71,14 @@ int main(int argc, char **argv) {
     baleen_resolved_free(resolved);
   }
 
+  size_t rolled_back = 99;
+  CHECK(baleen_client_on_launch(client, &rolled_back) == BALEEN_OK);
+  CHECK(rolled_back == 0); /* pending for one launch: within max_pending_launches */
   CHECK(baleen_client_report_open(client, argv[2], 120) == BALEEN_OK);
   CHECK(baleen_client_mark_ready(client, "checkout") == BALEEN_OK);
+  size_t sent = 0;
+  CHECK(baleen_client_flush_events(client, &sent) == BALEEN_OK);
+  CHECK(sent >= 3); /* installed, activated, ready, and the open counters */
 
   /* Bad calls: refused, with a message saying what was wrong. */
   char msg[256];
@@ -82,6 +88,9 @@ int main(int argc, char **argv) {
   baleen_last_error(msg, sizeof msg);
   CHECK(strcmp(msg, "package is NULL") == 0);
   CHECK(baleen_client_seed(client, (const uint8_t *)"x", 1, NULL, 0) == BALEEN_VERIFICATION);
+  CHECK(baleen_client_rollback(client, "checkout") == BALEEN_OTHER);
+  baleen_last_error(msg, sizeof msg);
+  CHECK(strstr(msg, "no previous release") != NULL);
   CHECK(baleen_client_new("{not json", &client) == BALEEN_INVALID_ARGUMENT);
 
   baleen_client_free(client);

@@ -230,14 +230,55 @@ pub unsafe extern "C" fn baleen_client_update(
     client: *const baleen_client,
     installed: *mut usize,
 ) -> baleen_result {
+    // SAFETY: per this function's contract.
+    unsafe { counting(client, installed, |c| Ok(c.update()?.len())) }
+}
+
+/// Call once per app launch: a release still pending after `max_pending_launches` launches is
+/// rolled back as failed; `*rolled_back` (if not NULL) receives how many. Blocks (disk).
+///
+/// # Safety
+/// `client` is a live client; `rolled_back` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn baleen_client_on_launch(
+    client: *const baleen_client,
+    rolled_back: *mut usize,
+) -> baleen_result {
+    // SAFETY: per this function's contract.
+    unsafe { counting(client, rolled_back, |c| Ok(c.on_launch()?.len())) }
+}
+
+/// Sends queued reports and open counters to the server; `*sent` (if not NULL) receives how
+/// many events went. On failure they stay queued. Blocks (network).
+///
+/// # Safety
+/// `client` is a live client; `sent` is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn baleen_client_flush_events(
+    client: *const baleen_client,
+    sent: *mut usize,
+) -> baleen_result {
+    // SAFETY: per this function's contract.
+    unsafe { counting(client, sent, Client::flush_events) }
+}
+
+/// Runs `action`, storing the count it returns in `*out` when `out` is not NULL.
+///
+/// # Safety
+/// `client` is NULL or a live client; `out` is NULL or writable.
+unsafe fn counting(
+    client: *const baleen_client,
+    out: *mut usize,
+    action: fn(&Client) -> crate::Result<usize>,
+) -> baleen_result {
     guard(|| {
         done((|| {
             // SAFETY: per this function's contract.
             let client = unsafe { self::client(client) }?;
-            let done = client.update().map_err(|e| from_error(e.into()))?;
-            if !installed.is_null() {
+            let n = action(client).map_err(|e| from_error(e.into()))?;
+            if !out.is_null() {
                 // SAFETY: not NULL, and the caller promises it is writable.
-                unsafe { *installed = done.len() };
+                unsafe { *out = n };
             }
             Ok(())
         })())
@@ -351,6 +392,19 @@ pub unsafe extern "C" fn baleen_client_report_failure(
 ) -> baleen_result {
     // SAFETY: per this function's contract.
     unsafe { on_package(client, package, Client::report_failure) }
+}
+
+/// Goes back to the previous release of `package` on the host's request. Blocks (disk).
+///
+/// # Safety
+/// `client` is a live client; `package` a NUL-terminated string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn baleen_client_rollback(
+    client: *const baleen_client,
+    package: *const c_char,
+) -> baleen_result {
+    // SAFETY: per this function's contract.
+    unsafe { on_package(client, package, Client::rollback) }
 }
 
 /// Installs a release shipped inside the app: its signed manifest and its full pack, both
