@@ -114,13 +114,15 @@ class BenchError(Exception):
 class Procs:
     """Every child process, recorded in a pid file so scripts/bench can stop leftovers by id."""
 
-    def __init__(self, pidfile: Path):
+    def __init__(self, pidfile: Path | None):
         self.pidfile = pidfile
         self.lock = threading.Lock()
         self.live: dict[int, tuple[str, subprocess.Popen]] = {}
         self._write()
 
     def _write(self) -> None:
+        if self.pidfile is None:
+            return
         text = "".join(f"{pid} {name}\n" for pid, (name, _) in self.live.items())
         tmp = self.pidfile.with_suffix(".tmp")
         tmp.write_text(text)

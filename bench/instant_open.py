@@ -55,6 +55,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Callable
 
+# The process bookkeeping and the error type are bench.py's, so both benchmarks stop what they
+# started the same way.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import BenchError, Procs  # noqa: E402
+
 APP = "bench"  # the host app the packages belong to
 CHANNEL = "production"
 SITE = "https://m.example.com"  # the origin the packages answer for on the device
@@ -157,52 +162,6 @@ def log(msg: str) -> None:
     print(f"instant-open: {msg}", file=sys.stderr, flush=True)
 
 
-class BenchError(Exception):
-    pass
-
-
-# --- processes -------------------------------------------------------------------------------
-
-
-class Procs:
-    """Every child process, recorded by id in a pid file that the shell's exit trap reads."""
-
-    def __init__(self, pidfile: Path | None):
-        self.pidfile = pidfile
-        self.live: dict[int, subprocess.Popen] = {}
-        self.lock = threading.Lock()
-
-    def _write(self) -> None:
-        if self.pidfile is None:
-            return
-        tmp = self.pidfile.with_suffix(".tmp")
-        tmp.write_text("".join(f"{pid}\n" for pid in self.live))
-        tmp.replace(self.pidfile)
-
-    def start(self, argv: list[str], **kw: Any) -> subprocess.Popen:
-        with self.lock:
-            p = subprocess.Popen(argv, **kw)
-            self.live[p.pid] = p
-            self._write()
-            return p
-
-    def stop(self, p: subprocess.Popen, grace: float = 10.0) -> None:
-        if p.poll() is None:
-            p.terminate()
-            try:
-                p.wait(grace)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(10)
-        with self.lock:
-            self.live.pop(p.pid, None)
-            self._write()
-
-    def stop_all(self) -> None:
-        for p in list(self.live.values()):
-            self.stop(p)
-
-
 def run(argv: list[str], env: dict[str, str] | None = None) -> str:
     full_env = {**os.environ, **(env or {})}
     try:
@@ -244,6 +203,7 @@ class Baleen:
         self.log = open(work / "baleen-serve.log", "wb")
         self.proc = procs.start(
             [str(binary), "serve", "--listen", "127.0.0.1:0", "--data-dir", str(self.data)],
+            "baleen serve",
             stdout=subprocess.PIPE, stderr=self.log, env={**os.environ, "RUST_LOG": "warn"})
         assert self.proc.stdout is not None
         ready, _, _ = select.select([self.proc.stdout], [], [], 60)
@@ -407,7 +367,7 @@ class Chromium:
             "--metrics-recording-only", "--password-store=basic", "--use-mock-keychain",
             "--allow-file-access-from-files", "about:blank",
         ]
-        self.proc = procs.start(argv, preexec_fn=wire_fds, pass_fds=(3, 4), stdin=subprocess.DEVNULL,
+        self.proc = procs.start(argv, "chromium", preexec_fn=wire_fds, pass_fds=(3, 4), stdin=subprocess.DEVNULL,
                                 stdout=self.stderr, stderr=self.stderr)
         os.close(to_chrome_r)
         os.close(from_chrome_w)
