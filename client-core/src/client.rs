@@ -191,14 +191,19 @@ impl Client {
         self.resolver.resolve(url)
     }
 
+    /// A release the state names, read from the store and verified again: nothing on disk is
+    /// trusted without its signature.
+    fn stored_release(&self, installed: &Installed) -> Result<Release> {
+        let bytes = self.store.read_manifest(&installed.manifest)?;
+        Ok(verify_release(&bytes, &self.trusted, Some(&installed.manifest))?.release)
+    }
+
     /// The verified active release of each package, for the resolver.
     fn active_releases(&self, state: &State) -> Result<Vec<Release>> {
         let mut out = Vec::new();
         for (package, p) in &state.packages {
             if let Some(active) = &p.active {
-                let bytes = self.store.read_manifest(&active.manifest)?;
-                let release =
-                    verify_release(&bytes, &self.trusted, Some(&active.manifest))?.release;
+                let release = self.stored_release(active)?;
                 if release.package != *package {
                     return Err(Error::Invalid(format!(
                         "stored manifest {} is not {package}",
@@ -343,22 +348,11 @@ impl Client {
             active.as_ref(),
         )?;
         let mut inner = self.lock();
-        let mut next = inner.state.clone();
-        let entry = next.packages.entry(update.package.clone()).or_default();
         let installed = Installed {
             version: update.to.version.clone(),
             manifest: update.to.manifest,
         };
-        if entry.active.as_ref() != Some(&installed) {
-            entry.previous = entry.active.take();
-            entry.active = Some(installed);
-            entry.pending = true;
-            entry.pending_launches = 0;
-        }
-        entry.evicted = None;
-        let saved = self.store.save(&next)?;
-        self.publish_table(&saved)?;
-        inner.state = saved;
+        self.activate(&mut inner, &update.package, installed, true)?;
         push_event(
             &mut inner.events,
             &update.package,
@@ -402,8 +396,7 @@ impl Client {
         if skip(&self.lock().state) {
             return Ok(None);
         }
-        let needed: BTreeMap<Digest, u64> =
-            release.files.values().map(|f| (f.sha256, f.size)).collect();
+        let needed = install::blob_sizes(&release);
         let mut written = BTreeSet::new();
         if needed.keys().any(|d| !self.store.has_blob(d)) {
             let target = install::Target {
@@ -427,20 +420,37 @@ impl Client {
         if skip(&inner.state) {
             return Ok(None);
         }
-        let mut next = inner.state.clone();
-        let entry = next.packages.entry(release.package.clone()).or_default();
-        entry.previous = entry.active.take();
-        entry.active = Some(Installed {
+        let installed = Installed {
             version: release.version.clone(),
             manifest: digest,
-        });
-        entry.pending = false;
-        entry.pending_launches = 0;
+        };
+        // Not pending: it shipped with the app.
+        self.activate(&mut inner, &release.package, installed, false)?;
+        Ok(Some(release.version))
+    }
+
+    /// Makes `installed` the active release of `package` in one state commit, the release before
+    /// it the rollback target, and serves it; `pending` until the page says it works.
+    fn activate(
+        &self,
+        inner: &mut Inner,
+        package: &PackageId,
+        installed: Installed,
+        pending: bool,
+    ) -> Result<()> {
+        let mut next = inner.state.clone();
+        let entry = next.packages.entry(package.clone()).or_default();
+        if entry.active.as_ref() != Some(&installed) {
+            entry.previous = entry.active.take();
+            entry.active = Some(installed);
+            entry.pending = pending;
+            entry.pending_launches = 0;
+        }
         entry.evicted = None;
         let saved = self.store.save(&next)?;
         self.publish_table(&saved)?;
         inner.state = saved;
-        Ok(Some(release.version))
+        Ok(())
     }
 
     /// Checks, plans under `conditions` and installs what the plan says to install now.
@@ -455,14 +465,13 @@ impl Client {
         let outcome = self.check()?;
         let state = self.lock().state.clone();
         let mut candidates = Vec::new();
+        let mut releases = BTreeMap::new();
         for update in outcome.updates {
             let release = self.stored_manifest(&update)?;
-            let mut seen = std::collections::BTreeSet::new();
-            let missing_bytes = release
-                .files
-                .values()
-                .filter(|f| seen.insert(f.sha256) && !self.store.has_blob(&f.sha256))
-                .map(|f| f.size)
+            let missing_bytes = install::blob_sizes(&release)
+                .iter()
+                .filter(|(digest, _)| !self.store.has_blob(digest))
+                .map(|(_, size)| size)
                 .sum();
             let usage = state.packages.get(&update.package);
             candidates.push(Candidate {
@@ -473,6 +482,7 @@ impl Client {
                 last_opened_secs: usage.map_or(0, |p| p.last_opened_secs),
                 update,
             });
+            releases.insert(release.package.clone(), release);
         }
         let plan = plan::plan(candidates, conditions);
         let mut done = Planned {
@@ -480,7 +490,8 @@ impl Client {
             ..Planned::default()
         };
         for candidate in plan.now {
-            let Some(evictions) = self.room_for(&candidate.update)? else {
+            let release = releases.get(&candidate.update.package);
+            let Some(evictions) = self.room_for(&candidate.update, release)? else {
                 done.later.push((candidate.update.package, Wait::Quota));
                 continue;
             };
@@ -501,7 +512,7 @@ impl Client {
         let mut done = Vec::new();
         for update in outcome.updates {
             // An update that does not fit the quota waits; the next check offers it again.
-            let Some(evictions) = self.room_for(&update)? else {
+            let Some(evictions) = self.room_for(&update, None)? else {
                 continue;
             };
             let report = self.install(&update)?;
@@ -743,9 +754,7 @@ impl Client {
         let Some(installed) = installed else {
             return Ok(BTreeMap::new());
         };
-        let bytes = self.store.read_manifest(&installed.manifest)?;
-        let release = verify_release(&bytes, &self.trusted, Some(&installed.manifest))?.release;
-        Ok(release.files.values().map(|f| (f.sha256, f.size)).collect())
+        Ok(install::blob_sizes(&self.stored_release(installed)?))
     }
 
     fn holdings(&self, state: &State) -> Result<Vec<Holding>> {
@@ -778,17 +787,29 @@ impl Client {
         Ok(release)
     }
 
-    /// What must give way for `update` to fit the quota; `None` when it cannot fit.
-    fn room_for(&self, update: &Update) -> Result<Option<Vec<Eviction>>> {
+    /// What must give way for `update` to fit the quota; `None` when it cannot fit. `release`
+    /// is the verified release it moves to, or `None` to read it here (only with a quota).
+    fn room_for(
+        &self,
+        update: &Update,
+        release: Option<&Release>,
+    ) -> Result<Option<Vec<Eviction>>> {
         let Some(quota_bytes) = self.quota() else {
             return Ok(Some(Vec::new()));
         };
-        let release = self.stored_manifest(update)?;
+        let read;
+        let release = match release {
+            Some(release) => release,
+            None => {
+                read = self.stored_manifest(update)?;
+                &read
+            }
+        };
         let state = self.lock().state.clone();
         let current = state.packages.get(&update.package);
         let incoming = Holding {
             package: update.package.clone(),
-            active: release.files.values().map(|f| (f.sha256, f.size)).collect(),
+            active: install::blob_sizes(release),
             previous: self.blobs_of(current.and_then(|p| p.active.as_ref()))?,
             last_opened_secs: current.map_or(0, |p| p.last_opened_secs),
             opens: current.map_or(0, |p| p.opens),
@@ -836,10 +857,7 @@ impl Client {
                         // Usage and routes stay: opens of its pages rank it when it asks to
                         // return.
                         if let Some(active) = p.active.take() {
-                            let bytes = self.store.read_manifest(&active.manifest)?;
-                            let release =
-                                verify_release(&bytes, &self.trusted, Some(&active.manifest))?
-                                    .release;
+                            let release = self.stored_release(&active)?;
                             p.evicted = Some(Evicted {
                                 version: active.version,
                                 routes: release
@@ -873,9 +891,7 @@ impl Client {
         let mut keep_blobs = std::collections::BTreeSet::new();
         for p in inner.state.packages.values() {
             for installed in p.active.iter().chain(p.previous.iter()) {
-                let bytes = self.store.read_manifest(&installed.manifest)?;
-                let release =
-                    verify_release(&bytes, &self.trusted, Some(&installed.manifest))?.release;
+                let release = self.stored_release(installed)?;
                 keep_blobs.extend(release.files.values().map(|f| f.sha256));
                 keep_manifests.insert(installed.manifest);
             }

@@ -75,6 +75,11 @@ pub(crate) fn manifest(
     Ok((verified.release, bytes, downloaded))
 }
 
+/// Every blob of `release` (each once, however many paths share it), with its size.
+pub(crate) fn blob_sizes(release: &Release) -> BTreeMap<Digest, u64> {
+    release.files.values().map(|f| (f.sha256, f.size)).collect()
+}
+
 /// Brings every blob of `target` onto the device and stores its manifest.
 pub(crate) fn install(
     store: &Store,
@@ -85,8 +90,7 @@ pub(crate) fn install(
     active: Option<&Installed>,
 ) -> Result<Report> {
     let (release, manifest_bytes, mut downloaded) = manifest(store, net, trusted, package, target)?;
-    let needed: BTreeMap<Digest, u64> =
-        release.files.values().map(|f| (f.sha256, f.size)).collect();
+    let needed = blob_sizes(&release);
     let missing = |store: &Store| -> Vec<(Digest, u64)> {
         needed
             .iter()

@@ -259,6 +259,15 @@ pub fn http_get(url: &str) -> (u16, Vec<u8>) {
     (status, body)
 }
 
+/// The active release of the device's first (in these tests, only) package.
+pub fn active_version(client: &Client) -> String {
+    client.status().packages[0]
+        .active
+        .as_ref()
+        .expect("a release is active")
+        .to_string()
+}
+
 /// Writes a small web build into `dir` (removing what was there); `variant` changes the script
 /// and the hashed chunk name, as real builds do.
 pub fn write_build(dir: &Path, variant: &str) {

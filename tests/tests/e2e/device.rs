@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use client_core::Client;
 use manifests::PackageId;
-use tests::{ROUTE, Server, files_of, write_build};
+use tests::{ROUTE, Server, active_version, files_of, write_build};
 
 fn checkout() -> PackageId {
     PackageId::parse("checkout").unwrap()
@@ -116,14 +116,7 @@ fn a_release_that_never_becomes_ready_rolls_back_and_the_server_sees_it() {
     write_build(&build, "broken");
     server.publish(&build, "checkout", "1.1.0", &["--channel", "production"]);
     client.update().unwrap();
-    assert_eq!(
-        client.status().packages[0]
-            .active
-            .as_ref()
-            .unwrap()
-            .to_string(),
-        "1.1.0"
-    );
+    assert_eq!(active_version(&client), "1.1.0");
     // Two launches are allowed; the third without a ready signal rolls back.
     assert!(client.on_launch().unwrap().is_empty());
     assert!(client.on_launch().unwrap().is_empty());

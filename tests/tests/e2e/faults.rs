@@ -8,7 +8,7 @@ use std::time::Duration;
 use client_core::fetch::builtin::BuiltinFetcher;
 use client_core::fetch::{FetchError, FetchRequest, FetchResponse, Fetcher};
 use client_core::{BaleenError, Client};
-use tests::{ROUTE, Server, write_build};
+use tests::{ROUTE, Server, active_version, write_build};
 
 type Rule = Box<dyn FnMut(&FetchRequest, &mut FetchResponse) + Send>;
 
@@ -92,11 +92,7 @@ fn serving(client: &Client) -> String {
     let hit = client
         .resolve(&format!("{ROUTE}index.html"))
         .expect("still serving");
-    let active = client.status().packages[0]
-        .active
-        .clone()
-        .unwrap()
-        .to_string();
+    let active = active_version(client);
     assert!(
         std::fs::read(hit.path).unwrap().ends_with(b"one"),
         "serves release 1 bytes"
@@ -297,16 +293,7 @@ fn an_expired_index_is_refused_and_the_installed_release_keeps_serving() {
     client.update().unwrap();
     // ...and serve that same, validly signed index once it has expired (a freeze attack).
     std::thread::sleep(Duration::from_millis(3_100));
-    let stale = captured.lock().unwrap().clone();
-    tamper.set(move |request, response| {
-        if request.url.ends_with("/index") {
-            response.status = 200;
-            response.body = stale.clone();
-            response
-                .headers
-                .retain(|(k, _)| !k.eq_ignore_ascii_case("content-length"));
-        }
-    });
+    tamper.replay_index(captured.lock().unwrap().clone());
     let err = client.check().unwrap_err();
     assert!(err.to_string().contains("expired"), "{err}");
     assert_eq!(serving(&client), "1.0.0");

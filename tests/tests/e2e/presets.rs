@@ -7,7 +7,7 @@ use client_core::fetch::builtin::BuiltinFetcher;
 use client_core::install::Method;
 use client_core::{BaleenError, Client};
 use manifests::ReleaseVersion;
-use tests::{ROUTE, Server, files_of, write_build};
+use tests::{ROUTE, Server, active_version, files_of, write_build};
 
 fn get(server: &Server, path: &str) -> Vec<u8> {
     let (status, body) = server.get(path);
@@ -82,14 +82,7 @@ fn a_preset_serves_every_file_on_the_first_launch_without_network() {
 
     // An older preset does not replace a newer installed release.
     assert_eq!(device.seed(&manifest, &pack).unwrap(), None);
-    assert_eq!(
-        device.status().packages[0]
-            .active
-            .as_ref()
-            .unwrap()
-            .to_string(),
-        "1.1.0"
-    );
+    assert_eq!(active_version(&device), "1.1.0");
 }
 
 #[test]

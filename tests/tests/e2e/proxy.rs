@@ -10,7 +10,7 @@ use client_core::fetch::builtin::BuiltinFetcher;
 use client_core::install::Method;
 use client_core::{BaleenError, Client};
 use manifests::Digest;
-use tests::{ROUTE, Server, files_of, write_build};
+use tests::{ROUTE, Server, active_version, files_of, write_build};
 
 /// What the proxy does to one request.
 #[derive(Clone, Debug, PartialEq)]
@@ -179,15 +179,7 @@ fn a_proxy_that_flips_truncates_or_swaps_content_cannot_get_an_install_through()
         .mark_ready(&manifests::PackageId::parse("checkout").unwrap())
         .unwrap();
     let serves_release_1 = |client: &Client, case: &str| {
-        assert_eq!(
-            client.status().packages[0]
-                .active
-                .as_ref()
-                .unwrap()
-                .to_string(),
-            "1.0.0",
-            "{case}"
-        );
+        assert_eq!(active_version(client), "1.0.0", "{case}");
         for (path, bytes) in &v1 {
             let hit = client.resolve(&format!("{ROUTE}{path}")).unwrap();
             assert_eq!(&std::fs::read(hit.path).unwrap(), bytes, "{case}: {path}");

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use client_core::Client;
 use client_core::install::Method;
-use tests::{Server, files_of};
+use tests::{Server, active_version, files_of};
 
 const PACKAGE: &str = "swagger";
 const ROUTE: &str = "https://m.example.com/swagger/";
@@ -58,14 +58,6 @@ fn assert_serves(client: &Client, files: &BTreeMap<String, Vec<u8>>) -> usize {
     files.len()
 }
 
-fn active(client: &Client) -> String {
-    client.status().packages[0]
-        .active
-        .as_ref()
-        .unwrap()
-        .to_string()
-}
-
 #[test]
 fn a_real_web_app_installs_and_every_file_resolves_to_its_source_bytes() {
     let Some(dirs) = webapps(&["5.34.0"]) else {
@@ -108,7 +100,7 @@ fn a_real_web_app_installs_and_every_file_resolves_to_its_source_bytes() {
         "downloaded {} for {source_bytes} bytes of files",
         report.downloaded_bytes
     );
-    assert_eq!(active(&client), "5.34.0");
+    assert_eq!(active_version(&client), "5.34.0");
     assert_eq!(client.status().files, files.len());
     assert!(assert_serves(&client, &files) > 20);
     // The route's root is the entry page, and content types follow the file names.
@@ -140,7 +132,7 @@ fn real_app_updates_download_only_a_small_diff_and_serve_the_new_release_exactly
         assert_eq!(outcome.updates.len(), 1, "{version}");
         assert_eq!(outcome.updates[0].to.version.to_string(), *version);
         let report = client.install(&outcome.updates[0]).unwrap();
-        assert_eq!(active(&client), *version);
+        assert_eq!(active_version(&client), *version);
         assert_serves(&client, &files);
 
         if let Some(old) = &previous {

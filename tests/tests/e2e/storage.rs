@@ -7,7 +7,7 @@ use client_core::plan::{Conditions, Network, Wait};
 use client_core::quota::Eviction;
 use client_core::{BaleenError, Client};
 use manifests::{Digest, PackageId};
-use tests::{ROUTE, Server, files_of, write_build};
+use tests::{ROUTE, Server, active_version, files_of, write_build};
 
 fn serves(device: &Client, url: &str, tail: &[u8]) -> bool {
     device
@@ -46,14 +46,7 @@ fn a_full_disk_fails_the_install_and_the_active_release_serves_on() {
         "the host is told to free space"
     );
     assert!(serves(&device, &format!("{ROUTE}index.html"), b"one"));
-    assert_eq!(
-        device.status().packages[0]
-            .active
-            .as_ref()
-            .unwrap()
-            .to_string(),
-        "1.0.0"
-    );
+    assert_eq!(active_version(&device), "1.0.0");
     for digest in &new_blobs {
         assert!(!device.store().has_blob(digest), "no half-written blob");
     }
