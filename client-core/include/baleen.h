@@ -53,9 +53,24 @@ baleen_result baleen_client_new(const char *config_json, baleen_client **out);
 /* Frees a client; NULL is ignored. No other thread may be using it. */
 void baleen_client_free(baleen_client *client);
 
-/* Checks the signed index and installs every update; *installed (may be NULL) receives how
- * many packages changed. Blocks (network, disk). */
-baleen_result baleen_client_update(const baleen_client *client, size_t *installed);
+/*
+ * Checks the signed index and installs what the device's conditions allow now. conditions_json
+ * is NULL (unmetered Wi-Fi, power and space) or an object:
+ *   {"network": "wifi" | "cellular" | "offline", "metered": false, "battery_percent": 80,
+ *    "charging": false, "low_power_mode": false, "free_space_bytes": 1073741824,
+ *    "foreground": true}
+ * *installed and *waiting (each may be NULL) receive how many packages were installed and how
+ * many wait. Blocks (network, disk).
+ */
+baleen_result baleen_client_update(const baleen_client *client, const char *conditions_json,
+                                   size_t *installed, size_t *waiting);
+
+/* Copies the JSON report of this thread's last successful baleen_client_update into buf
+ * (NUL-terminated, truncated to len bytes) and returns its full length:
+ *   {"installed": [{"package", "from", "to", "method", "downloaded_bytes"}],
+ *    "waiting": [{"package", "reason": "offline" | "wifi" | "charge" | "space" | "priority" |
+ *                 "first_use" | "quota"}]} */
+size_t baleen_last_update_report(char *buf, size_t len);
 
 /* Call once per app launch: a release still pending after max_pending_launches launches is
  * rolled back as failed; *rolled_back (may be NULL) receives how many. Blocks (disk). */

@@ -1,22 +1,20 @@
-//! Installing one release: fetch its signed manifest, then the blobs the device lacks — from a
-//! diff pack, a full pack or one by one, falling back in that order — verifying each blob's sha256
-//! before it is stored. The state switch that makes the release active is the caller's.
+//! Installing one verified release: the blobs the device lacks — from a diff pack, a full pack or
+//! one by one, falling back in that order — each blob's sha256 checked before it is stored. The
+//! state switch that makes the release active is the caller's.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Cursor, Read};
 
 use manifests::{
-    Digest, Encoding, PACK_DATA_ENTRY, PACK_INDEX_ENTRY, PackIndex, PackageId, Release, ReleaseRef,
-    TrustedKeys, verify_release,
+    Digest, Encoding, PACK_DATA_ENTRY, PACK_INDEX_ENTRY, PackIndex, Release, ReleaseRef,
 };
 
 use crate::decode;
 use crate::error::{Error, Result};
 use crate::net::Net;
+use crate::releases::blob_sizes;
 use crate::store::{Installed, Store};
 
-/// Largest signed manifest accepted.
-pub const MAX_MANIFEST_BYTES: u64 = 16 * 1024 * 1024;
 /// Largest `pack.json` accepted.
 const MAX_PACK_INDEX_BYTES: u64 = 16 * 1024 * 1024;
 
@@ -36,8 +34,6 @@ pub enum Method {
 /// What an install did.
 #[derive(Clone, Debug)]
 pub struct Report {
-    /// The verified release.
-    pub release: Release,
     /// How most bytes arrived.
     pub method: Method,
     /// Bytes downloaded (manifest, packs and blobs).
@@ -46,51 +42,18 @@ pub struct Report {
     pub fallbacks: Vec<String>,
 }
 
-/// Fetches (or reads) and verifies the signed manifest of `target`.
-pub(crate) fn manifest(
-    store: &Store,
-    net: &Net,
-    trusted: &TrustedKeys,
-    package: &PackageId,
-    target: &ReleaseRef,
-) -> Result<(Release, Vec<u8>, u64)> {
-    let (bytes, downloaded) = match store.read_manifest(&target.manifest) {
-        Ok(bytes) => (bytes, 0),
-        Err(_) => {
-            let bytes = net.get(
-                &format!("/v1/manifests/{}", target.manifest),
-                MAX_MANIFEST_BYTES,
-            )?;
-            let n = bytes.len() as u64;
-            (bytes, n)
-        }
-    };
-    let verified = verify_release(&bytes, trusted, Some(&target.manifest))?;
-    if verified.release.package != *package || verified.release.version != target.version {
-        return Err(Error::BadPack(format!(
-            "manifest {} is {}@{}, the index says {package}@{}",
-            target.manifest, verified.release.package, verified.release.version, target.version
-        )));
-    }
-    Ok((verified.release, bytes, downloaded))
-}
-
-/// Every blob of `release` (each once, however many paths share it), with its size.
-pub(crate) fn blob_sizes(release: &Release) -> BTreeMap<Digest, u64> {
-    release.files.values().map(|f| (f.sha256, f.size)).collect()
-}
-
-/// Brings every blob of `target` onto the device and stores its manifest.
+/// Brings every blob of `release` (manifest `target`) onto the device: from a diff pack from
+/// `active`, else the full pack, else one by one. The caller verified the release and stores its
+/// manifest; the state switch is the caller's too.
 pub(crate) fn install(
     store: &Store,
     net: &Net,
-    trusted: &TrustedKeys,
-    package: &PackageId,
+    release: &Release,
     target: &ReleaseRef,
     active: Option<&Installed>,
 ) -> Result<Report> {
-    let (release, manifest_bytes, mut downloaded) = manifest(store, net, trusted, package, target)?;
-    let needed = blob_sizes(&release);
+    let package = &release.package;
+    let needed = blob_sizes(release);
     let missing = |store: &Store| -> Vec<(Digest, u64)> {
         needed
             .iter()
@@ -98,97 +61,108 @@ pub(crate) fn install(
             .map(|(d, s)| (*d, *s))
             .collect()
     };
-    let mut fallbacks = Vec::new();
-    let mut method = Method::Nothing;
+    let mut report = Report {
+        method: Method::Nothing,
+        downloaded_bytes: 0,
+        fallbacks: Vec::new(),
+    };
+    if missing(store).is_empty() {
+        return Ok(report);
+    }
     let mut written = BTreeSet::new();
-
-    if !missing(store).is_empty() {
-        let mut done = false;
-        if let Some(active) = active.filter(|a| a.version != target.version) {
+    let diff = active
+        .filter(|a| a.version != target.version)
+        .map(|active| {
             let path = format!(
                 "/v1/packs/{package}/{}..{}.zip",
                 active.version, target.version
             );
-            match apply_pack(
-                store,
-                net,
-                &path,
-                &release,
-                target.manifest,
-                Some(active.manifest),
-                &needed,
-                &mut written,
-            ) {
-                Ok(n) => {
-                    downloaded += n;
-                    method = Method::DiffPack;
-                    done = true;
-                }
-                Err(e) => fallbacks.push(format!("diff pack: {e}")),
+            (path, Some(active.manifest), Method::DiffPack)
+        });
+    // One blob or two are cheaper alone than a pack; more go in the full pack.
+    let full = (missing(store).len() > 2).then(|| {
+        let path = format!("/v1/packs/{package}/{}.zip", target.version);
+        (path, None, Method::FullPack)
+    });
+    for (path, from_manifest, method) in diff.into_iter().chain(full) {
+        if method == Method::FullPack && report.method == Method::DiffPack {
+            break;
+        }
+        let target = Target {
+            release,
+            to_manifest: target.manifest,
+            from_manifest,
+            needed: &needed,
+        };
+        match apply_pack(store, net, &path, &target, &mut written) {
+            Ok(n) => {
+                report.downloaded_bytes += n;
+                report.method = method;
             }
+            Err(e) => report.fallbacks.push(format!("{}: {e}", label(method))),
         }
-        // One blob or two are cheaper alone than a pack; more go in the full pack.
-        if !done && missing(store).len() > 2 {
-            let path = format!("/v1/packs/{package}/{}.zip", target.version);
-            match apply_pack(
-                store,
-                net,
-                &path,
-                &release,
-                target.manifest,
-                None,
-                &needed,
-                &mut written,
-            ) {
-                Ok(n) => {
-                    downloaded += n;
-                    method = Method::FullPack;
-                }
-                Err(e) => fallbacks.push(format!("full pack: {e}")),
-            }
-        }
-        let rest = missing(store);
-        if !rest.is_empty() && method == Method::Nothing {
-            method = Method::Blobs;
-        }
-        for (digest, size) in rest {
-            let bytes =
-                net.get_resumable(&format!("/v1/blobs/{digest}"), size, &store.partial_dir())?;
-            downloaded += bytes.len() as u64;
-            store.write_blob(&digest, &bytes, "blob download")?;
-            written.insert(digest);
-        }
-        store.sync_blob_dirs(&written)?;
     }
-    store.write_manifest(&target.manifest, &manifest_bytes)?;
-    Ok(Report {
+    let rest = missing(store);
+    if !rest.is_empty() && report.method == Method::Nothing {
+        report.method = Method::Blobs;
+    }
+    for (digest, size) in rest {
+        let bytes =
+            net.get_resumable(&format!("/v1/blobs/{digest}"), size, &store.partial_dir())?;
+        report.downloaded_bytes += bytes.len() as u64;
+        store.write_blob(&digest, &bytes, "blob download")?;
+        written.insert(digest);
+    }
+    store.sync_blob_dirs(&written)?;
+    Ok(report)
+}
+
+fn label(method: Method) -> &'static str {
+    match method {
+        Method::DiffPack => "diff pack",
+        _ => "full pack",
+    }
+}
+
+/// Stores every blob of `release` that the device lacks from `full_pack` (a preset shipped in
+/// the app), verified; fails unless every blob is then present.
+pub(crate) fn unpack_all(
+    store: &Store,
+    full_pack: &[u8],
+    label: &str,
+    release: &Release,
+    to_manifest: Digest,
+) -> Result<()> {
+    let needed = blob_sizes(release);
+    if needed.keys().all(|d| store.has_blob(d)) {
+        return Ok(());
+    }
+    let target = Target {
         release,
-        method,
-        downloaded_bytes: downloaded,
-        fallbacks,
-    })
+        to_manifest,
+        from_manifest: None,
+        needed: &needed,
+    };
+    let mut written = BTreeSet::new();
+    unpack(store, full_pack, label, &target, &mut written)?;
+    if let Some(missing) = needed.keys().find(|d| !store.has_blob(d)) {
+        return Err(Error::BadPack(format!(
+            "{label}: blob {missing} is missing"
+        )));
+    }
+    store.sync_blob_dirs(&written)
 }
 
 /// Downloads a pack and stores the blobs it carries; returns the bytes downloaded.
-#[allow(clippy::too_many_arguments)]
 fn apply_pack(
     store: &Store,
     net: &Net,
     path: &str,
-    release: &Release,
-    to_manifest: Digest,
-    from_manifest: Option<Digest>,
-    needed: &BTreeMap<Digest, u64>,
+    target: &Target<'_>,
     written: &mut BTreeSet<Digest>,
 ) -> Result<u64> {
-    let bytes = net.get_resumable(path, pack_limit(release), &store.partial_dir())?;
-    let target = Target {
-        release,
-        to_manifest,
-        from_manifest,
-        needed,
-    };
-    unpack(store, &bytes, path, &target, written)?;
+    let bytes = net.get_resumable(path, pack_limit(target.release), &store.partial_dir())?;
+    unpack(store, &bytes, path, target, written)?;
     Ok(bytes.len() as u64)
 }
 

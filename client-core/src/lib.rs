@@ -8,14 +8,18 @@
 //! It uses plain threads and blocking IO (no async runtime) and reaches the network only through
 //! a host-supplied [`fetch::Fetcher`].
 //!
-//! Where to start: [`Client`] is the whole API; [`resolve::Resolver`] is the lock-free hot path;
-//! [`store`] is what lies on disk.
+//! Where to start: [`device::Device`] is the pure core that makes every decision (sans IO, tested
+//! with a fake clock); [`Client`] is the thin IO shell around it and the whole API;
+//! [`resolve::Resolver`] is the lock-free hot path; [`store`] is what lies on disk.
 
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+mod api;
 mod client;
+pub mod clock;
 mod decode;
+pub mod device;
 pub mod error;
 pub mod fetch;
 pub mod ffi;
@@ -23,11 +27,14 @@ pub mod install;
 mod net;
 pub mod plan;
 pub mod quota;
+mod releases;
 pub mod resolve;
 pub mod store;
 
-pub use client::{CheckOutcome, Client, Config, PackageStatus, Planned, Status, Update};
+pub use api::{CheckOutcome, Config, PackageStatus, Status, UpdateOutcome};
+pub use client::Client;
 pub use error::{BaleenError, Error, Result};
+pub use plan::{Conditions, Network, Update, Wait};
 pub use resolve::Resolved;
 
 uniffi::setup_scaffolding!();

@@ -52,9 +52,27 @@ int main(int argc, char **argv) {
   CHECK(baleen_client_resolve(client, argv[2], &resolved) == BALEEN_NOT_FOUND);
   CHECK(resolved == NULL);
 
-  size_t installed = 0;
-  CHECK(baleen_client_update(client, &installed) == BALEEN_OK);
+  /* Offline: nothing is installed, and the report says so. */
+  size_t installed = 99, waiting = 99;
+  CHECK(baleen_client_update(client, "{\"network\": \"offline\", \"metered\": false, "
+                             "\"battery_percent\": 50, \"charging\": false, "
+                             "\"low_power_mode\": false, \"free_space_bytes\": 1000000000, "
+                             "\"foreground\": true}", &installed, &waiting) == BALEEN_OK);
+  CHECK(installed == 0);
+  CHECK(baleen_client_update(client, "{\"network\": \"wifi\"}", &installed, &waiting)
+        == BALEEN_INVALID_ARGUMENT);
+
+  CHECK(baleen_client_update(client, "{\"network\": \"wifi\", \"metered\": false, "
+                             "\"battery_percent\": 50, \"charging\": false, "
+                             "\"low_power_mode\": false, \"free_space_bytes\": 1000000000, "
+                             "\"foreground\": true}", &installed, &waiting) == BALEEN_OK);
   CHECK(installed == 1);
+  CHECK(waiting == 0);
+  char report[1024];
+  size_t report_len = baleen_last_update_report(report, sizeof report);
+  CHECK(report_len > 0 && report_len < sizeof report);
+  CHECK(strstr(report, "\"installed\":[{\"package\":") != NULL);
+  CHECK(strstr(report, "\"method\":\"full_pack\"") != NULL || strstr(report, "\"method\":\"blobs\"") != NULL);
 
   CHECK(baleen_client_resolve(client, argv[2], &resolved) == BALEEN_OK);
   if (resolved) {

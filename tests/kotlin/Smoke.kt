@@ -15,7 +15,10 @@ import uniffi.client_core.BaleenClient
 import uniffi.client_core.BaleenException
 import uniffi.client_core.ClientConfig
 import uniffi.client_core.FetchFailure
+import uniffi.client_core.DeviceConditions
 import uniffi.client_core.HostFetcher
+import uniffi.client_core.NetworkType
+import uniffi.client_core.WaitReason
 import uniffi.client_core.HttpRequest
 import uniffi.client_core.HttpResponse
 
@@ -48,6 +51,23 @@ class JvmFetcher : HostFetcher {
     }
 }
 
+/** A fetcher with a bug: it throws something other than FetchFailure. */
+class BrokenFetcher : HostFetcher {
+    override fun fetch(request: HttpRequest): HttpResponse {
+        throw IllegalStateException("a bug in the host's HTTP stack")
+    }
+}
+
+fun conditions(network: NetworkType, metered: Boolean = false) = DeviceConditions(
+    network = network,
+    metered = metered,
+    batteryPercent = 80u,
+    charging = false,
+    lowPowerMode = false,
+    freeSpaceBytes = 1uL shl 30,
+    foreground = true,
+)
+
 fun check(condition: Boolean, what: String) {
     if (!condition) throw AssertionError(what)
 }
@@ -71,9 +91,24 @@ fun main() {
     val client = BaleenClient(config, fetcher)
     check(client.resolve(ROUTE + "index.html") == null, "nothing before the first install")
 
-    val updates = client.update()
-    check(updates.map { it.`package` to it.to } == listOf("checkout" to "1.0.0"), "updates: $updates")
+    val waiting = client.update(conditions(NetworkType.CELLULAR, metered = true))
+    check(waiting.installed.isEmpty(), "installed on a metered link: $waiting")
+    check(waiting.waiting.map { it.`package` to it.reason } == listOf("checkout" to WaitReason.WIFI), "waiting: $waiting")
+    val report = client.update(conditions(NetworkType.WIFI))
+    check(report.installed.map { it.`package` to it.to } == listOf("checkout" to "1.0.0"), "report: $report")
     check(fetcher.calls > 0, "the Kotlin fetcher was used")
+
+    // A fetcher that throws an arbitrary exception is a retryable network error, never a crash.
+    val brokenConfig = config.copy(dir = env.getValue("BALEEN_STORE") + "-broken")
+    val broken = BaleenClient(brokenConfig, BrokenFetcher())
+    try {
+        broken.update(conditions(NetworkType.WIFI))
+        throw AssertionError("a throwing fetcher did not fail the update")
+    } catch (e: BaleenException.Network) {
+        check(e.detail.contains("host fetcher"), "detail: ${e.detail}")
+    }
+    check(broken.packages().isEmpty(), "nothing installed through a broken fetcher")
+    broken.close()
 
     val want = File(env.getValue("BALEEN_EXPECTED")).readBytes()
     for (url in listOf(ROUTE + "index.html", "baleen://m.example.com/checkout/index.html")) {

@@ -41,6 +41,25 @@ class UrllibFetcher(baleen.HostFetcher):
             raise baleen.FetchFailure.Transport(str(err))
 
 
+class BrokenFetcher(baleen.HostFetcher):
+    """A host fetcher with a bug: it throws something other than FetchFailure."""
+
+    def fetch(self, request):
+        raise ValueError("a bug in the host's HTTP stack")
+
+
+def conditions(network, metered=False, battery=80, charging=False, space=1 << 30):
+    return baleen.DeviceConditions(
+        network=network,
+        metered=metered,
+        battery_percent=battery,
+        charging=charging,
+        low_power_mode=False,
+        free_space_bytes=space,
+        foreground=True,
+    )
+
+
 def config(keys, store):
     return baleen.ClientConfig(
         dir=store,
@@ -64,9 +83,33 @@ def main():
     client = baleen.BaleenClient(config([os.environ["BALEEN_KEY"]], store), fetcher)
 
     assert client.resolve(ROUTE + "index.html") is None, "nothing before the first install"
-    updates = client.update()
-    assert [(u.package, u.to) for u in updates] == [("checkout", "1.0.0")], updates
+    # The planner's decisions reach the host: on a metered cellular link a package nobody has
+    # opened waits for Wi-Fi; without room it waits for space; offline nothing is fetched.
+    report = client.update(conditions(baleen.NetworkType.CELLULAR, metered=True))
+    assert report.installed == [], report
+    assert [(w.package, w.reason) for w in report.waiting] == [
+        ("checkout", baleen.WaitReason.WIFI)
+    ], report
+    report = client.update(conditions(baleen.NetworkType.WIFI, space=10))
+    assert [(w.package, w.reason) for w in report.waiting] == [
+        ("checkout", baleen.WaitReason.SPACE)
+    ], report
+    report = client.update(conditions(baleen.NetworkType.OFFLINE))
+    assert report.installed == [], report
+    report = client.update(conditions(baleen.NetworkType.WIFI))
+    assert [(i.package, i.to) for i in report.installed] == [("checkout", "1.0.0")], report
+    assert report.installed[0].downloaded_bytes > 0, report
+    assert report.waiting == [], report
     assert fetcher.calls > 0, "the host fetcher was used"
+
+    # A fetcher that throws an arbitrary exception is a retryable network error, never a crash.
+    broken = baleen.BaleenClient(config([os.environ["BALEEN_KEY"]], store + "-broken"), BrokenFetcher())
+    try:
+        broken.update(conditions(baleen.NetworkType.WIFI))
+        raise AssertionError("a throwing fetcher did not fail the update")
+    except baleen.BaleenError.Network as err:
+        assert "host fetcher" in err.detail, err.detail
+    assert broken.packages() == []
 
     checked = 0
     for root, _, names in os.walk(build):

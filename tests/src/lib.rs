@@ -316,3 +316,19 @@ pub fn files_of(dir: &Path) -> Vec<(String, Vec<u8>)> {
     out.sort();
     out
 }
+
+/// Runs `client`'s one update call on unmetered Wi-Fi with power and space, so everything the
+/// index offers installs now; returns what was installed and how its bytes came.
+///
+/// # Errors
+/// The update's errors.
+pub fn update_now(
+    client: &client_core::Client,
+) -> client_core::Result<Vec<(client_core::Update, client_core::install::Method)>> {
+    let outcome = client.update(&client_core::Conditions::unrestricted())?;
+    Ok(outcome
+        .installed
+        .into_iter()
+        .map(|(update, report)| (update, report.method))
+        .collect())
+}

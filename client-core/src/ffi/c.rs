@@ -16,8 +16,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use manifests::PackageId;
 
-use super::ClientConfig;
+use super::{ClientConfig, DeviceConditions, UpdateReport};
 use crate::error::BaleenError;
+use crate::plan::Conditions;
 use crate::{Client, Config};
 
 /// What a call did. `BALEEN_OK` is 0; everything else names an error, whose message
@@ -66,6 +67,7 @@ pub struct baleen_resolved {
 
 thread_local! {
     static LAST_ERROR: RefCell<String> = const { RefCell::new(String::new()) };
+    static LAST_REPORT: RefCell<String> = const { RefCell::new(String::new()) };
 }
 
 fn set_error(message: &str) {
@@ -220,18 +222,67 @@ pub unsafe extern "C" fn baleen_client_free(client: *mut baleen_client) {
     });
 }
 
-/// Checks the index and installs every update; `*installed` (if not NULL) receives how many
-/// packages changed. Blocks (network, disk): call from a background thread.
+/// Checks the index and installs what the device's conditions allow now. `conditions_json` is
+/// a JSON object with the fields of `DeviceConditions` (see the header), or NULL for unmetered
+/// Wi-Fi with power and space. `*installed` and `*waiting` (each may be NULL) receive how many
+/// packages were installed and how many wait; `baleen_last_update_report` gives the details.
+/// Blocks (network, disk): call from a background thread.
 ///
 /// # Safety
-/// `client` is a live client; `installed` is NULL or writable.
+/// `client` is a live client; `conditions_json` is NULL or a NUL-terminated string; `installed`
+/// and `waiting` are NULL or writable.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn baleen_client_update(
     client: *const baleen_client,
+    conditions_json: *const c_char,
     installed: *mut usize,
+    waiting: *mut usize,
 ) -> baleen_result {
+    guard(|| {
+        done((|| {
+            // SAFETY: per this function's contract.
+            let client = unsafe { self::client(client) }?;
+            let conditions = match conditions_json.is_null() {
+                true => Conditions::unrestricted(),
+                false => {
+                    // SAFETY: not NULL, and NUL-terminated per this function's contract.
+                    let json = unsafe { text(conditions_json, "conditions_json") }?;
+                    let parsed: DeviceConditions = serde_json::from_str(json).map_err(|e| {
+                        fail(BALEEN_INVALID_ARGUMENT, &format!("conditions_json: {e}"))
+                    })?;
+                    parsed.into()
+                }
+            };
+            let outcome = client
+                .update(&conditions)
+                .map_err(|e| from_error(e.into()))?;
+            let report = UpdateReport::from(&outcome);
+            let json = serde_json::to_string(&report).unwrap_or_default();
+            LAST_REPORT.with(|r| *r.borrow_mut() = json);
+            for (out, n) in [
+                (installed, report.installed.len()),
+                (waiting, report.waiting.len()),
+            ] {
+                if !out.is_null() {
+                    // SAFETY: not NULL, and the caller promises it is writable.
+                    unsafe { *out = n };
+                }
+            }
+            Ok(())
+        })())
+    })
+}
+
+/// Copies the JSON report of this thread's last successful `baleen_client_update` (an object with
+/// `installed` and `waiting` lists) into `buf` as a NUL-terminated string, truncated to `len`
+/// bytes; returns the length of the whole report, without the NUL.
+///
+/// # Safety
+/// `buf` is NULL (then only the length is returned) or points to `len` writable bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn baleen_last_update_report(buf: *mut c_char, len: usize) -> usize {
     // SAFETY: per this function's contract.
-    unsafe { counting(client, installed, |c| Ok(c.update()?.len())) }
+    LAST_REPORT.with(|r| unsafe { copy_out(&r.borrow(), buf, len) })
 }
 
 /// Call once per app launch: a release still pending after `max_pending_launches` launches is
@@ -465,19 +516,26 @@ pub unsafe extern "C" fn baleen_client_report_open(
 /// `buf` is NULL (to ask the length) or `len` writable bytes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn baleen_last_error(buf: *mut c_char, len: usize) -> usize {
-    LAST_ERROR.with(|e| {
-        let message = e.borrow();
-        if !buf.is_null() && len > 0 {
-            let n = message.len().min(len - 1);
-            // SAFETY: `buf` has `len` writable bytes and `n + 1 <= len`; the source is the
-            // message's own bytes, which do not overlap a caller's buffer.
-            unsafe {
-                std::ptr::copy_nonoverlapping(message.as_ptr().cast::<c_char>(), buf, n);
-                *buf.add(n) = 0;
-            }
+    // SAFETY: per this function's contract.
+    LAST_ERROR.with(|e| unsafe { copy_out(&e.borrow(), buf, len) })
+}
+
+/// Copies `text` into `buf` as a NUL-terminated string truncated to `len` bytes; returns the
+/// length of `text`.
+///
+/// # Safety
+/// `buf` is NULL or points to `len` writable bytes.
+unsafe fn copy_out(text: &str, buf: *mut c_char, len: usize) -> usize {
+    if !buf.is_null() && len > 0 {
+        let n = text.len().min(len - 1);
+        // SAFETY: `buf` has `len` writable bytes and `n + 1 <= len`; the source is the text's
+        // own bytes, which do not overlap a caller's buffer.
+        unsafe {
+            std::ptr::copy_nonoverlapping(text.as_ptr().cast::<c_char>(), buf, n);
+            *buf.add(n) = 0;
         }
-        message.len()
-    })
+    }
+    text.len()
 }
 
 #[cfg(test)]

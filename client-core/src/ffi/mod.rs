@@ -13,7 +13,9 @@ use manifests::{AppId, Channel, HostVersion, PackageId, PublicKey};
 
 use crate::error::BaleenError;
 use crate::fetch::{FetchError, FetchRequest, FetchResponse, Fetcher};
-use crate::{Client, Config, Resolved, Update};
+use crate::install::Method;
+use crate::plan::{Conditions, Network, Wait};
+use crate::{Client, Config, Resolved, Update, UpdateOutcome};
 
 /// How the host sets up a client (also the JSON object the C ABI takes).
 #[derive(Debug, Clone, uniffi::Record, serde::Deserialize)]
@@ -107,6 +109,16 @@ pub enum FetchFailure {
         /// What happened (not `message`, which Kotlin exceptions already have).
         detail: String,
     },
+}
+
+/// Any other exception the host's fetcher throws (a bug in it, an unexpected runtime error) is a
+/// transport failure too: retried later, never a panic.
+impl From<uniffi::UnexpectedUniFFICallbackError> for FetchFailure {
+    fn from(e: uniffi::UnexpectedUniFFICallbackError) -> FetchFailure {
+        FetchFailure::Transport {
+            detail: format!("the host fetcher failed: {}", e.reason),
+        }
+    }
 }
 
 /// The host's HTTP stack (OkHttp, URLSession). Called from the thread that called the client.
@@ -208,6 +220,153 @@ pub struct PackageInfo {
     pub pending: bool,
 }
 
+/// The network the device is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NetworkType {
+    /// Wi-Fi or Ethernet.
+    Wifi,
+    /// A mobile network.
+    Cellular,
+    /// No network.
+    Offline,
+}
+
+/// What the host knows about the device when it asks for an update (also the JSON object the
+/// C ABI takes). `docs/mobile.md` shows how Android and iOS fill it.
+#[derive(Debug, Clone, Copy, uniffi::Record, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceConditions {
+    /// The network.
+    pub network: NetworkType,
+    /// The link is metered (a capped plan, a hotspot).
+    pub metered: bool,
+    /// The battery's charge, 0 to 100.
+    pub battery_percent: u8,
+    /// The device is charging.
+    pub charging: bool,
+    /// Low-power (battery saver) mode is on.
+    pub low_power_mode: bool,
+    /// Free space for the store, in bytes.
+    pub free_space_bytes: u64,
+    /// The app is in the foreground (a launch), not a background task.
+    pub foreground: bool,
+}
+
+impl From<DeviceConditions> for Conditions {
+    fn from(c: DeviceConditions) -> Conditions {
+        Conditions {
+            network: match c.network {
+                NetworkType::Wifi => Network::Wifi,
+                NetworkType::Cellular => Network::Cellular,
+                NetworkType::Offline => Network::Offline,
+            },
+            metered: c.metered,
+            battery_percent: c.battery_percent.min(100),
+            charging: c.charging,
+            low_power_mode: c.low_power_mode,
+            free_space_bytes: c.free_space_bytes,
+            foreground: c.foreground,
+        }
+    }
+}
+
+/// Why an update waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitReason {
+    /// No network.
+    Offline,
+    /// Waiting for unmetered Wi-Fi.
+    Wifi,
+    /// Waiting for charge.
+    Charge,
+    /// Waiting for free space.
+    Space,
+    /// Deferred by priority: this update's cellular budget went to other packages.
+    Priority,
+    /// Published "on first use": waits until the user opens it.
+    FirstUse,
+    /// The store's quota is full of packages used more recently.
+    Quota,
+}
+
+impl From<Wait> for WaitReason {
+    fn from(w: Wait) -> WaitReason {
+        match w {
+            Wait::Offline => WaitReason::Offline,
+            Wait::Wifi => WaitReason::Wifi,
+            Wait::Charge => WaitReason::Charge,
+            Wait::Space => WaitReason::Space,
+            Wait::Priority => WaitReason::Priority,
+            Wait::FirstUse => WaitReason::FirstUse,
+            Wait::Quota => WaitReason::Quota,
+        }
+    }
+}
+
+/// An update installed.
+#[derive(Debug, Clone, uniffi::Record, serde::Serialize)]
+pub struct Installation {
+    /// The package.
+    pub package: String,
+    /// The release it ran before.
+    pub from: Option<String>,
+    /// The release it runs now.
+    pub to: String,
+    /// How the bytes came: `nothing`, `diff_pack`, `full_pack` or `blobs`.
+    pub method: String,
+    /// Bytes downloaded for it (manifest, packs, blobs).
+    pub downloaded_bytes: u64,
+}
+
+/// An update left for later.
+#[derive(Debug, Clone, uniffi::Record, serde::Serialize)]
+pub struct Waiting {
+    /// The package.
+    pub package: String,
+    /// Why it waits.
+    pub reason: WaitReason,
+}
+
+/// What `update` did (also the JSON the C ABI hands out).
+#[derive(Debug, Clone, uniffi::Record, serde::Serialize)]
+pub struct UpdateReport {
+    /// Updates installed, in order.
+    pub installed: Vec<Installation>,
+    /// Updates left for later, with the reason.
+    pub waiting: Vec<Waiting>,
+}
+
+impl From<&UpdateOutcome> for UpdateReport {
+    fn from(outcome: &UpdateOutcome) -> UpdateReport {
+        let installed = outcome
+            .installed
+            .iter()
+            .map(|(update, report)| Installation {
+                package: update.package.to_string(),
+                from: update.from.as_ref().map(ToString::to_string),
+                to: update.to.version.to_string(),
+                method: match report.method {
+                    Method::Nothing => "nothing",
+                    Method::DiffPack => "diff_pack",
+                    Method::FullPack => "full_pack",
+                    Method::Blobs => "blobs",
+                }
+                .to_owned(),
+                downloaded_bytes: report.downloaded_bytes,
+            });
+        let waiting = outcome.waiting.iter().map(|(package, wait)| Waiting {
+            package: package.to_string(),
+            reason: (*wait).into(),
+        });
+        UpdateReport {
+            installed: installed.collect(),
+            waiting: waiting.collect(),
+        }
+    }
+}
+
 fn other(detail: impl Into<String>) -> BaleenError {
     BaleenError::Other {
         detail: detail.into(),
@@ -295,14 +454,12 @@ impl BaleenClient {
             .collect())
     }
 
-    /// Checks and installs every update. Blocks (network, disk).
-    pub fn update(&self) -> Result<Vec<UpdateInfo>, BaleenError> {
-        Ok(self
-            .inner
-            .update()?
-            .iter()
-            .map(|(u, _)| UpdateInfo::from(u))
-            .collect())
+    /// Checks for updates and installs what the device's `conditions` allow now, in the
+    /// planner's order; returns what was installed and, for the rest, why it waits (Wi-Fi,
+    /// charge, space, priority, first use, quota). Blocks (network, disk): call from a background
+    /// thread.
+    pub fn update(&self, conditions: DeviceConditions) -> Result<UpdateReport, BaleenError> {
+        Ok(UpdateReport::from(&self.inner.update(&conditions.into())?))
     }
 
     /// The page of `package` works. Blocks (disk).

@@ -23,7 +23,8 @@ use crate::error::{Error, Result};
 
 pub mod state;
 
-pub use state::{Evicted, Installed, PackageState, Recovery, State, StateFile};
+pub use crate::device::{Evicted, Installed, PackageState, State};
+pub use state::{Recovery, StateFile};
 
 /// How long the bytes of a cut download are kept for a resume.
 const PARTIAL_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
@@ -115,7 +116,10 @@ impl Store {
         let dir = dest.parent().unwrap_or(&self.root).to_path_buf();
         std::fs::create_dir_all(&dir)
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        let tmp = self.root.join("tmp").join(format!("{expected}.part"));
+        let tmp = self
+            .root
+            .join("tmp")
+            .join(state::unique_temp_name(&expected.to_string()));
         let mut file = std::fs::File::create(&tmp)
             .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
         file.write_all(bytes)
@@ -160,13 +164,19 @@ impl Store {
             .map_err(|e| Error::io(format!("reading manifest {digest}"), e))
     }
 
-    /// Deletes every blob and manifest not in `keep_blobs` / `keep_manifests`; returns the bytes
-    /// freed.
-    pub fn collect_garbage(
-        &self,
-        keep_blobs: &BTreeSet<Digest>,
-        keep_manifests: &BTreeSet<Digest>,
-    ) -> Result<u64> {
+    /// Deletes a stored manifest (one that no longer verifies), so it is fetched again.
+    pub fn remove_manifest(&self, digest: &Digest) -> Result<()> {
+        match std::fs::remove_file(self.manifest_path(digest)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(format!("removing manifest {digest}"), e)),
+        }
+    }
+
+    /// Deletes every blob and manifest for which `keep` says no; returns the bytes freed. `keep`
+    /// is asked once per file, just before that file would go, so a caller can protect what an
+    /// install claims meanwhile.
+    pub fn collect_garbage(&self, keep: impl Fn(&Digest) -> bool) -> Result<u64> {
         let mut freed = 0;
         let blobs = self.root.join("blobs");
         for fan in read_dir(&blobs)? {
@@ -175,7 +185,7 @@ impl Store {
                     .file_name()
                     .and_then(|n| n.to_str())
                     .and_then(|n| Digest::parse(n).ok())
-                    .is_some_and(|d| keep_blobs.contains(&d));
+                    .is_some_and(|d| keep(&d));
                 if !keep {
                     freed += std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
                     std::fs::remove_file(&file)
@@ -188,7 +198,7 @@ impl Store {
                 .file_stem()
                 .and_then(|n| n.to_str())
                 .and_then(|n| Digest::parse(n).ok())
-                .is_some_and(|d| keep_manifests.contains(&d));
+                .is_some_and(|d| keep(&d));
             if !keep {
                 std::fs::remove_file(&file)
                     .map_err(|e| Error::io(format!("removing {}", file.display()), e))?;
@@ -228,3 +238,6 @@ fn read_dir(dir: &Path) -> Result<Vec<PathBuf>> {
         Err(e) => Err(Error::io(format!("listing {}", dir.display()), e)),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,85 +1,18 @@
-//! The one small state file: which release of each package is active, which was before, what is
-//! pending verification, and the highest index sequence seen.
+//! The one small state file, [`State`] made durable.
 //!
 //! It lives in two slots, `state-a.json` and `state-b.json`, each `{"checksum":…,"state":…}` with a
 //! generation number. A write goes to the slot not holding the newest valid state (temp file,
 //! fsync, rename, fsync dir), so a torn or corrupted slot never loses the other; reading takes the
 //! valid slot with the highest generation. Garbage is detected by the checksum and never trusted.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use manifests::{Digest, PackageId, ReleaseVersion};
+use manifests::Digest;
 use serde::{Deserialize, Serialize};
 
+use crate::device::State;
 use crate::error::{Error, Result};
-
-/// A release installed on the device.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Installed {
-    /// Its version.
-    pub version: ReleaseVersion,
-    /// The digest of its signed manifest (the file `manifests/<digest>.json`).
-    pub manifest: Digest,
-}
-
-/// What the device knows of one package.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PackageState {
-    /// The release being served.
-    pub active: Option<Installed>,
-    /// The release served before it, kept for rollback.
-    pub previous: Option<Installed>,
-    /// The active release was activated and has not yet been marked ready.
-    #[serde(default)]
-    pub pending: bool,
-    /// Launches since activation without a ready signal.
-    #[serde(default)]
-    pub pending_launches: u32,
-    /// Releases that failed on this device: never installed again.
-    #[serde(default)]
-    pub bad: Vec<Digest>,
-    /// Page opens counted (for planning what to prefetch first).
-    #[serde(default)]
-    pub opens: u64,
-    /// When a page of the package was last opened (Unix seconds).
-    #[serde(default)]
-    pub last_opened_secs: u64,
-    /// Set when the quota evicted the package: its routes stay known, so opens of its pages
-    /// (now from the network) still count and can bring it back.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub evicted: Option<Evicted>,
-}
-
-/// What stays known of a package the quota evicted.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Evicted {
-    /// The release that was active.
-    pub version: ReleaseVersion,
-    /// Its route prefixes, without scheme (`m.example.com/profile/`).
-    pub routes: Vec<String>,
-}
-
-/// The device's trusted state.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct State {
-    /// Grows with every write; picks the newer slot.
-    pub generation: u64,
-    /// The highest index sequence accepted, per `app/channel`.
-    #[serde(default)]
-    pub highest_sequence: BTreeMap<String, u64>,
-    /// The latest time the device trusts (the newest `issued_at` of an accepted index), so that
-    /// a clock set back cannot revive an expired index.
-    #[serde(default)]
-    pub last_trusted_secs: u64,
-    /// The ETag of the last index accepted, per `app/channel`, for conditional requests.
-    #[serde(default)]
-    pub index_etag: BTreeMap<String, String>,
-    /// Per package.
-    #[serde(default)]
-    pub packages: BTreeMap<PackageId, PackageState>,
-}
 
 #[derive(Serialize, Deserialize)]
 struct Slot {
@@ -168,9 +101,17 @@ impl StateFile {
     }
 }
 
+/// A temp file name no other write of this process uses, so two installs (or a seed and an
+/// install) writing the same file at once never write into each other's temp file.
+pub(crate) fn unique_temp_name(name: &str) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!(".{name}.{}-{n}.tmp", std::process::id())
+}
+
 /// Writes `bytes` to `dir/name` through a temp file: fsync the file, rename, fsync the directory.
 pub(crate) fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
-    let tmp = dir.join(format!(".{name}.tmp"));
+    let tmp = dir.join(unique_temp_name(name));
     let dest = dir.join(name);
     let mut file = std::fs::File::create(&tmp)
         .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;

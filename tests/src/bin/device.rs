@@ -34,7 +34,7 @@ fn main() -> ExitCode {
         };
         let client =
             Client::open(config, Arc::new(BuiltinFetcher::default())).map_err(|e| e.to_string())?;
-        client.update().map_err(|e| e.to_string())?;
+        tests::update_now(&client).map_err(|e| e.to_string())?;
         Ok(())
     };
     match run() {

@@ -44,7 +44,7 @@ fn install_then_update_by_diff_pack_then_follow_a_rollback() {
         client.resolve(&format!("{ROUTE}index.html")).is_none(),
         "nothing before the first install"
     );
-    let installed = client.update().unwrap();
+    let installed = tests::update_now(&client).unwrap();
     assert_eq!(installed.len(), 1);
     assert_eq!(installed[0].0.to.version.to_string(), "1.0.0");
     assert_serves(&client, &build);
@@ -110,12 +110,12 @@ fn a_release_that_never_becomes_ready_rolls_back_and_the_server_sees_it() {
     let (server, build) = Server::with_first_release("good");
     let store = server.dir.path().join("device");
     let client = server.client(&store, "device-1", "6.0");
-    client.update().unwrap();
+    tests::update_now(&client).unwrap();
     client.mark_ready(&checkout()).unwrap();
 
     write_build(&build, "broken");
     server.publish(&build, "checkout", "1.1.0", &["--channel", "production"]);
-    client.update().unwrap();
+    tests::update_now(&client).unwrap();
     assert_eq!(active_version(&client), "1.1.0");
     // Two launches are allowed; the third without a ready signal rolls back.
     assert!(client.on_launch().unwrap().is_empty());
@@ -171,7 +171,7 @@ fn a_state_file_torn_or_garbage_is_never_trusted() {
     let store = server.dir.path().join("device");
     {
         let client = server.client(&store, "device-1", "6.0");
-        client.update().unwrap();
+        tests::update_now(&client).unwrap();
         client.mark_ready(&checkout()).unwrap();
     }
     // Corrupt the newest slot: the older one is used, and still serves the release.
@@ -207,7 +207,7 @@ fn a_state_file_torn_or_garbage_is_never_trusted() {
         client_core::store::Recovery::Reset
     );
     assert!(client.resolve(&format!("{ROUTE}index.html")).is_none());
-    let installed = client.update().unwrap();
+    let installed = tests::update_now(&client).unwrap();
     assert_eq!(
         installed[0].1,
         client_core::install::Method::Nothing,
@@ -224,22 +224,21 @@ fn the_planner_waits_on_a_metered_link_and_fetches_on_wifi() {
     let mut conditions = Conditions {
         network: Network::Cellular,
         metered: true,
-        low_battery: false,
         free_space_bytes: 1 << 30,
-        now_secs: 1_800_000_000,
+        ..Conditions::unrestricted()
     };
-    let planned = client.update_with(&conditions).unwrap();
+    let planned = client.update(&conditions).unwrap();
     assert!(planned.installed.is_empty());
-    assert_eq!(planned.later, vec![(checkout(), Wait::Metered)]);
+    assert_eq!(planned.waiting, vec![(checkout(), Wait::Wifi)]);
     conditions.free_space_bytes = 10;
     conditions.network = Network::Wifi;
     conditions.metered = false;
     assert_eq!(
-        client.update_with(&conditions).unwrap().later,
+        client.update(&conditions).unwrap().waiting,
         vec![(checkout(), Wait::Space)]
     );
     conditions.free_space_bytes = 1 << 30;
-    let planned = client.update_with(&conditions).unwrap();
+    let planned = client.update(&conditions).unwrap();
     assert_eq!(planned.installed.len(), 1, "{planned:?}");
     assert!(client.resolve(&format!("{ROUTE}index.html")).is_some());
 }

@@ -79,7 +79,7 @@ fn setup() -> (Server, Client, Arc<Tamper>) {
     let tamper = Tamper::new();
     let config = server.client_config(&server.dir.path().join("device"), "device-1", "6.0");
     let client = Client::open(config, tamper.clone()).unwrap();
-    client.update().unwrap();
+    tests::update_now(&client).unwrap();
     client
         .mark_ready(&manifests::PackageId::parse("checkout").unwrap())
         .unwrap();
@@ -125,7 +125,7 @@ fn tampered_blobs_and_packs_are_refused_and_the_active_release_keeps_serving() {
             }
         }
     });
-    let err = client.update().unwrap_err();
+    let err = tests::update_now(&client).unwrap_err();
     assert!(matches!(kind(err), BaleenError::Verification { .. }));
     assert_eq!(serving(&client), "1.0.0");
     assert!(client.store().temp_files().unwrap().is_empty());
@@ -290,7 +290,7 @@ fn an_expired_index_is_refused_and_the_installed_release_keeps_serving() {
             *sink.lock().unwrap() = response.body.clone();
         }
     });
-    client.update().unwrap();
+    tests::update_now(&client).unwrap();
     // ...and serve that same, validly signed index once it has expired (a freeze attack).
     std::thread::sleep(Duration::from_millis(3_100));
     tamper.replay_index(captured.lock().unwrap().clone());

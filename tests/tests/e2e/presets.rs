@@ -52,7 +52,7 @@ fn a_preset_serves_every_file_on_the_first_launch_without_network() {
     let (server, build, digest) = first_release();
     let (manifest, pack) = preset(&server, &digest);
     let device = offline_device(&server, &server.dir.path().join("device"));
-    assert!(device.update().is_err(), "no network");
+    assert!(tests::update_now(&device).is_err(), "no network");
 
     let seeded = device.seed(&manifest, &pack).unwrap();
     assert_eq!(seeded, Some(ReleaseVersion::parse("1.0.0").unwrap()));
@@ -75,7 +75,7 @@ fn a_preset_serves_every_file_on_the_first_launch_without_network() {
     write_build(&build, "two");
     server.publish(&build, "checkout", "1.1.0", &["--channel", "production"]);
     let device = server.client(&server.dir.path().join("device"), "device-1", "6.0");
-    let installed = device.update().unwrap();
+    let installed = tests::update_now(&device).unwrap();
     assert_eq!(installed[0].1, Method::DiffPack);
     let hit = device.resolve(&format!("{ROUTE}index.html")).unwrap();
     assert!(std::fs::read(hit.path).unwrap().ends_with(b"two"));

@@ -174,7 +174,7 @@ fn a_proxy_that_flips_truncates_or_swaps_content_cannot_get_an_install_through()
     config.server = proxy.base.clone();
     let client = Client::open(config, Arc::new(BuiltinFetcher::default())).unwrap();
     // Through the proxy, untouched: release 1 installs.
-    assert_eq!(client.update().unwrap().len(), 1);
+    assert_eq!(tests::update_now(&client).unwrap().len(), 1);
     client
         .mark_ready(&manifests::PackageId::parse("checkout").unwrap())
         .unwrap();
@@ -226,7 +226,7 @@ fn a_proxy_that_flips_truncates_or_swaps_content_cannot_get_an_install_through()
     for (case, rule) in cases {
         proxy.set(rule);
         proxy.requests();
-        let err = client.update().unwrap_err();
+        let err = tests::update_now(&client).unwrap_err();
         // The diff pack was tried and refused before the single blobs.
         let requests = proxy.requests();
         let pack = requests

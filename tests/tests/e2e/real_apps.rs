@@ -196,7 +196,7 @@ fn real_app_updates_download_only_a_small_diff_and_serve_the_new_release_exactly
         std::fs::write(file, bytes).unwrap();
     }
     server.publish(&build, PACKAGE, "5.35.1", &["--channel", "production"]);
-    let installed = client.update().unwrap();
+    let installed = tests::update_now(&client).unwrap();
     assert_eq!(installed.len(), 1);
     assert_eq!(installed[0].0.to.version.to_string(), "5.35.1");
     assert_eq!(installed[0].1, Method::Nothing, "no blob to download");

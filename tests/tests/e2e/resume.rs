@@ -86,7 +86,7 @@ fn checkout() -> PackageId {
 fn with_update() -> Server {
     let (server, build) = Server::with_first_release("one");
     let device = server.client(&server.dir.path().join("device"), "device-1", "6.0");
-    device.update().unwrap();
+    tests::update_now(&device).unwrap();
     device.mark_ready(&checkout()).unwrap();
     write_build(&build, "two");
     server.publish(&build, "checkout", "1.1.0", &["--channel", "production"]);
@@ -103,7 +103,7 @@ fn a_pack_cut_halfway_resumes_with_a_range_instead_of_starting_over() {
     let server = with_update();
     let flaky = Flaky::new(&[Fault::Half]);
     let device = open(&server, flaky.clone());
-    let installed = device.update().unwrap();
+    let installed = tests::update_now(&device).unwrap();
     assert_eq!(installed.len(), 1);
     assert_eq!(
         installed[0].1,
@@ -141,7 +141,7 @@ fn bytes_that_arrived_before_the_app_was_killed_are_not_fetched_again() {
     faults.extend([Fault::Reset; 40]);
     let flaky = Flaky::new(&faults);
     let device = open(&server, flaky.clone());
-    let err = device.update().unwrap_err();
+    let err = tests::update_now(&device).unwrap_err();
     assert!(
         matches!(BaleenError::from(err), BaleenError::Network { .. }),
         "a dead link is a network error"
@@ -158,7 +158,7 @@ fn bytes_that_arrived_before_the_app_was_killed_are_not_fetched_again() {
     // The app restarts on a good link.
     let good = Flaky::new(&[]);
     let device = open(&server, good.clone());
-    let installed = device.update().unwrap();
+    let installed = tests::update_now(&device).unwrap();
     assert_eq!(installed[0].1, Method::DiffPack);
     let log = good.log();
     assert_eq!(
@@ -190,7 +190,7 @@ fn a_server_that_never_answers_times_out_and_the_active_release_serves_on() {
     )
     .unwrap();
     let started = Instant::now();
-    let err = device.update().unwrap_err();
+    let err = tests::update_now(&device).unwrap_err();
     let elapsed = started.elapsed();
     assert!(
         matches!(BaleenError::from(err), BaleenError::Network { .. }),

@@ -177,7 +177,7 @@ fn devices_on_release_2_return_to_release_1_on_rollback_and_a_replayed_index_can
             let store = server.dir.path().join(format!("device-{i}"));
             let config = server.client_config(&store, &format!("device-{i}"), "6.0");
             let client = Client::open(config, tamper.clone()).unwrap();
-            client.update().unwrap();
+            tests::update_now(&client).unwrap();
             client.mark_ready(&checkout()).unwrap();
             (client, tamper)
         })
@@ -197,7 +197,7 @@ fn devices_on_release_2_return_to_release_1_on_rollback_and_a_replayed_index_can
                 *sink = response.body.clone();
             }
         });
-        let installed = client.update().unwrap();
+        let installed = tests::update_now(client).unwrap();
         assert_eq!(installed.len(), 1, "device-{i}");
         assert_eq!(installed[0].1, Method::DiffPack, "device-{i}");
         assert_eq!(active(client).as_deref(), Some("1.1.0"));
@@ -215,7 +215,7 @@ fn devices_on_release_2_return_to_release_1_on_rollback_and_a_replayed_index_can
     let mut sequences = BTreeMap::new();
     for (i, (client, _)) in devices.iter().enumerate() {
         let before = client.status().sequence;
-        let installed = client.update().unwrap();
+        let installed = tests::update_now(client).unwrap();
         assert_eq!(installed.len(), 1, "device-{i}");
         assert_eq!(installed[0].0.to.version.to_string(), "1.0.0");
         assert_eq!(installed[0].0.from.as_ref().unwrap().to_string(), "1.1.0");
@@ -235,7 +235,7 @@ fn devices_on_release_2_return_to_release_1_on_rollback_and_a_replayed_index_can
             "device-{i}: the captured index names release 2"
         );
         tamper.replay_index(replay);
-        let err = client.update().unwrap_err();
+        let err = tests::update_now(client).unwrap_err();
         assert!(err.to_string().contains("replayed index"), "{err}");
         assert!(matches!(
             BaleenError::from(err),
@@ -274,10 +274,13 @@ fn each_host_app_version_runs_the_newest_release_it_can() {
     let (six, _) = device("six", "6.1");
     let (four, _) = device("four", "4.9");
     for client in [&five, &six] {
-        let installed = client.update().unwrap();
+        let installed = tests::update_now(client).unwrap();
         assert_eq!(installed[0].0.to.version.to_string(), "1.0.0");
     }
-    assert!(four.update().unwrap().is_empty(), "host 4.9 runs nothing");
+    assert!(
+        tests::update_now(&four).unwrap().is_empty(),
+        "host 4.9 runs nothing"
+    );
 
     write_build(&build, "for-six");
     let v2 = files_of(&build);
@@ -291,13 +294,13 @@ fn each_host_app_version_runs_the_newest_release_it_can() {
     assert!(five.check().unwrap().updates.is_empty());
     assert_eq!(active(&five).as_deref(), Some("1.0.0"));
     assert_serves(&five, &v1, "host 5.4");
-    let installed = six.update().unwrap();
+    let installed = tests::update_now(&six).unwrap();
     assert_eq!(installed.len(), 1);
     assert_eq!(installed[0].0.to.version.to_string(), "2.0.0");
     assert_eq!(installed[0].0.reason, Reason::Stable);
     assert_serves(&six, &v2, "host 6.1");
     assert!(
-        four.update().unwrap().is_empty(),
+        tests::update_now(&four).unwrap().is_empty(),
         "host 4.9 still runs nothing"
     );
 
@@ -311,7 +314,7 @@ fn each_host_app_version_runs_the_newest_release_it_can() {
     // The user updates the host app to 6.0: the same store now gets release 2.
     drop(five);
     let upgraded = server.client(&five_store, "five", "6.0");
-    let installed = upgraded.update().unwrap();
+    let installed = tests::update_now(&upgraded).unwrap();
     assert_eq!(installed[0].0.to.version.to_string(), "2.0.0");
     assert_serves(&upgraded, &v2, "host 6.0");
 }

@@ -1,8 +1,6 @@
 //! The device's disk: a full disk fails an install cleanly, and a quota makes the least recently
 //! opened packages give way.
 
-use std::os::unix::fs::symlink;
-
 use client_core::plan::{Conditions, Network, Wait};
 use client_core::quota::Eviction;
 use client_core::{BaleenError, Client};
@@ -15,31 +13,50 @@ fn serves(device: &Client, url: &str, tail: &[u8]) -> bool {
         .is_some_and(|hit| std::fs::read(hit.path).unwrap().ends_with(tail))
 }
 
+/// A tmpfs of a few KB mounted over a directory, unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    /// `None` when this process may not mount (not root).
+    fn mount(dir: &std::path::Path, size_bytes: u64) -> Option<SmallDisk> {
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size_bytes}"), "tmpfs"])
+            .arg(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .ok()?;
+        status.success().then(|| SmallDisk(dir.to_path_buf()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
 #[test]
 fn a_full_disk_fails_the_install_and_the_active_release_serves_on() {
     let (server, build) = Server::with_first_release("one");
     let store = server.dir.path().join("device");
     let device = server.client(&store, "device-1", "6.0");
-    device.update().unwrap();
+    tests::update_now(&device).unwrap();
     write_build(&build, "two");
     server.publish(&build, "checkout", "1.1.0", &["--channel", "production"]);
 
-    // Every new blob of 1.1.0 is written through `tmp/` — here into /dev/full, which answers
-    // every write with ENOSPC, as a full disk does.
+    // Every new blob of 1.1.0 is written through `tmp/`: mount a file system there too small
+    // for them, which answers their writes with ENOSPC, as a full disk does.
     let new_blobs: Vec<Digest> = files_of(&build)
         .iter()
         .map(|(_, bytes)| Digest::of(bytes))
         .filter(|d| !device.store().has_blob(d))
         .collect();
     assert!(!new_blobs.is_empty());
-    for digest in &new_blobs {
-        symlink(
-            "/dev/full",
-            store.join("tmp").join(format!("{digest}.part")),
-        )
-        .unwrap();
-    }
-    let err = device.update().unwrap_err();
+    let Some(full) = SmallDisk::mount(&store.join("tmp"), 8 * 1024) else {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    };
+    let err = tests::update_now(&device).unwrap_err();
     assert!(err.is_disk_full(), "{err}");
     assert!(
         matches!(BaleenError::from(err), BaleenError::Storage { .. }),
@@ -52,10 +69,8 @@ fn a_full_disk_fails_the_install_and_the_active_release_serves_on() {
     }
 
     // Space comes back: the same update goes through.
-    for digest in &new_blobs {
-        std::fs::remove_file(store.join("tmp").join(format!("{digest}.part"))).unwrap();
-    }
-    device.update().unwrap();
+    drop(full);
+    tests::update_now(&device).unwrap();
     assert!(serves(&device, &format!("{ROUTE}index.html"), b"two"));
 }
 
@@ -64,13 +79,8 @@ const PROFILE: &str = "https://m.example.com/profile/";
 fn wifi() -> Conditions {
     Conditions {
         network: Network::Wifi,
-        metered: false,
-        low_battery: false,
         free_space_bytes: 1 << 40,
-        now_secs: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs(),
+        ..Conditions::unrestricted()
     }
 }
 
@@ -96,7 +106,7 @@ fn over_the_quota_the_least_recently_opened_package_gives_way() {
         &["--channel", "production", "--route", PROFILE],
     );
     let device = server.client(&server.dir.path().join("device"), "device-1", "6.0");
-    device.update().unwrap();
+    tests::update_now(&device).unwrap();
     let checkout = PackageId::parse("checkout").unwrap();
     let profile = PackageId::parse("profile").unwrap();
     device.mark_ready(&checkout).unwrap();
@@ -105,7 +115,7 @@ fn over_the_quota_the_least_recently_opened_package_gives_way() {
     // checkout gets 1.1.0 (its 1.0.0 stays as the rollback target); the user opens checkout.
     write_build(&build, "two");
     server.publish(&build, "checkout", "1.1.0", &["--channel", "production"]);
-    device.update().unwrap();
+    tests::update_now(&device).unwrap();
     device.mark_ready(&checkout).unwrap();
     device.report_open(&format!("{ROUTE}index.html"), 300);
     device.flush_events().unwrap();
@@ -141,9 +151,9 @@ fn over_the_quota_the_least_recently_opened_package_gives_way() {
         "1.0.1",
         &["--channel", "production"],
     );
-    let planned = device.update_with(&wifi()).unwrap();
+    let planned = device.update(&wifi()).unwrap();
     assert!(planned.installed.is_empty(), "{planned:?}");
-    assert_eq!(planned.later, [(profile.clone(), Wait::Quota)]);
+    assert_eq!(planned.waiting, [(profile.clone(), Wait::Quota)]);
     assert!(serves(&device, &format!("{ROUTE}index.html"), b"two"));
 
     // The user opens profile pages, from the network now: they still count, and profile
@@ -152,7 +162,7 @@ fn over_the_quota_the_least_recently_opened_package_gives_way() {
     device.report_open(&format!("{PROFILE}index.html"), 1_500);
     device.report_open(&format!("{PROFILE}index.html"), 1_200);
     device.flush_events().unwrap();
-    let planned = device.update_with(&wifi()).unwrap();
+    let planned = device.update(&wifi()).unwrap();
     assert_eq!(planned.installed.len(), 1, "{planned:?}");
     assert!(serves(
         &device,
@@ -164,7 +174,7 @@ fn over_the_quota_the_least_recently_opened_package_gives_way() {
 
     // With the limit lifted checkout comes back too.
     assert!(device.set_quota_bytes(None).unwrap().is_empty());
-    let planned = device.update_with(&wifi()).unwrap();
+    let planned = device.update(&wifi()).unwrap();
     assert_eq!(planned.installed.len(), 1, "{planned:?}");
     assert!(serves(&device, &format!("{ROUTE}index.html"), b"two"));
     assert!(serves(

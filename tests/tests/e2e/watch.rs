@@ -52,7 +52,7 @@ fn served(client: &Client, url: &str) -> Option<Vec<u8>> {
 /// Updates `client` until `done` holds, polling until `deadline`.
 fn update_until(client: &Client, deadline: Instant, what: &str, done: impl Fn(&Client) -> bool) {
     loop {
-        client.update().unwrap();
+        tests::update_now(client).unwrap();
         if done(client) {
             return;
         }

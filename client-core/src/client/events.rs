@@ -1,0 +1,60 @@
+//! Page opens and device events, counted in memory and sent in batches.
+
+use manifests::EventBatch;
+
+use super::{Client, lock};
+use crate::error::{Error, Result};
+
+impl Client {
+    /// Counts a page open for the open-rate figures: was it answered offline, and did it show
+    /// within one second. Never blocks on IO.
+    pub fn report_open(&self, url: &str, ms_to_first_paint: u64) {
+        // A page of an installed package that was not answered offline still counts, as a miss.
+        let (release, offline) = match self.resolver.resolve(url) {
+            Some(hit) => ((hit.package, hit.version), true),
+            None => match self.resolver.route_of(url) {
+                Some(route) => (route, false),
+                None => return,
+            },
+        };
+        lock(&self.core).record_open(release, offline, ms_to_first_paint);
+    }
+
+    /// Sends queued events and open counters to the server; on failure they stay queued.
+    /// Blocks (network).
+    ///
+    /// # Errors
+    /// Network errors.
+    pub fn flush_events(&self) -> Result<usize> {
+        let events = {
+            let writer = lock(&self.writer);
+            let (usage, events) = lock(&self.core).take_events(self.clock.now());
+            // Usage steers the planner; losing it is harmless, so a failed write is not fatal.
+            if let Some(usage) = usage {
+                let _ = self.commit(&writer, usage);
+            }
+            events
+        };
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let batch = EventBatch {
+            app: self.config.app.clone(),
+            channel: self.config.channel.clone(),
+            events,
+        };
+        let body = serde_json::to_vec(&batch).map_err(|e| Error::Invalid(e.to_string()))?;
+        let headers = [("Content-Type".to_owned(), "application/json".to_owned())];
+        let result = self
+            .net
+            .request("POST", "/v1/events", &headers, body, 64 * 1024)
+            .and_then(|r| match r.status {
+                202 => Ok(batch.events.len()),
+                s => Err(Error::Network(format!("POST /v1/events: HTTP {s}"))),
+            });
+        if result.is_err() {
+            lock(&self.core).requeue(batch.events);
+        }
+        result
+    }
+}

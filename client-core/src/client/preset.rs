@@ -1,0 +1,54 @@
+//! Presets: releases shipped inside the app, installed without a network.
+
+use manifests::{ReleaseVersion, verify_release};
+
+use super::{Client, lock};
+use crate::device::{Installed, Source};
+use crate::error::Result;
+use crate::install;
+
+impl Client {
+    /// Installs a release shipped inside the app binary (a *preset*), so that the very first
+    /// launch opens pages instantly without a network. `manifest` is the release's signed manifest
+    /// (`GET /v1/manifests/{digest}`) and `full_pack` its full pack (`GET
+    /// /v1/packs/{package}/{version}.zip`), both fetched when the app is built. Both are verified
+    /// like any download. The preset becomes active only if the package has no active release, or
+    /// an older one; it is not pending, since it shipped with the app. Blocks (disk).
+    ///
+    /// Returns the version activated, or `None` when the device already runs it or something
+    /// newer, or marked it bad.
+    ///
+    /// # Errors
+    /// A bad signature, a pack that does not match the manifest, storage errors; on any of them
+    /// nothing changes.
+    pub fn seed(&self, manifest: &[u8], full_pack: &[u8]) -> Result<Option<ReleaseVersion>> {
+        let verified = verify_release(manifest, self.releases.trusted(), None)?;
+        let (package, version, digest) = (
+            verified.release.package.clone(),
+            verified.release.version.clone(),
+            verified.digest,
+        );
+        let wanted = |c: &Client| lock(&c.core).wants_preset(&package, &version, &digest);
+        if !wanted(self) {
+            return Ok(None);
+        }
+        let release = self
+            .releases
+            .verify(manifest, &digest, &package, &version)?;
+        let _claim = self.claim(&release, digest);
+        let label = format!("preset {package}@{version}");
+        install::unpack_all(&self.store, full_pack, &label, &release, digest)?;
+        self.store.write_manifest(&digest, manifest)?;
+        let writer = lock(&self.writer);
+        if !wanted(self) {
+            return Ok(None);
+        }
+        let installed = Installed {
+            version: version.clone(),
+            manifest: digest,
+        };
+        let change = lock(&self.core).activate(&package, installed, Source::Preset);
+        self.commit(&writer, change)?;
+        Ok(Some(version))
+    }
+}

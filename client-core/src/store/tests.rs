@@ -1,0 +1,47 @@
+//! The store on a real temp directory.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use super::*;
+
+#[test]
+fn concurrent_writes_of_one_blob_never_share_a_temp_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _, _) = Store::open(dir.path()).unwrap();
+    let store = Arc::new(store);
+    let bytes: Vec<u8> = (0..200_000u32).flat_map(|i| i.to_le_bytes()).collect();
+    let digest = Digest::of(&bytes);
+    let writers: Vec<_> = (0..8)
+        .map(|_| {
+            let (store, bytes) = (store.clone(), bytes.clone());
+            std::thread::spawn(move || store.write_blob(&digest, &bytes, "test"))
+        })
+        .collect();
+    for writer in writers {
+        writer.join().unwrap().unwrap();
+    }
+    assert_eq!(store.read_blob(&digest).unwrap(), bytes);
+    assert!(store.temp_files().unwrap().is_empty());
+}
+
+#[test]
+fn unique_temp_names_differ() {
+    let names: std::collections::BTreeSet<String> =
+        (0..100).map(|_| state::unique_temp_name("x")).collect();
+    assert_eq!(names.len(), 100);
+}
+
+#[test]
+fn garbage_collection_asks_about_each_file_and_keeps_what_it_is_told() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _, _) = Store::open(dir.path()).unwrap();
+    let (a, b) = (b"a".to_vec(), b"b".to_vec());
+    store.write_blob(&Digest::of(&a), &a, "test").unwrap();
+    store.write_blob(&Digest::of(&b), &b, "test").unwrap();
+    let freed = store.collect_garbage(|d| *d == Digest::of(&a)).unwrap();
+    assert_eq!(freed, 1);
+    assert!(store.has_blob(&Digest::of(&a)));
+    assert!(!store.has_blob(&Digest::of(&b)));
+}
