@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod e2e {
+    pub mod architecture;
     pub mod bindings;
     pub mod c_abi;
     pub mod crash;
