@@ -66,6 +66,18 @@ impl Releases {
         Ok(release)
     }
 
+    /// Verifies `bytes` as a manifest of any release (a preset names its own), keeps it, and
+    /// returns its digest with it.
+    ///
+    /// # Errors
+    /// A bad signature.
+    pub(crate) fn verify_any(&self, bytes: &[u8]) -> Result<(Digest, Arc<Release>)> {
+        let verified = verify_release(bytes, &self.trusted, None)?;
+        let release = Arc::new(verified.release);
+        self.map().insert(verified.digest, release.clone());
+        Ok((verified.digest, release))
+    }
+
     /// The verified release, if it was verified before.
     pub(crate) fn cached(&self, digest: &Digest) -> Option<Arc<Release>> {
         self.map().get(digest).cloned()

@@ -1,6 +1,6 @@
 //! Presets: releases shipped inside the app, installed without a network.
 
-use manifests::{ReleaseVersion, verify_release};
+use manifests::ReleaseVersion;
 
 use super::{Client, lock};
 use crate::device::{Installed, Source};
@@ -22,19 +22,12 @@ impl Client {
     /// A bad signature, a pack that does not match the manifest, storage errors; on any of them
     /// nothing changes.
     pub fn seed(&self, manifest: &[u8], full_pack: &[u8]) -> Result<Option<ReleaseVersion>> {
-        let verified = verify_release(manifest, self.releases.trusted(), None)?;
-        let (package, version, digest) = (
-            verified.release.package.clone(),
-            verified.release.version.clone(),
-            verified.digest,
-        );
+        let (digest, release) = self.releases.verify_any(manifest)?;
+        let (package, version) = (release.package.clone(), release.version.clone());
         let wanted = |c: &Client| lock(&c.core).wants_preset(&package, &version, &digest);
         if !wanted(self) {
             return Ok(None);
         }
-        let release = self
-            .releases
-            .verify(manifest, &digest, &package, &version)?;
         let _claim = self.claim(&release, digest);
         let label = format!("preset {package}@{version}");
         install::unpack_all(&self.store, full_pack, &label, &release, digest)?;
