@@ -10,7 +10,6 @@ use manifests::{
     TrustedKeys, verify_release,
 };
 
-use crate::decode;
 use crate::error::{Error, Result};
 use crate::net::Net;
 use crate::store::{Installed, Store};
@@ -259,7 +258,7 @@ pub(crate) fn unpack(
     let solid_size = index.solid_size();
     let solid = if solid_size > 0 {
         let frame = read_entry(&mut archive, PACK_DATA_ENTRY, limit, path)?;
-        decode::decode_frame(&frame, solid_size)
+        manifests::decode_frame(&frame, solid_size)
             .map_err(|e| Error::BadPack(format!("{path}: {e}")))?
     } else {
         Vec::new()
@@ -292,7 +291,7 @@ pub(crate) fn unpack(
                 let base_bytes = store.read_blob(base).map_err(|_| {
                     Error::BadPack(format!("{path}: patch base {base} is not on the device"))
                 })?;
-                decode::decode_patch(&frame, &base_bytes, blob.size)
+                manifests::decode_patch(&frame, &base_bytes, blob.size)
                     .map_err(|e| Error::BadPack(format!("{path}: {e}")))?
             }
             _ => return Err(Error::BadPack(format!("{path}: unknown encoding"))),

@@ -15,7 +15,6 @@
 #![warn(missing_docs)]
 
 mod client;
-mod decode;
 pub mod error;
 pub mod fetch;
 pub mod ffi;

@@ -51,7 +51,8 @@ pub use index::{
 };
 pub use keys::{KeyId, KeyPair, PublicKey, TrustedKeys};
 pub use pack::{
-    Encoding, PACK_DATA_ENTRY, PACK_FORMAT, PACK_INDEX_ENTRY, PackBlob, PackIndex, parse_pack_index,
+    DecodeError, Encoding, MAX_WINDOW_LOG, PACK_DATA_ENTRY, PACK_FORMAT, PACK_INDEX_ENTRY,
+    PackBlob, PackIndex, decode_frame, decode_patch, parse_pack_index,
 };
 pub use path::{MAX_DEPTH, MAX_PATH_LEN, MAX_SEGMENT_LEN, RelPath, check_collisions};
 pub use release::{

@@ -20,6 +20,10 @@ use crate::canonical::parse_strict;
 use crate::error::{Error, Result};
 use crate::{Digest, PackageId, RelPath, ReleaseVersion};
 
+mod decode;
+
+pub use decode::{DecodeError, MAX_WINDOW_LOG, decode_frame, decode_patch};
+
 /// The pack format this code writes and reads.
 pub const PACK_FORMAT: u64 = 1;
 /// The name of the pack index entry.
