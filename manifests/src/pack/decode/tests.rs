@@ -58,7 +58,7 @@ pub(crate) mod server {
     }
 }
 
-/// libzstd's decoder, as the server checks its patches (`delta::decode`).
+/// libzstd's decoder, for comparison.
 fn c_decode(frame: &[u8], base: Option<&[u8]>, size: usize, window_log_max: u32) -> Vec<u8> {
     let mut dctx = DCtx::create();
     dctx.set_parameter(DParameter::WindowLogMax(window_log_max))
