@@ -3,11 +3,10 @@
 //! before it is stored. The state switch that makes the release active is the caller's.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Cursor, Read};
 
 use manifests::{
-    Digest, Encoding, PACK_DATA_ENTRY, PACK_INDEX_ENTRY, PackIndex, PackageId, Release, ReleaseRef,
-    TrustedKeys, verify_release,
+    Digest, ExpectedPack, PackError, PackReader, PackageId, Release, ReleaseRef, TrustedKeys,
+    verify_release,
 };
 
 use crate::error::{Error, Result};
@@ -16,8 +15,6 @@ use crate::store::{Installed, Store};
 
 /// Largest signed manifest accepted.
 pub const MAX_MANIFEST_BYTES: u64 = 16 * 1024 * 1024;
-/// Largest `pack.json` accepted.
-const MAX_PACK_INDEX_BYTES: u64 = 16 * 1024 * 1024;
 
 /// How the blobs arrived.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -211,8 +208,8 @@ pub(crate) struct Target<'a> {
     pub(crate) needed: &'a BTreeMap<Digest, u64>,
 }
 
-/// Checks a pack against `target` and stores, verified, every blob it carries that the device
-/// lacks. `label` names the pack in errors.
+/// Checks a pack against `target` with the manifests pack reader and stores, verified, every
+/// blob it carries that the device lacks. `label` names the pack in errors.
 pub(crate) fn unpack(
     store: &Store,
     bytes: &[u8],
@@ -226,104 +223,28 @@ pub(crate) fn unpack(
         from_manifest,
         needed,
     } = *target;
-    let path = label;
-    let limit = pack_limit(release);
-    let mut archive = zip::ZipArchive::new(Cursor::new(bytes))
-        .map_err(|e| Error::BadPack(format!("{path}: not a zip: {e}")))?;
-    let index = read_index(&mut archive, path)?;
-    if index.to_manifest != to_manifest || index.from_manifest != from_manifest {
-        return Err(Error::BadPack(format!(
-            "{path}: pack is for other releases"
-        )));
-    }
-    // Only the entries the format names; anything else (a path like `../x`) is refused.
-    let expected: BTreeSet<String> = [PACK_INDEX_ENTRY.to_owned(), PACK_DATA_ENTRY.to_owned()]
-        .into_iter()
-        .chain(index.blobs.iter().filter_map(|b| b.patch_entry()))
-        .collect();
-    for name in archive.file_names() {
-        let name = name.map_err(|e| Error::BadPack(format!("{path}: entry name: {e}")))?;
-        if !expected.contains(name.as_ref()) {
-            return Err(Error::BadPack(format!("{path}: unexpected entry {name:?}")));
-        }
-    }
-    for blob in &index.blobs {
-        if needed.get(&blob.sha256) != Some(&blob.size) {
-            return Err(Error::BadPack(format!(
-                "{path}: blob {} is not a file of {}@{}",
-                blob.sha256, release.package, release.version
-            )));
-        }
-    }
-    let solid_size = index.solid_size();
-    let solid = if solid_size > 0 {
-        let frame = read_entry(&mut archive, PACK_DATA_ENTRY, limit, path)?;
-        manifests::decode_frame(&frame, solid_size)
-            .map_err(|e| Error::BadPack(format!("{path}: {e}")))?
-    } else {
-        Vec::new()
+    let bad = |e: PackError| match e {
+        PackError::NotInRelease { .. } => Error::BadPack(format!(
+            "{label}: {e} ({}@{})",
+            release.package, release.version
+        )),
+        e => Error::BadPack(format!("{label}: {e}")),
     };
-    for blob in &index.blobs {
-        if store.has_blob(&blob.sha256) {
-            continue;
-        }
-        let bytes = match &blob.encoding {
-            Encoding::Solid { offset } => {
-                let start =
-                    usize::try_from(*offset).map_err(|_| Error::BadPack("offset".into()))?;
-                let end = start
-                    .checked_add(
-                        usize::try_from(blob.size).map_err(|_| Error::BadPack("size".into()))?,
-                    )
-                    .ok_or_else(|| Error::BadPack("size".into()))?;
-                solid
-                    .get(start..end)
-                    .ok_or_else(|| Error::BadPack(format!("{path}: solid data too short")))?
-                    .to_vec()
-            }
-            Encoding::Patch { base } => {
-                let frame = read_entry(
-                    &mut archive,
-                    &blob.patch_entry().unwrap_or_default(),
-                    limit,
-                    path,
-                )?;
-                let base_bytes = store.read_blob(base).map_err(|_| {
-                    Error::BadPack(format!("{path}: patch base {base} is not on the device"))
-                })?;
-                manifests::decode_patch(&frame, &base_bytes, blob.size)
-                    .map_err(|e| Error::BadPack(format!("{path}: {e}")))?
-            }
-            _ => return Err(Error::BadPack(format!("{path}: unknown encoding"))),
-        };
-        store.write_blob(&blob.sha256, &bytes, path)?;
-        written.insert(blob.sha256);
+    let expected = ExpectedPack {
+        to_manifest,
+        from_manifest,
+        blobs: needed,
+    };
+    let mut reader = PackReader::open(bytes, &expected).map_err(bad)?;
+    let blobs = reader.blobs(
+        |blob| !store.has_blob(blob),
+        |base| store.read_blob(base).ok(),
+    );
+    for blob in blobs {
+        let (sha256, bytes) = blob.map_err(bad)?;
+        // The pack is only a hint: the store checks the sha256 the signed manifest lists.
+        store.write_blob(&sha256, &bytes, label)?;
+        written.insert(sha256);
     }
     Ok(())
-}
-
-fn read_index(archive: &mut zip::ZipArchive<Cursor<&[u8]>>, path: &str) -> Result<PackIndex> {
-    let bytes = read_entry(archive, PACK_INDEX_ENTRY, MAX_PACK_INDEX_BYTES, path)?;
-    manifests::parse_pack_index(&bytes)
-        .map_err(|e| Error::BadPack(format!("{path}: pack.json: {e}")))
-}
-
-fn read_entry(
-    archive: &mut zip::ZipArchive<Cursor<&[u8]>>,
-    name: &str,
-    limit: u64,
-    path: &str,
-) -> Result<Vec<u8>> {
-    let entry = archive
-        .by_name(name)
-        .map_err(|e| Error::BadPack(format!("{path}: {name}: {e}")))?;
-    let mut out = Vec::new();
-    entry
-        .take(limit.saturating_add(1))
-        .read_to_end(&mut out)
-        .map_err(|e| Error::BadPack(format!("{path}: {name}: {e}")))?;
-    if out.len() as u64 > limit {
-        return Err(Error::BadPack(format!("{path}: {name} is too large")));
-    }
-    Ok(out)
 }
