@@ -114,14 +114,14 @@ fn main() {
     let release = fixture::release(PACKAGE, FILES);
     let blobs = dir.path().join("blobs");
     let resolver = Arc::new(Resolver::new(Some("baleen")));
-    resolver.publish(Table::new([&release], &blobs));
+    resolver.publish(Table::of_releases([&release], &blobs));
     let stop = Arc::new(AtomicBool::new(false));
     let swapper = {
         let (resolver, stop, blobs) = (resolver.clone(), stop.clone(), blobs.clone());
         std::thread::spawn(move || {
             let mut swaps = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                resolver.publish(Table::new([&release], &blobs));
+                resolver.publish(Table::of_releases([&release], &blobs));
                 swaps += 1;
                 std::thread::sleep(Duration::from_millis(1));
             }

@@ -18,7 +18,6 @@
 mod api;
 mod client;
 pub mod clock;
-mod decode;
 pub mod device;
 pub mod error;
 pub mod fetch;

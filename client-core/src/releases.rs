@@ -1,9 +1,11 @@
 //! Verified releases, each signed manifest verified once per process.
 //!
-//! Activation, eviction, the quota and garbage collection all need the release behind a stored
-//! manifest. Reading and verifying it again each time cost disk IO under the client's lock; here
-//! a manifest is verified the first time it is read or downloaded and kept as an `Arc<Release>`.
-//! The map's lock is held only to look up or insert, never across IO or verification.
+//! Activation, eviction, the quota and garbage collection all need what a stored manifest says.
+//! Reading and verifying it again each time cost disk IO under the client's lock; here a manifest
+//! is verified the first time it is read or downloaded and kept compiled for serving
+//! ([`Served`]), shared with the resolver's table, so a release the device serves costs its file
+//! list once. The map's lock is held only to look up or insert, never across IO or verification;
+//! releases the device no longer keeps are dropped at garbage collection.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -11,13 +13,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use manifests::{Digest, PackageId, Release, ReleaseVersion, TrustedKeys, verify_release};
 
 use crate::error::{Error, Result};
+use crate::resolve::Served;
 use crate::store::{Installed, Store};
 
 /// The cache.
 #[derive(Debug)]
 pub(crate) struct Releases {
     trusted: TrustedKeys,
-    verified: Mutex<HashMap<Digest, Arc<Release>>>,
+    verified: Mutex<HashMap<Digest, Arc<Served>>>,
 }
 
 impl Releases {
@@ -28,16 +31,17 @@ impl Releases {
         }
     }
 
-    fn map(&self) -> MutexGuard<'_, HashMap<Digest, Arc<Release>>> {
+    fn map(&self) -> MutexGuard<'_, HashMap<Digest, Arc<Served>>> {
         // The map holds only verified values, so a panic elsewhere cannot leave it inconsistent.
         self.verified
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The keys manifests must be signed with.
-    pub(crate) fn trusted(&self) -> &TrustedKeys {
-        &self.trusted
+    fn keep(&self, digest: Digest, release: &Release) -> Arc<Served> {
+        let served = Arc::new(Served::new(release));
+        self.map().insert(digest, served.clone());
+        served
     }
 
     /// Verifies `bytes` as the manifest `digest` of `package@version` and keeps the release.
@@ -50,9 +54,9 @@ impl Releases {
         digest: &Digest,
         package: &PackageId,
         version: &ReleaseVersion,
-    ) -> Result<Arc<Release>> {
-        if let Some(release) = self.map().get(digest) {
-            return Ok(release.clone());
+    ) -> Result<Arc<Served>> {
+        if let Some(served) = self.cached(digest) {
+            return Ok(served);
         }
         let release = verify_release(bytes, &self.trusted, Some(digest))?.release;
         if release.package != *package || release.version != *version {
@@ -61,9 +65,7 @@ impl Releases {
                 release.package, release.version
             )));
         }
-        let release = Arc::new(release);
-        self.map().insert(*digest, release.clone());
-        Ok(release)
+        Ok(self.keep(*digest, &release))
     }
 
     /// Verifies `bytes` as a manifest of any release (a preset names its own), keeps it, and
@@ -71,15 +73,16 @@ impl Releases {
     ///
     /// # Errors
     /// A bad signature.
-    pub(crate) fn verify_any(&self, bytes: &[u8]) -> Result<(Digest, Arc<Release>)> {
+    pub(crate) fn verify_any(&self, bytes: &[u8]) -> Result<(Digest, Arc<Served>)> {
         let verified = verify_release(bytes, &self.trusted, None)?;
-        let release = Arc::new(verified.release);
-        self.map().insert(verified.digest, release.clone());
-        Ok((verified.digest, release))
+        Ok((
+            verified.digest,
+            self.keep(verified.digest, &verified.release),
+        ))
     }
 
     /// The verified release, if it was verified before.
-    pub(crate) fn cached(&self, digest: &Digest) -> Option<Arc<Release>> {
+    pub(crate) fn cached(&self, digest: &Digest) -> Option<Arc<Served>> {
         self.map().get(digest).cloned()
     }
 
@@ -92,24 +95,29 @@ impl Releases {
         store: &Store,
         package: &PackageId,
         installed: &Installed,
-    ) -> Result<Arc<Release>> {
-        if let Some(release) = self.cached(&installed.manifest) {
-            return Ok(release);
+    ) -> Result<Arc<Served>> {
+        if let Some(served) = self.cached(&installed.manifest) {
+            return Ok(served);
         }
         let bytes = store.read_manifest(&installed.manifest)?;
         self.verify(&bytes, &installed.manifest, package, &installed.version)
     }
 
     /// The blobs of a release verified before (empty for one never seen, which holds nothing
-    /// the quota or the collector could count).
+    /// the quota could count).
     pub(crate) fn blobs(&self, installed: &Installed) -> BTreeMap<Digest, u64> {
         self.cached(&installed.manifest)
-            .map(|r| blob_sizes(&r))
+            .map(|served| served.blobs())
             .unwrap_or_default()
     }
-}
 
-/// Every blob of `release` (each once, however many paths share it), with its size.
-pub(crate) fn blob_sizes(release: &Release) -> BTreeMap<Digest, u64> {
-    release.files.values().map(|f| (f.sha256, f.size)).collect()
+    /// Drops every release `keep` says no to.
+    pub(crate) fn retain(&self, keep: impl Fn(&Digest) -> bool) {
+        self.map().retain(|digest, _| keep(digest));
+    }
+
+    /// The keys manifests must be signed with.
+    pub(crate) fn trusted(&self) -> &TrustedKeys {
+        &self.trusted
+    }
 }

@@ -4,7 +4,7 @@
 //! The table is rebuilt after each install or rollback and swapped in atomically (`ArcSwap`), so
 //! `resolve` takes no lock, never waits for an install, and never sees half of one.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -35,15 +35,84 @@ struct FileRef {
     mime: Arc<str>,
 }
 
+/// A verified release compiled for serving: its files by path and its routes. Built once per
+/// release and shared by every table that serves it (and by the client's cache of verified
+/// releases), so swapping in a new table copies no file list.
+#[derive(Debug)]
+pub struct Served {
+    package: PackageId,
+    version: ReleaseVersion,
+    entry: String,
+    /// Route prefixes without scheme (`m.example.com/checkout/`), with their SPA fallback.
+    routes: Vec<(String, Option<String>)>,
+    files: HashMap<String, FileRef>,
+}
+
+impl Served {
+    /// Compiles a verified release.
+    pub fn new(release: &Release) -> Served {
+        let files = release.files.iter().map(|(path, f)| {
+            let file = FileRef {
+                sha256: f.sha256,
+                size: f.size,
+                mime: Arc::from(f.mime.as_str()),
+            };
+            (path.as_str().to_owned(), file)
+        });
+        let routes = release.routes.iter().map(|route| {
+            let fallback = route.fallback.as_ref().map(|f| f.as_str().to_owned());
+            (route.prefix.without_scheme().to_owned(), fallback)
+        });
+        Served {
+            package: release.package.clone(),
+            version: release.version.clone(),
+            entry: release.entry.as_str().to_owned(),
+            routes: routes.collect(),
+            files: files.collect(),
+        }
+    }
+
+    /// Routes that answer no file, for a package the quota evicted.
+    fn evicted(package: &PackageId, version: &ReleaseVersion, prefixes: &[String]) -> Served {
+        Served {
+            package: package.clone(),
+            version: version.clone(),
+            entry: String::new(),
+            routes: prefixes.iter().map(|p| (p.clone(), None)).collect(),
+            files: HashMap::new(),
+        }
+    }
+
+    /// The package.
+    pub fn package(&self) -> &PackageId {
+        &self.package
+    }
+
+    /// The release.
+    pub fn version(&self) -> &ReleaseVersion {
+        &self.version
+    }
+
+    /// Every blob of the release (each once, however many paths share it), with its size.
+    pub fn blobs(&self) -> BTreeMap<Digest, u64> {
+        self.files.values().map(|f| (f.sha256, f.size)).collect()
+    }
+
+    /// Its route prefixes, without scheme.
+    pub fn route_prefixes(&self) -> Vec<String> {
+        self.routes
+            .iter()
+            .map(|(prefix, _)| prefix.clone())
+            .collect()
+    }
+}
+
 #[derive(Debug)]
 struct Route {
     /// The prefix without its scheme: `m.example.com/checkout/`.
     prefix: String,
-    package: PackageId,
-    version: ReleaseVersion,
-    entry: String,
     fallback: Option<String>,
-    files: Arc<HashMap<String, FileRef>>,
+    served: Arc<Served>,
 }
 
 /// The routes of every active release, longest prefix first.
@@ -54,41 +123,34 @@ pub struct Table {
 }
 
 impl Table {
-    /// A table of the given active releases, whose blobs live under `blobs`.
-    pub fn new<'a>(releases: impl IntoIterator<Item = &'a Release>, blobs: &Path) -> Table {
-        let mut routes = Vec::new();
-        for release in releases {
-            let files: Arc<HashMap<String, FileRef>> = Arc::new(
-                release
-                    .files
-                    .iter()
-                    .map(|(path, f)| {
-                        (
-                            path.as_str().to_owned(),
-                            FileRef {
-                                sha256: f.sha256,
-                                size: f.size,
-                                mime: Arc::from(f.mime.as_str()),
-                            },
-                        )
-                    })
-                    .collect(),
-            );
-            for route in &release.routes {
-                routes.push(Route {
-                    prefix: route.prefix.without_scheme().to_owned(),
-                    package: release.package.clone(),
-                    version: release.version.clone(),
-                    entry: release.entry.as_str().to_owned(),
-                    fallback: route.fallback.as_ref().map(|f| f.as_str().to_owned()),
-                    files: files.clone(),
-                });
-            }
-        }
-        sort(&mut routes);
-        Table {
-            routes,
+    /// A table of the given compiled active releases, whose blobs live under `blobs`.
+    pub fn new(served: impl IntoIterator<Item = Arc<Served>>, blobs: &Path) -> Table {
+        let mut table = Table {
+            routes: Vec::new(),
             blobs: blobs.to_path_buf(),
+        };
+        for served in served {
+            table.add(served);
+        }
+        sort(&mut table.routes);
+        table
+    }
+
+    /// [`Table::new`] from verified releases, compiling each.
+    pub fn of_releases<'a>(releases: impl IntoIterator<Item = &'a Release>, blobs: &Path) -> Table {
+        Table::new(
+            releases.into_iter().map(|r| Arc::new(Served::new(r))),
+            blobs,
+        )
+    }
+
+    fn add(&mut self, served: Arc<Served>) {
+        for (prefix, fallback) in &served.routes {
+            self.routes.push(Route {
+                prefix: prefix.clone(),
+                fallback: fallback.clone(),
+                served: served.clone(),
+            });
         }
     }
 
@@ -99,18 +161,8 @@ impl Table {
         mut self,
         evicted: impl IntoIterator<Item = (&'a PackageId, &'a ReleaseVersion, &'a [String])>,
     ) -> Table {
-        let empty = Arc::new(HashMap::new());
         for (package, version, prefixes) in evicted {
-            for prefix in prefixes {
-                self.routes.push(Route {
-                    prefix: prefix.clone(),
-                    package: package.clone(),
-                    version: version.clone(),
-                    entry: String::new(),
-                    fallback: None,
-                    files: empty.clone(),
-                });
-            }
+            self.add(Arc::new(Served::evicted(package, version, prefixes)));
         }
         sort(&mut self.routes);
         self
@@ -126,8 +178,8 @@ impl Table {
         let mut seen = std::collections::HashSet::new();
         self.routes
             .iter()
-            .filter(|r| seen.insert(Arc::as_ptr(&r.files)))
-            .map(|r| r.files.len())
+            .filter(|r| seen.insert(Arc::as_ptr(&r.served)))
+            .map(|r| r.served.files.len())
             .sum()
     }
 }
@@ -138,7 +190,7 @@ fn sort(routes: &mut [Route]) {
         b.prefix
             .len()
             .cmp(&a.prefix.len())
-            .then(a.files.is_empty().cmp(&b.files.is_empty()))
+            .then(a.served.files.is_empty().cmp(&b.served.files.is_empty()))
             .then(a.prefix.cmp(&b.prefix))
     });
 }
@@ -176,7 +228,7 @@ impl Resolver {
         let target = self.target(url)?;
         let table = self.table.load();
         let route = table.route_for(&target)?;
-        Some((route.package.clone(), route.version.clone()))
+        Some((route.served.package.clone(), route.served.version.clone()))
     }
 
     /// The file that answers `url`, or `None`: go to the network.
@@ -190,13 +242,13 @@ impl Resolver {
         let rest = &target[route.prefix.len()..];
         let decoded = percent_decode(rest)?;
         let candidate = if decoded.is_empty() {
-            route.entry.clone()
+            route.served.entry.clone()
         } else if decoded.ends_with('/') {
             format!("{decoded}index.html")
         } else {
             decoded
         };
-        let file = match route.files.get(&candidate) {
+        let file = match route.served.files.get(&candidate) {
             Some(file) => Some(file),
             None => {
                 // Only a page route falls back: an asset that is missing stays missing.
@@ -204,7 +256,10 @@ impl Resolver {
                 if last.contains('.') {
                     None
                 } else {
-                    route.fallback.as_ref().and_then(|f| route.files.get(f))
+                    route
+                        .fallback
+                        .as_ref()
+                        .and_then(|f| route.served.files.get(f))
                 }
             }
         };
@@ -225,14 +280,14 @@ impl Resolver {
                 ("Cache-Control".to_owned(), "no-cache".to_owned()),
                 (
                     "X-Baleen-Release".to_owned(),
-                    format!("{}@{}", route.package, route.version),
+                    format!("{}@{}", route.served.package, route.served.version),
                 ),
             ],
             path,
             mime: file.mime.to_string(),
             size: file.size,
-            package: route.package.clone(),
-            version: route.version.clone(),
+            package: route.served.package.clone(),
+            version: route.served.version.clone(),
         })
     }
 

@@ -4,7 +4,7 @@
 //! in its JSON errors and that golden test vectors name, so that a port to another language can check
 //! that it refuses the same inputs for the same reasons.
 
-use crate::{Digest, KeyId, Timestamp};
+use crate::{DecodeError, Digest, KeyId, Timestamp};
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -230,6 +230,141 @@ impl Error {
             Error::Replay { .. } => "replay",
             Error::Expired { .. } => "expired",
             Error::PlanMismatch { .. } => "plan_mismatch",
+        }
+    }
+}
+
+/// Why a pack could not be written, or was refused when read.
+///
+/// Reading refuses a pack as a whole: a device then falls back to another way of fetching the
+/// release, and the server does not store it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PackError {
+    /// The bytes are not a zip this reader accepts (truncated, no end record at the very end,
+    /// zip64, or a central directory the zip reader refuses).
+    #[error("not a zip: {reason}")]
+    NotZip {
+        /// What was wrong.
+        reason: String,
+    },
+    /// The zip lists more entries than a pack for the expected release can have.
+    #[error("{count} zip entries, at most {max} expected")]
+    TooManyEntries {
+        /// The entries the zip declares.
+        count: u64,
+        /// The cap: `pack.json`, `data.zst` and one patch per blob of the release.
+        max: u64,
+    },
+    /// An entry the format does not name, or a patch for a blob the index does not list.
+    #[error("unexpected entry {name:?}")]
+    UnexpectedEntry {
+        /// The entry's name (cut to 80 characters).
+        name: String,
+    },
+    /// The central directory lists one name twice.
+    #[error("an entry name appears twice in the zip")]
+    DuplicateEntry,
+    /// An entry the index needs is not in the zip.
+    #[error("entry {name} is missing")]
+    MissingEntry {
+        /// The entry's name.
+        name: String,
+    },
+    /// An entry is compressed by zip; pack entries are stored, their payloads are zstd frames.
+    #[error("entry {name} is compressed; pack entries are stored")]
+    CompressedEntry {
+        /// The entry's name.
+        name: String,
+    },
+    /// An entry is larger than its cap.
+    #[error("entry {name} is larger than its limit of {limit_bytes} bytes")]
+    EntryTooLarge {
+        /// The entry's name.
+        name: String,
+        /// The cap.
+        limit_bytes: u64,
+    },
+    /// An entry could not be read (bad local header, CRC mismatch, cut short).
+    #[error("entry {name}: {reason}")]
+    BadEntry {
+        /// The entry's name.
+        name: String,
+        /// What the zip reader said.
+        reason: String,
+    },
+    /// `pack.json` is not a valid pack index.
+    #[error("pack.json: {0}")]
+    Index(#[source] Error),
+    /// The pack goes between other releases than the caller asked for.
+    #[error(
+        "pack is for other releases (its manifests are {})",
+        releases(from_manifest.as_ref(), to_manifest)
+    )]
+    OtherReleases {
+        /// The starting manifest in `pack.json`.
+        from_manifest: Option<Digest>,
+        /// The target manifest in `pack.json`.
+        to_manifest: Digest,
+    },
+    /// The index lists a blob that is not a file of the target release, or not at that size.
+    #[error("blob {sha256} ({size_bytes} bytes) is not a file of the target release")]
+    NotInRelease {
+        /// The blob.
+        sha256: Digest,
+        /// The size the index gives.
+        size_bytes: u64,
+    },
+    /// A payload did not decode to what the index says.
+    #[error("{entry}: {source}")]
+    Decode {
+        /// The entry holding the payload (`patches/<sha256>.zst` names the blob).
+        entry: String,
+        /// What the decoder said.
+        #[source]
+        source: DecodeError,
+    },
+    /// The base of a patch is not available to the caller.
+    #[error("patch base {base} of blob {sha256} is not on hand")]
+    MissingBase {
+        /// The blob the patch builds.
+        sha256: Digest,
+        /// The base it needs.
+        base: Digest,
+    },
+    /// The writer was given payloads that do not match the index.
+    #[error("cannot write the pack: {reason}")]
+    Write {
+        /// What did not match.
+        reason: String,
+    },
+}
+
+fn releases(from: Option<&Digest>, to: &Digest) -> String {
+    match from {
+        Some(from) => format!("{from}..{to}"),
+        None => format!("none..{to}"),
+    }
+}
+
+impl PackError {
+    /// A stable, snake_case code for this kind of error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            PackError::NotZip { .. } => "pack_not_zip",
+            PackError::TooManyEntries { .. } => "pack_too_many_entries",
+            PackError::UnexpectedEntry { .. } => "pack_unexpected_entry",
+            PackError::DuplicateEntry => "pack_duplicate_entry",
+            PackError::MissingEntry { .. } => "pack_missing_entry",
+            PackError::CompressedEntry { .. } => "pack_compressed_entry",
+            PackError::EntryTooLarge { .. } => "pack_entry_too_large",
+            PackError::BadEntry { .. } => "pack_bad_entry",
+            PackError::Index(_) => "pack_index",
+            PackError::OtherReleases { .. } => "pack_other_releases",
+            PackError::NotInRelease { .. } => "pack_not_in_release",
+            PackError::Decode { .. } => "pack_decode",
+            PackError::MissingBase { .. } => "pack_missing_base",
+            PackError::Write { .. } => "pack_write",
         }
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! Everything the server and the device must agree on lives here exactly once: identifiers and
 //! safe bundle paths, the release manifest and the channel index, canonical JSON and digests,
-//! Ed25519 signing and verification with thresholds, diff planning, rollout buckets and host-app
-//! targeting.
+//! Ed25519 signing and verification with thresholds, diff planning, rollout buckets, host-app
+//! targeting, and the pack container with its zstd decoder.
 //!
 //! It is pure code, like quinn-proto: bytes and values in, values out. It does no file-system or
 //! network IO, has no async, no global state, and never reads the clock or a random source: `now`
@@ -38,7 +38,7 @@ pub use canonical::{
 pub use diff::{DiffPlan, Fetch, Files, plan_diff, rename_key};
 pub use digest::{Digest, Hasher};
 pub use envelope::{Opened, SignedDocument, open, sign_value};
-pub use error::{Error, Result};
+pub use error::{Error, PackError, Result};
 pub use events::{
     Event, EventBatch, EventKind, MAX_COUNT, MAX_EVENTS_PER_BATCH, parse_event_batch,
 };
@@ -51,7 +51,9 @@ pub use index::{
 };
 pub use keys::{KeyId, KeyPair, PublicKey, TrustedKeys};
 pub use pack::{
-    Encoding, PACK_DATA_ENTRY, PACK_FORMAT, PACK_INDEX_ENTRY, PackBlob, PackIndex, parse_pack_index,
+    DecodeError, Encoding, ExpectedPack, MAX_CONTENT_BYTES, MAX_PACK_INDEX_BYTES, MAX_WINDOW_LOG,
+    PACK_DATA_ENTRY, PACK_FORMAT, PACK_INDEX_ENTRY, PackBlob, PackBlobs, PackIndex, PackReader,
+    decode_frame, decode_patch, max_frame_bytes, parse_pack_index, write_pack,
 };
 pub use path::{MAX_DEPTH, MAX_PATH_LEN, MAX_SEGMENT_LEN, RelPath, check_collisions};
 pub use release::{

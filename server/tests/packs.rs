@@ -10,9 +10,9 @@ use std::io::Read;
 
 use harness::{TestServer, zip, zip_build};
 use manifests::{
-    Digest, Encoding, PACK_DATA_ENTRY, PACK_INDEX_ENTRY, PackIndex, Release, verify_release,
+    Digest, Encoding, ExpectedPack, PACK_INDEX_ENTRY, PackIndex, PackReader, Release,
+    verify_release,
 };
-use server::pack::delta;
 
 const ROUTE: &str = "routes=https://m.example.com/app/";
 
@@ -38,35 +38,34 @@ fn release(s: &TestServer, version: &str) -> Release {
     .release
 }
 
-/// Unpacks a pack on top of `held` blobs, checking every result against its digest.
+/// Unpacks a pack on top of `held` blobs with the device's reader, checking every result against
+/// its digest.
 fn unpack(pack: &[u8], held: &BTreeMap<Digest, Vec<u8>>) -> (PackIndex, BTreeMap<Digest, Vec<u8>>) {
     let mut archive = zip::ZipArchive::new(std::io::Cursor::new(pack)).unwrap();
-    let mut entry = |name: &str| -> Option<Vec<u8>> {
-        let mut file = archive.by_name(name).ok()?;
+    for i in 0..archive.len() {
+        let file = archive.by_index(i).unwrap();
+        let name = file.name().unwrap().into_owned();
         assert_eq!(file.compression(), zip::CompressionMethod::Stored, "{name}");
-        let mut out = Vec::new();
-        file.read_to_end(&mut out).unwrap();
-        Some(out)
+    }
+    let mut json = Vec::new();
+    archive
+        .by_name(PACK_INDEX_ENTRY)
+        .unwrap()
+        .read_to_end(&mut json)
+        .unwrap();
+    let index = manifests::parse_pack_index(&json).unwrap();
+    let sizes = index.blobs.iter().map(|b| (b.sha256, b.size)).collect();
+    let expected = ExpectedPack {
+        to_manifest: index.to_manifest,
+        from_manifest: index.from_manifest,
+        blobs: &sizes,
     };
-    let index = manifests::parse_pack_index(&entry(PACK_INDEX_ENTRY).unwrap()).unwrap();
-    let solid = match entry(PACK_DATA_ENTRY) {
-        Some(frame) => delta::decode(&frame, None, index.solid_size()).unwrap(),
-        None => Vec::new(),
-    };
+    let mut reader = PackReader::open(pack, &expected).unwrap();
     let mut out = BTreeMap::new();
-    for blob in &index.blobs {
-        let bytes = match &blob.encoding {
-            Encoding::Solid { offset } => {
-                solid[*offset as usize..(*offset + blob.size) as usize].to_vec()
-            }
-            Encoding::Patch { base } => {
-                let patch = entry(&blob.patch_entry().unwrap()).unwrap();
-                delta::decode(&patch, Some(&held[base]), blob.size).unwrap()
-            }
-            _ => unreachable!(),
-        };
-        assert_eq!(Digest::of(&bytes), blob.sha256);
-        out.insert(blob.sha256, bytes);
+    for blob in reader.blobs(|_| true, |base| held.get(base).cloned()) {
+        let (sha256, bytes) = blob.unwrap();
+        assert_eq!(Digest::of(&bytes), sha256);
+        out.insert(sha256, bytes);
     }
     (index, out)
 }

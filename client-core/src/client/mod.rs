@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use manifests::{PackageId, Release, TrustedKeys};
+use manifests::{Digest, PackageId, TrustedKeys};
 
 use crate::api::{Config, PackageStatus, Status, UpdateOutcome};
 use crate::clock::{Clock, SystemClock};
@@ -26,8 +26,8 @@ use crate::fetch::Fetcher;
 use crate::install::{self, Report};
 use crate::net::Net;
 use crate::plan::{Conditions, Network, Update, Wait};
-use crate::releases::{Releases, blob_sizes};
-use crate::resolve::{Resolved, Resolver, Table};
+use crate::releases::Releases;
+use crate::resolve::{Resolved, Resolver, Served, Table};
 use crate::store::{Recovery, Store};
 
 mod events;
@@ -53,7 +53,7 @@ pub struct Client {
     quarantined: Vec<PackageId>,
     core: Mutex<Device>,
     writer: Mutex<()>,
-    claims: Mutex<BTreeMap<u64, BTreeSet<manifests::Digest>>>,
+    claims: Mutex<BTreeMap<u64, BTreeSet<Digest>>>,
     next_claim: AtomicU64,
     /// The most bytes the store may hold; 0 for no limit.
     quota_bytes: AtomicU64,
@@ -174,13 +174,13 @@ impl Client {
             let installed = p.active.as_ref()?;
             self.releases.stored(&self.store, package, installed).ok()
         });
-        let active: Vec<Arc<Release>> = active.collect();
+        let active: Vec<Arc<Served>> = active.collect();
         let evicted = state.packages.iter().filter_map(|(package, p)| {
             let e = p.evicted.as_ref().filter(|_| p.active.is_none())?;
             Some((package, &e.version, e.routes.as_slice()))
         });
         let blobs = self.store.root().join("blobs");
-        let table = Table::new(active.iter().map(|r| &**r), &blobs).with_evicted(evicted);
+        let table = Table::new(active, &blobs).with_evicted(evicted);
         self.resolver.publish(table);
     }
 
@@ -215,9 +215,10 @@ impl Client {
                 }
                 Err(e) => return Err(e),
             };
-            let missing = self.missing(&release).values().sum();
-            let size = release.size_bytes();
-            releases.insert(update.package.clone(), (release, bytes));
+            let blobs = release.blobs();
+            let missing = self.missing(&blobs).values().sum();
+            let size = update.to.size_bytes;
+            releases.insert(update.package.clone(), (blobs, bytes));
             candidates.push(lock(&self.core).candidate(update, missing, size));
         }
         let plan = self
@@ -226,14 +227,14 @@ impl Client {
         done.waiting.extend(plan.later);
         for candidate in plan.now {
             let update = candidate.update;
-            let Some((release, manifest_bytes)) = releases.remove(&update.package) else {
+            let Some((blobs, manifest_bytes)) = releases.remove(&update.package) else {
                 continue;
             };
-            let Some(evictions) = self.room_for(&update.package, &release) else {
+            let Some(evictions) = self.room_for(&update.package, &blobs) else {
                 done.waiting.push((update.package, Wait::Quota));
                 continue;
             };
-            let mut report = self.install_release(&update, &release)?;
+            let mut report = self.install_release(&update, &blobs)?;
             report.downloaded_bytes += manifest_bytes;
             self.evict(&evictions)?;
             done.installed.push((update, report));
@@ -249,14 +250,14 @@ impl Client {
     /// Network, verification and storage errors; on any of them nothing changes.
     pub fn install(&self, update: &Update) -> Result<Report> {
         let (release, manifest_bytes) = self.fetch_release(update, true)?;
-        let mut report = self.install_release(update, &release)?;
+        let mut report = self.install_release(update, &release.blobs())?;
         report.downloaded_bytes += manifest_bytes;
         Ok(report)
     }
 
     /// The verified release `update` moves to, and the manifest bytes downloaded for it: read
     /// from the store (or the cache) if there, else fetched when `online`, and kept.
-    fn fetch_release(&self, update: &Update, online: bool) -> Result<(Arc<Release>, u64)> {
+    fn fetch_release(&self, update: &Update, online: bool) -> Result<(Arc<Served>, u64)> {
         let (digest, package, version) = (&update.to.manifest, &update.package, &update.to.version);
         if let Some(release) = self.releases.cached(digest) {
             return Ok((release, 0));
@@ -280,30 +281,35 @@ impl Client {
         Ok((release, bytes.len() as u64))
     }
 
-    /// Claims `release`'s blobs and its manifest until the claim is dropped.
-    fn claim(&self, release: &Release, manifest: manifests::Digest) -> Claim<'_> {
+    /// Claims `blobs` and a release's manifest until the claim is dropped.
+    fn claim(&self, blobs: &BTreeMap<Digest, u64>, manifest: Digest) -> Claim<'_> {
         let id = self.next_claim.fetch_add(1, Ordering::Relaxed);
-        let mut needed: BTreeSet<_> = blob_sizes(release).into_keys().collect();
+        let mut needed: BTreeSet<_> = blobs.keys().copied().collect();
         needed.insert(manifest);
         lock(&self.claims).insert(id, needed);
         Claim(self, id)
     }
 
-    fn missing(&self, release: &Release) -> BTreeMap<manifests::Digest, u64> {
-        let mut sizes = blob_sizes(release);
-        sizes.retain(|digest, _| !self.store.has_blob(digest));
-        sizes
+    fn missing(&self, blobs: &BTreeMap<Digest, u64>) -> BTreeMap<Digest, u64> {
+        let mut missing = blobs.clone();
+        missing.retain(|digest, _| !self.store.has_blob(digest));
+        missing
     }
 
-    fn install_release(&self, update: &Update, release: &Release) -> Result<Report> {
-        let _claim = self.claim(release, update.to.manifest);
+    fn install_release(&self, update: &Update, blobs: &BTreeMap<Digest, u64>) -> Result<Report> {
+        let _claim = self.claim(blobs, update.to.manifest);
         let active = lock(&self.core)
             .state()
             .packages
             .get(&update.package)
             .and_then(|p| p.active.clone());
-        let report =
-            install::install(&self.store, &self.net, release, &update.to, active.as_ref())?;
+        let wanted = install::Wanted {
+            package: &update.package,
+            version: &update.to.version,
+            manifest: update.to.manifest,
+            blobs,
+        };
+        let report = install::install(&self.store, &self.net, &wanted, active.as_ref())?;
         let installed = Installed {
             version: update.to.version.clone(),
             manifest: update.to.manifest,

@@ -22,18 +22,25 @@ impl Client {
     /// A bad signature, a pack that does not match the manifest, storage errors; on any of them
     /// nothing changes.
     pub fn seed(&self, manifest: &[u8], full_pack: &[u8]) -> Result<Option<ReleaseVersion>> {
-        let (digest, release) = self.releases.verify_any(manifest)?;
-        let (package, version) = (release.package.clone(), release.version.clone());
-        let wanted = |c: &Client| lock(&c.core).wants_preset(&package, &version, &digest);
-        if !wanted(self) {
+        let (digest, served) = self.releases.verify_any(manifest)?;
+        let (package, version) = (served.package().clone(), served.version().clone());
+        let preset_wanted = |c: &Client| lock(&c.core).wants_preset(&package, &version, &digest);
+        if !preset_wanted(self) {
             return Ok(None);
         }
-        let _claim = self.claim(&release, digest);
+        let blobs = served.blobs();
+        let _claim = self.claim(&blobs, digest);
         let label = format!("preset {package}@{version}");
-        install::unpack_all(&self.store, full_pack, &label, &release, digest)?;
+        let wanted = install::Wanted {
+            package: &package,
+            version: &version,
+            manifest: digest,
+            blobs: &blobs,
+        };
+        install::unpack_all(&self.store, full_pack, &label, &wanted)?;
         self.store.write_manifest(&digest, manifest)?;
         let writer = lock(&self.writer);
-        if !wanted(self) {
+        if !preset_wanted(self) {
             return Ok(None);
         }
         let installed = Installed {

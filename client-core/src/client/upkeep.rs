@@ -3,13 +3,14 @@
 use std::collections::BTreeSet;
 use std::sync::atomic::Ordering;
 
-use manifests::{Digest, PackageId, Release};
+use std::collections::BTreeMap;
+
+use manifests::{Digest, PackageId};
 
 use super::{Client, lock};
 use crate::device::Installed;
 use crate::error::Result;
 use crate::quota::{self, Eviction};
-use crate::releases::blob_sizes;
 
 impl Client {
     /// Limits the bytes the store holds (`None`: no limit). When an update would exceed it,
@@ -30,14 +31,18 @@ impl Client {
     }
 
     /// What must give way for `release` of `package` to fit the quota; `None` when it cannot.
-    pub(super) fn room_for(&self, package: &PackageId, release: &Release) -> Option<Vec<Eviction>> {
+    pub(super) fn room_for(
+        &self,
+        package: &PackageId,
+        blobs: &BTreeMap<Digest, u64>,
+    ) -> Option<Vec<Eviction>> {
         let Some(quota_bytes) = self.quota() else {
             return Some(Vec::new());
         };
         let device = self.snapshot();
-        let blobs = |i: &Installed| self.releases.blobs(i);
-        let incoming = device.incoming(package, blob_sizes(release), blobs);
-        quota::evictions(&device.holdings(blobs), Some(&incoming), quota_bytes)
+        let incoming = device.incoming(package, blobs.clone(), |i| self.releases.blobs(i));
+        let holdings = device.holdings(|i| self.releases.blobs(i));
+        quota::evictions(&holdings, Some(&incoming), quota_bytes)
     }
 
     /// Brings the store within the quota, if it is over (as after `mark_ready` or a lower quota).
@@ -60,11 +65,8 @@ impl Client {
         {
             let writer = lock(&self.writer);
             let routes = |i: &Installed| {
-                let release = self.releases.cached(&i.manifest);
-                let routes = release.iter().flat_map(|r| r.routes.iter());
-                routes
-                    .map(|r| r.prefix.without_scheme().to_owned())
-                    .collect()
+                let served = self.releases.cached(&i.manifest);
+                served.map(|s| s.route_prefixes()).unwrap_or_default()
             };
             let change = lock(&self.core).evict(evictions, routes);
             self.commit(&writer, change)?;
@@ -83,15 +85,19 @@ impl Client {
         let mut keep = BTreeSet::new();
         for (package, p) in &device.state().packages {
             for installed in p.active.iter().chain(p.previous.iter()) {
-                let release = self.releases.stored(&self.store, package, installed)?;
-                keep.extend(release.files.values().map(|f| f.sha256));
+                let served = self.releases.stored(&self.store, package, installed)?;
+                keep.extend(served.blobs().into_keys());
                 keep.insert(installed.manifest);
             }
         }
         // Held for the whole pass: an install claims its blobs before it looks for them on disk.
         let claims = lock(&self.claims);
         let claimed = |d: &Digest| claims.values().any(|c| c.contains(d));
-        self.store
-            .collect_garbage(|d| keep.contains(d) || claimed(d))
+        let freed = self
+            .store
+            .collect_garbage(|d| keep.contains(d) || claimed(d))?;
+        // Verified releases the device no longer keeps leave the cache with their files.
+        self.releases.retain(|d| keep.contains(d) || claimed(d));
+        Ok(freed)
     }
 }

@@ -68,7 +68,7 @@ fn resolver() -> Resolver {
             &["index.html", "checkout/old.js", "main.js"],
         ),
     ];
-    r.publish(Table::new(&releases, Path::new("/store/blobs")));
+    r.publish(Table::of_releases(&releases, Path::new("/store/blobs")));
     r
 }
 

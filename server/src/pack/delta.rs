@@ -4,15 +4,19 @@
 //! Why zstd: on consecutive releases of real web apps per-file zstd patches came to a median 0.8 %
 //! of a deflate zip of the new release, against 0.84 % for bsdiff and about twice that for xdelta3,
 //! and a device decodes them with a small pure-Rust decoder (see docs/adr/0002-deltas.md).
+//!
+//! The parameters stay within the device decoder's limits, named once in `manifests`: the window
+//! log is clamped to [`MAX_WINDOW_LOG`] and no frame holds more than [`MAX_CONTENT_BYTES`]. The
+//! server does not decode with libzstd: every pack is read back with the device's decoder before
+//! it is stored (see `super::check`).
 
-use zstd::zstd_safe::{self, CCtx, CParameter, DCtx, DParameter};
+use manifests::{MAX_CONTENT_BYTES, MAX_WINDOW_LOG};
+use zstd::zstd_safe::{self, CCtx, CParameter};
 
 use crate::error::{Error, Result};
 
 /// Compression level of packs: slow to build (once, in the background), fast to decode.
 pub const LEVEL: i32 = 19;
-/// The largest window a pack frame may need; devices decode up to this (128 MiB).
-pub const MAX_WINDOW_LOG: u32 = 27;
 
 fn zstd_error(what: &str, code: usize) -> Error {
     Error::Internal(format!("zstd {what}: {}", zstd_safe::get_error_name(code)))
@@ -39,8 +43,19 @@ fn cctx(window_for: usize) -> Result<CCtx<'static>> {
     Ok(cctx)
 }
 
+/// Refuses content a device would not decode from one frame.
+fn within_limit(len: usize) -> Result<()> {
+    if len as u64 > MAX_CONTENT_BYTES {
+        return Err(Error::Internal(format!(
+            "{len} bytes in one zstd frame, above the devices' limit of {MAX_CONTENT_BYTES}"
+        )));
+    }
+    Ok(())
+}
+
 /// Compresses `data` as one frame.
 pub fn compress(data: &[u8]) -> Result<Vec<u8>> {
+    within_limit(data.len())?;
     let mut cctx = cctx(data.len())?;
     cctx.set_pledged_src_size(Some(data.len() as u64))
         .map_err(|c| zstd_error("size", c))?;
@@ -52,6 +67,7 @@ pub fn compress(data: &[u8]) -> Result<Vec<u8>> {
 
 /// A patch that turns `base` into `target`.
 pub fn patch(base: &[u8], target: &[u8]) -> Result<Vec<u8>> {
+    within_limit(target.len())?;
     let mut cctx = cctx(base.len() + target.len())?;
     cctx.set_pledged_src_size(Some(target.len() as u64))
         .map_err(|c| zstd_error("size", c))?;
@@ -62,31 +78,21 @@ pub fn patch(base: &[u8], target: &[u8]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Decodes a frame, with `base` as its reference prefix for patches, refusing output larger
-/// than `size`. The server uses it to check every patch it builds; tests use it as a device would.
-pub fn decode(frame: &[u8], base: Option<&[u8]>, size: u64) -> Result<Vec<u8>> {
-    let size = usize::try_from(size).map_err(|_| Error::Internal("frame too large".into()))?;
-    let mut dctx = DCtx::create();
-    dctx.set_parameter(DParameter::WindowLogMax(MAX_WINDOW_LOG))
-        .map_err(|c| zstd_error("parameter", c))?;
-    if let Some(base) = base {
-        dctx.ref_prefix(base).map_err(|c| zstd_error("prefix", c))?;
-    }
-    let mut out = Vec::with_capacity(size);
-    let written = dctx
-        .decompress(&mut out, frame)
-        .map_err(|c| zstd_error("decode", c))?;
-    if written != size {
-        return Err(Error::Internal(format!(
-            "zstd decode gave {written} bytes, expected {size}"
-        )));
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Decodes as a device does.
+    fn decode(
+        frame: &[u8],
+        base: Option<&[u8]>,
+        size: u64,
+    ) -> Result<Vec<u8>, manifests::DecodeError> {
+        match base {
+            Some(base) => manifests::decode_patch(frame, base, size),
+            None => manifests::decode_frame(frame, size),
+        }
+    }
 
     fn text(seed: u32, len: usize) -> Vec<u8> {
         let mut x = seed;

@@ -2,16 +2,17 @@
 //! and served by version (`/v1/packs/{package}/{to}.zip`, `/v1/packs/{package}/{from}..{to}.zip`).
 //!
 //! Building is deterministic (sorted entries, fixed zip timestamps, single-threaded zstd), so two
-//! replicas that build the same pack produce the same bytes. The format is `manifests::PackIndex`.
+//! replicas that build the same pack produce the same bytes. The container is written by
+//! `manifests::write_pack`, and every pack is read back with `manifests::PackReader`, the
+//! device's reader and decoder, before it is stored: a pack devices cannot read is never served.
 
-use std::io::{Cursor, Write};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use manifests::{
-    Digest, Encoding, PACK_DATA_ENTRY, PACK_FORMAT, PACK_INDEX_ENTRY, PackBlob, PackIndex,
-    PackageId, Release, ReleaseVersion, plan_diff, to_canonical,
+    Digest, Encoding, ExpectedPack, Fetch, PACK_FORMAT, PackBlob, PackIndex, PackReader, PackageId,
+    Release, ReleaseVersion, plan_diff, write_pack,
 };
-use zip::write::SimpleFileOptions;
 
 use crate::blob_store::BlobStore;
 use crate::blob_store::fs::blocking;
@@ -139,7 +140,7 @@ impl Service {
     }
 }
 
-/// Builds the bytes of a pack.
+/// Builds the bytes of a pack and checks them with the device's reader.
 async fn build(
     blobs: Arc<dyn BlobStore>,
     from: Option<&ReleaseRecord>,
@@ -153,15 +154,16 @@ async fn build(
         |_| false,
     );
 
-    // Read what the pack needs: each fetched blob, and each patch base.
-    let mut inputs = Vec::with_capacity(plan.fetch.len());
+    // Read what the pack needs: each fetched blob, and each patch base once.
+    let mut targets = Vec::with_capacity(plan.fetch.len());
+    let mut bases = BTreeMap::new();
     for fetch in &plan.fetch {
-        let target = read(&*blobs, &fetch.sha256).await?;
-        let base = match fetch.base {
-            Some(base) => Some(read(&*blobs, &base).await?),
-            None => None,
-        };
-        inputs.push((fetch.clone(), target, base));
+        targets.push((fetch.clone(), read(&*blobs, &fetch.sha256).await?));
+        if let Some(base) = fetch.base
+            && !bases.contains_key(&base)
+        {
+            bases.insert(base, read(&*blobs, &base).await?);
+        }
     }
     let index_head = PackIndex {
         format: PACK_FORMAT,
@@ -175,7 +177,31 @@ async fn build(
         removed: plan.removed.keys().cloned().collect(),
         blobs: Vec::new(),
     };
-    blocking(move || encode(index_head, inputs)).await
+    let label = format!(
+        "{}@{}..{}",
+        to.package,
+        from.map(|f| f.version.to_string()).unwrap_or_default(),
+        to.version
+    );
+    let sizes = to_release
+        .files
+        .values()
+        .map(|f| (f.sha256, f.size))
+        .collect();
+    let (to_manifest, from_manifest) = (index_head.to_manifest, index_head.from_manifest);
+    blocking(move || {
+        let pack = encode(index_head, targets, &bases)?;
+        let expected = ExpectedPack {
+            to_manifest,
+            from_manifest,
+            blobs: &sizes,
+        };
+        check(&pack, &expected, &plan.fetch, &bases).inspect_err(|e| {
+            tracing::error!(pack = %label, error = %e, "a built pack fails the device's reader; not stored");
+        })?;
+        Ok(pack)
+    })
+    .await
 }
 
 async fn read(blobs: &dyn BlobStore, digest: &Digest) -> Result<Vec<u8>> {
@@ -188,38 +214,36 @@ async fn read(blobs: &dyn BlobStore, digest: &Digest) -> Result<Vec<u8>> {
 /// Encodes blobs into a pack: patches where they beat whole compression, the rest solid.
 fn encode(
     mut index: PackIndex,
-    inputs: Vec<(manifests::Fetch, Vec<u8>, Option<Vec<u8>>)>,
+    targets: Vec<(Fetch, Vec<u8>)>,
+    bases: &BTreeMap<Digest, Vec<u8>>,
 ) -> Result<Vec<u8>> {
     let mut solid = Vec::new();
-    let mut patches = Vec::new();
-    for (fetch, target, base) in inputs {
-        let patched = match &base {
-            Some(base) => {
-                let p = delta::patch(base, &target)?;
-                // Check what a device will do before shipping it.
-                if delta::decode(&p, Some(base), fetch.size)? != target {
-                    return Err(Error::Internal(format!(
-                        "patch for {} does not rebuild it",
-                        fetch.sha256
-                    )));
-                }
+    let mut patched = Vec::new();
+    let mut patches = BTreeMap::new();
+    for (fetch, target) in targets {
+        let patch = match fetch
+            .base
+            .and_then(|b| bases.get(&b).map(|bytes| (b, bytes)))
+        {
+            Some((base, base_bytes)) => {
+                let p = delta::patch(base_bytes, &target)?;
                 // A patch that saves little may lose to whole compression among the other files.
                 let worth =
                     p.len() * 2 <= target.len() || p.len() < delta::compress(&target)?.len();
-                worth.then_some(p)
+                worth.then_some((base, p))
             }
             None => None,
         };
-        match (patched, fetch.base) {
-            (Some(p), Some(base)) => {
-                let blob = PackBlob {
+        match patch {
+            Some((base, p)) => {
+                patched.push(PackBlob {
                     sha256: fetch.sha256,
                     size: fetch.size,
                     encoding: Encoding::Patch { base },
-                };
-                patches.push((blob, p));
+                });
+                patches.insert(fetch.sha256, p);
             }
-            _ => {
+            None => {
                 let offset = solid.len() as u64;
                 solid.extend_from_slice(&target);
                 index.blobs.push(PackBlob {
@@ -230,27 +254,49 @@ fn encode(
             }
         }
     }
-    index.blobs.extend(patches.iter().map(|(b, _)| b.clone()));
-    index.validate()?;
-
-    let zip_err = |e: zip::result::ZipError| Error::Internal(format!("writing pack: {e}"));
-    let io_err = |e: std::io::Error| Error::Internal(format!("writing pack: {e}"));
-    let options = SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Stored)
-        .last_modified_time(zip::DateTime::default())
-        .unix_permissions(0o644);
-    let mut zip = zip::ZipWriter::new(Cursor::new(Vec::new()));
-    zip.start_file(PACK_INDEX_ENTRY, options).map_err(zip_err)?;
-    zip.write_all(&to_canonical(&index)?).map_err(io_err)?;
-    if !solid.is_empty() {
-        let frame = delta::compress(&solid)?;
-        zip.start_file(PACK_DATA_ENTRY, options).map_err(zip_err)?;
-        zip.write_all(&frame).map_err(io_err)?;
-    }
-    for (blob, p) in &patches {
-        let name = blob.patch_entry().unwrap_or_default();
-        zip.start_file(name, options).map_err(zip_err)?;
-        zip.write_all(p).map_err(io_err)?;
-    }
-    Ok(zip.finish().map_err(zip_err)?.into_inner())
+    index.blobs.extend(patched);
+    let data = if solid.is_empty() {
+        None
+    } else {
+        Some(delta::compress(&solid)?)
+    };
+    write_pack(&index, data.as_deref(), &patches).map_err(|e| pack_error("writing", &e))
 }
+
+/// Reads `pack` back as a device does (the device's reader and decoder, with the old release's
+/// blobs as patch bases) and checks that it brings every blob of `fetch`, each with the sha256
+/// the target release lists.
+fn check(
+    pack: &[u8],
+    expected: &ExpectedPack<'_>,
+    fetch: &[Fetch],
+    bases: &BTreeMap<Digest, Vec<u8>>,
+) -> Result<()> {
+    let mut reader =
+        PackReader::open(pack, expected).map_err(|e| pack_error("reading back the", &e))?;
+    let mut delivered = BTreeSet::new();
+    for blob in reader.blobs(|_| true, |base| bases.get(base).cloned()) {
+        let (sha256, bytes) = blob.map_err(|e| pack_error("reading back the", &e))?;
+        let actual = Digest::of(&bytes);
+        if actual != sha256 {
+            return Err(Error::Internal(format!(
+                "pack rebuilds blob {sha256} as {actual}"
+            )));
+        }
+        delivered.insert(sha256);
+    }
+    match fetch.iter().find(|f| !delivered.contains(&f.sha256)) {
+        Some(missing) => Err(Error::Internal(format!(
+            "pack lacks blob {}",
+            missing.sha256
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn pack_error(what: &str, e: &manifests::PackError) -> Error {
+    Error::Internal(format!("{what} pack: {e}"))
+}
+
+#[cfg(test)]
+mod tests;

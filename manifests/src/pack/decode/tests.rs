@@ -13,7 +13,7 @@ use super::*;
 
 /// The server's encoder, copied from server/src/pack/delta.rs: level 19, long-distance matching,
 /// a window sized to what it covers (clamped to 2^10..=2^27), checksum and content size on.
-mod server {
+pub(crate) mod server {
     use super::*;
 
     pub const LEVEL: i32 = 19;
@@ -58,7 +58,7 @@ mod server {
     }
 }
 
-/// libzstd's decoder, as the server checks its patches (`delta::decode`).
+/// libzstd's decoder, for comparison.
 fn c_decode(frame: &[u8], base: Option<&[u8]>, size: usize, window_log_max: u32) -> Vec<u8> {
     let mut dctx = DCtx::create();
     dctx.set_parameter(DParameter::WindowLogMax(window_log_max))
@@ -589,4 +589,35 @@ fn collect_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
             out.push(path);
         }
     }
+}
+
+#[test]
+fn the_frame_bound_is_libzstds() {
+    for n in [
+        0,
+        1,
+        100,
+        2_047,
+        2_048,
+        (128 << 10) - 1,
+        128 << 10,
+        1 << 20,
+        10_000_000,
+    ] {
+        assert_eq!(
+            max_frame_bytes(n as u64),
+            zstd_safe::compress_bound(n) as u64,
+            "{n}"
+        );
+    }
+}
+
+#[test]
+fn a_size_above_the_content_limit_is_refused_before_decoding() {
+    check_error(
+        decode_frame(&server::compress(b"x"), MAX_CONTENT_BYTES + 1),
+        expect![[r#"
+            ContentTooLarge { expected_bytes: 536870913 }
+            536870913 bytes expected from one zstd frame, above the limit of 536870912"#]],
+    );
 }

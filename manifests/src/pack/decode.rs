@@ -66,8 +66,28 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use ruzstd::decoding::errors::{FrameDecoderError, FrameHeaderError};
 use ruzstd::decoding::{BlockDecodingStrategy, Dictionary, FrameDecoder};
 
-/// The largest window a frame may use (matches the server's MAX_WINDOW_LOG = 27, 128 MiB).
+/// The largest window a frame may use: 2^27 bytes (128 MiB). The server's encoder clamps its
+/// window log to this, so every frame it writes is one a device accepts.
 pub const MAX_WINDOW_LOG: u32 = 27;
+/// The most bytes one frame may decode to (512 MiB, the server's default cap on a whole
+/// release): the solid `data.zst` of a full pack, or one patched blob. The server refuses to
+/// encode more into one frame, and a device refuses a larger expected size before decoding.
+pub const MAX_CONTENT_BYTES: u64 = 512 << 20;
+
+/// The largest frame a pack may carry for `content_bytes` of content: libzstd's
+/// `ZSTD_COMPRESSBOUND`, which no frame of the server's encoder exceeds (it compresses into a
+/// buffer of that size). A reader caps each entry of a pack to this before reading it.
+pub const fn max_frame_bytes(content_bytes: u64) -> u64 {
+    const SMALL: u64 = 128 << 10;
+    let margin = if content_bytes < SMALL {
+        (SMALL - content_bytes) >> 11
+    } else {
+        0
+    };
+    content_bytes
+        .saturating_add(content_bytes >> 8)
+        .saturating_add(margin)
+}
 
 /// The magic number that starts every zstd frame (little-endian 0xFD2FB528).
 const FRAME_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
@@ -76,6 +96,7 @@ const PREFIX_ID: u32 = 1;
 
 /// Why a frame did not decode.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DecodeError {
     /// The input does not start with a zstd frame header (a skippable frame counts as none).
     #[error("not a zstd frame")]
@@ -143,6 +164,36 @@ pub enum DecodeError {
     /// `size` does not fit in this device's address space.
     #[error("{0} bytes do not fit in memory")]
     SizeUnsupported(u64),
+    /// The expected size is above [`MAX_CONTENT_BYTES`].
+    #[error(
+        "{expected_bytes} bytes expected from one zstd frame, above the limit of {MAX_CONTENT_BYTES}"
+    )]
+    ContentTooLarge {
+        /// The size the caller expects.
+        expected_bytes: u64,
+    },
+}
+
+impl DecodeError {
+    /// A stable, snake_case code for this kind of error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            DecodeError::NotZstd => "not_zstd",
+            DecodeError::NamesDictionary { .. } => "zstd_names_dictionary",
+            DecodeError::DeclaredSize { .. } => "zstd_declared_size",
+            DecodeError::WindowTooLarge { .. } => "zstd_window_too_large",
+            DecodeError::TooLong { .. } => "zstd_too_long",
+            DecodeError::TooShort { .. } => "zstd_too_short",
+            DecodeError::Truncated => "zstd_truncated",
+            DecodeError::ChecksumMismatch { .. } => "zstd_checksum_mismatch",
+            DecodeError::SecondFrame => "zstd_second_frame",
+            DecodeError::TrailingBytes { .. } => "zstd_trailing_bytes",
+            DecodeError::Malformed(_) => "zstd_malformed",
+            DecodeError::DecoderPanicked => "zstd_decoder_panicked",
+            DecodeError::SizeUnsupported(_) => "zstd_size_unsupported",
+            DecodeError::ContentTooLarge { .. } => "zstd_content_too_large",
+        }
+    }
 }
 
 /// Decodes one whole zstd frame that must yield exactly `size` bytes.
@@ -237,6 +288,11 @@ fn prefix(content: Vec<u8>) -> Dictionary {
 }
 
 fn decode(frame: &[u8], base: Option<&[u8]>, size: u64) -> Result<Vec<u8>, DecodeError> {
+    if size > MAX_CONTENT_BYTES {
+        return Err(DecodeError::ContentTooLarge {
+            expected_bytes: size,
+        });
+    }
     let limit = usize::try_from(size).map_err(|_| DecodeError::SizeUnsupported(size))?;
     let header = header(frame)?;
     if let Some(id) = header.dictionary_id {
@@ -352,4 +408,4 @@ fn ruzstd_error(error: FrameDecoderError) -> DecodeError {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

@@ -13,6 +13,11 @@
 //! A *full pack* has no `from`; a *diff pack* goes from one release to another. The pack itself
 //! is not signed: a device trusts only the sha256 of each resulting blob, which the signed release
 //! manifest lists, and checks it before anything is installed.
+//!
+//! [`write_pack`] is the one writer of the container (the server), [`PackReader`] the one reader
+//! (devices, and the server checking each pack before it stores it), and [`decode_frame`] and
+//! [`decode_patch`] the one decoder, with its limits [`MAX_WINDOW_LOG`] and [`MAX_CONTENT_BYTES`]
+//! that the server's encoder stays within.
 
 use serde::{Deserialize, Serialize};
 
@@ -20,12 +25,24 @@ use crate::canonical::parse_strict;
 use crate::error::{Error, Result};
 use crate::{Digest, PackageId, RelPath, ReleaseVersion};
 
+mod decode;
+mod read;
+mod write;
+
+pub use decode::{
+    DecodeError, MAX_CONTENT_BYTES, MAX_WINDOW_LOG, decode_frame, decode_patch, max_frame_bytes,
+};
+pub use read::{ExpectedPack, PackBlobs, PackReader};
+pub use write::write_pack;
+
 /// The pack format this code writes and reads.
 pub const PACK_FORMAT: u64 = 1;
 /// The name of the pack index entry.
 pub const PACK_INDEX_ENTRY: &str = "pack.json";
 /// The name of the solid data entry.
 pub const PACK_DATA_ENTRY: &str = "data.zst";
+/// The largest `pack.json` a pack may carry.
+pub const MAX_PACK_INDEX_BYTES: u64 = 16 * 1024 * 1024;
 
 /// How one blob travels in a pack.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,3 +187,6 @@ pub fn parse_pack_index(bytes: &[u8]) -> Result<PackIndex> {
     index.validate()?;
     Ok(index)
 }
+
+#[cfg(test)]
+mod tests;
