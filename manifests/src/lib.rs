@@ -3,7 +3,7 @@
 //! Everything the server and the device must agree on lives here exactly once: identifiers and
 //! safe bundle paths, the release manifest and the channel index, canonical JSON and digests,
 //! Ed25519 signing and verification with thresholds, diff planning, rollout buckets and host-app
-//! targeting.
+//! targeting, and the URL paths of the HTTP API ([`paths`]).
 //!
 //! It is pure code, like quinn-proto: bytes and values in, values out. It does no file-system or
 //! network IO, has no async, no global state, and never reads the clock or a random source: `now`
@@ -27,6 +27,7 @@ mod index;
 mod keys;
 mod pack;
 mod path;
+pub mod paths;
 mod release;
 pub mod rollout;
 mod target;
@@ -54,6 +55,7 @@ pub use pack::{
     Encoding, PACK_DATA_ENTRY, PACK_FORMAT, PACK_INDEX_ENTRY, PackBlob, PackIndex, parse_pack_index,
 };
 pub use path::{MAX_DEPTH, MAX_PATH_LEN, MAX_SEGMENT_LEN, RelPath, check_collisions};
+pub use paths::PackName;
 pub use release::{
     FileEntry, MAX_FILES, MAX_NOTES_LEN, MAX_REVISION_LEN, MAX_ROUTES, MimeType, RELEASE_FORMAT,
     Release, Route, UrlPrefix, VerifiedRelease, parse_release_unverified, verify_release,
