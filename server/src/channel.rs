@@ -203,7 +203,7 @@ fn changes_stable(action: &str) -> bool {
 }
 
 /// The outcome of a channel change.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct ChangeOutcome {
     /// The new index's sequence.
     pub sequence: u64,

@@ -58,7 +58,7 @@ pub struct PublishRequest {
 }
 
 /// The result of a publish.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Published {
     /// The release.
     pub release: ReleaseRecord,
