@@ -48,7 +48,7 @@ pub use ids::{
 };
 pub use index::{
     Candidate, FULL_ROLLOUT, INDEX_FORMAT, Index, IndexScope, MAX_OLDER, MAX_PACKAGES,
-    PackageEntry, ReleaseRef, VerifiedIndex, parse_index_unverified, verify_index,
+    PackageEntry, Prefetch, ReleaseRef, VerifiedIndex, parse_index_unverified, verify_index,
 };
 pub use keys::{KeyId, KeyPair, PublicKey, TrustedKeys};
 pub use pack::{

@@ -424,6 +424,7 @@ fn package_entry(
     }
     Ok(PackageEntry {
         priority: 0,
+        prefetch: manifests::Prefetch::Always,
         stable: stable.map(release_ref),
         candidate: candidate.map(|c| Candidate {
             release: release_ref(c),
