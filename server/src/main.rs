@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use manifests::{AppId, Channel, PackageId, ReleaseVersion};
+use manifests::{AppId, Channel, PackageId, Prefetch, ReleaseVersion};
 use serde::Serialize;
 use server::api::{ChangeRequest, PublishQuery};
 use server::channel::Action;
@@ -266,6 +266,34 @@ struct PublishArgs {
     /// Source revision (git commit) of the build.
     #[arg(long)]
     source_revision: Option<String>,
+    /// Fetch priority for devices, 0 to 255, higher first (default: the previous release's, else 0).
+    #[arg(long)]
+    priority: Option<u8>,
+    /// When devices may fetch the release before it is opened (default: the previous release's,
+    /// else always).
+    #[arg(long, value_enum)]
+    prefetch: Option<PrefetchArg>,
+}
+
+/// `--prefetch`, spelled as command-line values are (`wifi-only`); see [`Prefetch`].
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum PrefetchArg {
+    /// Whenever the device's conditions allow.
+    Always,
+    /// Only over Wi-Fi (an unmetered network).
+    WifiOnly,
+    /// Only once the package is opened.
+    OnFirstUse,
+}
+
+impl From<PrefetchArg> for Prefetch {
+    fn from(arg: PrefetchArg) -> Prefetch {
+        match arg {
+            PrefetchArg::Always => Prefetch::Always,
+            PrefetchArg::WifiOnly => Prefetch::WifiOnly,
+            PrefetchArg::OnFirstUse => Prefetch::OnFirstUse,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -566,6 +594,8 @@ fn publish(args: PublishArgs) -> Result<()> {
         source_revision: args.source_revision.clone(),
         spa: args.spa.then_some(true),
         routes: (!args.routes.is_empty()).then(|| args.routes.join(",")),
+        priority: args.priority,
+        prefetch: args.prefetch.map(|p| Prefetch::from(p).as_str().to_owned()),
         ..PublishQuery::default()
     };
     let answer = client(&args.remote)?.publish(

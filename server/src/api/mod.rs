@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use manifests::{Digest, HostRequirement, PackageId, ReleaseVersion, Timestamp};
+use manifests::{Digest, HostRequirement, PackageId, Prefetch, ReleaseVersion, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::channel::Action;
@@ -49,6 +49,13 @@ pub struct PublishQuery {
     /// With `base`: removed paths, one per line.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub removed: Option<String>,
+    /// Fetch priority for devices, 0 to 255, higher first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u8>,
+    /// When devices may fetch the release before it is opened: `always`, `wifi_only` or
+    /// `on_first_use` ([`manifests::Prefetch`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefetch: Option<String>,
 }
 
 impl PublishQuery {
@@ -86,6 +93,10 @@ pub struct ReleaseSummary {
     pub publisher: String,
     /// Release notes.
     pub notes: String,
+    /// Fetch priority for devices, higher first.
+    pub priority: u8,
+    /// When devices may fetch the release before it is opened.
+    pub prefetch: Prefetch,
 }
 
 impl From<&meta_store::ReleaseRecord> for ReleaseSummary {
@@ -101,6 +112,8 @@ impl From<&meta_store::ReleaseRecord> for ReleaseSummary {
             created_at: r.created_at,
             publisher: r.publisher.clone(),
             notes: r.notes.clone(),
+            priority: r.priority,
+            prefetch: r.prefetch,
         }
     }
 }

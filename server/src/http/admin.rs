@@ -89,6 +89,8 @@ pub async fn publish(
                         .collect()
                 })
                 .unwrap_or_default(),
+            priority: query.priority,
+            prefetch: query.prefetch.clone(),
         };
         service
             .publish(&app, &package, &request, &zip, caller.name())

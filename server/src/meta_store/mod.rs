@@ -9,7 +9,9 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use manifests::{AppId, Channel, Digest, HostRequirement, PackageId, ReleaseVersion, Timestamp};
+use manifests::{
+    AppId, Channel, Digest, HostRequirement, PackageId, Prefetch, ReleaseVersion, Timestamp,
+};
 
 use crate::error::Result;
 
@@ -43,6 +45,10 @@ pub struct ReleaseRecord {
     pub publisher: String,
     /// Release notes.
     pub notes: String,
+    /// The publisher's fetch priority for devices, higher first.
+    pub priority: u8,
+    /// When devices may fetch the release before it is opened.
+    pub prefetch: Prefetch,
 }
 
 /// What one channel says of one package.
