@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use manifests::{Digest, ExpectedPack, PackError, PackReader, PackageId, ReleaseVersion};
+use manifests::{Digest, ExpectedPack, PackError, PackReader, PackageId, ReleaseVersion, paths};
 
 use crate::error::{Error, Result};
 use crate::net::Net;
@@ -80,17 +80,12 @@ pub(crate) fn install(
     let (package, to) = (wanted.package, wanted.version);
     let mut written = BTreeSet::new();
     let diff = active.filter(|a| a.version != *to).map(|active| {
-        let path = format!("/v1/packs/{package}/{}..{to}.zip", active.version);
+        let path = paths::diff_pack_path(package, &active.version, to);
         (path, Some(active.manifest), Method::DiffPack)
     });
     // One blob or two are cheaper alone than a pack; more go in the full pack.
-    let full = (wanted.missing(store).len() > 2).then(|| {
-        (
-            format!("/v1/packs/{package}/{to}.zip"),
-            None,
-            Method::FullPack,
-        )
-    });
+    let full = (wanted.missing(store).len() > 2)
+        .then(|| (paths::full_pack_path(package, to), None, Method::FullPack));
     for (path, from_manifest, method) in diff.into_iter().chain(full) {
         if report.method == Method::DiffPack {
             break;
@@ -108,7 +103,7 @@ pub(crate) fn install(
         report.method = Method::Blobs;
     }
     for (digest, size) in rest {
-        let path = format!("/v1/blobs/{digest}");
+        let path = paths::blob_path(&digest);
         let bytes = net.get_resumable(&path, size, &store.partial_dir())?;
         report.downloaded_bytes += bytes.len() as u64;
         store.write_blob(&digest, &bytes, "blob download")?;

@@ -18,19 +18,7 @@
 
 use std::cmp::Reverse;
 
-use manifests::{PackageId, Reason, ReleaseRef, ReleaseVersion};
-
-/// The publisher's prefetch policy for a package. FIXME(merge): replaced by `manifests::Prefetch`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Prefetch {
-    /// Whenever conditions allow.
-    #[default]
-    Always,
-    /// Only on unmetered Wi-Fi.
-    WifiOnly,
-    /// Only once the user opened a page of the package.
-    OnFirstUse,
-}
+use manifests::{PackageId, Prefetch, Reason, ReleaseRef, ReleaseVersion};
 
 /// Packages at or above this priority are fetched even on metered links and low battery.
 pub const URGENT_PRIORITY: u8 = 80;
@@ -201,17 +189,22 @@ fn wait(c: &Candidate, conditions: &Conditions, now_secs: u64) -> Option<Wait> {
         c.last_opened_secs > 0 && now_secs.saturating_sub(c.last_opened_secs) <= RECENT_SECS;
     let urgent = c.update.priority >= URGENT_PRIORITY;
     let wifi = conditions.unmetered_wifi();
+    // A policy newer than this code may restrict downloads: fetch such a package on first use.
+    let prefetch = match c.update.prefetch {
+        Prefetch::Unknown => Prefetch::OnFirstUse,
+        known => known,
+    };
     // Off Wi-Fi only urgent packages go, and in the foreground the ones the user is using.
     let allowed_off_wifi = urgent || (in_use && conditions.foreground);
     if c.missing_bytes == 0 {
         None
     } else if conditions.network == Network::Offline {
         Some(Wait::Offline)
-    } else if c.update.prefetch == Prefetch::OnFirstUse && c.opens == 0 && c.update.from.is_none() {
+    } else if prefetch == Prefetch::OnFirstUse && c.opens == 0 && c.update.from.is_none() {
         Some(Wait::FirstUse)
     } else if c.size_bytes.saturating_add(c.missing_bytes) > conditions.free_space_bytes {
         Some(Wait::Space)
-    } else if !wifi && (c.update.prefetch == Prefetch::WifiOnly || !allowed_off_wifi) {
+    } else if !wifi && (prefetch == Prefetch::WifiOnly || !allowed_off_wifi) {
         Some(Wait::Wifi)
     } else if conditions.low_battery() && !urgent && !in_use {
         Some(Wait::Charge)

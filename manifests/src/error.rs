@@ -193,6 +193,14 @@ pub enum Error {
         /// The time the caller gave.
         now: Timestamp,
     },
+    /// The last segment of a pack's URL path is not a pack name.
+    #[error("invalid pack name {name:?}: {reason}")]
+    InvalidPackName {
+        /// The refused name (cut to 300 characters).
+        name: String,
+        /// What was wrong.
+        reason: &'static str,
+    },
     /// A diff plan was applied to a file list it was not made from.
     #[error("diff plan does not apply at {path:?}: {reason}")]
     PlanMismatch {
@@ -230,6 +238,7 @@ impl Error {
             Error::Replay { .. } => "replay",
             Error::Expired { .. } => "expired",
             Error::PlanMismatch { .. } => "plan_mismatch",
+            Error::InvalidPackName { .. } => "invalid_pack_name",
         }
     }
 }

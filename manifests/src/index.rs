@@ -45,12 +45,97 @@ pub struct Candidate {
     pub rollout_basis_points: u16,
 }
 
+/// When a device may download a package before it is opened, as its publisher chose.
+///
+/// Written as snake_case text (`"wifi_only"`) and left out of an index entry when it is
+/// [`Prefetch::Always`], so indexes of packages without a policy are the bytes they always were.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Prefetch {
+    /// Whenever the device's conditions allow: what devices did before policies existed.
+    #[default]
+    Always,
+    /// Only over an unmetered network (Wi-Fi).
+    WifiOnly,
+    /// Never ahead of time: only once the package is opened.
+    OnFirstUse,
+    /// A policy newer than this code, read from an index a newer server signed.
+    ///
+    /// It parses, so one package's new policy does not make a device refuse the whole index
+    /// and stop updating. A device should treat it as [`Prefetch::OnFirstUse`]: a policy it does
+    /// not know may restrict downloads, and fetching on open costs nothing the page would not
+    /// cost online. It is never written: [`Index::sign`] refuses it.
+    #[serde(other)]
+    Unknown,
+}
+
+impl Prefetch {
+    /// Every policy a publisher may set, as written.
+    pub const NAMES: [&'static str; 3] = ["always", "wifi_only", "on_first_use"];
+
+    /// Parses a policy a publisher set: `always`, `wifi_only` or `on_first_use`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidField`] for any other text, including `unknown`.
+    pub fn parse(text: &str) -> Result<Prefetch> {
+        match text {
+            "always" => Ok(Prefetch::Always),
+            "wifi_only" => Ok(Prefetch::WifiOnly),
+            "on_first_use" => Ok(Prefetch::OnFirstUse),
+            _ => Err(Error::InvalidField {
+                field: "prefetch".into(),
+                reason: format!(
+                    "{:?} is not a policy; expected always, wifi_only or on_first_use",
+                    crate::error::excerpt(text, 80)
+                ),
+            }),
+        }
+    }
+
+    /// The policy as written in an index.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Prefetch::Always => "always",
+            Prefetch::WifiOnly => "wifi_only",
+            Prefetch::OnFirstUse => "on_first_use",
+            Prefetch::Unknown => "unknown",
+        }
+    }
+
+    /// Whether this is the default, [`Prefetch::Always`] (left out of an index entry).
+    pub fn is_default(&self) -> bool {
+        *self == Prefetch::Always
+    }
+}
+
+impl std::fmt::Display for Prefetch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Prefetch {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Prefetch> {
+        Prefetch::parse(s)
+    }
+}
+
 /// What one channel offers of one package.
+///
+/// `priority` and `prefetch` are the publisher's, taken from one release: the stable one, or
+/// the candidate when there is no stable release. Devices in a rollout therefore follow the
+/// stable release's policy until the candidate becomes stable.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PackageEntry {
     /// Fetch order hint for devices: higher first. 0 by default.
     #[serde(default)]
     pub priority: u8,
+    /// When devices may fetch the package before it is opened. Left out when
+    /// [`Prefetch::Always`].
+    #[serde(default, skip_serializing_if = "Prefetch::is_default")]
+    pub prefetch: Prefetch,
     /// The release every device gets, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stable: Option<ReleaseRef>,
@@ -143,9 +228,21 @@ impl Index {
     /// The signed part of the index as a JSON value, with its `_type` and `format` header.
     ///
     /// # Errors
-    /// As [`Index::validate`]; an invalid index is never signed.
+    /// As [`Index::validate`], and [`Error::InvalidField`] for a [`Prefetch::Unknown`] policy;
+    /// an invalid index is never signed.
     pub fn to_signed_value(&self) -> Result<Value> {
         self.validate()?;
+        if let Some(id) = self
+            .packages
+            .iter()
+            .find(|(_, e)| e.prefetch == Prefetch::Unknown)
+            .map(|(id, _)| id)
+        {
+            return Err(Error::InvalidField {
+                field: format!("packages.{id}.prefetch"),
+                reason: "a policy this code does not know is read, never written".into(),
+            });
+        }
         let body = serde_json::to_value(self).map_err(|e| Error::NotCanonical {
             at: format!("$ ({e})"),
             reason: "index does not serialise to JSON",

@@ -3,7 +3,8 @@
 //! Everything the server and the device must agree on lives here exactly once: identifiers and
 //! safe bundle paths, the release manifest and the channel index, canonical JSON and digests,
 //! Ed25519 signing and verification with thresholds, diff planning, rollout buckets, host-app
-//! targeting, and the pack container with its zstd decoder.
+//! targeting, the pack container with its zstd decoder, and the URL paths of the HTTP API
+//! ([`paths`]).
 //!
 //! It is pure code, like quinn-proto: bytes and values in, values out. It does no file-system or
 //! network IO, has no async, no global state, and never reads the clock or a random source: `now`
@@ -27,6 +28,7 @@ mod index;
 mod keys;
 mod pack;
 mod path;
+pub mod paths;
 mod release;
 pub mod rollout;
 mod target;
@@ -47,7 +49,7 @@ pub use ids::{
 };
 pub use index::{
     Candidate, FULL_ROLLOUT, INDEX_FORMAT, Index, IndexScope, MAX_OLDER, MAX_PACKAGES,
-    PackageEntry, ReleaseRef, VerifiedIndex, parse_index_unverified, verify_index,
+    PackageEntry, Prefetch, ReleaseRef, VerifiedIndex, parse_index_unverified, verify_index,
 };
 pub use keys::{KeyId, KeyPair, PublicKey, TrustedKeys};
 pub use pack::{
@@ -56,6 +58,7 @@ pub use pack::{
     decode_frame, decode_patch, max_frame_bytes, parse_pack_index, write_pack,
 };
 pub use path::{MAX_DEPTH, MAX_PATH_LEN, MAX_SEGMENT_LEN, RelPath, check_collisions};
+pub use paths::PackName;
 pub use release::{
     FileEntry, MAX_FILES, MAX_NOTES_LEN, MAX_REVISION_LEN, MAX_ROUTES, MimeType, RELEASE_FORMAT,
     Release, Route, UrlPrefix, VerifiedRelease, parse_release_unverified, verify_release,

@@ -530,3 +530,58 @@ fn event_batches() {
         expect!["invalid_field: invalid events[0].count: must be 1 to 1000000"],
     );
 }
+
+fn package_entry(prefetch: Prefetch) -> PackageEntry {
+    PackageEntry {
+        priority: 90,
+        prefetch,
+        stable: Some(ReleaseRef {
+            version: ReleaseVersion::parse("1.0.0").unwrap(),
+            manifest: Digest::of(b"m"),
+            requires: HostRequirement::any(),
+            size_bytes: 1,
+        }),
+        candidate: None,
+        older: Vec::new(),
+    }
+}
+
+#[test]
+fn the_default_prefetch_policy_is_left_out() {
+    let keys = |prefetch| {
+        let value = serde_json::to_value(package_entry(prefetch)).unwrap();
+        let keys: Vec<String> = value.as_object().unwrap().keys().cloned().collect();
+        (keys.join(","), value["prefetch"].clone())
+    };
+    expect![[r#"("priority,stable", Null)"#]].assert_eq(&format!("{:?}", keys(Prefetch::Always)));
+    expect![[r#"("prefetch,priority,stable", String("wifi_only"))"#]]
+        .assert_eq(&format!("{:?}", keys(Prefetch::WifiOnly)));
+    expect![[r#"("prefetch,priority,stable", String("on_first_use"))"#]]
+        .assert_eq(&format!("{:?}", keys(Prefetch::OnFirstUse)));
+    let read: PackageEntry =
+        serde_json::from_str(r#"{"priority":90,"stable":{"version":"1.0.0","manifest":"62c66a7a5dd70c3146618063c344e531e6d4b59e379808443ce962b3abd63c5a","requires":"*","size_bytes":1}}"#)
+            .unwrap();
+    assert_eq!(read, package_entry(Prefetch::Always));
+}
+
+#[test]
+fn prefetch_policies_parse_by_name_only() {
+    for name in Prefetch::NAMES {
+        let policy = Prefetch::parse(name).unwrap();
+        assert_eq!(policy.as_str(), name);
+        assert_eq!(
+            serde_json::to_value(policy).unwrap(),
+            serde_json::Value::from(name)
+        );
+    }
+    expect![[r#"invalid_field: invalid prefetch: "wifi-only" is not a policy; expected always, wifi_only or on_first_use"#]]
+        .assert_eq(&outcome(Prefetch::parse("wifi-only")));
+    expect![[r#"invalid_field: invalid prefetch: "unknown" is not a policy; expected always, wifi_only or on_first_use"#]]
+        .assert_eq(&outcome(Prefetch::parse("unknown")));
+    expect![[r#"ok Unknown"#]].assert_eq(&outcome(
+        serde_json::from_str::<Prefetch>(r#""charging_only""#).map_err(|e| Error::InvalidField {
+            field: "prefetch".into(),
+            reason: e.to_string(),
+        }),
+    ));
+}

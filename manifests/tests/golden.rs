@@ -189,6 +189,7 @@ fn golden_index() -> Index {
         search.package.clone(),
         PackageEntry {
             priority: 0,
+            prefetch: Prefetch::default(),
             stable: Some(release_ref(&search, &[&k])),
             candidate: None,
             older: Vec::new(),

@@ -121,6 +121,7 @@ fn entry_with(
     };
     PackageEntry {
         priority: 0,
+        prefetch: Prefetch::default(),
         stable: Some(reference("2.0.0", stable_requires)),
         candidate: candidate.map(|(requires, bp)| Candidate {
             release: reference("2.1.0", requires),

@@ -327,3 +327,46 @@ fn key_files_round_trip_and_check_themselves() {
         "invalid_key"
     );
 }
+
+#[test]
+fn a_prefetch_policy_this_code_does_not_know_still_verifies() {
+    // A newer server signs a policy an older device has never heard of: the device must keep
+    // reading the index (and every other package in it), seeing the policy as unknown.
+    let k = key(1);
+    let r1 = release("1.0.0", "index.html=<h1>1");
+    let mut value = index(7, release_ref(&r1, &[&k]), None)
+        .to_signed_value()
+        .unwrap();
+    value["packages"]["checkout"]["prefetch"] = Value::from("charging_only");
+    let doc = sign_value(&value, &[&k]).unwrap();
+    let verified = verify(&doc.bytes, &TrustedKeys::single(k.public().clone())).unwrap();
+    let entry = &verified.index.packages[&PackageId::parse("checkout").unwrap()];
+    assert_eq!(entry.prefetch, Prefetch::Unknown);
+    assert_eq!(entry.priority, 10);
+
+    // What was read as unknown is never signed again under another name.
+    let err = verified.index.sign(&[&k]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "invalid packages.checkout.prefetch: a policy this code does not know is read, never written"
+    );
+}
+
+#[test]
+fn a_known_prefetch_policy_is_signed_and_read_back() {
+    let k = key(1);
+    let r1 = release("1.0.0", "index.html=<h1>1");
+    let mut index = index(7, release_ref(&r1, &[&k]), None);
+    index
+        .packages
+        .values_mut()
+        .for_each(|e| e.prefetch = Prefetch::WifiOnly);
+    let doc = index.sign(&[&k]).unwrap();
+    assert!(
+        String::from_utf8_lossy(&doc.bytes).contains(r#""prefetch":"wifi_only""#),
+        "{}",
+        String::from_utf8_lossy(&doc.bytes)
+    );
+    let verified = verify(&doc.bytes, &TrustedKeys::single(k.public().clone())).unwrap();
+    assert_eq!(verified.index, index);
+}

@@ -203,7 +203,7 @@ fn changes_stable(action: &str) -> bool {
 }
 
 /// The outcome of a channel change.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct ChangeOutcome {
     /// The new index's sequence.
     pub sequence: u64,
@@ -387,6 +387,10 @@ fn release_ref(record: &ReleaseRecord) -> ReleaseRef {
 
 /// The index entry of one package: stable, candidate, and the older releases that were stable on
 /// this channel and that some host app too old for every newer listed release can still run.
+///
+/// The entry's `priority` and `prefetch` are the stable release's, even when a candidate set
+/// others: the index has one policy per package, and devices in the rollout follow the stable
+/// one until the candidate is completed or promoted. With no stable release, the candidate's.
 fn package_entry(
     state: &ChannelPackage,
     releases: &[ReleaseRecord],
@@ -422,8 +426,12 @@ fn package_entry(
             }
         }
     }
+    // One policy per package: the stable release's, which every device outside the rollout
+    // runs; the candidate's only while there is no stable release.
+    let policy = stable.or(candidate);
     Ok(PackageEntry {
-        priority: 0,
+        priority: policy.map_or(0, |r| r.priority),
+        prefetch: policy.map(|r| r.prefetch).unwrap_or_default(),
         stable: stable.map(release_ref),
         candidate: candidate.map(|c| Candidate {
             release: release_ref(c),

@@ -6,10 +6,12 @@
 //!
 //! Where to start: [`service::Service`] holds the stores and the signing key; [`publish`] and
 //! [`channel`] are what it does; [`http`] maps requests onto it; [`blob_store`] and
-//! [`meta_store`] are the storage traits with their embedded engines.
+//! [`meta_store`] are the storage traits with their embedded engines; [`api`] is the JSON the
+//! admin API and the command line exchange.
 
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod auth;
 pub mod blob_store;
 pub mod channel;

@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use serde_json::{Value, json};
+use manifests::{AppId, Channel, PackageId, Prefetch, ReleaseVersion};
+use serde::Serialize;
+use server::api::{ChangeRequest, PublishQuery};
+use server::channel::Action;
 use server::data_dir::DataDir;
 use server::meta_store::Scope;
 use server::meta_store::sqlite::SqliteMetaStore;
@@ -48,13 +51,13 @@ enum Command {
         remote: RemoteArgs,
         /// The host app.
         #[arg(long)]
-        app: String,
+        app: AppId,
         /// The package.
         #[arg(long)]
-        package: String,
+        package: PackageId,
         /// The channel each dev release is promoted to.
         #[arg(long, default_value = "dev")]
-        channel: String,
+        channel: Channel,
         /// URL prefix the package answers for (repeatable; needed for a new package).
         #[arg(long = "route")]
         routes: Vec<String>,
@@ -74,7 +77,7 @@ enum Command {
         target: Target,
         /// The release to promote.
         #[arg(long)]
-        version: String,
+        version: ReleaseVersion,
     },
     /// Start a staged rollout, or change its share.
     Rollout {
@@ -82,7 +85,7 @@ enum Command {
         target: Target,
         /// The release to roll out (default: the one rolling out now).
         #[arg(long)]
-        version: Option<String>,
+        version: Option<ReleaseVersion>,
         /// Share of devices, in percent (0 to 100, two decimals at most).
         #[arg(long)]
         percent: String,
@@ -108,7 +111,7 @@ enum Command {
         target: Target,
         /// The release to return to (default: the previous stable one).
         #[arg(long)]
-        to: Option<String>,
+        to: Option<ReleaseVersion>,
     },
     /// List a package's releases.
     Releases {
@@ -116,7 +119,7 @@ enum Command {
         remote: RemoteArgs,
         /// The package.
         #[arg(long)]
-        package: String,
+        package: PackageId,
     },
     /// Show adoption, failures and page-open figures per release on a channel.
     Stats {
@@ -124,10 +127,10 @@ enum Command {
         remote: RemoteArgs,
         /// The app.
         #[arg(long)]
-        app: String,
+        app: AppId,
         /// The channel.
         #[arg(long)]
-        channel: String,
+        channel: Channel,
     },
     /// Show a package's history on a channel.
     History {
@@ -135,10 +138,10 @@ enum Command {
         remote: RemoteArgs,
         /// The package.
         #[arg(long)]
-        package: String,
+        package: PackageId,
         /// The channel.
         #[arg(long)]
-        channel: String,
+        channel: Channel,
     },
 }
 
@@ -218,10 +221,10 @@ struct Target {
     remote: RemoteArgs,
     /// The package.
     #[arg(long)]
-    package: String,
+    package: PackageId,
     /// The channel.
     #[arg(long)]
-    channel: String,
+    channel: Channel,
     /// Why (kept in the channel's history).
     #[arg(long, default_value = "")]
     reason: String,
@@ -235,16 +238,16 @@ struct PublishArgs {
     remote: RemoteArgs,
     /// The host app that embeds the package.
     #[arg(long)]
-    app: String,
+    app: AppId,
     /// The package.
     #[arg(long)]
-    package: String,
+    package: PackageId,
     /// The release's semantic version.
     #[arg(long)]
-    version: String,
+    version: ReleaseVersion,
     /// Promote to this channel right away.
     #[arg(long)]
-    channel: Option<String>,
+    channel: Option<Channel>,
     /// Supported host-app versions, a semver requirement such as ">=5.2, <7".
     #[arg(long)]
     requires: Option<String>,
@@ -263,6 +266,34 @@ struct PublishArgs {
     /// Source revision (git commit) of the build.
     #[arg(long)]
     source_revision: Option<String>,
+    /// Fetch priority for devices, 0 to 255, higher first (default: the previous release's, else 0).
+    #[arg(long)]
+    priority: Option<u8>,
+    /// When devices may fetch the release before it is opened (default: the previous release's,
+    /// else always).
+    #[arg(long, value_enum)]
+    prefetch: Option<PrefetchArg>,
+}
+
+/// `--prefetch`, spelled as command-line values are (`wifi-only`); see [`Prefetch`].
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum PrefetchArg {
+    /// Whenever the device's conditions allow.
+    Always,
+    /// Only over Wi-Fi (an unmetered network).
+    WifiOnly,
+    /// Only once the package is opened.
+    OnFirstUse,
+}
+
+impl From<PrefetchArg> for Prefetch {
+    fn from(arg: PrefetchArg) -> Prefetch {
+        match arg {
+            PrefetchArg::Always => Prefetch::Always,
+            PrefetchArg::WifiOnly => Prefetch::WifiOnly,
+            PrefetchArg::OnFirstUse => Prefetch::OnFirstUse,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -353,9 +384,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             server::watch::watch(&client(&remote)?, &options)
         }
-        Command::Promote { target, version } => {
-            change(&target, json!({ "action": "promote", "version": version }))
-        }
+        Command::Promote { target, version } => change(&target, Action::Promote { version }),
         Command::Rollout {
             target,
             version,
@@ -364,44 +393,42 @@ fn run(cli: Cli) -> Result<()> {
             let basis_points = percent_to_basis_points(&percent)?;
             change(
                 &target,
-                json!({ "action": "rollout", "version": version, "basis_points": basis_points }),
+                Action::Rollout {
+                    version,
+                    basis_points,
+                },
             )
         }
-        Command::Pause { target } => change(&target, json!({ "action": "pause" })),
-        Command::Resume { target } => change(&target, json!({ "action": "resume" })),
-        Command::Complete { target } => change(&target, json!({ "action": "complete" })),
-        Command::Rollback { target, to } => {
-            change(&target, json!({ "action": "rollback", "to": to }))
-        }
+        Command::Pause { target } => change(&target, Action::Pause),
+        Command::Resume { target } => change(&target, Action::Resume),
+        Command::Complete { target } => change(&target, Action::Complete),
+        Command::Rollback { target, to } => change(&target, Action::Rollback { to }),
         Command::Releases { remote, package } => {
-            let answer = client(&remote)?.get(&format!("/v1/admin/packages/{package}/releases"))?;
-            print_answer(&remote, &answer, |a| {
-                for r in a.as_array().into_iter().flatten() {
+            let releases = client(&remote)?.releases(&package)?;
+            print_answer(&remote, &releases, |releases| {
+                for r in releases {
                     println!(
                         "{:<12} {}  {:>6} files {:>10} bytes  requires {:<12} {}",
-                        r["version"].as_str().unwrap_or(""),
-                        r["created_at"].as_str().unwrap_or(""),
-                        r["file_count"],
-                        r["size_bytes"],
-                        r["requires"].as_str().unwrap_or(""),
-                        r["notes"].as_str().unwrap_or("")
+                        r.version.to_string(),
+                        r.created_at,
+                        r.file_count,
+                        r.size_bytes,
+                        r.requires.as_str(),
+                        r.notes
                     );
                 }
-            });
-            Ok(())
+            })
         }
         Command::Stats {
             remote,
             app,
             channel,
         } => {
-            let answer =
-                client(&remote)?.get(&format!("/v1/admin/apps/{app}/channels/{channel}/stats"))?;
-            print_answer(&remote, &answer, |a| {
-                let pct = |v: &Value| {
-                    v.as_f64()
-                        .map_or("-".to_owned(), |r| format!("{:.1}%", r * 100.0))
-                };
+            let reports = client(&remote)?.stats(&app, &channel)?;
+            print_answer(&remote, &reports, |reports| {
+                let pct =
+                    |v: Option<f64>| v.map_or("-".to_owned(), |r| format!("{:.1}%", r * 100.0));
+                let name = |v: Option<String>| v.unwrap_or_default();
                 println!(
                     "{:<16} {:<12} {:>9} {:>9} {:>7} {:>8} {:>9} {:>8} {:>8}",
                     "package",
@@ -414,50 +441,49 @@ fn run(cli: Cli) -> Result<()> {
                     "offline",
                     "<1s"
                 );
-                for r in a.as_array().into_iter().flatten() {
+                for r in reports {
                     println!(
                         "{:<16} {:<12} {:>9} {:>9} {:>7} {:>8} {:>9} {:>8} {:>8}",
-                        r["package"].as_str().unwrap_or(""),
-                        r["version"].as_str().unwrap_or(""),
-                        r["installed"],
-                        r["activated"],
-                        r["failed"],
-                        r["rolled_back"],
-                        r["opens"],
-                        pct(&r["offline_hit_rate"]),
-                        pct(&r["under_1s_rate"])
+                        name(r.package.as_ref().map(ToString::to_string)),
+                        name(r.version.as_ref().map(ToString::to_string)),
+                        r.installed,
+                        r.activated,
+                        r.failed,
+                        r.rolled_back,
+                        r.opens,
+                        pct(r.offline_hit_rate),
+                        pct(r.under_1s_rate)
                     );
                 }
-            });
-            Ok(())
+            })
         }
         Command::History {
             remote,
             package,
             channel,
         } => {
-            let answer = client(&remote)?.get(&format!(
-                "/v1/admin/packages/{package}/channels/{channel}/history"
-            ))?;
-            print_answer(&remote, &answer, |a| {
-                for h in a.as_array().into_iter().flatten() {
+            let history = client(&remote)?.history(&package, &channel)?;
+            print_answer(&remote, &history, |history| {
+                let version = |v: &Option<ReleaseVersion>| {
+                    v.as_ref()
+                        .map_or_else(|| "-".to_owned(), ToString::to_string)
+                };
+                for h in history {
                     println!(
                         "#{:<5} {} {:<9} {} -> {} {} by {}: {}",
-                        h["sequence"],
-                        h["at"].as_str().unwrap_or(""),
-                        h["action"].as_str().unwrap_or(""),
-                        h["from_version"].as_str().unwrap_or("-"),
-                        h["to_version"].as_str().unwrap_or("-"),
-                        h["rollout_basis_points"]
-                            .as_u64()
-                            .map(|bp| format!("({}%)", bp as f64 / 100.0))
+                        h.sequence,
+                        h.at,
+                        h.action,
+                        version(&h.from_version),
+                        version(&h.to_version),
+                        h.rollout_basis_points
+                            .map(|bp| format!("({}%)", f64::from(bp) / 100.0))
                             .unwrap_or_default(),
-                        h["actor"].as_str().unwrap_or(""),
-                        h["reason"].as_str().unwrap_or("")
+                        h.actor,
+                        h.reason
                     );
                 }
-            });
-            Ok(())
+            })
         }
     }
 }
@@ -514,65 +540,64 @@ fn client(args: &RemoteArgs) -> Result<Remote> {
     Ok(Remote::new(&server, &token))
 }
 
-fn print_answer(args: &RemoteArgs, answer: &Value, human: impl FnOnce(&Value)) {
+/// Prints the server's answer: as JSON with `--json`, else for people.
+fn print_answer<T: Serialize>(args: &RemoteArgs, answer: &T, human: impl FnOnce(&T)) -> Result<()> {
     if args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(answer).unwrap_or_default()
+            serde_json::to_string_pretty(answer).context("printing the answer as JSON")?
         );
     } else {
         human(answer);
     }
+    Ok(())
 }
 
-fn change(target: &Target, mut body: Value) -> Result<()> {
-    body["reason"] = Value::String(target.reason.clone());
-    let path = format!(
-        "/v1/admin/packages/{}/channels/{}",
-        target.package, target.channel
-    );
-    let answer = client(&target.remote)?.post(&path, &body)?;
+fn change(target: &Target, action: Action) -> Result<()> {
+    let request = ChangeRequest {
+        action,
+        reason: target.reason.clone(),
+    };
+    let answer = client(&target.remote)?.change(&target.package, &target.channel, &request)?;
     print_answer(&target.remote, &answer, |a| {
-        let s = &a["state"];
+        let s = &a.state;
         println!(
             "{} on {}: stable {}, candidate {}{} (index sequence {})",
             target.package,
             target.channel,
-            s["stable"].as_str().unwrap_or("-"),
-            s["candidate"].as_str().unwrap_or("-"),
-            s["candidate"]
-                .as_str()
+            s.stable
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), ToString::to_string),
+            s.candidate
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), ToString::to_string),
+            s.candidate
+                .as_ref()
                 .map(|_| format!(
                     " at {}%{}",
-                    s["rollout_basis_points"].as_u64().unwrap_or(0) as f64 / 100.0,
-                    if s["paused"].as_bool() == Some(true) {
-                        ", paused"
-                    } else {
-                        ""
-                    }
+                    f64::from(s.rollout_basis_points) / 100.0,
+                    if s.paused { ", paused" } else { "" }
                 ))
                 .unwrap_or_default(),
-            a["sequence"]
+            a.sequence
         );
-    });
-    Ok(())
+    })
 }
 
 fn publish(args: PublishArgs) -> Result<()> {
-    let mut query = vec![("version", args.version.clone())];
-    let optional = [
-        ("channel", args.channel.clone()),
-        ("requires", args.requires.clone()),
-        ("entry", args.entry.clone()),
-        ("notes", args.notes.clone()),
-        ("source_revision", args.source_revision.clone()),
-        ("spa", args.spa.then(|| "true".to_owned())),
-        (
-            "routes",
-            (!args.routes.is_empty()).then(|| args.routes.join(",")),
-        ),
-    ];
-    query.extend(optional.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))));
+    let query = PublishQuery {
+        version: args.version.to_string(),
+        channel: args.channel.as_ref().map(ToString::to_string),
+        requires: args.requires.clone(),
+        entry: args.entry.clone(),
+        notes: args.notes.clone(),
+        source_revision: args.source_revision.clone(),
+        spa: args.spa.then_some(true),
+        routes: (!args.routes.is_empty()).then(|| args.routes.join(",")),
+        priority: args.priority,
+        prefetch: args.prefetch.map(|p| Prefetch::from(p).as_str().to_owned()),
+        ..PublishQuery::default()
+    };
     let answer = client(&args.remote)?.publish(
         &args.source,
         &args.app,
@@ -581,28 +606,24 @@ fn publish(args: PublishArgs) -> Result<()> {
         !args.remote.json,
     )?;
     print_answer(&args.remote, &answer, |a| {
-        let r = &a["release"];
+        let r = &a.release;
         println!(
             "{} {}@{}: {} files, {} bytes, manifest {}",
-            if a["created"].as_bool() == Some(true) {
+            if a.created {
                 "published"
             } else {
                 "already published (no change)"
             },
             args.package,
-            r["version"].as_str().unwrap_or(""),
-            r["file_count"],
-            r["size_bytes"],
-            r["manifest_digest"].as_str().unwrap_or("")
+            r.version,
+            r.file_count,
+            r.size_bytes,
+            r.manifest_digest
         );
-        if let Some(seq) = a["sequence"].as_u64() {
-            println!(
-                "promoted to {} (index sequence {seq})",
-                args.channel.as_deref().unwrap_or("")
-            );
+        if let (Some(seq), Some(channel)) = (a.sequence, &args.channel) {
+            println!("promoted to {channel} (index sequence {seq})");
         }
-    });
-    Ok(())
+    })
 }
 
 async fn serve(args: ServeArgs) -> Result<()> {

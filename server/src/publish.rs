@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use manifests::{
-    AppId, Channel, Digest, FileEntry, HostRequirement, PackageId, RelPath, Release,
+    AppId, Channel, Digest, FileEntry, HostRequirement, PackageId, Prefetch, RelPath, Release,
     ReleaseVersion, Route, UrlPrefix, to_canonical,
 };
 use serde::{Deserialize, Serialize};
@@ -55,10 +55,17 @@ pub struct PublishRequest {
     /// With `base`: paths of the base release that the new one no longer has.
     #[serde(default)]
     pub removed: Vec<String>,
+    /// Fetch priority for devices, higher first (default: the previous release's, else 0).
+    #[serde(default)]
+    pub priority: Option<u8>,
+    /// When devices may fetch the release before it is opened: a [`Prefetch`] name (default:
+    /// the previous release's, else `always`).
+    #[serde(default)]
+    pub prefetch: Option<String>,
 }
 
 /// The result of a publish.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct Published {
     /// The release.
     pub release: ReleaseRecord,
@@ -93,6 +100,11 @@ impl Service {
     ) -> Result<Published> {
         let version = ReleaseVersion::parse(&request.version)?;
         let channel = request.channel.as_deref().map(Channel::parse).transpose()?;
+        let prefetch = request
+            .prefetch
+            .as_deref()
+            .map(Prefetch::parse)
+            .transpose()?;
         let _guard = self.publish_lock(package.as_str()).await;
 
         if let Some(owner) = self.meta.package_app(package).await?
@@ -171,6 +183,13 @@ impl Service {
             created_at: release.created_at,
             publisher: actor.to_owned(),
             notes: release.notes.clone(),
+            priority: request
+                .priority
+                .or(previous.as_ref().map(|p| p.priority))
+                .unwrap_or(0),
+            prefetch: prefetch
+                .or(previous.as_ref().map(|p| p.prefetch))
+                .unwrap_or_default(),
         };
         let audit = AuditEntry {
             at: record.created_at,

@@ -1,5 +1,5 @@
 //! The command line's side of the admin API: `baleen publish`, `promote`, `rollout`, … talk to a
-//! running server over HTTP with a bearer token.
+//! running server over HTTP with a bearer token, sending and reading the types of [`crate::api`].
 
 use std::fs::File;
 use std::io::{IsTerminal, Read, Seek, Write};
@@ -7,8 +7,15 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
-use serde_json::Value;
+use manifests::{AppId, Channel, PackageId, paths};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use zip::write::SimpleFileOptions;
+
+use crate::api::{
+    ChangeRequest, ChangeResult, ChannelState, ErrorBody, HistoryEntry, PublishQuery, Published,
+    ReleaseReport, ReleaseSummary,
+};
 
 /// A server and the token to talk to it with.
 #[derive(Debug, Clone)]
@@ -33,7 +40,12 @@ impl Remote {
         }
     }
 
-    fn answer(&self, what: &str, response: ureq::http::Response<ureq::Body>) -> Result<Value> {
+    /// Reads a reply: the typed answer on success, else the server's error as a message.
+    fn answer<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        response: ureq::http::Response<ureq::Body>,
+    ) -> Result<T> {
         let status = response.status();
         let text = response
             .into_body()
@@ -41,19 +53,19 @@ impl Remote {
             .limit(64 * 1024 * 1024)
             .read_to_string()
             .with_context(|| format!("{what}: reading the server's answer"))?;
-        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         if status.is_success() {
-            return Ok(value);
+            return serde_json::from_str(&text).with_context(|| {
+                format!("{what}: unexpected answer from the server: {text:.200}")
+            });
         }
-        match value.pointer("/error/message").and_then(Value::as_str) {
-            Some(message) => {
-                let code = value
-                    .pointer("/error/code")
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                bail!("{what}: {message} ({code}, HTTP {})", status.as_u16())
-            }
-            None => bail!("{what}: HTTP {}: {value}", status.as_u16()),
+        match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(ErrorBody { error }) => bail!(
+                "{what}: {} ({}, HTTP {})",
+                error.message,
+                error.code,
+                status.as_u16()
+            ),
+            Err(_) => bail!("{what}: HTTP {}: {text:.200}", status.as_u16()),
         }
     }
 
@@ -61,11 +73,11 @@ impl Remote {
     pub fn publish(
         &self,
         source: &Path,
-        app: &str,
-        package: &str,
-        query: &[(&str, String)],
+        app: &AppId,
+        package: &PackageId,
+        query: &PublishQuery,
         progress: bool,
-    ) -> Result<Value> {
+    ) -> Result<Published> {
         let zip = if source.is_dir() {
             zip_dir(source).with_context(|| format!("zipping {}", source.display()))?
         } else {
@@ -78,26 +90,25 @@ impl Remote {
     pub fn publish_zip(
         &self,
         mut zip: File,
-        app: &str,
-        package: &str,
-        query: &[(&str, String)],
+        app: &AppId,
+        package: &PackageId,
+        query: &PublishQuery,
         progress: bool,
-    ) -> Result<Value> {
+    ) -> Result<Published> {
         let size = zip.seek(std::io::SeekFrom::End(0))?;
         zip.rewind()?;
         let url = format!(
-            "{}/v1/admin/apps/{app}/packages/{package}/releases",
-            self.base
+            "{}{}?{}",
+            self.base,
+            paths::publish_path(app, package),
+            query.encode().context("encoding the publish query")?
         );
-        let mut request = self
+        let request = self
             .agent
             .post(&url)
             .header("Authorization", format!("Bearer {}", self.token))
             .header("Content-Length", size.to_string())
             .content_type("application/zip");
-        for (key, value) in query {
-            request = request.query(*key, value);
-        }
         let mut reader = Progress::new(zip, size, progress && std::io::stderr().is_terminal());
         let response = request
             .send(ureq::SendBody::from_reader(&mut reader))
@@ -106,8 +117,38 @@ impl Remote {
         self.answer("publish", response)
     }
 
-    /// POSTs a JSON body to an admin path.
-    pub fn post(&self, path: &str, body: &Value) -> Result<Value> {
+    /// Applies a channel change.
+    pub fn change(
+        &self,
+        package: &PackageId,
+        channel: &Channel,
+        change: &ChangeRequest,
+    ) -> Result<ChangeResult> {
+        self.post(&paths::channel_change_path(package, channel), change)
+    }
+
+    /// A package's releases, newest first.
+    pub fn releases(&self, package: &PackageId) -> Result<Vec<ReleaseSummary>> {
+        self.get(&paths::releases_path(package))
+    }
+
+    /// A package's history on a channel, newest first.
+    pub fn history(&self, package: &PackageId, channel: &Channel) -> Result<Vec<HistoryEntry>> {
+        self.get(&paths::history_path(package, channel))
+    }
+
+    /// Every package's state on an app's channel.
+    pub fn channel_state(&self, app: &AppId, channel: &Channel) -> Result<ChannelState> {
+        self.get(&paths::channel_state_path(app, channel))
+    }
+
+    /// Per-release figures of an app's channel.
+    pub fn stats(&self, app: &AppId, channel: &Channel) -> Result<Vec<ReleaseReport>> {
+        self.get(&paths::stats_path(app, channel))
+    }
+
+    /// POSTs a JSON body to an API path.
+    fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
         let url = format!("{}{path}", self.base);
         let bytes = serde_json::to_vec(body)?;
         let response = self
@@ -120,8 +161,8 @@ impl Remote {
         self.answer(path, response)
     }
 
-    /// GETs an admin path.
-    pub fn get(&self, path: &str) -> Result<Value> {
+    /// GETs an API path.
+    fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         let url = format!("{}{path}", self.base);
         let response = self
             .agent

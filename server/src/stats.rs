@@ -1,48 +1,13 @@
-//! Device reports in, adoption and page-open figures out.
+//! Device reports in, per-release counters out ([`crate::api::ReleaseReport`] adds the shares).
 
 use std::collections::BTreeMap;
 
-use manifests::{AppId, Channel, EventBatch, EventKind, PackageId, ReleaseVersion};
-use serde::Serialize;
+use manifests::{EventBatch, EventKind, PackageId, ReleaseVersion};
 
+use crate::api::Accepted;
 use crate::error::Result;
 use crate::meta_store::ReleaseStats;
 use crate::service::Service;
-
-/// What the server did with a batch.
-#[derive(Clone, Debug, Serialize)]
-pub struct Accepted {
-    /// Events counted.
-    pub accepted: usize,
-    /// Events naming a package or release the server does not know (not counted).
-    pub ignored: usize,
-}
-
-/// One release's figures as shown to release engineers.
-#[derive(Clone, Debug, Serialize)]
-pub struct ReleaseReport {
-    /// The raw counters.
-    #[serde(flatten)]
-    pub counts: ReleaseStats,
-    /// Opens answered from the device, as a share of opens (none before the first open).
-    pub offline_hit_rate: Option<f64>,
-    /// Opens shown within one second, as a share of opens: the 秒开率.
-    pub under_1s_rate: Option<f64>,
-    /// Failures per activation.
-    pub failure_rate: Option<f64>,
-}
-
-impl From<ReleaseStats> for ReleaseReport {
-    fn from(counts: ReleaseStats) -> ReleaseReport {
-        let share = |part: u64, whole: u64| (whole > 0).then(|| part as f64 / whole as f64);
-        ReleaseReport {
-            offline_hit_rate: share(counts.offline_hits, counts.opens),
-            under_1s_rate: share(counts.under_1s, counts.opens),
-            failure_rate: share(counts.failed, counts.activated),
-            counts,
-        }
-    }
-}
 
 impl Service {
     /// Adds a device's batch to the counters of the releases it names; events about unknown
@@ -99,16 +64,5 @@ impl Service {
             accepted: batch.events.len() - ignored,
             ignored,
         })
-    }
-
-    /// Per-release figures of a channel.
-    pub async fn stats(&self, app: &AppId, channel: &Channel) -> Result<Vec<ReleaseReport>> {
-        Ok(self
-            .meta
-            .stats(app, channel)
-            .await?
-            .into_iter()
-            .map(ReleaseReport::from)
-            .collect())
     }
 }

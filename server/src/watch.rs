@@ -8,9 +8,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail};
-use manifests::{Digest, Hasher};
+use manifests::{AppId, Channel, Digest, Hasher, PackageId};
 use notify::{RecursiveMode, Watcher};
 
+use crate::api::PublishQuery;
 use crate::remote::{Remote, list_files, zip_files};
 
 /// What to watch and where to publish it.
@@ -19,11 +20,11 @@ pub struct WatchOptions {
     /// The build folder.
     pub dir: PathBuf,
     /// The host app.
-    pub app: String,
+    pub app: AppId,
     /// The package.
-    pub package: String,
+    pub package: PackageId,
     /// The channel each release is promoted to.
-    pub channel: String,
+    pub channel: Channel,
     /// Route prefixes (needed only if the package has no release yet).
     pub routes: Vec<String>,
     /// The version dev releases are pre-releases of (`0.0.0` gives `0.0.0-dev.<millis>`).
@@ -113,17 +114,16 @@ fn publish(
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
     let version = format!("{}-dev.{millis}", options.base_version);
-    let mut query = vec![
-        ("version", version.clone()),
-        ("channel", options.channel.clone()),
-    ];
-    if !options.routes.is_empty() {
-        query.push(("routes", options.routes.join(",")));
-    }
+    let mut query = PublishQuery {
+        version: version.clone(),
+        channel: Some(options.channel.to_string()),
+        routes: (!options.routes.is_empty()).then(|| options.routes.join(",")),
+        ..PublishQuery::default()
+    };
     let (upload, removed): (Vec<String>, Vec<String>) = match previous {
         None => (current.keys().cloned().collect(), Vec::new()),
         Some((base, before)) => {
-            query.push(("base", base.clone()));
+            query.base = Some(base.clone());
             let upload = current
                 .iter()
                 .filter(|(path, entry)| before.get(*path) != Some(entry))
@@ -135,7 +135,7 @@ fn publish(
                 .cloned()
                 .collect();
             if !removed.is_empty() {
-                query.push(("removed", removed.join("\n")));
+                query.removed = Some(removed.join("\n"));
             }
             (upload, removed)
         }
@@ -146,10 +146,12 @@ fn publish(
     println!(
         "published {}@{version}: {} files, {} uploaded ({upload_bytes} bytes), {} removed, index sequence {}",
         options.package,
-        answer["release"]["file_count"],
+        answer.release.file_count,
         upload.len(),
         removed.len(),
-        answer["sequence"]
+        answer
+            .sequence
+            .map_or_else(|| "unchanged".to_owned(), |s| s.to_string())
     );
     Ok(version)
 }

@@ -311,6 +311,24 @@ fn bad_metadata_is_refused_and_nothing_is_stored() {
             "invalid_id",
         ),
         ("shop", "checkout", ROUTE.to_owned(), "bad_request"),
+        (
+            "shop",
+            "checkout",
+            format!("version=1.0.0&prefetch=sometimes&{ROUTE}"),
+            "invalid_field",
+        ),
+        (
+            "shop",
+            "checkout",
+            format!("version=1.0.0&prefetch=unknown&{ROUTE}"),
+            "invalid_field",
+        ),
+        (
+            "shop",
+            "checkout",
+            format!("version=1.0.0&priority=256&{ROUTE}"),
+            "bad_request",
+        ),
     ] {
         let r = s.publish(&s.admin, app, package, &query, &z);
         assert_eq!(

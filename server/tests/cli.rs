@@ -345,6 +345,139 @@ fn publish_rollout_and_rollback_through_the_cli() {
 }
 
 #[test]
+fn priority_and_prefetch_set_at_publish_reach_the_signed_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let token = init(&data, "ci", "admin");
+    let (_server, base) = serve(&data);
+    let env = [
+        ("BALEEN_SERVER", base.as_str()),
+        ("BALEEN_TOKEN", token.trim()),
+    ];
+    let publish = |variant: &str, version: &str, extra: &[&str]| {
+        let build = dir.path().join(variant);
+        write_build(&build, variant);
+        let mut args = vec![
+            "publish",
+            build.to_str().unwrap(),
+            "--app",
+            "shop",
+            "--package",
+            "checkout",
+            "--version",
+            version,
+            "--route",
+            "https://m.example.com/checkout/",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = baleen(&args, &env);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out, text)
+    };
+    let stable_entry = || {
+        let index: serde_json::Value = serde_json::from_slice(&harness_get(
+            &base,
+            "/v1/apps/shop/channels/production/index",
+        ))
+        .unwrap();
+        index["signed"]["packages"]["checkout"].clone()
+    };
+
+    let (out, text) = publish(
+        "one",
+        "1.0.0",
+        &[
+            "--channel",
+            "production",
+            "--priority",
+            "90",
+            "--prefetch",
+            "wifi-only",
+        ],
+    );
+    ok(&out);
+    let answer: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(answer["release"]["priority"], 90);
+    assert_eq!(answer["release"]["prefetch"], "wifi_only");
+    let entry = stable_entry();
+    assert_eq!(entry["priority"], 90);
+    assert_eq!(entry["prefetch"], "wifi_only");
+    assert_eq!(entry["stable"]["version"], "1.0.0");
+
+    // A candidate's own policy waits until it is stable: the index has one per package.
+    let (out, _) = publish(
+        "two",
+        "1.1.0",
+        &["--priority", "5", "--prefetch", "on-first-use"],
+    );
+    ok(&out);
+    ok(&baleen(
+        &[
+            "rollout",
+            "--package",
+            "checkout",
+            "--channel",
+            "production",
+            "--version",
+            "1.1.0",
+            "--percent",
+            "50",
+        ],
+        &env,
+    ));
+    let entry = stable_entry();
+    assert_eq!(entry["candidate"]["version"], "1.1.0");
+    assert_eq!(
+        (entry["priority"].clone(), entry["prefetch"].clone()),
+        (90.into(), "wifi_only".into())
+    );
+    ok(&baleen(
+        &[
+            "complete",
+            "--package",
+            "checkout",
+            "--channel",
+            "production",
+        ],
+        &env,
+    ));
+    let entry = stable_entry();
+    assert_eq!(
+        (entry["priority"].clone(), entry["prefetch"].clone()),
+        (5.into(), "on_first_use".into())
+    );
+
+    // Unset, both follow the previous release; "always" is the default and left out.
+    let (out, _) = publish("three", "1.2.0", &["--channel", "production"]);
+    ok(&out);
+    let entry = stable_entry();
+    assert_eq!(
+        (entry["priority"].clone(), entry["prefetch"].clone()),
+        (5.into(), "on_first_use".into())
+    );
+    let (out, _) = publish(
+        "four",
+        "1.3.0",
+        &["--channel", "production", "--prefetch", "always"],
+    );
+    ok(&out);
+    let entry = stable_entry();
+    assert_eq!(entry["priority"], 5);
+    assert!(entry.get("prefetch").is_none(), "{entry}");
+
+    let (bad, _) = publish("five", "1.4.0", &["--prefetch", "sometimes"]);
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("wifi-only") && err.contains("on-first-use"),
+        "{err}"
+    );
+    let (bad, _) = publish("five", "1.4.0", &["--priority", "256"]);
+    assert!(!bad.status.success());
+}
+
+#[test]
 fn watch_publishes_each_change_uploading_only_what_changed() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");

@@ -1,6 +1,6 @@
 //! Page opens and device events, counted in memory and sent in batches.
 
-use manifests::EventBatch;
+use manifests::{EventBatch, paths};
 
 use super::{Client, lock};
 use crate::error::{Error, Result};
@@ -47,7 +47,7 @@ impl Client {
         let headers = [("Content-Type".to_owned(), "application/json".to_owned())];
         let result = self
             .net
-            .request("POST", "/v1/events", &headers, body, 64 * 1024)
+            .request("POST", paths::EVENTS, &headers, body, 64 * 1024)
             .and_then(|r| match r.status {
                 202 => Ok(batch.events.len()),
                 s => Err(Error::Network(format!("POST /v1/events: HTTP {s}"))),

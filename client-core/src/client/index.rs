@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use manifests::paths;
+
 use super::{Client, MAX_INDEX_BYTES, lock};
 use crate::api::CheckOutcome;
 use crate::device::Fetched;
@@ -19,10 +21,7 @@ impl Client {
         if let (Some(etag), true) = (lock(&self.core).index_etag(), stored.is_file()) {
             headers.push(("If-None-Match".to_owned(), etag.to_owned()));
         }
-        let path = format!(
-            "/v1/apps/{}/channels/{}/index",
-            self.config.app, self.config.channel
-        );
+        let path = paths::index_path(&self.config.app, &self.config.channel);
         let response = self
             .net
             .request("GET", &path, &headers, Vec::new(), MAX_INDEX_BYTES)?;

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use manifests::{Digest, PackageId, TrustedKeys};
+use manifests::{Digest, PackageId, TrustedKeys, paths};
 
 use crate::api::{Config, PackageStatus, Status, UpdateOutcome};
 use crate::clock::{Clock, SystemClock};
@@ -218,16 +218,17 @@ impl Client {
             let blobs = release.blobs();
             let missing = self.missing(&blobs).values().sum();
             let size = update.to.size_bytes;
-            releases.insert(update.package.clone(), (blobs, bytes));
+            releases.insert(update.package.clone(), (blobs, bytes, release));
             candidates.push(lock(&self.core).candidate(update, missing, size));
         }
         let plan = self
             .snapshot()
             .plan(candidates, conditions, self.clock.now());
+        self.remember_first_use(&plan.later, &releases)?;
         done.waiting.extend(plan.later);
         for candidate in plan.now {
             let update = candidate.update;
-            let Some((blobs, manifest_bytes)) = releases.remove(&update.package) else {
+            let Some((blobs, manifest_bytes, _)) = releases.remove(&update.package) else {
                 continue;
             };
             let Some(evictions) = self.room_for(&update.package, &blobs) else {
@@ -240,6 +241,29 @@ impl Client {
             done.installed.push((update, report));
         }
         Ok(done)
+    }
+
+    /// Keeps the routes of packages waiting for their first use, so that opening one counts.
+    fn remember_first_use(
+        &self,
+        waiting: &[(PackageId, Wait)],
+        releases: &BTreeMap<PackageId, (BTreeMap<Digest, u64>, u64, Arc<Served>)>,
+    ) -> Result<()> {
+        let known: Vec<_> = waiting
+            .iter()
+            .filter(|(_, wait)| *wait == Wait::FirstUse)
+            .filter_map(|(package, _)| releases.get(package))
+            .map(|(_, _, served)| {
+                let (package, version) = (served.package().clone(), served.version().clone());
+                (package, version, served.route_prefixes())
+            })
+            .collect();
+        if known.is_empty() {
+            return Ok(());
+        }
+        let writer = lock(&self.writer);
+        let change = lock(&self.core).remember_routes(&known);
+        self.commit(&writer, change).map(drop)
     }
 
     /// Downloads, verifies and activates one update, as [`Client::update`] does for each update
@@ -275,7 +299,7 @@ impl Client {
         }
         let bytes = self
             .net
-            .get(&format!("/v1/manifests/{digest}"), MAX_MANIFEST_BYTES)?;
+            .get(&paths::manifest_path(digest), MAX_MANIFEST_BYTES)?;
         let release = self.releases.verify(&bytes, digest, package, version)?;
         self.store.write_manifest(digest, &bytes)?;
         Ok((release, bytes.len() as u64))

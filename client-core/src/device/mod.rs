@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use manifests::{
-    AppId, Channel, Digest, Event, EventKind, HostVersion, Index, IndexScope, PackageId,
+    AppId, Channel, Digest, Event, EventKind, HostVersion, Index, IndexScope, PackageId, Prefetch,
     ReleaseVersion, Timestamp, TrustedKeys, select_all, verify_index,
 };
 
@@ -218,7 +218,7 @@ impl Device {
                 to: selection.release.clone(),
                 reason: selection.reason,
                 priority: entry.map_or(0, |e| e.priority),
-                prefetch: Default::default(),
+                prefetch: entry.map_or(Prefetch::Always, |e| e.prefetch),
             });
         }
         updates
@@ -362,6 +362,22 @@ impl Device {
                     version: active.version,
                 });
                 p.pending = false;
+            }
+        }
+        self.change(next, Vec::new(), true)
+    }
+
+    /// Remembers the routes of packages the device does not run (waiting for their first use),
+    /// so opens of their pages, answered by the network, count and bring them in.
+    pub fn remember_routes(&self, known: &[(PackageId, ReleaseVersion, Vec<String>)]) -> Change {
+        let mut next = self.state.clone();
+        for (package, version, routes) in known {
+            let p = next.packages.entry(package.clone()).or_default();
+            if p.active.is_none() {
+                p.evicted = Some(Evicted {
+                    version: version.clone(),
+                    routes: routes.clone(),
+                });
             }
         }
         self.change(next, Vec::new(), true)

@@ -57,6 +57,7 @@ fn index(sequence: u64, issued: u64, v: &str) -> Vec<u8> {
         pkg("shop"),
         PackageEntry {
             priority: 5,
+            prefetch: manifests::Prefetch::WifiOnly,
             stable: Some(release("shop", v)),
             candidate: None,
             older: Vec::new(),
@@ -115,6 +116,11 @@ fn an_index_selects_releases_the_device_does_not_run() {
     let updates = d.updates(&index);
     assert_eq!(updates.len(), 1);
     assert_eq!((updates[0].priority, updates[0].from.clone()), (5, None));
+    assert_eq!(
+        updates[0].prefetch,
+        manifests::Prefetch::WifiOnly,
+        "the publisher's policy"
+    );
     apply(&mut d, |d| {
         d.activate(&pkg("shop"), installed("shop", "1.0.0"), Source::Download)
     });

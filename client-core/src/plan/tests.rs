@@ -11,12 +11,13 @@ const DAY: u64 = 24 * 3600;
 const NOW: u64 = 1_800_000_000;
 
 /// `name:priority:missing:size:opens:days_since_open[:policy][:installed]` (days `-` for never;
-/// policy `wifi` or `first`).
+/// policy `wifi`, `first` or `newer`, a policy this code does not know).
 fn candidate(spec: &str) -> Candidate {
     let f: Vec<&str> = spec.split(':').collect();
     let prefetch = match f.get(6).copied() {
         Some("wifi") => Prefetch::WifiOnly,
         Some("first") => Prefetch::OnFirstUse,
+        Some("newer") => Prefetch::Unknown,
         _ => Prefetch::Always,
     };
     let from = (f.get(7) == Some(&"installed")).then(|| ReleaseVersion::parse("0.9.0").unwrap());
@@ -165,6 +166,12 @@ fn the_publishers_policy_is_followed() {
             "opened:0:10:10:1:1:first",
         ],
         expect!["now [w opened] later [first:FirstUse]"],
+    );
+    // A policy newer than this code is treated as on first use: it may restrict downloads.
+    check(
+        "",
+        &["newer:0:10:10:0:-:newer", "opened:0:10:10:1:1:newer"],
+        expect!["now [opened] later [newer:FirstUse]"],
     );
     // A package already on the device follows its updates whatever its policy says.
     check(

@@ -105,6 +105,7 @@ pub fn index(sequence: u64, stable: ReleaseRef, candidate: Option<(ReleaseRef, u
             PackageId::parse("checkout").unwrap(),
             PackageEntry {
                 priority: 10,
+                prefetch: Prefetch::default(),
                 stable: Some(stable),
                 candidate: candidate.map(|(release, rollout_basis_points)| Candidate {
                     release,

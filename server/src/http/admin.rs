@@ -11,11 +11,13 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 use manifests::{AppId, Channel, PackageId};
-use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
+use crate::api::{
+    self, AuditQuery, ChangeRequest, ChangeResult, PublishQuery, Published, ReleaseReport,
+    ReleaseSummary,
+};
 use crate::auth::Caller;
-use crate::channel::Action;
 use crate::error::{Error, Result};
 use crate::meta_store::Scope;
 use crate::publish::{PublishRequest, unique_dir};
@@ -28,24 +30,6 @@ async fn caller(service: &Service, headers: &HeaderMap) -> Result<Caller> {
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     service.authenticate(token).await
-}
-
-/// Publish parameters in the query string (the body is the zip).
-#[derive(Debug, Deserialize)]
-pub struct PublishQuery {
-    version: String,
-    requires: Option<String>,
-    /// Route prefixes, comma-separated.
-    routes: Option<String>,
-    entry: Option<String>,
-    spa: Option<bool>,
-    notes: Option<String>,
-    source_revision: Option<String>,
-    channel: Option<String>,
-    /// A release to start from; the upload holds only added and changed files.
-    base: Option<String>,
-    /// With `base`: removed paths, one per line.
-    removed: Option<String>,
 }
 
 /// `POST /v1/admin/apps/{app}/packages/{package}/releases?version=…` with a zip body.
@@ -105,6 +89,8 @@ pub async fn publish(
                         .collect()
                 })
                 .unwrap_or_default(),
+            priority: query.priority,
+            prefetch: query.prefetch.clone(),
         };
         service
             .publish(&app, &package, &request, &zip, caller.name())
@@ -138,7 +124,7 @@ pub async fn publish(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(published)).into_response())
+    Ok((status, Json(Published::from(&published))).into_response())
 }
 
 /// Streams a request body into a new file, refusing more than `limit` bytes.
@@ -179,16 +165,9 @@ pub async fn releases(
     if service.meta().package_app(&package).await?.is_none() {
         return Err(Error::NotFound(format!("package {package}")));
     }
-    Ok(Json(service.meta().releases(&package).await?).into_response())
-}
-
-/// A channel change: the action plus why.
-#[derive(Debug, Deserialize)]
-pub struct ChangeBody {
-    #[serde(flatten)]
-    action: Action,
-    #[serde(default)]
-    reason: String,
+    let releases = service.meta().releases(&package).await?;
+    let releases: Vec<ReleaseSummary> = releases.iter().map(ReleaseSummary::from).collect();
+    Ok(Json(releases).into_response())
 }
 
 /// `POST /v1/admin/packages/{package}/channels/{channel}` with `{"action":"promote",…}`.
@@ -196,7 +175,7 @@ pub async fn change(
     State(service): State<Arc<Service>>,
     Path((package, channel)): Path<(String, String)>,
     headers: HeaderMap,
-    body: std::result::Result<Json<ChangeBody>, JsonRejection>,
+    body: std::result::Result<Json<ChangeRequest>, JsonRejection>,
 ) -> Result<Response> {
     let caller = caller(&service, &headers).await?;
     let (package, channel) = (PackageId::parse(&package)?, Channel::parse(&channel)?);
@@ -219,7 +198,7 @@ pub async fn change(
             &body.reason,
         )
         .await?;
-    Ok(Json(outcome).into_response())
+    Ok(Json(ChangeResult::from(&outcome)).into_response())
 }
 
 /// `GET /v1/admin/packages/{package}/channels/{channel}/history`
@@ -237,13 +216,12 @@ pub async fn history(
         .package_app(&package)
         .await?
         .ok_or_else(|| Error::NotFound(format!("package {package}")))?;
-    Ok(Json(
-        service
-            .meta()
-            .history(&app, &channel, Some(&package))
-            .await?,
-    )
-    .into_response())
+    let history = service
+        .meta()
+        .history(&app, &channel, Some(&package))
+        .await?;
+    let history: Vec<api::HistoryEntry> = history.iter().map(api::HistoryEntry::from).collect();
+    Ok(Json(history).into_response())
 }
 
 /// `GET /v1/admin/apps/{app}/channels/{channel}`: every package's state on the channel.
@@ -256,13 +234,8 @@ pub async fn channel_state(
     caller(&service, &headers)
         .await?
         .require(Scope::Release, None, "read channel state")?;
-    Ok(Json(service.meta().channel_state(&app, &channel).await?).into_response())
-}
-
-/// Query of the audit log.
-#[derive(Debug, Deserialize)]
-pub struct AuditQuery {
-    limit: Option<u32>,
+    let state = service.meta().channel_state(&app, &channel).await?;
+    Ok(Json(api::ChannelState::from(&state)).into_response())
 }
 
 /// `GET /v1/admin/audit?limit=N`
@@ -276,7 +249,9 @@ pub async fn audit(
         .require(Scope::Admin, None, "read the audit log")?;
     let Query(query) = query.map_err(|e| Error::BadRequest(format!("query: {}", e.body_text())))?;
     let limit = query.limit.unwrap_or(100).min(10_000);
-    Ok(Json(service.meta().audit_log(limit).await?).into_response())
+    let log = service.meta().audit_log(limit).await?;
+    let log: Vec<api::AuditEntry> = log.iter().map(api::AuditEntry::from).collect();
+    Ok(Json(log).into_response())
 }
 
 /// `GET /v1/admin/apps/{app}/channels/{channel}/stats`
@@ -289,5 +264,7 @@ pub async fn stats(
     caller(&service, &headers)
         .await?
         .require(Scope::Release, None, "read statistics")?;
-    Ok(Json(service.stats(&app, &channel).await?).into_response())
+    let stats = service.meta().stats(&app, &channel).await?;
+    let reports: Vec<ReleaseReport> = stats.iter().map(ReleaseReport::from).collect();
+    Ok(Json(reports).into_response())
 }

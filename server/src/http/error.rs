@@ -3,6 +3,7 @@
 use axum::Json;
 use axum::response::{IntoResponse, Response};
 
+use crate::api::{ErrorBody, ErrorDetail};
 use crate::error::Error;
 
 impl IntoResponse for Error {
@@ -21,7 +22,12 @@ impl IntoResponse for Error {
         } else {
             self.to_string()
         };
-        let body = serde_json::json!({ "error": { "code": self.code(), "message": message } });
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code().to_owned(),
+                message,
+            },
+        };
         let mut response = (status, Json(body)).into_response();
         if matches!(self, Error::Overloaded) {
             response.headers_mut().insert(

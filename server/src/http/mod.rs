@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{get, post};
+use manifests::paths;
 use tokio::net::TcpListener;
 use tower_http::timeout::TimeoutLayer;
 
@@ -19,39 +20,8 @@ mod admin;
 mod error;
 pub mod public;
 
-/// The paths of the API, in axum's `{param}` syntax, which is also OpenAPI's.
-pub mod paths {
-    /// `GET`: the signed index of an app's channel.
-    pub const INDEX: &str = "/v1/apps/{app}/channels/{channel}/index";
-    /// `GET`: a signed release manifest by digest.
-    pub const MANIFEST: &str = "/v1/manifests/{digest}";
-    /// `GET`: a blob by digest.
-    pub const BLOB: &str = "/v1/blobs/{digest}";
-    /// `GET`: a full (`{to}.zip`) or diff (`{from}..{to}.zip`) pack.
-    pub const PACK: &str = "/v1/packs/{package}/{name}";
-    /// `GET`: liveness.
-    pub const HEALTHZ: &str = "/healthz";
-    /// `POST`: publish a zip as a release.
-    pub const PUBLISH: &str = "/v1/admin/apps/{app}/packages/{package}/releases";
-    /// `GET`: a package's releases.
-    pub const RELEASES: &str = "/v1/admin/packages/{package}/releases";
-    /// `POST`: a channel change (promote, rollout, pause, resume, complete, rollback).
-    pub const CHANNEL_CHANGE: &str = "/v1/admin/packages/{package}/channels/{channel}";
-    /// `GET`: a package's history on a channel.
-    pub const HISTORY: &str = "/v1/admin/packages/{package}/channels/{channel}/history";
-    /// `GET`: every package's state on an app's channel.
-    pub const CHANNEL_STATE: &str = "/v1/admin/apps/{app}/channels/{channel}";
-    /// `GET`: the audit log.
-    pub const AUDIT: &str = "/v1/admin/audit";
-    /// `POST`: device reports (installs, failures, rollbacks, page opens).
-    pub const EVENTS: &str = "/v1/events";
-    /// `GET`: per-release adoption, failures and page-open figures of an app's channel.
-    pub const STATS: &str = "/v1/admin/apps/{app}/channels/{channel}/stats";
-    /// `GET`: Prometheus metrics.
-    pub const METRICS: &str = "/metrics";
-}
-
-/// Every `(method, path)` that [`router`] routes (each `GET` also answers `HEAD`).
+/// Every `(method, path)` that [`router`] routes (each `GET` also answers `HEAD`); the paths are
+/// [`manifests::paths`], which clients build their requests with.
 /// `docs/openapi.json` documents exactly these, as `server/tests/openapi.rs` checks; a new route
 /// goes into both this table and `router`.
 pub const ROUTES: &[(&str, &str)] = &[

@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use manifests::{AppId, Channel, Digest, PackageId, ReleaseVersion};
+use manifests::{AppId, Channel, Digest, PackName, PackageId};
 use tokio_util::io::ReaderStream;
 
 use crate::error::{Error, Result};
@@ -190,17 +190,11 @@ pub async fn pack(
     headers: HeaderMap,
 ) -> Result<Response> {
     let package = PackageId::parse(&package)?;
-    let versions = name
-        .strip_suffix(".zip")
-        .ok_or_else(|| Error::NotFound(format!("pack {name:?}")))?;
-    let (from, to) = match versions.split_once("..") {
-        Some((from, to)) => (
-            Some(ReleaseVersion::parse(from)?),
-            ReleaseVersion::parse(to)?,
-        ),
-        None => (None, ReleaseVersion::parse(versions)?),
-    };
-    let record = service.pack(&package, from.as_ref(), &to).await?;
+    let name = PackName::parse(&name).map_err(|e| match e {
+        manifests::Error::InvalidPackName { .. } => Error::NotFound(format!("pack {name:?}")),
+        other => other.into(),
+    })?;
+    let record = service.pack(&package, name.from(), name.to()).await?;
     serve_blob(&service, &record.digest, &headers, "application/zip").await
 }
 

@@ -9,8 +9,9 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use manifests::{AppId, Channel, Digest, HostRequirement, PackageId, ReleaseVersion, Timestamp};
-use serde::Serialize;
+use manifests::{
+    AppId, Channel, Digest, HostRequirement, PackageId, Prefetch, ReleaseVersion, Timestamp,
+};
 
 use crate::error::Result;
 
@@ -20,7 +21,7 @@ pub mod sqlite;
 mod tests;
 
 /// One published release.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReleaseRecord {
     /// The package.
     pub package: PackageId,
@@ -29,7 +30,6 @@ pub struct ReleaseRecord {
     /// The digest of the signed manifest's signed part.
     pub manifest_digest: Digest,
     /// The signed manifest envelope as served.
-    #[serde(skip)]
     pub manifest: Vec<u8>,
     /// A digest of what makes two publishes "the same": files, entry, routes and requirement.
     pub content_key: Digest,
@@ -45,10 +45,14 @@ pub struct ReleaseRecord {
     pub publisher: String,
     /// Release notes.
     pub notes: String,
+    /// The publisher's fetch priority for devices, higher first.
+    pub priority: u8,
+    /// When devices may fetch the release before it is opened.
+    pub prefetch: Prefetch,
 }
 
 /// What one channel says of one package.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ChannelPackage {
     /// The release every device gets.
     pub stable: Option<ReleaseVersion>,
@@ -61,7 +65,7 @@ pub struct ChannelPackage {
 }
 
 /// A channel of one app: every package's state and the sequence of its current index.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ChannelState {
     /// The sequence of the channel's current index; 0 before the first.
     pub sequence: u64,
@@ -85,7 +89,7 @@ pub struct StoredIndex {
 }
 
 /// One change in a channel's history.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HistoryEntry {
     /// When.
     pub at: Timestamp,
@@ -109,7 +113,7 @@ pub struct HistoryEntry {
 }
 
 /// A write to the audit log.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuditEntry {
     /// When.
     pub at: Timestamp,
@@ -124,8 +128,7 @@ pub struct AuditEntry {
 }
 
 /// What a token may do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Scope {
     /// Publish releases.
     Publish,
@@ -162,12 +165,11 @@ impl Scope {
 }
 
 /// An API token; only its hash is stored.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenRecord {
     /// A human name, shown as the actor in history and audit.
     pub name: String,
     /// sha256 of the secret token.
-    #[serde(skip)]
     pub hash: Digest,
     /// What it may do.
     pub scope: Scope,
@@ -187,7 +189,7 @@ pub enum Inserted {
 }
 
 /// Counts devices reported for one release on one channel.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ReleaseStats {
     /// The package.
     pub package: Option<PackageId>,
@@ -212,7 +214,7 @@ pub struct ReleaseStats {
 }
 
 /// A built pack, stored as a blob.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PackRecord {
     /// The blob holding the pack.
     pub digest: Digest,

@@ -7,7 +7,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use manifests::{AppId, Channel, Digest, HostRequirement, PackageId, ReleaseVersion, Timestamp};
+use manifests::{
+    AppId, Channel, Digest, HostRequirement, PackageId, Prefetch, ReleaseVersion, Timestamp,
+};
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
@@ -17,9 +19,8 @@ use super::{
 };
 use crate::error::{Error, Result};
 
-const SCHEMA_VERSION: i64 = 1;
-
-const SCHEMA: &str = "
+/// The schema a new database starts from: version 1. [`MIGRATIONS`] take it to the current one.
+pub(crate) const SCHEMA_V1: &str = "
 CREATE TABLE packages (
     id TEXT PRIMARY KEY,
     app TEXT NOT NULL,
@@ -117,6 +118,16 @@ CREATE TABLE audit (
 ";
 
 /// Metadata in SQLite.
+/// Upgrades, in order: `MIGRATIONS[0]` takes version 1 to 2, and so on. Only ever append.
+const MIGRATIONS: [&str; 1] = [
+    // 2: the publisher's fetch priority and prefetch policy, carried into the index.
+    "ALTER TABLE releases ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE releases ADD COLUMN prefetch TEXT NOT NULL DEFAULT 'always';",
+];
+
+/// The version [`MIGRATIONS`] lead to.
+const SCHEMA_VERSION: i64 = 1 + MIGRATIONS.len() as i64;
+
 #[derive(Debug, Clone)]
 pub struct SqliteMetaStore {
     conn: Arc<Mutex<Connection>>,
@@ -139,18 +150,26 @@ impl SqliteMetaStore {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        match version {
-            0 => {
+        let mut version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(Error::Internal(format!(
+                "metadata schema version {version} is newer than this server ({SCHEMA_VERSION})"
+            )));
+        }
+        if version == 0 {
+            conn.execute_batch(&format!(
+                "BEGIN; {SCHEMA_V1} PRAGMA user_version = 1; COMMIT;"
+            ))?;
+            version = 1;
+        }
+        // Each step commits with its version, so an interrupted upgrade resumes where it stopped.
+        for (from, step) in (1..).zip(MIGRATIONS) {
+            if version == from {
+                let to = from + 1;
                 conn.execute_batch(&format!(
-                    "BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+                    "BEGIN; {step} PRAGMA user_version = {to}; COMMIT;"
                 ))?;
-            }
-            SCHEMA_VERSION => {}
-            other => {
-                return Err(Error::Internal(format!(
-                    "metadata schema version {other} is newer than this server ({SCHEMA_VERSION})"
-                )));
+                version = to;
             }
         }
         Ok(SqliteMetaStore {
@@ -206,7 +225,7 @@ fn secs(t: Timestamp) -> i64 {
 }
 
 const RELEASE_COLUMNS: &str = "package, version, manifest_digest, manifest, content_key, requires, \
-     size_bytes, file_count, created_at, publisher, notes";
+     size_bytes, file_count, created_at, publisher, notes, priority, prefetch";
 
 fn release_row(row: &Row<'_>) -> rusqlite::Result<ReleaseRecord> {
     Ok(ReleaseRecord {
@@ -221,6 +240,8 @@ fn release_row(row: &Row<'_>) -> rusqlite::Result<ReleaseRecord> {
         created_at: time(row, 8)?,
         publisher: row.get(9)?,
         notes: row.get(10)?,
+        priority: row.get(11)?,
+        prefetch: col(row, 12, Prefetch::parse)?,
     })
 }
 
@@ -306,7 +327,7 @@ impl MetaStore for SqliteMetaStore {
             }
             tx.execute(
                 &format!(
-                    "INSERT INTO releases ({RELEASE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+                    "INSERT INTO releases ({RELEASE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
                 ),
                 params![
                     release.package.as_str(),
@@ -320,6 +341,8 @@ impl MetaStore for SqliteMetaStore {
                     secs(release.created_at),
                     release.publisher,
                     release.notes,
+                    release.priority,
+                    release.prefetch.as_str(),
                 ],
             )?;
             insert_audit(&tx, &audit)?;

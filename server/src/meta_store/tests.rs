@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use manifests::{AppId, Channel, Digest, HostRequirement, PackageId, ReleaseVersion, Timestamp};
+use manifests::{
+    AppId, Channel, Digest, HostRequirement, PackageId, Prefetch, ReleaseVersion, Timestamp,
+};
 
 use super::sqlite::SqliteMetaStore;
 use super::*;
@@ -33,6 +35,8 @@ fn record(package: &str, version: &str) -> ReleaseRecord {
         created_at: Timestamp::from_unix_secs(1_700_000_000),
         publisher: "ci".into(),
         notes: "notes".into(),
+        priority: 90,
+        prefetch: Prefetch::WifiOnly,
     }
 }
 
@@ -314,4 +318,56 @@ async fn sqlite_meta_store_survives_reopening() {
     }
     let store = SqliteMetaStore::open(&path).unwrap();
     assert_eq!(store.releases(&pkg("checkout")).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn sqlite_meta_store_upgrades_a_version_1_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.sqlite3");
+    {
+        // A database as the first release of the server left it, with one release.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(&format!(
+            "BEGIN; {} PRAGMA user_version = 1; COMMIT;",
+            super::sqlite::SCHEMA_V1
+        ))
+        .unwrap();
+        let r = record("checkout", "1.0.0");
+        conn.execute_batch(&format!(
+            "INSERT INTO packages VALUES ('checkout', 'shop', 0);
+             INSERT INTO releases VALUES ('checkout', '1.0.0', '{}', x'00', '{}', '>=5', 1234, 3,
+                 1700000000, 'ci', 'notes');",
+            r.manifest_digest, r.content_key
+        ))
+        .unwrap();
+    }
+    let store = SqliteMetaStore::open(&path).unwrap();
+    let old = store
+        .release(&pkg("checkout"), &ver("1.0.0"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((old.priority, old.prefetch), (0, Prefetch::Always));
+    store
+        .insert_release(
+            &app("shop"),
+            &record("checkout", "1.1.0"),
+            &audit("publish"),
+        )
+        .await
+        .unwrap();
+    drop(store);
+    // Opening again finds the current version and changes nothing.
+    let store = SqliteMetaStore::open(&path).unwrap();
+    let new = store
+        .release(&pkg("checkout"), &ver("1.1.0"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(new, record("checkout", "1.1.0"));
+    let version: i64 = rusqlite::Connection::open(&path)
+        .unwrap()
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
 }

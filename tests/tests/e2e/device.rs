@@ -242,3 +242,76 @@ fn the_planner_waits_on_a_metered_link_and_fetches_on_wifi() {
     assert_eq!(planned.installed.len(), 1, "{planned:?}");
     assert!(client.resolve(&format!("{ROUTE}index.html")).is_some());
 }
+
+#[test]
+fn the_publishers_priority_and_prefetch_policy_steer_the_device() {
+    use client_core::plan::{Conditions, Network, Wait};
+    let (server, _build) = Server::with_first_release("one");
+    let profile = server.dir.path().join("profile");
+    write_build(&profile, "profile");
+    let route = "https://m.example.com/profile/";
+    server.publish(
+        &profile,
+        "profile",
+        "1.0.0",
+        &[
+            "--channel",
+            "production",
+            "--route",
+            route,
+            "--prefetch",
+            "on-first-use",
+        ],
+    );
+    let urgent = server.dir.path().join("urgent");
+    write_build(&urgent, "urgent");
+    server.publish(
+        &urgent,
+        "urgent",
+        "1.0.0",
+        &[
+            "--channel",
+            "production",
+            "--route",
+            "https://m.example.com/urgent/",
+            "--priority",
+            "90",
+        ],
+    );
+    let client = server.client(&server.dir.path().join("device"), "device-1", "6.0");
+    // On a metered cellular link only the urgent package comes; profile waits for its first use.
+    let cellular = Conditions {
+        network: Network::Cellular,
+        metered: true,
+        ..Conditions::unrestricted()
+    };
+    let outcome = client.update(&cellular).unwrap();
+    let installed: Vec<String> = outcome
+        .installed
+        .iter()
+        .map(|(u, _)| u.package.to_string())
+        .collect();
+    assert_eq!(installed, ["urgent"]);
+    assert_eq!(
+        outcome.waiting,
+        [
+            (checkout(), Wait::Wifi),
+            (PackageId::parse("profile").unwrap(), Wait::FirstUse)
+        ]
+    );
+    // On Wi-Fi checkout comes too; profile still waits, as nobody opened it.
+    let outcome = client.update(&Conditions::unrestricted()).unwrap();
+    assert_eq!(outcome.installed.len(), 1);
+    assert_eq!(
+        outcome.waiting,
+        [(PackageId::parse("profile").unwrap(), Wait::FirstUse)]
+    );
+    // The user opens a profile page (from the network): the open counts, and profile comes.
+    let page = format!("{route}index.html");
+    assert!(client.resolve(&page).is_none());
+    client.report_open(&page, 1_800);
+    client.flush_events().unwrap();
+    let outcome = client.update(&Conditions::unrestricted()).unwrap();
+    assert_eq!(outcome.installed.len(), 1, "{outcome:?}");
+    assert!(client.resolve(&page).is_some());
+}

@@ -1,0 +1,190 @@
+//! The URL paths of the HTTP API, defined once: the server's router uses the patterns, the device
+//! library and the `baleen` command build requests with the functions.
+//!
+//! Patterns use `{param}` placeholders, axum's syntax and also OpenAPI's. The builders take parsed
+//! identifiers, and every identifier's grammar allows only characters that are safe in a URL path
+//! segment (names are `a-z 0-9 . _ -`, digests lowercase hex, versions semver without build
+//! metadata), so nothing is percent-encoded and a built path always matches its pattern.
+
+use std::fmt;
+
+use crate::error::{Error, Result, excerpt};
+use crate::{AppId, Channel, Digest, PackageId, ReleaseVersion};
+
+/// `GET`: the signed index of an app's channel.
+pub const INDEX: &str = "/v1/apps/{app}/channels/{channel}/index";
+/// `GET`: a signed release manifest by digest.
+pub const MANIFEST: &str = "/v1/manifests/{digest}";
+/// `GET`: a blob by digest.
+pub const BLOB: &str = "/v1/blobs/{digest}";
+/// `GET`: a full (`{to}.zip`) or diff (`{from}..{to}.zip`) pack; `{name}` is a [`PackName`].
+pub const PACK: &str = "/v1/packs/{package}/{name}";
+/// `POST`: device reports (installs, failures, rollbacks, page opens).
+pub const EVENTS: &str = "/v1/events";
+/// `GET`: liveness.
+pub const HEALTHZ: &str = "/healthz";
+/// `GET`: Prometheus metrics.
+pub const METRICS: &str = "/metrics";
+/// `POST`: publish a zip as a release.
+pub const PUBLISH: &str = "/v1/admin/apps/{app}/packages/{package}/releases";
+/// `GET`: a package's releases.
+pub const RELEASES: &str = "/v1/admin/packages/{package}/releases";
+/// `POST`: a channel change (promote, rollout, pause, resume, complete, rollback).
+pub const CHANNEL_CHANGE: &str = "/v1/admin/packages/{package}/channels/{channel}";
+/// `GET`: a package's history on a channel.
+pub const HISTORY: &str = "/v1/admin/packages/{package}/channels/{channel}/history";
+/// `GET`: every package's state on an app's channel.
+pub const CHANNEL_STATE: &str = "/v1/admin/apps/{app}/channels/{channel}";
+/// `GET`: the audit log.
+pub const AUDIT: &str = "/v1/admin/audit";
+/// `GET`: per-release adoption, failures and page-open figures of an app's channel.
+pub const STATS: &str = "/v1/admin/apps/{app}/channels/{channel}/stats";
+
+/// The path of the signed index of `app` on `channel` ([`INDEX`]).
+pub fn index_path(app: &AppId, channel: &Channel) -> String {
+    format!("/v1/apps/{app}/channels/{channel}/index")
+}
+
+/// The path of the signed manifest whose signed part has this digest ([`MANIFEST`]).
+pub fn manifest_path(digest: &Digest) -> String {
+    format!("/v1/manifests/{digest}")
+}
+
+/// The path of a blob ([`BLOB`]).
+pub fn blob_path(digest: &Digest) -> String {
+    format!("/v1/blobs/{digest}")
+}
+
+/// The path of a pack of `package` ([`PACK`]).
+pub fn pack_path(package: &PackageId, name: &PackName) -> String {
+    format!("/v1/packs/{package}/{name}")
+}
+
+/// The path of the full pack of `package` at `to`: every blob of the release.
+pub fn full_pack_path(package: &PackageId, to: &ReleaseVersion) -> String {
+    pack_path(package, &PackName::Full { to: to.clone() })
+}
+
+/// The path of the diff pack of `package` from `from` to `to`: the blobs `to` adds, some as
+/// patches against blobs of `from`.
+pub fn diff_pack_path(package: &PackageId, from: &ReleaseVersion, to: &ReleaseVersion) -> String {
+    pack_path(
+        package,
+        &PackName::Diff {
+            from: from.clone(),
+            to: to.clone(),
+        },
+    )
+}
+
+/// The path a zip is published to as a new release of `package` in `app` ([`PUBLISH`]).
+pub fn publish_path(app: &AppId, package: &PackageId) -> String {
+    format!("/v1/admin/apps/{app}/packages/{package}/releases")
+}
+
+/// The path of `package`'s release list ([`RELEASES`]).
+pub fn releases_path(package: &PackageId) -> String {
+    format!("/v1/admin/packages/{package}/releases")
+}
+
+/// The path a change of `package` on `channel` is posted to ([`CHANNEL_CHANGE`]).
+pub fn channel_change_path(package: &PackageId, channel: &Channel) -> String {
+    format!("/v1/admin/packages/{package}/channels/{channel}")
+}
+
+/// The path of `package`'s history on `channel` ([`HISTORY`]).
+pub fn history_path(package: &PackageId, channel: &Channel) -> String {
+    format!("/v1/admin/packages/{package}/channels/{channel}/history")
+}
+
+/// The path of every package's state on an app's channel ([`CHANNEL_STATE`]).
+pub fn channel_state_path(app: &AppId, channel: &Channel) -> String {
+    format!("/v1/admin/apps/{app}/channels/{channel}")
+}
+
+/// The path of the per-release figures of an app's channel ([`STATS`]).
+pub fn stats_path(app: &AppId, channel: &Channel) -> String {
+    format!("/v1/admin/apps/{app}/channels/{channel}/stats")
+}
+
+/// The last segment of a pack's path: which pack of a package it is.
+///
+/// Exhaustive by definition: a pack holds either a whole release or the difference between two.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PackName {
+    /// `{to}.zip`: every blob of release `to`.
+    Full {
+        /// The release the pack installs.
+        to: ReleaseVersion,
+    },
+    /// `{from}..{to}.zip`: what a device that has `from` lacks of `to`.
+    Diff {
+        /// The release the device has.
+        from: ReleaseVersion,
+        /// The release the pack installs.
+        to: ReleaseVersion,
+    },
+}
+
+impl PackName {
+    /// Parses `{to}.zip` or `{from}..{to}.zip`.
+    ///
+    /// A version never holds `..` (semver identifiers are non-empty), so the first `..` is the
+    /// separator; a version may end in `.zip` (`1.0.0-a.zip`), so only the last `.zip` is the
+    /// suffix. Whether `from` is older than `to` is the server's question, not the grammar's.
+    ///
+    /// # Errors
+    /// [`Error::InvalidPackName`] without the `.zip` suffix, [`Error::InvalidVersion`] for a
+    /// version that does not parse.
+    pub fn parse(name: &str) -> Result<PackName> {
+        let versions = name
+            .strip_suffix(".zip")
+            .ok_or_else(|| Error::InvalidPackName {
+                name: excerpt(name, 300),
+                reason: "expected {to}.zip or {from}..{to}.zip",
+            })?;
+        Ok(match versions.split_once("..") {
+            Some((from, to)) => PackName::Diff {
+                from: ReleaseVersion::parse(from)?,
+                to: ReleaseVersion::parse(to)?,
+            },
+            None => PackName::Full {
+                to: ReleaseVersion::parse(versions)?,
+            },
+        })
+    }
+
+    /// The release the pack installs.
+    pub fn to(&self) -> &ReleaseVersion {
+        match self {
+            PackName::Full { to } | PackName::Diff { to, .. } => to,
+        }
+    }
+
+    /// The release a diff pack starts from; none for a full pack.
+    pub fn from(&self) -> Option<&ReleaseVersion> {
+        match self {
+            PackName::Full { .. } => None,
+            PackName::Diff { from, .. } => Some(from),
+        }
+    }
+}
+
+impl fmt::Display for PackName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PackName::Full { to } => write!(f, "{to}.zip"),
+            PackName::Diff { from, to } => write!(f, "{from}..{to}.zip"),
+        }
+    }
+}
+
+impl std::str::FromStr for PackName {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<PackName> {
+        PackName::parse(s)
+    }
+}
+
+#[cfg(test)]
+mod tests;

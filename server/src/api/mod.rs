@@ -1,0 +1,371 @@
+//! The JSON of the admin API and of the public routes that answer in JSON: every request body and
+//! query, and every response, as plain serde types shared by the server (`http`) and the
+//! `baleen` command (`remote`).
+//!
+//! These are the wire format, kept apart from the storage rows of [`crate::meta_store`]: a
+//! column can be added or renamed without changing what clients see, and the other way round.
+//! `docs/openapi.json` documents each type under the schema name given in its doc comment.
+
+use std::collections::BTreeMap;
+
+use manifests::{Digest, HostRequirement, PackageId, Prefetch, ReleaseVersion, Timestamp};
+use serde::{Deserialize, Serialize};
+
+use crate::channel::Action;
+use crate::meta_store;
+
+/// Publish parameters, in the query string of `POST PUBLISH` (the body is the zip).
+///
+/// Values stay text here: the server parses them, so a bad one is refused with the contract's
+/// own error code (`invalid_version`, `invalid_id`, …) rather than as a malformed query.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishQuery {
+    /// The release's version.
+    pub version: String,
+    /// Supported host-app versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requires: Option<String>,
+    /// Route prefixes, comma-separated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routes: Option<String>,
+    /// The entry page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry: Option<String>,
+    /// Serve the entry page for unknown paths under the routes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spa: Option<bool>,
+    /// Release notes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+    /// The source revision of the build.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_revision: Option<String>,
+    /// Promote the release to this channel right away.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// A release to start from; the upload holds only added and changed files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// With `base`: removed paths, one per line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed: Option<String>,
+    /// Fetch priority for devices, 0 to 255, higher first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u8>,
+    /// When devices may fetch the release before it is opened: `always`, `wifi_only` or
+    /// `on_first_use` ([`manifests::Prefetch`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefetch: Option<String>,
+}
+
+impl PublishQuery {
+    /// The query as `key=value&…`, percent-encoded.
+    ///
+    /// # Errors
+    /// Never for this type's fields; the signature follows the encoder's.
+    pub fn encode(&self) -> Result<String, serde_urlencoded::ser::Error> {
+        serde_urlencoded::to_string(self)
+    }
+}
+
+/// A published release as the API lists it (schema `ReleaseRecord`). The signed manifest itself
+/// is served at [`manifests::paths::MANIFEST`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseSummary {
+    /// The package.
+    pub package: PackageId,
+    /// The version.
+    pub version: ReleaseVersion,
+    /// The digest of the signed manifest's signed part.
+    pub manifest_digest: Digest,
+    /// A digest of files, entry, routes and requirement: two publishes of one version are the
+    /// same release exactly when these match.
+    pub content_key: Digest,
+    /// Supported host-app versions.
+    pub requires: HostRequirement,
+    /// Sum of file sizes.
+    pub size_bytes: u64,
+    /// Number of files.
+    pub file_count: u64,
+    /// Publication time.
+    pub created_at: Timestamp,
+    /// Who published it (token name).
+    pub publisher: String,
+    /// Release notes.
+    pub notes: String,
+    /// Fetch priority for devices, higher first.
+    pub priority: u8,
+    /// When devices may fetch the release before it is opened.
+    pub prefetch: Prefetch,
+}
+
+impl From<&meta_store::ReleaseRecord> for ReleaseSummary {
+    fn from(r: &meta_store::ReleaseRecord) -> ReleaseSummary {
+        ReleaseSummary {
+            package: r.package.clone(),
+            version: r.version.clone(),
+            manifest_digest: r.manifest_digest,
+            content_key: r.content_key,
+            requires: r.requires.clone(),
+            size_bytes: r.size_bytes,
+            file_count: r.file_count,
+            created_at: r.created_at,
+            publisher: r.publisher.clone(),
+            notes: r.notes.clone(),
+            priority: r.priority,
+            prefetch: r.prefetch,
+        }
+    }
+}
+
+/// The answer to a publish (schema `Published`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Published {
+    /// The release.
+    pub release: ReleaseSummary,
+    /// False when the same version with the same content existed (a no-op).
+    pub created: bool,
+    /// The channel's new index sequence, if the publish promoted the release.
+    pub sequence: Option<u64>,
+}
+
+impl From<&crate::publish::Published> for Published {
+    fn from(p: &crate::publish::Published) -> Published {
+        Published {
+            release: ReleaseSummary::from(&p.release),
+            created: p.created,
+            sequence: p.sequence,
+        }
+    }
+}
+
+/// The body of `POST CHANNEL_CHANGE` (schema `ChannelChange`): the action, tagged by `action`,
+/// plus why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeRequest {
+    /// What to do.
+    #[serde(flatten)]
+    pub action: Action,
+    /// Why, kept in the channel's history.
+    #[serde(default)]
+    pub reason: String,
+}
+
+/// What one channel says of one package (schema `ChannelPackage`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelPackage {
+    /// The release every device gets.
+    pub stable: Option<ReleaseVersion>,
+    /// A release being rolled out.
+    pub candidate: Option<ReleaseVersion>,
+    /// The candidate's rollout in basis points; 0 without a candidate.
+    pub rollout_basis_points: u16,
+    /// Whether the rollout is paused (its share may not change until resumed).
+    pub paused: bool,
+}
+
+impl From<&meta_store::ChannelPackage> for ChannelPackage {
+    fn from(p: &meta_store::ChannelPackage) -> ChannelPackage {
+        ChannelPackage {
+            stable: p.stable.clone(),
+            candidate: p.candidate.clone(),
+            rollout_basis_points: p.rollout_basis_points,
+            paused: p.paused,
+        }
+    }
+}
+
+/// The answer to a channel change (schema `ChangeOutcome`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeResult {
+    /// The new index's sequence.
+    pub sequence: u64,
+    /// The package's new state on the channel.
+    pub state: ChannelPackage,
+}
+
+impl From<&crate::channel::ChangeOutcome> for ChangeResult {
+    fn from(o: &crate::channel::ChangeOutcome) -> ChangeResult {
+        ChangeResult {
+            sequence: o.sequence,
+            state: ChannelPackage::from(&o.state),
+        }
+    }
+}
+
+/// Every package's state on an app's channel (schema `ChannelState`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelState {
+    /// The sequence of the channel's current index; 0 before the first.
+    pub sequence: u64,
+    /// Per package.
+    pub packages: BTreeMap<PackageId, ChannelPackage>,
+}
+
+impl From<&meta_store::ChannelState> for ChannelState {
+    fn from(s: &meta_store::ChannelState) -> ChannelState {
+        ChannelState {
+            sequence: s.sequence,
+            packages: s
+                .packages
+                .iter()
+                .map(|(id, p)| (id.clone(), ChannelPackage::from(p)))
+                .collect(),
+        }
+    }
+}
+
+/// One change in a channel's history (schema `HistoryEntry`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// When.
+    pub at: Timestamp,
+    /// Which package.
+    pub package: PackageId,
+    /// What: `promote`, `rollout`, `pause`, `resume`, `complete` or `rollback`.
+    pub action: String,
+    /// The version before the change (stable or candidate, as the action concerns).
+    pub from_version: Option<ReleaseVersion>,
+    /// The version after.
+    pub to_version: Option<ReleaseVersion>,
+    /// The candidate's share after the change; none when no candidate remains.
+    pub rollout_basis_points: Option<u16>,
+    /// Who (token name).
+    pub actor: String,
+    /// Why, as the operator said.
+    pub reason: String,
+    /// The index sequence the change produced.
+    pub sequence: u64,
+}
+
+impl From<&meta_store::HistoryEntry> for HistoryEntry {
+    fn from(h: &meta_store::HistoryEntry) -> HistoryEntry {
+        HistoryEntry {
+            at: h.at,
+            package: h.package.clone(),
+            action: h.action.clone(),
+            from_version: h.from_version.clone(),
+            to_version: h.to_version.clone(),
+            rollout_basis_points: h.rollout_basis_points,
+            actor: h.actor.clone(),
+            reason: h.reason.clone(),
+            sequence: h.sequence,
+        }
+    }
+}
+
+/// The query of `GET AUDIT`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditQuery {
+    /// Most entries to return (default 100, at most 10 000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+}
+
+/// One write to the audit log (schema `AuditEntry`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// When.
+    pub at: Timestamp,
+    /// Who (token name, or `cli` for local commands).
+    pub actor: String,
+    /// What (`publish`, `promote`, `token.create`…).
+    pub action: String,
+    /// On what (`checkout@1.4.0`, `shop/production/checkout`…).
+    pub target: String,
+    /// Details as JSON text.
+    pub detail: String,
+}
+
+impl From<&meta_store::AuditEntry> for AuditEntry {
+    fn from(a: &meta_store::AuditEntry) -> AuditEntry {
+        AuditEntry {
+            at: a.at,
+            actor: a.actor.clone(),
+            action: a.action.clone(),
+            target: a.target.clone(),
+            detail: a.detail.clone(),
+        }
+    }
+}
+
+/// One release's figures on a channel as devices reported them, with shares (schema
+/// `ReleaseReport`). A share is none while its denominator is 0.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReleaseReport {
+    /// The package.
+    pub package: Option<PackageId>,
+    /// The release.
+    pub version: Option<ReleaseVersion>,
+    /// Installs reported.
+    pub installed: u64,
+    /// Activations reported.
+    pub activated: u64,
+    /// Boot verifications passed.
+    pub ready: u64,
+    /// Failures reported.
+    pub failed: u64,
+    /// Rollbacks on devices reported.
+    pub rolled_back: u64,
+    /// Page opens.
+    pub opens: u64,
+    /// Opens answered from the device.
+    pub offline_hits: u64,
+    /// Opens shown within one second.
+    pub under_1s: u64,
+    /// `offline_hits / opens`.
+    pub offline_hit_rate: Option<f64>,
+    /// `under_1s / opens`: the share of opens shown within one second.
+    pub under_1s_rate: Option<f64>,
+    /// `failed / activated`.
+    pub failure_rate: Option<f64>,
+}
+
+impl From<&meta_store::ReleaseStats> for ReleaseReport {
+    fn from(s: &meta_store::ReleaseStats) -> ReleaseReport {
+        let share = |part: u64, whole: u64| (whole > 0).then(|| part as f64 / whole as f64);
+        ReleaseReport {
+            package: s.package.clone(),
+            version: s.version.clone(),
+            installed: s.installed,
+            activated: s.activated,
+            ready: s.ready,
+            failed: s.failed,
+            rolled_back: s.rolled_back,
+            opens: s.opens,
+            offline_hits: s.offline_hits,
+            under_1s: s.under_1s,
+            offline_hit_rate: share(s.offline_hits, s.opens),
+            under_1s_rate: share(s.under_1s, s.opens),
+            failure_rate: share(s.failed, s.activated),
+        }
+    }
+}
+
+/// The answer to a device's event batch (schema `Accepted`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accepted {
+    /// Events counted.
+    pub accepted: usize,
+    /// Events naming a package or release the server does not know (not counted).
+    pub ignored: usize,
+}
+
+/// Every error answer (schema `Error`): `{"error":{"code":…,"message":…}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// A stable snake_case code, for programs.
+    pub code: String,
+    /// What was wrong and where, for people.
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests;
