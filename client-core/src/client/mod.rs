@@ -59,6 +59,13 @@ pub struct Client {
     quota_bytes: AtomicU64,
 }
 
+/// An update's verified release, ready to plan and install.
+struct Prepared {
+    blobs: BTreeMap<Digest, u64>,
+    manifest_bytes: u64,
+    served: Arc<Served>,
+}
+
 /// Locks a mutex whose data a panic cannot leave half-changed (every change is a swap of a whole
 /// value), so a poisoned lock is still usable.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -218,7 +225,12 @@ impl Client {
             let blobs = release.blobs();
             let missing = self.missing(&blobs).values().sum();
             let size = update.to.size_bytes;
-            releases.insert(update.package.clone(), (blobs, bytes, release));
+            let prepared = Prepared {
+                blobs,
+                manifest_bytes: bytes,
+                served: release,
+            };
+            releases.insert(update.package.clone(), prepared);
             candidates.push(lock(&self.core).candidate(update, missing, size));
         }
         let plan = self
@@ -228,7 +240,12 @@ impl Client {
         done.waiting.extend(plan.later);
         for candidate in plan.now {
             let update = candidate.update;
-            let Some((blobs, manifest_bytes, _)) = releases.remove(&update.package) else {
+            let Some(Prepared {
+                blobs,
+                manifest_bytes,
+                ..
+            }) = releases.remove(&update.package)
+            else {
                 continue;
             };
             let Some(evictions) = self.room_for(&update.package, &blobs) else {
@@ -247,13 +264,13 @@ impl Client {
     fn remember_first_use(
         &self,
         waiting: &[(PackageId, Wait)],
-        releases: &BTreeMap<PackageId, (BTreeMap<Digest, u64>, u64, Arc<Served>)>,
+        releases: &BTreeMap<PackageId, Prepared>,
     ) -> Result<()> {
         let known: Vec<_> = waiting
             .iter()
             .filter(|(_, wait)| *wait == Wait::FirstUse)
             .filter_map(|(package, _)| releases.get(package))
-            .map(|(_, _, served)| {
+            .map(|Prepared { served, .. }| {
                 let (package, version) = (served.package().clone(), served.version().clone());
                 (package, version, served.route_prefixes())
             })
