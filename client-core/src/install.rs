@@ -45,12 +45,16 @@ pub(crate) struct Wanted<'a> {
     pub(crate) manifest: Digest,
     /// Every blob of the release (each once), with its size.
     pub(crate) blobs: &'a BTreeMap<Digest, u64>,
+    /// The blobs the device lacked when the caller looked, after claiming them all (so none of
+    /// the others can have gone since).
+    pub(crate) missing: &'a BTreeMap<Digest, u64>,
 }
 
 impl Wanted<'_> {
-    fn missing(&self, store: &Store) -> Vec<(Digest, u64)> {
-        let mut missing = self.blobs.iter().filter(|(d, _)| !store.has_blob(d));
-        missing.by_ref().map(|(d, s)| (*d, *s)).collect()
+    /// What is still missing after `written` arrived: each blob stat-ed once per install.
+    fn rest(&self, written: &BTreeSet<Digest>) -> Vec<(Digest, u64)> {
+        let rest = self.missing.iter().filter(|(d, _)| !written.contains(d));
+        rest.map(|(d, s)| (*d, *s)).collect()
     }
 
     /// The most bytes a pack of the release may have.
@@ -74,7 +78,7 @@ pub(crate) fn install(
         downloaded_bytes: 0,
         fallbacks: Vec::new(),
     };
-    if wanted.missing(store).is_empty() {
+    if wanted.missing.is_empty() {
         return Ok(report);
     }
     let (package, to) = (wanted.package, wanted.version);
@@ -84,21 +88,22 @@ pub(crate) fn install(
         (path, Some(active.manifest), Method::DiffPack)
     });
     // One blob or two are cheaper alone than a pack; more go in the full pack.
-    let full = (wanted.missing(store).len() > 2)
+    let full = (wanted.missing.len() > 2)
         .then(|| (paths::full_pack_path(package, to), None, Method::FullPack));
     for (path, from_manifest, method) in diff.into_iter().chain(full) {
-        if report.method == Method::DiffPack {
+        if report.method != Method::Nothing {
             break;
         }
         match apply_pack(store, net, &path, wanted, from_manifest, &mut written) {
-            Ok(n) => {
+            Ok((n, full)) => {
                 report.downloaded_bytes += n;
-                report.method = method;
+                // A tiny release's diff request is answered with its full pack.
+                report.method = if full { Method::FullPack } else { method };
             }
             Err(e) => report.fallbacks.push(format!("{}: {e}", label(method))),
         }
     }
-    let rest = wanted.missing(store);
+    let rest = wanted.rest(&written);
     if !rest.is_empty() && report.method == Method::Nothing {
         report.method = Method::Blobs;
     }
@@ -128,12 +133,12 @@ pub(crate) fn unpack_all(
     label: &str,
     wanted: &Wanted<'_>,
 ) -> Result<()> {
-    if wanted.missing(store).is_empty() {
+    if wanted.missing.is_empty() {
         return Ok(());
     }
     let mut written = BTreeSet::new();
     unpack(store, full_pack, label, wanted, None, &mut written)?;
-    if let Some((missing, _)) = wanted.missing(store).first() {
+    if let Some((missing, _)) = wanted.rest(&written).first() {
         return Err(Error::BadPack(format!(
             "{label}: blob {missing} is missing"
         )));
@@ -141,7 +146,8 @@ pub(crate) fn unpack_all(
     store.sync_blob_dirs(&written)
 }
 
-/// Downloads a pack and stores the blobs it carries; returns the bytes downloaded.
+/// Downloads a pack and stores the blobs it carries; returns the bytes downloaded and whether
+/// the pack was a full one.
 fn apply_pack(
     store: &Store,
     net: &Net,
@@ -149,15 +155,15 @@ fn apply_pack(
     wanted: &Wanted<'_>,
     from_manifest: Option<Digest>,
     written: &mut BTreeSet<Digest>,
-) -> Result<u64> {
+) -> Result<(u64, bool)> {
     let bytes = net.get_resumable(path, wanted.pack_limit(), &store.partial_dir())?;
-    unpack(store, &bytes, path, wanted, from_manifest, written)?;
-    Ok(bytes.len() as u64)
+    let full = unpack(store, &bytes, path, wanted, from_manifest, written)?;
+    Ok((bytes.len() as u64, full))
 }
 
-/// Checks a pack against `wanted` (a diff pack from `from_manifest`, a full pack for `None`) and
-/// stores, verified, every blob it carries that the device lacks. `label` names the pack in
-/// errors.
+/// Checks a pack against `wanted` (a diff pack from `from_manifest`, or a full pack) and stores,
+/// verified, every blob it carries that the device lacks; returns whether it was a full pack.
+/// `label` names the pack in errors.
 fn unpack(
     store: &Store,
     bytes: &[u8],
@@ -165,7 +171,7 @@ fn unpack(
     wanted: &Wanted<'_>,
     from_manifest: Option<Digest>,
     written: &mut BTreeSet<Digest>,
-) -> Result<()> {
+) -> Result<bool> {
     let bad = |e: PackError| match e {
         PackError::NotInRelease { .. } => Error::BadPack(format!(
             "{label}: {e} ({}@{})",
@@ -179,6 +185,7 @@ fn unpack(
         blobs: wanted.blobs,
     };
     let mut reader = PackReader::open(bytes, &expected).map_err(bad)?;
+    let full = reader.index().from_manifest.is_none();
     let blobs = reader.blobs(
         |blob| !store.has_blob(blob),
         |base| store.read_blob(base).ok(),
@@ -189,5 +196,5 @@ fn unpack(
         store.write_blob(&sha256, &bytes, label)?;
         written.insert(sha256);
     }
-    Ok(())
+    Ok(full)
 }

@@ -215,6 +215,44 @@ fn a_diff_pack_carries_patches_for_changed_and_renamed_files() {
 }
 
 #[test]
+fn a_tiny_release_answers_its_diff_request_with_the_smaller_full_pack() {
+    let s = TestServer::start();
+    let page = |n: u32| format!("<!doctype html><title>tiny</title><p>{}</p>", lorem(n, 150));
+    let (v1, v2) = (page(7), page(8));
+    assert_eq!(
+        s.publish(
+            &s.admin,
+            "shop",
+            "app",
+            &format!("version=1.0.0&{ROUTE}"),
+            &zip(&[("index.html", v1.as_bytes())])
+        )
+        .status,
+        201
+    );
+    assert_eq!(
+        s.publish(
+            &s.admin,
+            "shop",
+            "app",
+            "version=1.0.1",
+            &zip(&[("index.html", v2.as_bytes())])
+        )
+        .status,
+        201
+    );
+    let full = s.get("/v1/packs/app/1.0.1.zip");
+    let diff = s.get("/v1/packs/app/1.0.0..1.0.1.zip");
+    assert_eq!((full.status, diff.status), (200, 200));
+    // The diff would carry the whole page and a pack.json naming both releases: no smaller than
+    // the full pack, so the full pack answers for it.
+    assert_eq!(diff.body, full.body);
+    let (index, blobs) = unpack(&diff.body, &BTreeMap::new());
+    assert_eq!(index.from_manifest, None);
+    assert_eq!(blobs.values().next().unwrap(), v2.as_bytes());
+}
+
+#[test]
 fn bad_pack_requests_are_refused() {
     let s = TestServer::start();
     let build = harness::build("v1");

@@ -195,6 +195,19 @@ impl Server {
         serde_json::from_str(&baleen(&args, &self.env())).unwrap()
     }
 
+    /// Publishes a small build of `package` (variant: the package's name) as its 1.0.0 to
+    /// `production`, served under `https://m.example.com/{package}/`, with `extra` publish flags;
+    /// returns the build directory.
+    pub fn publish_package(&self, package: &str, extra: &[&str]) -> PathBuf {
+        let build = self.dir.path().join(package);
+        write_build(&build, package);
+        let route = format!("https://m.example.com/{package}/");
+        let mut args = vec!["--channel", "production", "--route", route.as_str()];
+        args.extend_from_slice(extra);
+        self.publish(&build, package, "1.0.0", &args);
+        build
+    }
+
     /// Runs a release command (`promote`, `rollout`, `rollback`, …) on `package`@`production`.
     pub fn release(&self, command: &str, package: &str, extra: &[&str]) -> String {
         let mut args = vec![command, "--package", package, "--channel", "production"];

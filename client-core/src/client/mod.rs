@@ -59,11 +59,14 @@ pub struct Client {
     quota_bytes: AtomicU64,
 }
 
-/// An update's verified release, ready to plan and install.
-struct Prepared {
+/// An update's verified release, ready to plan and install: its blobs claimed (so none of them
+/// can be collected), and the ones the device lacks.
+struct Prepared<'a> {
     blobs: BTreeMap<Digest, u64>,
+    missing: BTreeMap<Digest, u64>,
     manifest_bytes: u64,
     served: Arc<Served>,
+    _claim: Claim<'a>,
 }
 
 /// Locks a mutex whose data a panic cannot leave half-changed (every change is a swap of a whole
@@ -222,14 +225,9 @@ impl Client {
                 }
                 Err(e) => return Err(e),
             };
-            let blobs = release.blobs();
-            let missing = self.missing(&blobs).values().sum();
+            let prepared = self.prepare(&update, release, bytes);
+            let missing = prepared.missing.values().sum();
             let size = update.to.size_bytes;
-            let prepared = Prepared {
-                blobs,
-                manifest_bytes: bytes,
-                served: release,
-            };
             releases.insert(update.package.clone(), prepared);
             candidates.push(lock(&self.core).candidate(update, missing, size));
         }
@@ -240,20 +238,16 @@ impl Client {
         done.waiting.extend(plan.later);
         for candidate in plan.now {
             let update = candidate.update;
-            let Some(Prepared {
-                blobs,
-                manifest_bytes,
-                ..
-            }) = releases.remove(&update.package)
-            else {
+            let Some(prepared) = releases.remove(&update.package) else {
                 continue;
             };
-            let Some(evictions) = self.room_for(&update.package, &blobs) else {
+            let Some(evictions) = self.room_for(&update.package, &prepared.blobs) else {
                 done.waiting.push((update.package, Wait::Quota));
                 continue;
             };
-            let mut report = self.install_release(&update, &blobs)?;
-            report.downloaded_bytes += manifest_bytes;
+            let mut report = self.install_release(&update, &prepared)?;
+            report.downloaded_bytes += prepared.manifest_bytes;
+            drop(prepared);
             self.evict(&evictions)?;
             done.installed.push((update, report));
         }
@@ -264,7 +258,7 @@ impl Client {
     fn remember_first_use(
         &self,
         waiting: &[(PackageId, Wait)],
-        releases: &BTreeMap<PackageId, Prepared>,
+        releases: &BTreeMap<PackageId, Prepared<'_>>,
     ) -> Result<()> {
         let known: Vec<_> = waiting
             .iter()
@@ -291,7 +285,8 @@ impl Client {
     /// Network, verification and storage errors; on any of them nothing changes.
     pub fn install(&self, update: &Update) -> Result<Report> {
         let (release, manifest_bytes) = self.fetch_release(update, true)?;
-        let mut report = self.install_release(update, &release.blobs())?;
+        let prepared = self.prepare(update, release, manifest_bytes);
+        let mut report = self.install_release(update, &prepared)?;
         report.downloaded_bytes += manifest_bytes;
         Ok(report)
     }
@@ -331,14 +326,22 @@ impl Client {
         Claim(self, id)
     }
 
-    fn missing(&self, blobs: &BTreeMap<Digest, u64>) -> BTreeMap<Digest, u64> {
+    /// Claims `served`'s blobs and manifest, then looks once for the blobs the device lacks.
+    fn prepare(&self, update: &Update, served: Arc<Served>, manifest_bytes: u64) -> Prepared<'_> {
+        let blobs = served.blobs();
+        let claim = self.claim(&blobs, update.to.manifest);
         let mut missing = blobs.clone();
         missing.retain(|digest, _| !self.store.has_blob(digest));
-        missing
+        Prepared {
+            blobs,
+            missing,
+            manifest_bytes,
+            served,
+            _claim: claim,
+        }
     }
 
-    fn install_release(&self, update: &Update, blobs: &BTreeMap<Digest, u64>) -> Result<Report> {
-        let _claim = self.claim(blobs, update.to.manifest);
+    fn install_release(&self, update: &Update, prepared: &Prepared<'_>) -> Result<Report> {
         let active = lock(&self.core)
             .state()
             .packages
@@ -348,7 +351,8 @@ impl Client {
             package: &update.package,
             version: &update.to.version,
             manifest: update.to.manifest,
-            blobs,
+            blobs: &prepared.blobs,
+            missing: &prepared.missing,
         };
         let report = install::install(&self.store, &self.net, &wanted, active.as_ref())?;
         let installed = Installed {

@@ -30,12 +30,15 @@ impl Client {
         }
         let blobs = served.blobs();
         let _claim = self.claim(&blobs, digest);
+        let mut missing = blobs.clone();
+        missing.retain(|d, _| !self.store.has_blob(d));
         let label = format!("preset {package}@{version}");
         let wanted = install::Wanted {
             package: &package,
             version: &version,
             manifest: digest,
             blobs: &blobs,
+            missing: &missing,
         };
         install::unpack_all(&self.store, full_pack, &label, &wanted)?;
         self.store.write_manifest(&digest, manifest)?;

@@ -27,7 +27,9 @@ const ZIP64_LOCATOR_LEN: usize = 20;
 pub struct ExpectedPack<'a> {
     /// The digest of the target release's manifest.
     pub to_manifest: Digest,
-    /// The digest of the starting release's manifest; `None` for a full pack.
+    /// The digest of the starting release's manifest for a diff pack; `None` for a full pack.
+    /// Where a diff pack is expected, a full pack of the same target is accepted too: the server
+    /// sends one when it is no larger than the diff (a tiny release).
     pub from_manifest: Option<Digest>,
     /// Every blob of the target release, with its size.
     pub blobs: &'a BTreeMap<Digest, u64>,
@@ -94,9 +96,9 @@ impl<'a> PackReader<'a> {
 
         let json = read_entry(&mut archive, PACK_INDEX_ENTRY, MAX_PACK_INDEX_BYTES)?;
         let index = parse_pack_index(&json).map_err(PackError::Index)?;
-        if index.to_manifest != expected.to_manifest
-            || index.from_manifest != expected.from_manifest
-        {
+        let from_ok =
+            index.from_manifest.is_none() || index.from_manifest == expected.from_manifest;
+        if index.to_manifest != expected.to_manifest || !from_ok {
             return Err(PackError::OtherReleases {
                 from_manifest: index.from_manifest,
                 to_manifest: index.to_manifest,

@@ -410,14 +410,21 @@ fn hostile_indexes_are_refused() {
         ],
     );
 
+    // A full pack of the same release is accepted where a diff pack is expected: the server
+    // sends one when it is no larger than the diff. Every blob still comes out as listed.
     let mut full = parts.index.clone();
     full.from = None;
     full.from_manifest = None;
-    check(
-        &full,
-        expect![
-            "pack_other_releases: pack is for other releases (its manifests are none..663ea1bfffe5038f3f0cf667f14c4257eff52d77ce7f2a218f72e9286616ea39)"
-        ],
+    let mut entries = sample_entries(&parts);
+    entries[0].1 = crate::to_canonical(&full).unwrap();
+    let got = read(&zip_entries(&entries), &expected(&parts, &blobs), &bases).unwrap();
+    assert_eq!(got.len(), parts.index.blobs.len());
+    // The other way round, a diff pack where a full pack is expected, is refused.
+    let mut want_full = expected(&parts, &blobs);
+    want_full.from_manifest = None;
+    check_refused(
+        read(&zip_entries(&sample_entries(&parts)), &want_full, &bases),
+        expect!["pack_other_releases: pack is for other releases (its manifests are 75857a45899985be4c4d941e90b6b396d6c92a4c7437aaf0bf102089fe21379d..663ea1bfffe5038f3f0cf667f14c4257eff52d77ce7f2a218f72e9286616ea39)"],
     );
 
     let mut resized = parts.index.clone();

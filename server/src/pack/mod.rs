@@ -76,21 +76,36 @@ impl Service {
         if let Some(record) = self.meta.pack(package, from, to).await? {
             return Ok(record);
         }
-        let _permit = self
-            .pack_builds
-            .acquire()
-            .await
-            .map_err(|_| Error::Internal("pack builder closed".into()))?;
-        let started = std::time::Instant::now();
-        let bytes = build(self.blobs.clone(), from_record.as_ref(), &to_record).await?;
-        self.metrics.pack_builds.inc();
-        self.metrics
-            .pack_build_seconds
-            .observe(started.elapsed().as_secs_f64());
-        let digest = self.blobs.put_bytes(&bytes).await?;
-        let record = PackRecord {
-            digest,
-            size_bytes: bytes.len() as u64,
+        let bytes = {
+            let _permit = self
+                .pack_builds
+                .acquire()
+                .await
+                .map_err(|_| Error::Internal("pack builder closed".into()))?;
+            let started = std::time::Instant::now();
+            let bytes = build(self.blobs.clone(), from_record.as_ref(), &to_record).await?;
+            self.metrics.pack_builds.inc();
+            self.metrics
+                .pack_build_seconds
+                .observe(started.elapsed().as_secs_f64());
+            bytes
+        };
+        // A diff that carries most of a release (a tiny release, or one that changed whole) may
+        // be no smaller than the full pack: then the full pack answers for it, so a device asking
+        // for the diff downloads the smaller one with its one request.
+        let size_bytes = bytes.len() as u64;
+        let release_bytes = release_of(&to_record)?.size_bytes();
+        let mut full = None;
+        if from.is_some() && size_bytes.saturating_mul(4) >= release_bytes {
+            let built = Box::pin(self.pack(package, None, to)).await?;
+            full = Some(built).filter(|f| f.size_bytes <= size_bytes);
+        }
+        let record = match full {
+            Some(full) => full,
+            None => PackRecord {
+                digest: self.blobs.put_bytes(&bytes).await?,
+                size_bytes,
+            },
         };
         self.meta.insert_pack(package, from, to, &record).await?;
         tracing::info!(

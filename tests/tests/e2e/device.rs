@@ -247,37 +247,9 @@ fn the_planner_waits_on_a_metered_link_and_fetches_on_wifi() {
 fn the_publishers_priority_and_prefetch_policy_steer_the_device() {
     use client_core::plan::{Conditions, Network, Wait};
     let (server, _build) = Server::with_first_release("one");
-    let profile = server.dir.path().join("profile");
-    write_build(&profile, "profile");
     let route = "https://m.example.com/profile/";
-    server.publish(
-        &profile,
-        "profile",
-        "1.0.0",
-        &[
-            "--channel",
-            "production",
-            "--route",
-            route,
-            "--prefetch",
-            "on-first-use",
-        ],
-    );
-    let urgent = server.dir.path().join("urgent");
-    write_build(&urgent, "urgent");
-    server.publish(
-        &urgent,
-        "urgent",
-        "1.0.0",
-        &[
-            "--channel",
-            "production",
-            "--route",
-            "https://m.example.com/urgent/",
-            "--priority",
-            "90",
-        ],
-    );
+    server.publish_package("profile", &["--prefetch", "on-first-use"]);
+    server.publish_package("urgent", &["--priority", "90"]);
     let client = server.client(&server.dir.path().join("device"), "device-1", "6.0");
     // On a metered cellular link only the urgent package comes; profile waits for its first use.
     let cellular = Conditions {
@@ -314,4 +286,35 @@ fn the_publishers_priority_and_prefetch_policy_steer_the_device() {
     let outcome = client.update(&Conditions::unrestricted()).unwrap();
     assert_eq!(outcome.installed.len(), 1, "{outcome:?}");
     assert!(client.resolve(&page).is_some());
+}
+
+#[test]
+fn a_tiny_release_comes_as_its_full_pack_in_one_request() {
+    let server = Server::start();
+    let dir = server.dir.path().join("tiny");
+    let page = |text: &str| {
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("index.html"),
+            format!("<!doctype html><p>{text}</p>"),
+        )
+        .unwrap();
+    };
+    page("one");
+    server.publish(
+        &dir,
+        "checkout",
+        "1.0.0",
+        &["--channel", "production", "--route", ROUTE],
+    );
+    let client = server.client(&server.dir.path().join("device"), "device-1", "6.0");
+    tests::update_now(&client).unwrap();
+    page("two, a little longer");
+    server.publish(&dir, "checkout", "1.0.1", &["--channel", "production"]);
+    let update = client.check().unwrap().updates.remove(0);
+    let report = client.install(&update).unwrap();
+    // The diff request was answered with the (smaller) full pack: no fallback, one pack.
+    assert_eq!(report.method, client_core::install::Method::FullPack);
+    assert!(report.fallbacks.is_empty(), "{:?}", report.fallbacks);
+    assert_eq!(active_version(&client), "1.0.1");
 }

@@ -187,19 +187,7 @@ fn a_stalled_disk_read_blocks_neither_resolve_nor_report_open() {
 #[test]
 fn a_corrupted_or_untrusted_stored_manifest_quarantines_only_its_package() {
     let (server, _) = Server::with_first_release("one");
-    let profile = server.dir.path().join("profile");
-    write_build(&profile, "profile");
-    server.publish(
-        &profile,
-        "profile",
-        "1.0.0",
-        &[
-            "--channel",
-            "production",
-            "--route",
-            "https://m.example.com/profile/",
-        ],
-    );
+    server.publish_package("profile", &[]);
     let dir = server.dir.path().join("device");
     let client = server.client(&dir, "device-1", "6.0");
     assert_eq!(tests::update_now(&client).unwrap().len(), 2);
