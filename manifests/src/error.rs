@@ -193,6 +193,21 @@ pub enum Error {
         /// The time the caller gave.
         now: Timestamp,
     },
+    /// An index delta starts from another sequence than the index the device holds.
+    #[error("index delta starts from sequence {found}, but the device holds {held}")]
+    DeltaBase {
+        /// The sequence of the index held.
+        held: u64,
+        /// The sequence the delta starts from.
+        found: u64,
+    },
+    /// An index rebuilt from a delta is not the one the delta names (another packages digest,
+    /// sequence or time): the pieces do not belong together.
+    #[error("the index rebuilt at sequence {sequence} is not the one its delta was signed for")]
+    DeltaMismatch {
+        /// The delta's sequence.
+        sequence: u64,
+    },
     /// The last segment of a pack's URL path is not a pack name.
     #[error("invalid pack name {name:?}: {reason}")]
     InvalidPackName {
@@ -236,6 +251,8 @@ impl Error {
             Error::DigestMismatch { .. } => "digest_mismatch",
             Error::WrongIndex { .. } => "wrong_index",
             Error::Replay { .. } => "replay",
+            Error::DeltaBase { .. } => "delta_base",
+            Error::DeltaMismatch { .. } => "delta_mismatch",
             Error::Expired { .. } => "expired",
             Error::PlanMismatch { .. } => "plan_mismatch",
             Error::InvalidPackName { .. } => "invalid_pack_name",

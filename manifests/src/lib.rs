@@ -25,6 +25,7 @@ mod error;
 mod events;
 mod ids;
 mod index;
+mod index_delta;
 mod keys;
 mod pack;
 mod path;
@@ -50,6 +51,10 @@ pub use ids::{
 pub use index::{
     Candidate, FULL_ROLLOUT, INDEX_FORMAT, Index, IndexScope, MAX_OLDER, MAX_PACKAGES,
     PackageEntry, Prefetch, ReleaseRef, VerifiedIndex, parse_index_unverified, verify_index,
+};
+pub use index_delta::{
+    INDEX_DELTA_FORMAT, IndexDelta, apply_index_delta, packages_digest, rebuilt_index_bytes,
+    verify_rebuilt_index,
 };
 pub use keys::{KeyId, KeyPair, PublicKey, TrustedKeys};
 pub use pack::{

@@ -13,6 +13,10 @@ use crate::{AppId, Channel, Digest, PackageId, ReleaseVersion};
 
 /// `GET`: the signed index of an app's channel.
 pub const INDEX: &str = "/v1/apps/{app}/channels/{channel}/index";
+/// `GET`: the signed delta from the index at sequence `{from}` to the current one
+/// ([`crate::IndexDelta`]); `404` with code `delta_unavailable` when the server cannot tell what
+/// changed since then (the device fetches the whole index instead).
+pub const INDEX_DELTA: &str = "/v1/apps/{app}/channels/{channel}/index/delta/{from}";
 /// `GET`: a signed release manifest by digest.
 pub const MANIFEST: &str = "/v1/manifests/{digest}";
 /// `GET`: a blob by digest.
@@ -43,6 +47,12 @@ pub const STATS: &str = "/v1/admin/apps/{app}/channels/{channel}/stats";
 /// The path of the signed index of `app` on `channel` ([`INDEX`]).
 pub fn index_path(app: &AppId, channel: &Channel) -> String {
     format!("/v1/apps/{app}/channels/{channel}/index")
+}
+
+/// The path of the delta from the index at sequence `from` of `app` on `channel`
+/// ([`INDEX_DELTA`]).
+pub fn index_delta_path(app: &AppId, channel: &Channel, from: u64) -> String {
+    format!("/v1/apps/{app}/channels/{channel}/index/delta/{from}")
 }
 
 /// The path of the signed manifest whose signed part has this digest ([`MANIFEST`]).

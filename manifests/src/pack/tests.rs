@@ -424,7 +424,9 @@ fn hostile_indexes_are_refused() {
     want_full.from_manifest = None;
     check_refused(
         read(&zip_entries(&sample_entries(&parts)), &want_full, &bases),
-        expect!["pack_other_releases: pack is for other releases (its manifests are 75857a45899985be4c4d941e90b6b396d6c92a4c7437aaf0bf102089fe21379d..663ea1bfffe5038f3f0cf667f14c4257eff52d77ce7f2a218f72e9286616ea39)"],
+        expect![
+            "pack_other_releases: pack is for other releases (its manifests are 75857a45899985be4c4d941e90b6b396d6c92a4c7437aaf0bf102089fe21379d..663ea1bfffe5038f3f0cf667f14c4257eff52d77ce7f2a218f72e9286616ea39)"
+        ],
     );
 
     let mut resized = parts.index.clone();

@@ -49,6 +49,13 @@ fn every_builder_fills_its_pattern() {
             fill(INDEX, &[("app", "shop"), ("channel", "production")]),
         ),
         (
+            index_delta_path(&app(), &channel(), 42),
+            fill(
+                INDEX_DELTA,
+                &[("app", "shop"), ("channel", "production"), ("from", "42")],
+            ),
+        ),
+        (
             manifest_path(&digest),
             fill(MANIFEST, &[("digest", &digest_text)]),
         ),
