@@ -11,7 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use manifests::{
     AppId, Channel, Digest, Event, EventKind, HostVersion, Index, IndexScope, PackageId, Prefetch,
-    ReleaseVersion, Timestamp, TrustedKeys, select_all, verify_index,
+    ReleaseVersion, Timestamp, TrustedKeys, apply_index_delta, select_all, verify_index,
+    verify_rebuilt_index,
 };
 
 use crate::error::{Error, Result};
@@ -72,6 +73,47 @@ pub enum Fetched {
     New(Option<String>),
     /// A `304`: the stored copy is still current.
     NotModified,
+}
+
+/// An index document as it reaches the device.
+#[derive(Clone, Copy, Debug)]
+pub enum IndexDoc<'a> {
+    /// A whole signed index.
+    Full(&'a [u8]),
+    /// A signed delta from `base`, the index the device holds.
+    Delta {
+        /// The signed delta.
+        delta: &'a [u8],
+        /// The index it applies to.
+        base: &'a Index,
+    },
+    /// An index the device rebuilt from deltas (its canonical JSON), with the last delta applied.
+    Rebuilt {
+        /// The signed delta that led to it.
+        delta: &'a [u8],
+        /// The rebuilt index.
+        index: &'a [u8],
+    },
+}
+
+impl IndexDoc<'_> {
+    fn verify(
+        &self,
+        trusted: &TrustedKeys,
+        scope: &IndexScope,
+        now: Timestamp,
+        seen: u64,
+    ) -> Result<Index> {
+        Ok(match *self {
+            IndexDoc::Full(bytes) => verify_index(bytes, trusted, scope, now, seen)?.index,
+            IndexDoc::Delta { delta, base } => {
+                apply_index_delta(delta, trusted, scope, now, seen, base)?
+            }
+            IndexDoc::Rebuilt { delta, index } => {
+                verify_rebuilt_index(delta, index, trusted, scope, now, seen)?
+            }
+        })
+    }
 }
 
 /// Where a release being activated came from.
@@ -165,14 +207,41 @@ impl Device {
         self.change(next, Vec::new(), false)
     }
 
-    /// Verifies an index at `wall` (the device's clock) against the trusted keys, the device's
-    /// app and channel, the highest sequence seen (or the app's floor) and the trusted time.
+    fn scope(&self) -> IndexScope {
+        IndexScope {
+            app: self.config.app.clone(),
+            channel: self.config.channel.clone(),
+        }
+    }
+
+    /// The index the device holds (`doc`, read back from its store), checked for signatures and
+    /// scope but not expiry — an expired index still says what the device runs, and is the base
+    /// a delta applies to — and for being the one the state names.
     ///
     /// # Errors
-    /// A forged, misdirected, replayed or expired index; nothing changes then.
+    /// A document that does not verify, or another sequence than the state's.
+    pub fn held_index(&self, doc: IndexDoc<'_>, trusted: &TrustedKeys) -> Result<Index> {
+        let index = doc.verify(trusted, &self.scope(), Timestamp::from_unix_secs(0), 0)?;
+        if index.sequence != self.sequence() {
+            return Err(Error::Invalid(format!(
+                "the stored index is at sequence {}, the state at {}",
+                index.sequence,
+                self.sequence()
+            )));
+        }
+        Ok(index)
+    }
+
+    /// Verifies an index document at `wall` (the device's clock) against the trusted keys, the
+    /// device's app and channel, the highest sequence seen (or the app's floor) and the trusted
+    /// time.
+    ///
+    /// # Errors
+    /// A forged, misdirected, replayed or expired index, or a delta for another base; nothing
+    /// changes then.
     pub fn accept_index(
         &self,
-        bytes: &[u8],
+        doc: IndexDoc<'_>,
         trusted: &TrustedKeys,
         wall: Timestamp,
         fetched: Fetched,
@@ -180,12 +249,8 @@ impl Device {
         let mut next = self.state.clone();
         time::observe(&mut next, wall);
         let seen = self.sequence().max(self.config.sequence_floor);
-        let scope = IndexScope {
-            app: self.config.app.clone(),
-            channel: self.config.channel.clone(),
-        };
         let now = time::trusted_now(&next, wall);
-        let index = verify_index(bytes, trusted, &scope, now, seen)?.index;
+        let index = doc.verify(trusted, &self.scope(), now, seen)?;
         if let Fetched::New(etag) = fetched {
             let key = self.scope_key();
             next.highest_sequence.insert(key.clone(), index.sequence);

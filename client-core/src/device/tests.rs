@@ -97,7 +97,12 @@ fn apply(device: &mut Device, decide: impl FnOnce(&Device) -> Change) {
 
 /// Accepts `bytes` as a fresh download at wall time `wall`.
 fn accept(device: &mut Device, bytes: &[u8], wall: u64) -> Result<Index> {
-    let (index, change) = device.accept_index(bytes, &trusted(), at(wall), Fetched::New(None))?;
+    let (index, change) = device.accept_index(
+        IndexDoc::Full(bytes),
+        &trusted(),
+        at(wall),
+        Fetched::New(None),
+    )?;
     apply(device, |_| change);
     Ok(index)
 }
@@ -155,12 +160,22 @@ fn a_clock_set_back_does_not_revive_an_expired_index() {
     let wall = at(T0 + 2 * DAY);
     apply(&mut d, |d| d.observe(wall));
     assert_eq!(d.state().last_trusted_secs, T0 + DAY);
-    let refused = d.accept_index(&bytes, &trusted(), wall, Fetched::NotModified);
+    let refused = d.accept_index(
+        IndexDoc::Full(&bytes),
+        &trusted(),
+        wall,
+        Fetched::NotModified,
+    );
     assert_eq!(code(refused.unwrap_err()), "expired");
     // The clock is set back 30 days: the index is still expired.
     let set_back = at(T0 - 28 * DAY);
     apply(&mut d, |d| d.observe(set_back));
-    let replay = d.accept_index(&bytes, &trusted(), set_back, Fetched::NotModified);
+    let replay = d.accept_index(
+        IndexDoc::Full(&bytes),
+        &trusted(),
+        set_back,
+        Fetched::NotModified,
+    );
     assert_eq!(code(replay.unwrap_err()), "expired");
 }
 
@@ -186,7 +201,7 @@ fn a_device_clock_years_ahead_lifts_the_floor_only_to_the_newest_expiry() {
     let ahead = at(T0 + 5 * YEAR);
     apply(&mut d, |d| d.observe(ahead));
     let glitch = d.accept_index(
-        &index(1, T0, "1.0.0"),
+        IndexDoc::Full(&index(1, T0, "1.0.0")),
         &trusted(),
         ahead,
         Fetched::NotModified,
@@ -359,4 +374,42 @@ fn unsent_events_go_back_in_order_and_the_queue_is_bounded() {
         EventKind::Ready,
         "the newest survive"
     );
+}
+
+#[test]
+fn a_delta_moves_the_device_to_the_next_index_and_one_for_another_base_changes_nothing() {
+    let mut d = device();
+    let v1 = accept(&mut d, &index(1, T0, "1.0.0"), T0).unwrap();
+    let mut v2 = v1.clone();
+    v2.sequence = 2;
+    v2.packages.get_mut(&pkg("shop")).unwrap().stable = Some(release("shop", "1.0.1"));
+    let delta = manifests::IndexDelta::between(&v1, &v2, at(T0 + 60), at(T0 + DAY))
+        .unwrap()
+        .sign(&[&key()])
+        .unwrap()
+        .bytes;
+    let doc = IndexDoc::Delta {
+        delta: &delta,
+        base: &v1,
+    };
+    let (index, change) = d
+        .accept_index(
+            doc,
+            &trusted(),
+            at(T0 + 60),
+            Fetched::New(Some("\"d2\"".into())),
+        )
+        .unwrap();
+    apply(&mut d, |_| change);
+    assert_eq!((d.sequence(), d.index_etag()), (2, Some("\"d2\"")));
+    assert_eq!(d.updates(&index)[0].to.version, version("1.0.1"));
+    // The same delta again now starts from a sequence the device no longer holds.
+    let before = d.state().clone();
+    let again = IndexDoc::Delta {
+        delta: &delta,
+        base: &index,
+    };
+    let refused = d.accept_index(again, &trusted(), at(T0 + 90), Fetched::New(None));
+    assert_eq!(code(refused.unwrap_err()), "delta_base");
+    assert_eq!(d.state(), &before);
 }
