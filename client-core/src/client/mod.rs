@@ -16,16 +16,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use manifests::{Digest, PackageId, TrustedKeys, paths};
+use manifests::{Digest, PackageId, TrustedKeys};
 
-use crate::api::{Config, PackageStatus, Status, UpdateOutcome};
+use crate::api::{Config, PackageStatus, Status};
 use crate::clock::{Clock, SystemClock};
-use crate::device::{Change, Device, Installed, Source, State};
-use crate::error::{Error, Result};
+use crate::device::{Change, Device, State};
+use crate::error::Result;
 use crate::fetch::Fetcher;
-use crate::install::{self, Report};
 use crate::net::Net;
-use crate::plan::{Conditions, Network, Update, Wait};
 use crate::releases::Releases;
 use crate::resolve::{Resolved, Resolver, Served, Table};
 use crate::store::{Recovery, Store};
@@ -33,6 +31,7 @@ use crate::store::{Recovery, Store};
 mod events;
 mod index;
 mod preset;
+mod update;
 mod upkeep;
 
 /// Largest index accepted.
@@ -57,16 +56,6 @@ pub struct Client {
     next_claim: AtomicU64,
     /// The most bytes the store may hold; 0 for no limit.
     quota_bytes: AtomicU64,
-}
-
-/// An update's verified release, ready to plan and install: its blobs claimed (so none of them
-/// can be collected), and the ones the device lacks.
-struct Prepared<'a> {
-    blobs: BTreeMap<Digest, u64>,
-    missing: BTreeMap<Digest, u64>,
-    manifest_bytes: u64,
-    served: Arc<Served>,
-    _claim: Claim<'a>,
 }
 
 /// Locks a mutex whose data a panic cannot leave half-changed (every change is a swap of a whole
@@ -194,129 +183,6 @@ impl Client {
         self.resolver.publish(table);
     }
 
-    /// The file answering `url`, or `None` (go to the network). Never blocks.
-    pub fn resolve(&self, url: &str) -> Option<Resolved> {
-        self.resolver.resolve(url)
-    }
-
-    /// Checks for updates, plans under `conditions` (network, battery, space, the publisher's
-    /// priority and prefetch policy, how the user uses each package, the quota) and installs
-    /// what the plan says to install now; the rest waits, with the reason. Offline, it decides
-    /// from the stored index and installs only what needs no download. Blocks (network, disk).
-    ///
-    /// # Errors
-    /// The check's errors, and the first install failure (updates installed before it stay).
-    pub fn update(&self, conditions: &Conditions) -> Result<UpdateOutcome> {
-        let online = conditions.network != Network::Offline;
-        let outcome = match online {
-            true => self.check()?,
-            false if self.stored_index_path().is_file() => self.check_offline()?,
-            false => return Ok(UpdateOutcome::default()),
-        };
-        let mut done = UpdateOutcome::default();
-        let mut candidates = Vec::new();
-        let mut releases = BTreeMap::new();
-        for update in outcome.updates {
-            let (release, bytes) = match self.fetch_release(&update, online) {
-                Ok(fetched) => fetched,
-                Err(_) if !online => {
-                    done.waiting.push((update.package, Wait::Offline));
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            let prepared = self.prepare(&update, release, bytes);
-            let missing = prepared.missing.values().sum();
-            let size = update.to.size_bytes;
-            releases.insert(update.package.clone(), prepared);
-            candidates.push(lock(&self.core).candidate(update, missing, size));
-        }
-        let plan = self
-            .snapshot()
-            .plan(candidates, conditions, self.clock.now());
-        self.remember_first_use(&plan.later, &releases)?;
-        done.waiting.extend(plan.later);
-        for candidate in plan.now {
-            let update = candidate.update;
-            let Some(prepared) = releases.remove(&update.package) else {
-                continue;
-            };
-            let Some(evictions) = self.room_for(&update.package, &prepared.blobs) else {
-                done.waiting.push((update.package, Wait::Quota));
-                continue;
-            };
-            let mut report = self.install_release(&update, &prepared)?;
-            report.downloaded_bytes += prepared.manifest_bytes;
-            drop(prepared);
-            self.evict(&evictions)?;
-            done.installed.push((update, report));
-        }
-        Ok(done)
-    }
-
-    /// Keeps the routes of packages waiting for their first use, so that opening one counts.
-    fn remember_first_use(
-        &self,
-        waiting: &[(PackageId, Wait)],
-        releases: &BTreeMap<PackageId, Prepared<'_>>,
-    ) -> Result<()> {
-        let known: Vec<_> = waiting
-            .iter()
-            .filter(|(_, wait)| *wait == Wait::FirstUse)
-            .filter_map(|(package, _)| releases.get(package))
-            .map(|Prepared { served, .. }| {
-                let (package, version) = (served.package().clone(), served.version().clone());
-                (package, version, served.route_prefixes())
-            })
-            .collect();
-        if known.is_empty() {
-            return Ok(());
-        }
-        let writer = lock(&self.writer);
-        let change = lock(&self.core).remember_routes(&known);
-        self.commit(&writer, change).map(drop)
-    }
-
-    /// Downloads, verifies and activates one update, as [`Client::update`] does for each update
-    /// its plan installs now; the release that was active keeps serving until the switch and
-    /// becomes the rollback target. Blocks (network, disk).
-    ///
-    /// # Errors
-    /// Network, verification and storage errors; on any of them nothing changes.
-    pub fn install(&self, update: &Update) -> Result<Report> {
-        let (release, manifest_bytes) = self.fetch_release(update, true)?;
-        let prepared = self.prepare(update, release, manifest_bytes);
-        let mut report = self.install_release(update, &prepared)?;
-        report.downloaded_bytes += manifest_bytes;
-        Ok(report)
-    }
-
-    /// The verified release `update` moves to, and the manifest bytes downloaded for it: read
-    /// from the store (or the cache) if there, else fetched when `online`, and kept.
-    fn fetch_release(&self, update: &Update, online: bool) -> Result<(Arc<Served>, u64)> {
-        let (digest, package, version) = (&update.to.manifest, &update.package, &update.to.version);
-        if let Some(release) = self.releases.cached(digest) {
-            return Ok((release, 0));
-        }
-        if let Ok(bytes) = self.store.read_manifest(digest) {
-            match self.releases.verify(&bytes, digest, package, version) {
-                Ok(release) => return Ok((release, 0)),
-                Err(_) => self.store.remove_manifest(digest)?,
-            }
-        }
-        if !online {
-            return Err(Error::Network(format!(
-                "manifest {digest} needs the network"
-            )));
-        }
-        let bytes = self
-            .net
-            .get(&paths::manifest_path(digest), MAX_MANIFEST_BYTES)?;
-        let release = self.releases.verify(&bytes, digest, package, version)?;
-        self.store.write_manifest(digest, &bytes)?;
-        Ok((release, bytes.len() as u64))
-    }
-
     /// Claims `blobs` and a release's manifest until the claim is dropped.
     fn claim(&self, blobs: &BTreeMap<Digest, u64>, manifest: Digest) -> Claim<'_> {
         let id = self.next_claim.fetch_add(1, Ordering::Relaxed);
@@ -326,43 +192,9 @@ impl Client {
         Claim(self, id)
     }
 
-    /// Claims `served`'s blobs and manifest, then looks once for the blobs the device lacks.
-    fn prepare(&self, update: &Update, served: Arc<Served>, manifest_bytes: u64) -> Prepared<'_> {
-        let blobs = served.blobs();
-        let claim = self.claim(&blobs, update.to.manifest);
-        let mut missing = blobs.clone();
-        missing.retain(|digest, _| !self.store.has_blob(digest));
-        Prepared {
-            blobs,
-            missing,
-            manifest_bytes,
-            served,
-            _claim: claim,
-        }
-    }
-
-    fn install_release(&self, update: &Update, prepared: &Prepared<'_>) -> Result<Report> {
-        let active = lock(&self.core)
-            .state()
-            .packages
-            .get(&update.package)
-            .and_then(|p| p.active.clone());
-        let wanted = install::Wanted {
-            package: &update.package,
-            version: &update.to.version,
-            manifest: update.to.manifest,
-            blobs: &prepared.blobs,
-            missing: &prepared.missing,
-        };
-        let report = install::install(&self.store, &self.net, &wanted, active.as_ref())?;
-        let installed = Installed {
-            version: update.to.version.clone(),
-            manifest: update.to.manifest,
-        };
-        let writer = lock(&self.writer);
-        let change = lock(&self.core).activate(&update.package, installed, Source::Download);
-        self.commit(&writer, change)?;
-        Ok(report)
+    /// The file answering `url`, or `None` (go to the network). Never blocks.
+    pub fn resolve(&self, url: &str) -> Option<Resolved> {
+        self.resolver.resolve(url)
     }
 
     /// The page of `package` works: the active release is no longer pending. Blocks (disk).
