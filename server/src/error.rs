@@ -55,6 +55,16 @@ pub enum Error {
         /// The IO error.
         source: std::io::Error,
     },
+    /// A setting has a value the service cannot run with; refused at start.
+    #[error("setting {setting} = {value}: {reason}")]
+    InvalidSetting {
+        /// The setting's name, as in [`crate::service::Settings`].
+        setting: &'static str,
+        /// The refused value.
+        value: String,
+        /// Why it is refused and what would work.
+        reason: String,
+    },
     /// An invariant of the server broke; a bug or a damaged data directory.
     #[error("internal error: {0}")]
     Internal(String),
@@ -83,9 +93,10 @@ impl Error {
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
-            Error::Meta(_) | Error::Io { .. } | Error::Internal(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            Error::Meta(_)
+            | Error::Io { .. }
+            | Error::InvalidSetting { .. }
+            | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -103,6 +114,7 @@ impl Error {
             Error::Overloaded => "overloaded",
             Error::Meta(_) => "meta_store",
             Error::Io { .. } => "io",
+            Error::InvalidSetting { .. } => "invalid_setting",
             Error::Internal(_) => "internal",
         }
     }

@@ -14,7 +14,9 @@ use server::channel::Action;
 use server::data_dir::DataDir;
 use server::meta_store::Scope;
 use server::meta_store::sqlite::SqliteMetaStore;
+use server::publish::PublishRequest;
 use server::remote::Remote;
+use server::service::Settings;
 
 #[derive(Parser)]
 #[command(
@@ -25,6 +27,24 @@ use server::remote::Remote;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines on standard error as text for people or as JSON objects for a log collector.
+    #[arg(
+        long,
+        env = "BALEEN_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    log_format: LogFormat,
+}
+
+/// `--log-format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// One line per event, for people.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -157,14 +177,17 @@ struct ServeArgs {
     #[arg(long, env = "BALEEN_KEY")]
     key: Option<PathBuf>,
     /// Start with a temporary data dir and key, and publish a demo package.
-    #[arg(long)]
+    #[arg(long, env = "BALEEN_DEMO")]
     demo: bool,
-    /// How long a signed index is valid, in seconds.
-    #[arg(long, default_value_t = 7 * 24 * 3600)]
+    /// How long a signed index is valid, in seconds (2 to 31536000, a year).
+    #[arg(long, env = "BALEEN_INDEX_TTL_SECS", default_value_t = 7 * 24 * 3600)]
     index_ttl_secs: u64,
     /// Largest accepted upload, in bytes.
-    #[arg(long, default_value_t = 256 * 1024 * 1024)]
+    #[arg(long, env = "BALEEN_MAX_UPLOAD_BYTES", default_value_t = 256 * 1024 * 1024)]
     max_upload_bytes: u64,
+    /// Print the address (and the demo's details) as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -177,6 +200,9 @@ enum KeysCommand {
         /// Base name of the key files.
         #[arg(long, default_value = "signing")]
         name: String,
+        /// Print the key id and the files written as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -196,6 +222,9 @@ enum TokenCommand {
         /// Bind the token to one package.
         #[arg(long)]
         package: Option<String>,
+        /// Print the token with its name and scope as JSON.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -207,7 +236,8 @@ struct RemoteArgs {
     /// API token (or BALEEN_TOKEN, or "token" in the client config file).
     #[arg(long, env = "BALEEN_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// Client config file (JSON with "server" and "token").
+    /// Client config file, JSON with "server" and "token" (default:
+    /// $XDG_CONFIG_HOME/baleen/client.json, else ~/.config/baleen/client.json, if it exists).
     #[arg(long, env = "BALEEN_CONFIG")]
     config: Option<PathBuf>,
     /// Print the server's JSON answer.
@@ -298,21 +328,50 @@ impl From<PrefetchArg> for Prefetch {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let log_format = cli.log_format;
+    match log_format {
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init(),
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let message = report(&e);
+            match log_format {
+                LogFormat::Text => eprintln!("error: {message}"),
+                LogFormat::Json => tracing::error!(error = %message, "failed"),
+            }
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, outermost first. A cause whose text the message before
+/// it already ends with (an IO error its context quotes) is said once, not twice.
+fn report(error: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if message.ends_with(&text) {
+            continue;
+        }
+        if !message.is_empty() {
+            message.push_str(": ");
+        }
+        message.push_str(&text);
+    }
+    message
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -326,13 +385,21 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => runtime()?.block_on(serve(args)),
         Command::Keys {
-            command: KeysCommand::Generate { dir, name },
+            command: KeysCommand::Generate { dir, name, json },
         } => {
             let key = server::keys::generate(&dir, &name)?;
-            println!("key id:  {}", key.keyid);
-            println!("private: {} (keep it secret)", key.private.display());
-            println!("public:  {} (ship it in your apps)", key.public.display());
-            Ok(())
+            if json {
+                print_json(&serde_json::json!({
+                    "key_id": key.keyid,
+                    "private_key_file": key.private,
+                    "public_key_file": key.public,
+                }))
+            } else {
+                println!("key id:  {}", key.keyid);
+                println!("private: {} (keep it secret)", key.private.display());
+                println!("public:  {} (ship it in your apps)", key.public.display());
+                Ok(())
+            }
         }
         Command::Token {
             command:
@@ -341,23 +408,45 @@ fn run(cli: Cli) -> Result<()> {
                     name,
                     scope,
                     package,
+                    json,
                 },
         } => {
-            let scope = Scope::parse(&scope).with_context(|| {
-                format!("unknown scope {scope:?}; use publish, release or admin")
+            let scope_name = scope;
+            let scope = Scope::parse(&scope_name).with_context(|| {
+                format!("unknown scope {scope_name:?}; use publish, release or admin")
             })?;
             let package = package
                 .as_deref()
                 .map(manifests::PackageId::parse)
                 .transpose()?;
-            std::fs::create_dir_all(&data_dir)
-                .with_context(|| format!("creating {}", data_dir.display()))?;
+            // A token goes into the database the server reads; a new, empty one elsewhere (a
+            // mistyped path) would hold a token no server ever accepts.
+            if !data_dir.is_dir() {
+                bail!(
+                    "no data directory at {dir}: pass the --data-dir (or BALEEN_DATA_DIR) that \
+                     `baleen serve` uses; a new one starts with `baleen keys generate --dir {dir}/keys`",
+                    dir = data_dir.display()
+                );
+            }
             let meta = SqliteMetaStore::open(&data_dir.join("meta.sqlite3"))?;
             let token = runtime()?.block_on(server::auth::create_token(
-                &meta, &name, scope, package, "cli",
+                &meta,
+                &name,
+                scope,
+                package.clone(),
+                "cli",
             ))?;
-            println!("{token}");
-            Ok(())
+            if json {
+                print_json(&serde_json::json!({
+                    "token": token,
+                    "name": name,
+                    "scope": scope_name,
+                    "package": package,
+                }))
+            } else {
+                println!("{token}");
+                Ok(())
+            }
         }
         Command::Publish(args) => publish(args),
         Command::Watch {
@@ -381,6 +470,7 @@ fn run(cli: Cli) -> Result<()> {
                 base_version,
                 debounce: std::time::Duration::from_millis(debounce_ms),
                 max_publishes,
+                json: remote.json,
             };
             server::watch::watch(&client(&remote)?, &options)
         }
@@ -406,17 +496,40 @@ fn run(cli: Cli) -> Result<()> {
         Command::Releases { remote, package } => {
             let releases = client(&remote)?.releases(&package)?;
             print_answer(&remote, &releases, |releases| {
-                for r in releases {
-                    println!(
-                        "{:<12} {}  {:>6} files {:>10} bytes  requires {:<12} {}",
-                        r.version.to_string(),
-                        r.created_at,
-                        r.file_count,
-                        r.size_bytes,
-                        r.requires.as_str(),
-                        r.notes
-                    );
+                if releases.is_empty() {
+                    println!("no releases of {package}");
+                    return;
                 }
+                let rows = releases
+                    .iter()
+                    .map(|r| {
+                        vec![
+                            r.version.to_string(),
+                            r.created_at.to_string(),
+                            r.file_count.to_string(),
+                            r.size_bytes.to_string(),
+                            r.requires.as_str().to_owned(),
+                            r.priority.to_string(),
+                            r.prefetch.as_str().to_owned(),
+                            r.publisher.clone(),
+                            r.notes.lines().next().unwrap_or_default().to_owned(),
+                        ]
+                    })
+                    .collect::<Vec<_>>();
+                print_table(
+                    &[
+                        ("version", Left),
+                        ("created", Left),
+                        ("files", Right),
+                        ("bytes", Right),
+                        ("requires", Left),
+                        ("priority", Right),
+                        ("prefetch", Left),
+                        ("publisher", Left),
+                        ("notes", Left),
+                    ],
+                    &rows,
+                );
             })
         }
         Command::Stats {
@@ -426,35 +539,43 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let reports = client(&remote)?.stats(&app, &channel)?;
             print_answer(&remote, &reports, |reports| {
+                if reports.is_empty() {
+                    println!("no figures for app {app} on {channel} yet");
+                    return;
+                }
                 let pct =
                     |v: Option<f64>| v.map_or("-".to_owned(), |r| format!("{:.1}%", r * 100.0));
-                let name = |v: Option<String>| v.unwrap_or_default();
-                println!(
-                    "{:<16} {:<12} {:>9} {:>9} {:>7} {:>8} {:>9} {:>8} {:>8}",
-                    "package",
-                    "version",
-                    "installed",
-                    "activated",
-                    "failed",
-                    "rollback",
-                    "opens",
-                    "offline",
-                    "<1s"
+                let name = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
+                let rows = reports
+                    .iter()
+                    .map(|r| {
+                        vec![
+                            name(r.package.as_ref().map(ToString::to_string)),
+                            name(r.version.as_ref().map(ToString::to_string)),
+                            r.installed.to_string(),
+                            r.activated.to_string(),
+                            r.failed.to_string(),
+                            r.rolled_back.to_string(),
+                            r.opens.to_string(),
+                            pct(r.offline_hit_rate),
+                            pct(r.under_1s_rate),
+                        ]
+                    })
+                    .collect::<Vec<_>>();
+                print_table(
+                    &[
+                        ("package", Left),
+                        ("version", Left),
+                        ("installed", Right),
+                        ("activated", Right),
+                        ("failed", Right),
+                        ("rollback", Right),
+                        ("opens", Right),
+                        ("offline", Right),
+                        ("<1s", Right),
+                    ],
+                    &rows,
                 );
-                for r in reports {
-                    println!(
-                        "{:<16} {:<12} {:>9} {:>9} {:>7} {:>8} {:>9} {:>8} {:>8}",
-                        name(r.package.as_ref().map(ToString::to_string)),
-                        name(r.version.as_ref().map(ToString::to_string)),
-                        r.installed,
-                        r.activated,
-                        r.failed,
-                        r.rolled_back,
-                        r.opens,
-                        pct(r.offline_hit_rate),
-                        pct(r.under_1s_rate)
-                    );
-                }
             })
         }
         Command::History {
@@ -464,28 +585,113 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let history = client(&remote)?.history(&package, &channel)?;
             print_answer(&remote, &history, |history| {
+                if history.is_empty() {
+                    println!("no history for {package} on {channel}");
+                    return;
+                }
                 let version = |v: &Option<ReleaseVersion>| {
                     v.as_ref()
                         .map_or_else(|| "-".to_owned(), ToString::to_string)
                 };
-                for h in history {
-                    println!(
-                        "#{:<5} {} {:<9} {} -> {} {} by {}: {}",
-                        h.sequence,
-                        h.at,
-                        h.action,
-                        version(&h.from_version),
-                        version(&h.to_version),
-                        h.rollout_basis_points
-                            .map(|bp| format!("({}%)", f64::from(bp) / 100.0))
-                            .unwrap_or_default(),
-                        h.actor,
-                        h.reason
-                    );
-                }
+                let rows = history
+                    .iter()
+                    .map(|h| {
+                        vec![
+                            h.sequence.to_string(),
+                            h.at.to_string(),
+                            h.action.clone(),
+                            version(&h.from_version),
+                            version(&h.to_version),
+                            h.rollout_basis_points
+                                .map_or_else(|| "-".to_owned(), percent),
+                            h.actor.clone(),
+                            h.reason.clone(),
+                        ]
+                    })
+                    .collect::<Vec<_>>();
+                print_table(
+                    &[
+                        ("sequence", Right),
+                        ("at", Left),
+                        ("action", Left),
+                        ("from", Left),
+                        ("to", Left),
+                        ("share", Right),
+                        ("by", Left),
+                        ("reason", Left),
+                    ],
+                    &rows,
+                );
             })
         }
     }
+}
+
+/// How a column's cells line up.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Align {
+    Left,
+    Right,
+}
+use Align::{Left, Right};
+
+/// Prints rows under their headers, each column as wide as its widest cell, two spaces apart;
+/// lines end without spaces.
+fn print_table(headers: &[(&str, Align)], rows: &[Vec<String>]) {
+    let width = |s: &str| s.chars().count();
+    let widths: Vec<usize> = headers
+        .iter()
+        .enumerate()
+        .map(|(i, (header, _))| {
+            rows.iter()
+                .filter_map(|row| row.get(i))
+                .map(|cell| width(cell))
+                .fold(width(header), usize::max)
+        })
+        .collect();
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let mut out = String::new();
+        for (i, cell) in cells.enumerate() {
+            let (Some(&column_width), Some(&(_, align))) = (widths.get(i), headers.get(i)) else {
+                break;
+            };
+            if i > 0 {
+                out.push_str("  ");
+            }
+            let pad = " ".repeat(column_width.saturating_sub(width(cell)));
+            match align {
+                Right => {
+                    out.push_str(&pad);
+                    out.push_str(cell);
+                }
+                Left => {
+                    out.push_str(cell);
+                    out.push_str(&pad);
+                }
+            }
+        }
+        // No trailing spaces, even when the last cells are empty.
+        out.truncate(out.trim_end().len());
+        out
+    };
+    println!("{}", line(&mut headers.iter().map(|(h, _)| *h)));
+    for row in rows {
+        println!("{}", line(&mut row.iter().map(String::as_str)));
+    }
+}
+
+/// Basis points as a percentage: `1250` is `12.5%`.
+fn percent(basis_points: u16) -> String {
+    format!("{}%", f64::from(basis_points) / 100.0)
+}
+
+/// Prints a value as pretty JSON on standard output.
+fn print_json<T: Serialize>(value: &T) -> Result<()> {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).context("printing the answer as JSON")?
+    );
+    Ok(())
 }
 
 /// Parses `12.5` (percent) into basis points, refusing more than two decimals or over 100.
@@ -509,7 +715,10 @@ fn percent_to_basis_points(text: &str) -> Result<u16> {
     Ok(bp as u16)
 }
 
+/// The client config file: where the commands that talk to a server find it when neither a flag
+/// nor an environment variable says.
 #[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct ClientConfig {
     server: Option<String>,
     token: Option<String>,
@@ -527,13 +736,19 @@ fn client(args: &RemoteArgs) -> Result<Remote> {
         Some(path) => {
             let bytes =
                 std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            serde_json::from_slice(&bytes).with_context(|| format!("parsing {}", path.display()))?
+            serde_json::from_slice(&bytes).with_context(|| {
+                format!(
+                    "parsing {} (expected {{\"server\": \"http://…\", \"token\": \"baleen_…\"}})",
+                    path.display()
+                )
+            })?
         }
         None => ClientConfig::default(),
     };
     let server = args.server.clone().or(config.server).context(
         "no server: pass --server, set BALEEN_SERVER, or put \"server\" in the client config",
     )?;
+    let server = server::remote::server_url(&server)?;
     let token = args.token.clone().or(config.token).context(
         "no token: pass --token, set BALEEN_TOKEN, or put \"token\" in the client config",
     )?;
@@ -543,14 +758,11 @@ fn client(args: &RemoteArgs) -> Result<Remote> {
 /// Prints the server's answer: as JSON with `--json`, else for people.
 fn print_answer<T: Serialize>(args: &RemoteArgs, answer: &T, human: impl FnOnce(&T)) -> Result<()> {
     if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(answer).context("printing the answer as JSON")?
-        );
+        print_json(answer)
     } else {
         human(answer);
+        Ok(())
     }
-    Ok(())
 }
 
 fn change(target: &Target, action: Action) -> Result<()> {
@@ -574,8 +786,8 @@ fn change(target: &Target, action: Action) -> Result<()> {
             s.candidate
                 .as_ref()
                 .map(|_| format!(
-                    " at {}%{}",
-                    f64::from(s.rollout_basis_points) / 100.0,
+                    " at {}{}",
+                    percent(s.rollout_basis_points),
                     if s.paused { ", paused" } else { "" }
                 ))
                 .unwrap_or_default(),
@@ -585,26 +797,54 @@ fn change(target: &Target, action: Action) -> Result<()> {
 }
 
 fn publish(args: PublishArgs) -> Result<()> {
-    let query = PublishQuery {
+    let request = PublishRequest {
         version: args.version.to_string(),
         channel: args.channel.as_ref().map(ToString::to_string),
         requires: args.requires.clone(),
+        routes: args.routes.clone(),
         entry: args.entry.clone(),
+        spa: args.spa.then_some(true),
         notes: args.notes.clone(),
         source_revision: args.source_revision.clone(),
-        spa: args.spa.then_some(true),
-        routes: (!args.routes.is_empty()).then(|| args.routes.join(",")),
         priority: args.priority,
         prefetch: args.prefetch.map(|p| Prefetch::from(p).as_str().to_owned()),
+        ..PublishRequest::default()
+    };
+    // Everything that can be checked here is, before a large build is zipped and uploaded.
+    request
+        .check()
+        .context("nothing was published; check the arguments")?;
+    let source = &args.source;
+    if !source.exists() {
+        bail!(
+            "{} does not exist; give the build directory or a zip of it",
+            source.display()
+        );
+    }
+    if let Some(entry) = &args.entry
+        && source.is_dir()
+        && !source.join(entry).is_file()
+    {
+        bail!(
+            "entry page \"{entry}\" is not in {} (choose one with --entry)",
+            source.display()
+        );
+    }
+    let remote = client(&args.remote)?;
+    let query = PublishQuery {
+        version: request.version.clone(),
+        channel: request.channel.clone(),
+        requires: request.requires.clone(),
+        entry: request.entry.clone(),
+        notes: request.notes.clone(),
+        source_revision: request.source_revision.clone(),
+        spa: request.spa,
+        routes: (!request.routes.is_empty()).then(|| request.routes.join(",")),
+        priority: request.priority,
+        prefetch: request.prefetch.clone(),
         ..PublishQuery::default()
     };
-    let answer = client(&args.remote)?.publish(
-        &args.source,
-        &args.app,
-        &args.package,
-        &query,
-        !args.remote.json,
-    )?;
+    let answer = remote.publish(source, &args.app, &args.package, &query, !args.remote.json)?;
     print_answer(&args.remote, &answer, |a| {
         let r = &a.release;
         println!(
@@ -626,44 +866,94 @@ fn publish(args: PublishArgs) -> Result<()> {
     })
 }
 
-async fn serve(args: ServeArgs) -> Result<()> {
-    let (data, key, _demo_dir) = if args.demo {
-        let dir = std::env::temp_dir().join(format!("baleen-demo-{}", std::process::id()));
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
-        }
-        let data = DataDir::new(&dir);
-        let generated = server::keys::generate(&dir.join("keys"), "signing")?;
-        let key = server::keys::load(&generated.private)?;
-        (data, key, Some(RemoveOnDrop(dir)))
-    } else {
-        let data = DataDir::new(&args.data_dir);
-        let key_path = args.key.clone().unwrap_or_else(|| data.key_path());
-        if !key_path.exists() {
-            bail!(
-                "no signing key at {}: create one with `baleen keys generate --dir {}`, \
-                 pass --key, or try `baleen serve --demo`",
-                key_path.display(),
-                key_path
-                    .parent()
-                    .map_or_else(|| ".".into(), |p| p.display().to_string())
-            );
-        }
-        let key = server::keys::load(&key_path)?;
-        (data, key, None)
-    };
+/// The settings of `serve`, checked: a bad value is refused now, naming its flag and variable.
+fn settings(data: &DataDir, args: &ServeArgs) -> Result<Settings> {
     let mut settings = data.settings();
     settings.index_ttl_secs = args.index_ttl_secs;
     settings.max_upload_bytes = args.max_upload_bytes;
-    let service = Arc::new(data.open(key, settings)?);
-    let listener = server::http::bind(args.listen).await?;
+    match settings.check() {
+        Ok(()) => Ok(settings),
+        Err(server::Error::InvalidSetting {
+            setting,
+            value,
+            reason,
+        }) => bail!(
+            "refusing to start: --{} {value} (or BALEEN_{}): {reason}",
+            setting.replace('_', "-"),
+            setting.to_uppercase()
+        ),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Binds the address to listen on, saying so plainly when another process holds it.
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+    match server::http::bind(addr).await {
+        Ok(listener) => Ok(listener),
+        Err(server::Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::AddrInUse => {
+            bail!(
+                "{addr} is already in use (another `baleen serve`?); \
+                 listen elsewhere with --listen or BALEEN_LISTEN"
+            )
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    let demo_dir = args
+        .demo
+        .then(|| std::env::temp_dir().join(format!("baleen-demo-{}", std::process::id())));
+    let data = DataDir::new(demo_dir.as_ref().unwrap_or(&args.data_dir));
+    // Checked before anything is read or written.
+    let settings = settings(&data, &args)?;
+    let (key, _demo_dir) = match demo_dir {
+        Some(dir) => {
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)
+                    .with_context(|| format!("clearing {}", dir.display()))?;
+            }
+            let cleanup = RemoveOnDrop(dir.clone());
+            let generated = server::keys::generate(&dir.join("keys"), "signing")?;
+            (server::keys::load(&generated.private)?, Some(cleanup))
+        }
+        None => {
+            let key_path = args.key.clone().unwrap_or_else(|| data.key_path());
+            if !key_path.exists() {
+                bail!(
+                    "no signing key at {}: create one with `baleen keys generate --dir {}`, \
+                     pass --key, or try `baleen serve --demo`",
+                    key_path.display(),
+                    key_path
+                        .parent()
+                        .map_or_else(|| ".".into(), |p| p.display().to_string())
+                );
+            }
+            (server::keys::load(&key_path)?, None)
+        }
+    };
+    // Bound before the data directory is opened: opening clears the staging area, which must
+    // not happen under a server already running on it.
+    let listener = bind(args.listen).await?;
     let addr = listener.local_addr().context("reading the bound address")?;
+    let service = Arc::new(data.open(key, settings)?);
     if args.demo {
         let seeded = server::demo::seed(&service, &data.root().join("tmp")).await?;
-        print_demo(addr, &data, &service, &seeded);
+        print_demo(addr, &data, &service, &seeded, args.json)?;
     } else {
         tracing::info!(data_dir = %data.root().display(), keyid = %service.public_key().id(), "serving");
-        println!("listening on http://{addr}");
+        if args.json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "listening": format!("http://{addr}"),
+                    "data_dir": data.root(),
+                    "key_id": service.public_key().id().to_string(),
+                })
+            );
+        } else {
+            println!("listening on http://{addr}");
+        }
     }
     server::http::serve(service, listener, shutdown_signal()).await?;
     Ok(())
@@ -674,9 +964,26 @@ fn print_demo(
     data: &DataDir,
     service: &server::service::Service,
     seeded: &server::demo::Seeded,
-) {
+    json: bool,
+) -> Result<()> {
     use server::demo::{APP, CHANNEL, PACKAGE};
     let base = format!("http://{addr}");
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "listening": base,
+                "data_dir": data.root(),
+                "key_id": service.public_key().id().to_string(),
+                "public_key": service.public_key().to_hex(),
+                "admin_token": seeded.admin_token,
+                "app": APP,
+                "package": PACKAGE,
+                "channel": CHANNEL,
+            })
+        );
+        return Ok(());
+    }
     println!("Baleen demo server on {base}");
     println!("  data dir:    {} (removed on exit)", data.root().display());
     println!("  public key:  {}", service.public_key().to_hex());
@@ -698,6 +1005,7 @@ fn print_demo(
     println!(
         "(use `cargo run -p server --bin baleen --` in place of `baleen` inside the repository)"
     );
+    Ok(())
 }
 
 struct RemoveOnDrop(PathBuf);

@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use manifests::{
-    AppId, Channel, Digest, FileEntry, HostRequirement, PackageId, Prefetch, RelPath, Release,
-    ReleaseVersion, Route, UrlPrefix, to_canonical,
+    AppId, Channel, Digest, FileEntry, HostRequirement, MAX_NOTES_LEN, MAX_REVISION_LEN,
+    MAX_ROUTES, PackageId, Prefetch, RelPath, Release, ReleaseVersion, Route, UrlPrefix,
+    to_canonical,
 };
 use serde::{Deserialize, Serialize};
 
@@ -64,6 +65,69 @@ pub struct PublishRequest {
     pub prefetch: Option<String>,
 }
 
+impl PublishRequest {
+    /// Checks every field that can be checked without the files, by the rules the release will
+    /// be held to, so that the command line refuses bad arguments before it zips and uploads a
+    /// build, and the server before it stages an upload.
+    ///
+    /// # Errors
+    /// The first field that breaks a rule: a contract error naming the value, or
+    /// [`Error::BadRequest`].
+    pub fn check(&self) -> Result<()> {
+        ReleaseVersion::parse(&self.version)?;
+        if let Some(channel) = &self.channel {
+            Channel::parse(channel)?;
+        }
+        if let Some(prefetch) = &self.prefetch {
+            Prefetch::parse(prefetch)?;
+        }
+        if let Some(requires) = &self.requires {
+            HostRequirement::parse(requires)?;
+        }
+        for route in &self.routes {
+            UrlPrefix::parse(route)?;
+        }
+        if self.routes.len() > MAX_ROUTES {
+            return Err(manifests::Error::InvalidField {
+                field: "routes".into(),
+                reason: "more than 64 routes".into(),
+            }
+            .into());
+        }
+        if let Some(entry) = &self.entry {
+            RelPath::parse(entry)?;
+        }
+        if let Some(base) = &self.base {
+            ReleaseVersion::parse(base)?;
+        }
+        if self.base.is_none() && !self.removed.is_empty() {
+            return Err(Error::BadRequest(
+                "removed paths need a base release".into(),
+            ));
+        }
+        for path in &self.removed {
+            RelPath::parse(path)?;
+        }
+        if self.notes.as_ref().is_some_and(|n| n.len() > MAX_NOTES_LEN) {
+            return Err(manifests::Error::InvalidField {
+                field: "notes".into(),
+                reason: "longer than 64 KiB".into(),
+            }
+            .into());
+        }
+        if let Some(rev) = &self.source_revision
+            && (rev.is_empty() || rev.len() > MAX_REVISION_LEN || rev.chars().any(char::is_control))
+        {
+            return Err(manifests::Error::InvalidField {
+                field: "source_revision".into(),
+                reason: "must be 1 to 256 bytes without control characters".into(),
+            }
+            .into());
+        }
+        Ok(())
+    }
+}
+
 /// The result of a publish.
 #[derive(Clone, Debug)]
 pub struct Published {
@@ -98,6 +162,7 @@ impl Service {
         zip: &Path,
         actor: &str,
     ) -> Result<Published> {
+        request.check()?;
         let version = ReleaseVersion::parse(&request.version)?;
         let channel = request.channel.as_deref().map(Channel::parse).transpose()?;
         let prefetch = request
@@ -326,7 +391,7 @@ fn build_release(
     };
     if !files.contains_key(&entry) {
         return Err(Error::BadRequest(format!(
-            "entry page {entry:?} is not in the upload (choose one with --entry)"
+            "entry page \"{entry}\" is not in the upload (choose one with --entry)"
         )));
     }
     let spa = request

@@ -16,6 +16,7 @@ use crate::api::{
     ChangeRequest, ChangeResult, ChannelState, ErrorBody, HistoryEntry, PublishQuery, Published,
     ReleaseReport, ReleaseSummary,
 };
+use crate::channel::Action;
 
 /// A server and the token to talk to it with.
 #[derive(Debug, Clone)]
@@ -40,7 +41,8 @@ impl Remote {
         }
     }
 
-    /// Reads a reply: the typed answer on success, else the server's error as a message.
+    /// Reads a reply: the typed answer on success, else the server's error as a message that
+    /// starts with `what` the user asked for ("rolling out checkout 1.5.0 on production").
     fn answer<T: DeserializeOwned>(
         &self,
         what: &str,
@@ -58,15 +60,28 @@ impl Remote {
                 format!("{what}: unexpected answer from the server: {text:.200}")
             });
         }
+        let hint = match status.as_u16() {
+            401 => {
+                "; the server knows no such token: create one with `baleen token create` \
+                 on the server's data directory"
+            }
+            403 => "; use a token with a wider scope",
+            _ => "",
+        };
         match serde_json::from_str::<ErrorBody>(&text) {
             Ok(ErrorBody { error }) => bail!(
-                "{what}: {} ({}, HTTP {})",
+                "{what}: {} ({}, HTTP {}){hint}",
                 error.message,
                 error.code,
                 status.as_u16()
             ),
-            Err(_) => bail!("{what}: HTTP {}: {text:.200}", status.as_u16()),
+            Err(_) => bail!("{what}: HTTP {}: {text:.200}{hint}", status.as_u16()),
         }
+    }
+
+    /// The error of a request that got no answer: the server could not be reached.
+    fn unreachable(&self, what: &str, error: ureq::Error) -> anyhow::Error {
+        anyhow!("{what}: cannot reach the server at {}: {error}", self.base)
     }
 
     /// Uploads a directory (zipped on the fly) or a zip file as a new release.
@@ -79,7 +94,12 @@ impl Remote {
         progress: bool,
     ) -> Result<Published> {
         let zip = if source.is_dir() {
-            zip_dir(source).with_context(|| format!("zipping {}", source.display()))?
+            let files = list_files(source)?;
+            if files.is_empty() {
+                bail!("{} holds no files", source.display());
+            }
+            zip_entries(source, &files, progress && std::io::stderr().is_terminal())
+                .with_context(|| format!("zipping {}", source.display()))?
         } else {
             File::open(source).with_context(|| format!("opening {}", source.display()))?
         };
@@ -109,12 +129,15 @@ impl Remote {
             .header("Authorization", format!("Bearer {}", self.token))
             .header("Content-Length", size.to_string())
             .content_type("application/zip");
-        let mut reader = Progress::new(zip, size, progress && std::io::stderr().is_terminal());
-        let response = request
-            .send(ureq::SendBody::from_reader(&mut reader))
-            .with_context(|| format!("uploading to {url}"))?;
-        reader.finish();
-        self.answer("publish", response)
+        let what = format!("publishing {package} {}", query.version);
+        let mut reader = Progress {
+            inner: zip,
+            bar: Bar::new("upload", size, progress && std::io::stderr().is_terminal()),
+        };
+        let sent = request.send(ureq::SendBody::from_reader(&mut reader));
+        reader.bar.finish();
+        let response = sent.map_err(|e| self.unreachable(&what, e))?;
+        self.answer(&what, response)
     }
 
     /// Applies a channel change.
@@ -124,31 +147,49 @@ impl Remote {
         channel: &Channel,
         change: &ChangeRequest,
     ) -> Result<ChangeResult> {
-        self.post(&paths::channel_change_path(package, channel), change)
+        let what = describe_change(package, channel, &change.action);
+        self.post(&what, &paths::channel_change_path(package, channel), change)
     }
 
     /// A package's releases, newest first.
     pub fn releases(&self, package: &PackageId) -> Result<Vec<ReleaseSummary>> {
-        self.get(&paths::releases_path(package))
+        self.get(
+            &format!("listing the releases of {package}"),
+            &paths::releases_path(package),
+        )
     }
 
     /// A package's history on a channel, newest first.
     pub fn history(&self, package: &PackageId, channel: &Channel) -> Result<Vec<HistoryEntry>> {
-        self.get(&paths::history_path(package, channel))
+        self.get(
+            &format!("reading the history of {package} on {channel}"),
+            &paths::history_path(package, channel),
+        )
     }
 
     /// Every package's state on an app's channel.
     pub fn channel_state(&self, app: &AppId, channel: &Channel) -> Result<ChannelState> {
-        self.get(&paths::channel_state_path(app, channel))
+        self.get(
+            &format!("reading channel {channel} of app {app}"),
+            &paths::channel_state_path(app, channel),
+        )
     }
 
     /// Per-release figures of an app's channel.
     pub fn stats(&self, app: &AppId, channel: &Channel) -> Result<Vec<ReleaseReport>> {
-        self.get(&paths::stats_path(app, channel))
+        self.get(
+            &format!("reading the figures of app {app} on {channel}"),
+            &paths::stats_path(app, channel),
+        )
     }
 
-    /// POSTs a JSON body to an API path.
-    fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> Result<T> {
+    /// POSTs a JSON body to an API path; `what` says what the user asked for, for errors.
+    fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        what: &str,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
         let url = format!("{}{path}", self.base);
         let bytes = serde_json::to_vec(body)?;
         let response = self
@@ -157,20 +198,66 @@ impl Remote {
             .header("Authorization", format!("Bearer {}", self.token))
             .content_type("application/json")
             .send(&bytes[..])
-            .with_context(|| format!("calling {url}"))?;
-        self.answer(path, response)
+            .map_err(|e| self.unreachable(what, e))?;
+        self.answer(what, response)
     }
 
-    /// GETs an API path.
-    fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+    /// GETs an API path; `what` says what the user asked for, for errors.
+    fn get<T: DeserializeOwned>(&self, what: &str, path: &str) -> Result<T> {
         let url = format!("{}{path}", self.base);
         let response = self
             .agent
             .get(&url)
             .header("Authorization", format!("Bearer {}", self.token))
             .call()
-            .with_context(|| format!("calling {url}"))?;
-        self.answer(path, response)
+            .map_err(|e| self.unreachable(what, e))?;
+        self.answer(what, response)
+    }
+}
+
+/// The server's base URL from what a user typed: `http://host:port` or `https://…` as given
+/// (without a trailing `/`), and `host:port` without a scheme as `http://host:port`.
+///
+/// # Errors
+/// Another scheme, no host, or text that is not a URL, with an example of one that works.
+pub fn server_url(text: &str) -> Result<String> {
+    let example = "such as http://127.0.0.1:8080";
+    let trimmed = text.trim();
+    let url = match trimmed.split_once("://") {
+        Some(("http" | "https", _)) => trimmed.trim_end_matches('/').to_owned(),
+        Some((scheme, _)) => bail!(
+            "server {text:?}: {scheme}:// is not supported; use an http:// or https:// URL, {example}"
+        ),
+        None => format!("http://{}", trimmed.trim_end_matches('/')),
+    };
+    let host = url
+        .split_once("://")
+        .map_or("", |(_, rest)| rest.split('/').next().unwrap_or(""));
+    let parses = url.parse::<ureq::http::Uri>().is_ok();
+    if host.is_empty() || host.contains(char::is_whitespace) || !parses {
+        bail!("server {text:?} is not a URL; give one {example}");
+    }
+    Ok(url)
+}
+
+/// What a channel change does, as the user would say it.
+fn describe_change(package: &PackageId, channel: &Channel, action: &Action) -> String {
+    match action {
+        Action::Promote { version } => format!("promoting {package} {version} on {channel}"),
+        Action::Rollout {
+            version: Some(version),
+            ..
+        } => format!("rolling out {package} {version} on {channel}"),
+        Action::Rollout { version: None, .. } => {
+            format!("changing the rollout of {package} on {channel}")
+        }
+        Action::Pause => format!("pausing the rollout of {package} on {channel}"),
+        Action::Resume => format!("resuming the rollout of {package} on {channel}"),
+        Action::Complete => format!("completing the rollout of {package} on {channel}"),
+        Action::Rollback { to: Some(to) } => {
+            format!("rolling back {package} on {channel} to {to}")
+        }
+        Action::Rollback { to: None } => format!("rolling back {package} on {channel}"),
     }
 }
 
@@ -197,6 +284,11 @@ pub fn list_files(dir: &Path) -> Result<Vec<String>> {
 /// Zips the given files under `dir` into an anonymous temp file, positioned at its start; no
 /// files gives an empty file.
 pub fn zip_files(dir: &Path, files: &[String]) -> Result<File> {
+    zip_entries(dir, files, false)
+}
+
+/// [`zip_files`], drawing a progress bar on standard error when `draw` is set.
+fn zip_entries(dir: &Path, files: &[String], draw: bool) -> Result<File> {
     let tmp = tempfile()?;
     if files.is_empty() {
         return Ok(tmp);
@@ -208,6 +300,17 @@ pub fn zip_files(dir: &Path, files: &[String]) -> Result<File> {
         .compression_method(zip::CompressionMethod::Deflated)
         .compression_level(Some(1))
         .unix_permissions(0o644);
+    // Sizes only for the bar: listing them costs a stat per file.
+    let total = if draw {
+        files
+            .iter()
+            .filter_map(|rel| std::fs::metadata(dir.join(rel)).ok())
+            .map(|m| m.len())
+            .sum()
+    } else {
+        0
+    };
+    let mut bar = Bar::new("zip", total, draw);
     let mut buf = Vec::new();
     for rel in files {
         writer.start_file(rel.as_str(), options)?;
@@ -216,7 +319,9 @@ pub fn zip_files(dir: &Path, files: &[String]) -> Result<File> {
             .and_then(|mut f| f.read_to_end(&mut buf))
             .with_context(|| format!("reading {rel}"))?;
         writer.write_all(&buf)?;
+        bar.advance(buf.len() as u64);
     }
+    bar.finish();
     let mut file = writer.finish()?;
     file.rewind()?;
     Ok(file)
@@ -278,19 +383,19 @@ fn tempfile() -> Result<File> {
     bail!("could not create a temporary file in {}", dir.display())
 }
 
-/// A reader that draws a progress bar on standard error.
-struct Progress<R> {
-    inner: R,
+/// A progress bar on standard error, drawn only when asked (when standard error is a terminal).
+struct Bar {
+    label: &'static str,
     total: u64,
     done: u64,
     shown: u64,
     draw: bool,
 }
 
-impl<R> Progress<R> {
-    fn new(inner: R, total: u64, draw: bool) -> Progress<R> {
-        Progress {
-            inner,
+impl Bar {
+    fn new(label: &'static str, total: u64, draw: bool) -> Bar {
+        Bar {
+            label,
             total,
             done: 0,
             shown: u64::MAX,
@@ -298,18 +403,23 @@ impl<R> Progress<R> {
         }
     }
 
-    fn show(&mut self) {
+    fn advance(&mut self, bytes: u64) {
+        self.done += bytes;
         if !self.draw {
             return;
         }
-        let percent = (self.done * 100).checked_div(self.total).unwrap_or(100);
+        let percent = (self.done * 100)
+            .checked_div(self.total)
+            .unwrap_or(100)
+            .min(100);
         if percent == self.shown {
             return;
         }
         self.shown = percent;
         let filled = (percent / 5) as usize;
         eprint!(
-            "\rupload [{}{}] {percent:>3}% {:.1}/{:.1} MB",
+            "\r{:<6} [{}{}] {percent:>3}% {:.1}/{:.1} MB",
+            self.label,
             "#".repeat(filled),
             " ".repeat(20 - filled),
             self.done as f64 / 1e6,
@@ -318,17 +428,23 @@ impl<R> Progress<R> {
     }
 
     fn finish(&mut self) {
-        if self.draw {
+        if self.draw && self.shown != u64::MAX {
             eprintln!();
         }
+        self.draw = false;
     }
+}
+
+/// A reader that advances a progress bar by what is read.
+struct Progress<R> {
+    inner: R,
+    bar: Bar,
 }
 
 impl<R: Read> Read for Progress<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.done += n as u64;
-        self.show();
+        self.bar.advance(n as u64);
         Ok(n)
     }
 }

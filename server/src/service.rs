@@ -16,6 +16,14 @@ use crate::error::{Error, Result};
 use crate::ingest::Limits;
 use crate::meta_store::{MetaStore, StoredIndex};
 
+/// The shortest index lifetime: an index is re-signed when half of its lifetime is left, and the
+/// server can only act on whole seconds.
+pub const MIN_INDEX_TTL_SECS: u64 = 2;
+
+/// The longest index lifetime, a year: a device trusts an index that long, so a longer one would
+/// let a replayed old index hold devices back for longer.
+pub const MAX_INDEX_TTL_SECS: u64 = 365 * 24 * 3600;
+
 /// Settings of a running service.
 #[derive(Clone, Debug)]
 pub struct Settings {
@@ -50,6 +58,61 @@ impl Settings {
             max_concurrent_requests: 4096,
             staging_dir,
         }
+    }
+}
+
+impl Settings {
+    /// Checks that the service can run with these settings, so that a bad value is refused at
+    /// start rather than found later by a request that half-succeeds (an index lifetime of 0 s
+    /// would let a publish store its release and then fail to sign the channel's index).
+    ///
+    /// # Errors
+    /// [`Error::InvalidSetting`] naming the first bad setting and why.
+    pub fn check(&self) -> Result<()> {
+        let invalid = |setting: &'static str, value: String, reason: &str| {
+            Err(Error::InvalidSetting {
+                setting,
+                value,
+                reason: reason.to_owned(),
+            })
+        };
+        if !(MIN_INDEX_TTL_SECS..=MAX_INDEX_TTL_SECS).contains(&self.index_ttl_secs) {
+            return invalid(
+                "index_ttl_secs",
+                self.index_ttl_secs.to_string(),
+                &format!(
+                    "an index must stay valid from {MIN_INDEX_TTL_SECS} seconds (it is re-signed \
+                     when half of its lifetime is left) to {MAX_INDEX_TTL_SECS} seconds (a year; \
+                     devices trust an index that long); the default is a week, 604800"
+                ),
+            );
+        }
+        if self.max_upload_bytes == 0 {
+            return invalid(
+                "max_upload_bytes",
+                "0".into(),
+                "every publish would be refused; the default is 268435456 (256 MiB)",
+            );
+        }
+        if self.header_read_timeout.is_zero() {
+            return invalid(
+                "header_read_timeout",
+                "0s".into(),
+                "every connection would be cut off",
+            );
+        }
+        let limits = [
+            ("limits.max_entries", self.limits.max_entries as u64),
+            ("limits.max_file_bytes", self.limits.max_file_bytes),
+            ("limits.max_total_bytes", self.limits.max_total_bytes),
+            ("limits.max_ratio", self.limits.max_ratio),
+        ];
+        for (setting, value) in limits {
+            if value == 0 {
+                return invalid(setting, "0".into(), "every upload would be refused");
+            }
+        }
+        Ok(())
     }
 }
 
@@ -108,6 +171,7 @@ impl Service {
         key: KeyPair,
         settings: Settings,
     ) -> Result<Service> {
+        settings.check()?;
         std::fs::create_dir_all(&settings.staging_dir)
             .map_err(|e| Error::io(format!("creating {}", settings.staging_dir.display()), e))?;
         Ok(Service {

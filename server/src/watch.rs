@@ -33,6 +33,8 @@ pub struct WatchOptions {
     pub debounce: Duration,
     /// Stop after this many publishes (for tests); `None` runs until interrupted.
     pub max_publishes: Option<usize>,
+    /// Print one JSON object per publish instead of a line for people.
+    pub json: bool,
 }
 
 /// Every file's digest and size, by relative path.
@@ -143,6 +145,16 @@ fn publish(
     let zip = zip_files(&options.dir, &upload)?;
     let upload_bytes = zip.metadata().map(|m| m.len()).unwrap_or(0);
     let answer = remote.publish_zip(zip, &options.app, &options.package, &query, false)?;
+    if options.json {
+        let line = serde_json::json!({
+            "published": answer,
+            "uploaded_files": upload.len(),
+            "uploaded_bytes": upload_bytes,
+            "removed_files": removed.len(),
+        });
+        println!("{line}");
+        return Ok(version);
+    }
     println!(
         "published {}@{version}: {} files, {} uploaded ({upload_bytes} bytes), {} removed, index sequence {}",
         options.package,

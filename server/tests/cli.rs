@@ -335,7 +335,7 @@ fn publish_rollout_and_rollback_through_the_cli() {
         .lines()
         .map(|l| l.split_whitespace().next().unwrap())
         .collect();
-    assert_eq!(versions, ["1.1.0", "1.0.0"]);
+    assert_eq!(versions, ["version", "1.1.0", "1.0.0"]);
 
     let no_token = baleen(
         &["releases", "--package", "checkout", "--server", &base],
@@ -560,4 +560,817 @@ fn harness_get(base: &str, path: &str) -> Vec<u8> {
         .into_body()
         .read_to_vec()
         .unwrap()
+}
+
+#[track_caller]
+fn fails(output: &Output) -> String {
+    assert!(
+        !output.status.success(),
+        "succeeded; stdout: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8(output.stderr.clone()).unwrap()
+}
+
+/// A loopback address nothing listens on: a free port, released again.
+fn closed_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("http://{}", listener.local_addr().unwrap())
+}
+
+/// A server with `checkout@1.0.0` stable on `production`; returns it with its environment.
+fn started(dir: &Path) -> (Serve, String, String) {
+    let data = dir.join("data");
+    let token = init(&data, "ci", "admin").trim().to_owned();
+    let (server, base) = serve(&data);
+    let build = dir.join("dist");
+    write_build(&build, "one");
+    ok(&baleen(
+        &[
+            "publish",
+            build.to_str().unwrap(),
+            "--app",
+            "shop",
+            "--package",
+            "checkout",
+            "--version",
+            "1.0.0",
+            "--channel",
+            "production",
+            "--route",
+            "https://m.example.com/checkout/",
+        ],
+        &[("BALEEN_SERVER", &base), ("BALEEN_TOKEN", &token)],
+    ));
+    (server, base, token)
+}
+
+#[test]
+fn errors_name_what_the_user_did_not_the_api_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, base, token) = started(dir.path());
+    let env = [("BALEEN_SERVER", base.as_str()), ("BALEEN_TOKEN", &token)];
+    let err = fails(&baleen(
+        &[
+            "rollout",
+            "--package",
+            "checkout",
+            "--channel",
+            "production",
+            "--version",
+            "1.5.0",
+            "--percent",
+            "10",
+        ],
+        &env,
+    ));
+    assert_eq!(
+        err.trim(),
+        "error: rolling out checkout 1.5.0 on production: release 1.5.0 not found \
+         (not_found, HTTP 404)"
+    );
+    let err = fails(&baleen(
+        &[
+            "history",
+            "--package",
+            "nosuchpackage",
+            "--channel",
+            "production",
+        ],
+        &env,
+    ));
+    assert!(
+        err.starts_with("error: reading the history of nosuchpackage on production: package nosuchpackage not found"),
+        "{err}"
+    );
+    let err = fails(&baleen(
+        &["releases", "--package", "checkout"],
+        &[("BALEEN_SERVER", &base), ("BALEEN_TOKEN", "baleen_0000")],
+    ));
+    assert!(
+        err.contains("listing the releases of checkout: missing or unknown token")
+            && err.contains("baleen token create"),
+        "{err}"
+    );
+    let closed = closed_address();
+    let err = fails(&baleen(
+        &["releases", "--package", "checkout"],
+        &[("BALEEN_SERVER", &closed), ("BALEEN_TOKEN", &token)],
+    ));
+    assert!(
+        err.contains(&format!(
+            "listing the releases of checkout: cannot reach the server at {closed}"
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("/v1/"), "{err}");
+}
+
+#[test]
+fn a_missing_entry_page_is_named_as_the_user_wrote_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, base, token) = started(dir.path());
+    let env = [("BALEEN_SERVER", base.as_str()), ("BALEEN_TOKEN", &token)];
+    let build = dir.path().join("dist");
+    let publish = |source: &Path| {
+        baleen(
+            &[
+                "publish",
+                source.to_str().unwrap(),
+                "--app",
+                "shop",
+                "--package",
+                "checkout",
+                "--version",
+                "1.1.0",
+                "--entry",
+                "main.html",
+            ],
+            &env,
+        )
+    };
+    // A directory is checked here, before anything is zipped.
+    let err = fails(&publish(&build));
+    assert_eq!(
+        err.trim(),
+        format!(
+            "error: entry page \"main.html\" is not in {} (choose one with --entry)",
+            build.display()
+        )
+    );
+    // A zip is checked by the server, which names the page the same way.
+    let zip = dir.path().join("dist.zip");
+    let mut bytes = server::remote::zip_dir(&build).unwrap();
+    std::io::copy(&mut bytes, &mut std::fs::File::create(&zip).unwrap()).unwrap();
+    let err = fails(&publish(&zip));
+    assert!(
+        err.contains(
+            "publishing checkout 1.1.0: entry page \"main.html\" is not in the upload \
+             (choose one with --entry)"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("RelPath"), "{err}");
+}
+
+#[test]
+fn a_server_address_without_a_scheme_is_taken_as_http_and_others_get_a_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, base, token) = started(dir.path());
+    let bare = base.strip_prefix("http://").unwrap();
+    let out = ok(&baleen(
+        &["releases", "--package", "checkout", "--server", bare],
+        &[("BALEEN_TOKEN", &token)],
+    ));
+    assert!(out.lines().nth(1).unwrap().starts_with("1.0.0 "), "{out}");
+
+    for (server, expected) in [
+        (
+            format!("ftp://{bare}"),
+            "ftp:// is not supported; use an http:// or https:// URL, such as http://127.0.0.1:8080",
+        ),
+        (
+            "http://".to_owned(),
+            "is not a URL; give one such as http://127.0.0.1:8080",
+        ),
+    ] {
+        let err = fails(&baleen(
+            &["releases", "--package", "checkout", "--server", &server],
+            &[("BALEEN_TOKEN", &token)],
+        ));
+        assert!(err.contains(expected), "{server}: {err}");
+    }
+
+    // The client config file is read the same way, from $XDG_CONFIG_HOME/baleen/client.json.
+    let config = dir.path().join("config");
+    std::fs::create_dir_all(config.join("baleen")).unwrap();
+    std::fs::write(
+        config.join("baleen/client.json"),
+        serde_json::json!({"server": bare, "token": token}).to_string(),
+    )
+    .unwrap();
+    let out = ok(&baleen(
+        &["releases", "--package", "checkout", "--json"],
+        &[("XDG_CONFIG_HOME", config.to_str().unwrap())],
+    ));
+    let releases: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(releases[0]["version"], "1.0.0");
+}
+
+#[test]
+fn a_busy_port_is_reported_once_and_leaves_the_data_directory_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    init(&data, "ci", "admin");
+    let staged = data.join("tmp/up-inflight");
+    std::fs::create_dir_all(&staged).unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let err = fails(&baleen(
+        &[
+            "serve",
+            "--listen",
+            &addr,
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+        &[],
+    ));
+    assert_eq!(
+        err.trim(),
+        format!(
+            "error: {addr} is already in use (another `baleen serve`?); listen elsewhere with \
+             --listen or BALEEN_LISTEN"
+        )
+    );
+    // A running server's uploads in flight are not cleared by a second one that cannot start.
+    assert!(staged.is_dir());
+}
+
+#[test]
+fn token_create_refuses_a_data_directory_that_does_not_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("baleen-dta");
+    let err = fails(&baleen(
+        &[
+            "token",
+            "create",
+            "--data-dir",
+            missing.to_str().unwrap(),
+            "--name",
+            "ci",
+            "--scope",
+            "admin",
+        ],
+        &[],
+    ));
+    assert!(
+        err.contains(&format!("no data directory at {}", missing.display()))
+            && err.contains("BALEEN_DATA_DIR"),
+        "{err}"
+    );
+    assert!(!missing.exists());
+}
+
+#[test]
+fn publish_arguments_are_checked_before_anything_is_zipped_or_uploaded() {
+    let dir = tempfile::tempdir().unwrap();
+    let build = dir.path().join("dist");
+    write_build(&build, "one");
+    // Nothing listens there: a publish that got as far as the upload would say so.
+    let closed = closed_address();
+    let env = [
+        ("BALEEN_SERVER", closed.as_str()),
+        ("BALEEN_TOKEN", "baleen_x"),
+    ];
+    let publish = |extra: &[&str]| {
+        let mut args = vec![
+            "publish",
+            build.to_str().unwrap(),
+            "--app",
+            "shop",
+            "--package",
+            "checkout",
+            "--version",
+            "1.0.0",
+        ];
+        args.extend_from_slice(extra);
+        baleen(&args, &env)
+    };
+    for (extra, expected) in [
+        (&["--requires", ">=banana"][..], "requirement"),
+        (
+            &["--route", "ftp://m.example.com/"][..],
+            "ftp://m.example.com/",
+        ),
+        (&["--entry", "../index.html"][..], "../index.html"),
+        (&["--source-revision", ""][..], "source_revision"),
+    ] {
+        let err = fails(&publish(extra));
+        assert!(
+            err.contains("nothing was published; check the arguments") && err.contains(expected),
+            "{extra:?}: {err}"
+        );
+        assert!(!err.contains("cannot reach"), "{extra:?}: {err}");
+    }
+    let err = fails(&baleen(
+        &[
+            "publish",
+            build.to_str().unwrap(),
+            "--app",
+            "shop",
+            "--package",
+            "checkout",
+            "--version",
+            "1.0",
+        ],
+        &env,
+    ));
+    assert!(err.contains("--version"), "{err}");
+    let err = fails(&publish(&["--notes", "fine"]));
+    assert!(err.contains("cannot reach the server"), "{err}");
+}
+
+/// Asserts that column `header` of `table` (a header line, then rows) lines up: each row's cell
+/// starts where the header starts (left-aligned) or ends where it ends (right-aligned).
+#[track_caller]
+fn assert_column(table: &str, header: &str, right: bool) {
+    let mut lines = table.lines();
+    let head = lines.next().unwrap();
+    let start = head
+        .match_indices(header)
+        .map(|(i, _)| i)
+        .find(|&i| {
+            (i == 0 || head.as_bytes()[i - 1] == b' ')
+                && head
+                    .as_bytes()
+                    .get(i + header.len())
+                    .is_none_or(|&b| b == b' ')
+        })
+        .unwrap_or_else(|| panic!("no column {header:?} in {head:?}"));
+    let end = start + header.len();
+    for row in lines {
+        let bytes = row.as_bytes();
+        let aligned = if right {
+            bytes.get(end - 1).is_some_and(|&b| b != b' ')
+                && bytes.get(end).is_none_or(|&b| b == b' ')
+        } else {
+            (start == 0 || bytes.get(start - 1) == Some(&b' '))
+                && bytes.get(start).is_some_and(|&b| b != b' ')
+        };
+        assert!(aligned, "column {header:?} out of line:\n{table}");
+    }
+}
+
+#[test]
+fn tables_line_up_and_empty_results_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, base, token) = started(dir.path());
+    let env = [("BALEEN_SERVER", base.as_str()), ("BALEEN_TOKEN", &token)];
+    let build = dir.path().join("dist-2");
+    write_build(&build, "a second build, somewhat longer");
+    ok(&baleen(
+        &[
+            "publish",
+            build.to_str().unwrap(),
+            "--app",
+            "shop",
+            "--package",
+            "checkout",
+            "--version",
+            "1.10.0-beta.1",
+            "--notes",
+            "second",
+            "--priority",
+            "200",
+        ],
+        &env,
+    ));
+    ok(&baleen(
+        &[
+            "rollout",
+            "--package",
+            "checkout",
+            "--channel",
+            "production",
+            "--version",
+            "1.10.0-beta.1",
+            "--percent",
+            "12.5",
+            "--reason",
+            "first step",
+        ],
+        &env,
+    ));
+
+    let releases = ok(&baleen(&["releases", "--package", "checkout"], &env));
+    assert_eq!(releases.lines().count(), 3, "{releases}");
+    for (header, right) in [
+        ("version", false),
+        ("created", false),
+        ("files", true),
+        ("bytes", true),
+        ("requires", false),
+        ("priority", true),
+        ("prefetch", false),
+        ("publisher", false),
+    ] {
+        assert_column(&releases, header, right);
+    }
+    assert!(releases.lines().all(|l| !l.ends_with(' ')), "{releases}");
+
+    let history = ok(&baleen(
+        &[
+            "history",
+            "--package",
+            "checkout",
+            "--channel",
+            "production",
+        ],
+        &env,
+    ));
+    assert_eq!(history.lines().count(), 3, "{history}");
+    for (header, right) in [
+        ("sequence", true),
+        ("at", false),
+        ("action", false),
+        ("from", false),
+        ("to", false),
+        ("share", true),
+        ("by", false),
+        ("reason", false),
+    ] {
+        assert_column(&history, header, right);
+    }
+    assert!(
+        history.lines().nth(1).unwrap().contains("12.5%"),
+        "{history}"
+    );
+
+    let event = |version: &str, kind: &str| serde_json::json!({"package": "checkout", "version": version, "kind": kind});
+    let events = serde_json::json!({"app": "shop", "channel": "production", "events": [
+        event("1.0.0", "installed"), event("1.10.0-beta.1", "installed"),
+        event("1.10.0-beta.1", "activated"),
+        {"package": "checkout", "version": "1.0.0", "kind": "opens", "count": 1000, "offline_hits": 999},
+    ]});
+    let agent: ureq::Agent = ureq::Agent::config_builder().build().into();
+    agent
+        .post(&format!("{base}/v1/events"))
+        .content_type("application/json")
+        .send(events.to_string().as_bytes())
+        .unwrap();
+    let stats = ok(&baleen(
+        &["stats", "--app", "shop", "--channel", "production"],
+        &env,
+    ));
+    assert_eq!(stats.lines().count(), 3, "{stats}");
+    for (header, right) in [
+        ("package", false),
+        ("version", false),
+        ("installed", true),
+        ("activated", true),
+        ("opens", true),
+        ("offline", true),
+        ("<1s", true),
+    ] {
+        assert_column(&stats, header, right);
+    }
+
+    let empty = ok(&baleen(
+        &[
+            "history",
+            "--package",
+            "checkout",
+            "--channel",
+            "nosuchchannel",
+        ],
+        &env,
+    ));
+    assert_eq!(empty, "no history for checkout on nosuchchannel\n");
+    let empty = ok(&baleen(
+        &["stats", "--app", "shop", "--channel", "beta"],
+        &env,
+    ));
+    assert_eq!(empty, "no figures for app shop on beta yet\n");
+    let empty = ok(&baleen(
+        &[
+            "history",
+            "--package",
+            "checkout",
+            "--channel",
+            "nosuchchannel",
+            "--json",
+        ],
+        &env,
+    ));
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&empty).unwrap(),
+        serde_json::json!([])
+    );
+}
+
+#[test]
+fn keys_token_serve_and_watch_print_json_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let keys = ok(&baleen(
+        &[
+            "keys",
+            "generate",
+            "--dir",
+            data.join("keys").to_str().unwrap(),
+            "--json",
+        ],
+        &[],
+    ));
+    let keys: serde_json::Value = serde_json::from_str(&keys).unwrap();
+    assert!(!keys["key_id"].as_str().unwrap().is_empty());
+    assert!(Path::new(keys["private_key_file"].as_str().unwrap()).is_file());
+    assert!(Path::new(keys["public_key_file"].as_str().unwrap()).is_file());
+
+    let token = ok(&baleen(
+        &[
+            "token",
+            "create",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--name",
+            "dev",
+            "--scope",
+            "release",
+            "--package",
+            "web",
+            "--json",
+        ],
+        &[],
+    ));
+    let token: serde_json::Value = serde_json::from_str(&token).unwrap();
+    assert!(token["token"].as_str().unwrap().starts_with("baleen_"));
+    assert_eq!(
+        (&token["name"], &token["scope"], &token["package"]),
+        (&"dev".into(), &"release".into(), &"web".into())
+    );
+
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--json", "--data-dir"])
+        .arg(&data)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _server = Serve(child);
+    let started: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let base = started["listening"].as_str().unwrap().to_owned();
+    assert_eq!(started["key_id"], keys["key_id"]);
+
+    let dist = dir.path().join("dist");
+    write_build(&dist, "one");
+    let out = ok(&baleen(
+        &[
+            "watch",
+            dist.to_str().unwrap(),
+            "--app",
+            "shop",
+            "--package",
+            "web",
+            "--route",
+            "https://m.example.com/web/",
+            "--max-publishes",
+            "1",
+            "--json",
+        ],
+        &[
+            ("BALEEN_SERVER", &base),
+            ("BALEEN_TOKEN", token["token"].as_str().unwrap()),
+        ],
+    ));
+    let published: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(published["published"]["release"]["file_count"], 2);
+    assert_eq!(published["uploaded_files"], 2);
+    assert_eq!(published["published"]["sequence"], 1);
+}
+
+#[test]
+fn zipping_and_uploading_show_progress_only_on_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, base, token) = started(dir.path());
+    let build = dir.path().join("big");
+    write_build(&build, "big");
+    // Bytes that do not compress, so that the upload is large too.
+    let mut state = 1u64;
+    let noise: Vec<u8> = (0..3_000_000)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 56) as u8
+        })
+        .collect();
+    std::fs::write(build.join("assets/big.bin"), noise).unwrap();
+    let build_arg = build.to_str().unwrap();
+    let args = |version| {
+        [
+            "publish",
+            build_arg,
+            "--app",
+            "shop",
+            "--package",
+            "checkout",
+            "--version",
+            version,
+        ]
+    };
+    let env = [("BALEEN_SERVER", base.as_str()), ("BALEEN_TOKEN", &token)];
+
+    // Standard error is not a terminal here: no bar.
+    let plain = baleen(&args("1.1.0"), &env);
+    ok(&plain);
+    assert_eq!(String::from_utf8_lossy(&plain.stderr), "");
+
+    // `script` gives the command a terminal.
+    let Ok(out) = Command::new("script")
+        .args([
+            "-q",
+            "-e",
+            "-c",
+            &format!("{BIN} {}", args("1.2.0").join(" ")),
+        ])
+        .arg("/dev/null")
+        .env_remove("BALEEN_CONFIG")
+        .env("BALEEN_SERVER", &base)
+        .env("BALEEN_TOKEN", &token)
+        .env("RUST_LOG", "warn")
+        .output()
+    else {
+        eprintln!("skipped: no `script` command to run the CLI on a terminal");
+        return;
+    };
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(
+        shown.contains("zip    [####################] 100%"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("upload [####################] 100%"),
+        "{shown}"
+    );
+    assert!(shown.contains("published checkout@1.2.0"), "{shown}");
+}
+
+#[test]
+fn bad_settings_are_refused_at_start_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    init(&data, "ci", "admin");
+    let data_arg = data.to_str().unwrap();
+    let serve = |args: &[&str], env: &[(&str, &str)]| {
+        let mut all = vec!["serve", "--listen", "127.0.0.1:0", "--data-dir", data_arg];
+        all.extend_from_slice(args);
+        fails(&baleen(&all, env))
+    };
+    let ttl = "refusing to start: --index-ttl-secs 0 (or BALEEN_INDEX_TTL_SECS): an index must \
+               stay valid from 2 seconds";
+    let err = serve(&["--index-ttl-secs", "0"], &[]);
+    assert!(err.starts_with(&format!("error: {ttl}")), "{err}");
+    let err = serve(&[], &[("BALEEN_INDEX_TTL_SECS", "0")]);
+    assert!(err.starts_with(&format!("error: {ttl}")), "{err}");
+    let err = serve(&["--index-ttl-secs", "40000000"], &[]);
+    assert!(err.contains("--index-ttl-secs 40000000"), "{err}");
+    let err = serve(&["--max-upload-bytes", "0"], &[]);
+    assert!(
+        err.contains(
+            "--max-upload-bytes 0 (or BALEEN_MAX_UPLOAD_BYTES): every publish would be refused"
+        ),
+        "{err}"
+    );
+    // The same holds for the demo, and nothing was opened or written.
+    let err = serve(&["--demo", "--index-ttl-secs", "1"], &[]);
+    assert!(err.contains("--index-ttl-secs 1"), "{err}");
+    assert!(!data.join("blobs").exists());
+}
+
+#[test]
+fn every_serve_setting_has_an_environment_variable_and_logs_can_be_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let token = init(&data, "ci", "admin").trim().to_owned();
+    // A key outside the data directory, as BALEEN_KEY names it.
+    let elsewhere = dir.path().join("keys-elsewhere");
+    ok(&baleen(
+        &["keys", "generate", "--dir", elsewhere.to_str().unwrap()],
+        &[],
+    ));
+    let key = elsewhere.join("signing.private.json");
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .env("BALEEN_DATA_DIR", &data)
+        .env("BALEEN_LISTEN", "127.0.0.1:0")
+        .env("BALEEN_KEY", &key)
+        .env("BALEEN_INDEX_TTL_SECS", "3600")
+        .env("BALEEN_MAX_UPLOAD_BYTES", "20000")
+        .env("BALEEN_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let _server = Serve(child);
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+    let mut log = String::new();
+    stderr.read_line(&mut log).unwrap();
+    let log: serde_json::Value = serde_json::from_str(&log).unwrap();
+    assert_eq!(
+        (&log["level"], &log["message"]),
+        (&"INFO".into(), &"serving".into())
+    );
+    let public = std::fs::read(elsewhere.join("signing.public.json")).unwrap();
+    let public = manifests::PublicKey::from_file_bytes(&public).unwrap();
+    assert_eq!(log["keyid"], public.id().to_string());
+
+    let env = [("BALEEN_SERVER", base.as_str()), ("BALEEN_TOKEN", &token)];
+    let build = dir.path().join("dist");
+    write_build(&build, "one");
+    let publish = |version: &str| {
+        baleen(
+            &[
+                "publish",
+                build.to_str().unwrap(),
+                "--app",
+                "shop",
+                "--package",
+                "checkout",
+                "--version",
+                version,
+                "--channel",
+                "production",
+                "--route",
+                "https://m.example.com/checkout/",
+            ],
+            &env,
+        )
+    };
+    ok(&publish("1.0.0"));
+    let index: serde_json::Value = serde_json::from_slice(&harness_get(
+        &base,
+        "/v1/apps/shop/channels/production/index",
+    ))
+    .unwrap();
+    let time = |field: &str| {
+        manifests::Timestamp::parse(index["signed"][field].as_str().unwrap())
+            .unwrap()
+            .unix_secs()
+    };
+    assert_eq!(time("expires_at") - time("issued_at"), 3600);
+    let mut state = 7u64;
+    let noise: Vec<u8> = (0..30_000)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 56) as u8
+        })
+        .collect();
+    std::fs::write(build.join("noise.bin"), noise).unwrap();
+    let err = fails(&publish("1.1.0"));
+    assert!(err.contains("upload larger than 20000 bytes"), "{err}");
+
+    // BALEEN_DEMO, with the start as JSON.
+    let mut demo = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--json"])
+        .env("BALEEN_DEMO", "true")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(demo.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _demo = Serve(demo);
+    let started: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert!(
+        started["admin_token"]
+            .as_str()
+            .unwrap()
+            .starts_with("baleen_")
+    );
+
+    // A command's error is a JSON log line too.
+    let err = fails(&baleen(
+        &[
+            "token",
+            "create",
+            "--data-dir",
+            dir.path().join("missing").to_str().unwrap(),
+            "--name",
+            "x",
+            "--scope",
+            "admin",
+            "--log-format",
+            "json",
+        ],
+        &[],
+    ));
+    let line: serde_json::Value = serde_json::from_str(err.trim()).unwrap();
+    assert_eq!(line["level"], "ERROR");
+    assert!(
+        line["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("no data directory at"),
+        "{line}"
+    );
 }
