@@ -686,3 +686,33 @@ fn the_documented_request_examples_are_well_formed() {
     }
     assert!(errors.is_empty(), "{errors:#?}");
 }
+
+#[test]
+fn the_server_serves_this_document_with_an_etag_and_revalidates_it() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.json");
+    let on_disk = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let s = TestServer::start();
+    let r = s.get(manifests::paths::OPENAPI);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.header("cache-control"), Some("public, no-cache"));
+    assert!(
+        r.body == on_disk,
+        "the served document is not docs/openapi.json"
+    );
+    let tag = format!("\"{}\"", manifests::Digest::of(&on_disk));
+    assert_eq!(r.header("etag"), Some(tag.as_str()));
+
+    let again = s.get_with(manifests::paths::OPENAPI, &[("If-None-Match", &tag)]);
+    assert_eq!(again.status, 304);
+    assert!(again.body.is_empty());
+    assert_eq!(again.header("etag"), Some(tag.as_str()));
+    let stale = s.get_with(
+        manifests::paths::OPENAPI,
+        &[(
+            "If-None-Match",
+            "\"0000000000000000000000000000000000000000000000000000000000000000\"",
+        )],
+    );
+    assert_eq!(stale.status, 200);
+}
