@@ -32,8 +32,24 @@ pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 /// [`Error::Json`] for malformed JSON, a duplicate key, a fraction or exponent, an integer
 /// beyond ±(2^53 − 1), nesting deeper than 128, or trailing bytes.
 pub fn parse_strict(bytes: &[u8]) -> Result<Value> {
+    parse_with(bytes, Numbers::Canonical)
+}
+
+/// Parses JSON whose numbers need not be canonical, for what is read but never signed (device
+/// reports): numbers are read as JSON Schema reads them, so a whole number is an integer however
+/// it is written (`12`, `12.0`, `1.2e1`) and other numbers stay floats, for the typed fields to
+/// accept or refuse. Duplicate keys and trailing bytes are still refused.
+///
+/// # Errors
+/// [`Error::Json`] for malformed JSON, a duplicate key, nesting deeper than 128, or trailing
+/// bytes.
+pub(crate) fn parse_lenient(bytes: &[u8]) -> Result<Value> {
+    parse_with(bytes, Numbers::Any)
+}
+
+fn parse_with(bytes: &[u8], numbers: Numbers) -> Result<Value> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = StrictSeed
+    let value = StrictSeed(numbers)
         .deserialize(&mut deserializer)
         .map_err(json_error)?;
     deserializer.end().map_err(json_error)?;
@@ -181,17 +197,27 @@ fn write_string(s: &str, out: &mut Vec<u8>) {
     out.push(b'"');
 }
 
-/// Builds a [`Value`] while refusing what canonical JSON cannot hold.
-struct StrictSeed;
+/// Which numbers a parse accepts.
+#[derive(Clone, Copy)]
+enum Numbers {
+    /// Integers within ±(2^53 − 1), written without fraction or exponent.
+    Canonical,
+    /// Any JSON number; a whole one within ±(2^53 − 1) becomes an integer.
+    Any,
+}
+
+/// Builds a [`Value`] while refusing duplicate keys and, with [`Numbers::Canonical`], what
+/// canonical JSON cannot hold.
+struct StrictSeed(Numbers);
 
 impl<'de> DeserializeSeed<'de> for StrictSeed {
     type Value = Value;
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
-        deserializer.deserialize_any(StrictVisitor)
+        deserializer.deserialize_any(StrictVisitor(self.0))
     }
 }
 
-struct StrictVisitor;
+struct StrictVisitor(Numbers);
 
 impl<'de> Visitor<'de> for StrictVisitor {
     type Value = Value;
@@ -205,23 +231,33 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
 
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
-        if v > MAX_SAFE_INTEGER {
+        if matches!(self.0, Numbers::Canonical) && v > MAX_SAFE_INTEGER {
             return Err(E::custom(format!("integer {v} is beyond 2^53 - 1")));
         }
         Ok(Value::Number(v.into()))
     }
 
     fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
-        if v.unsigned_abs() > MAX_SAFE_INTEGER {
+        if matches!(self.0, Numbers::Canonical) && v.unsigned_abs() > MAX_SAFE_INTEGER {
             return Err(E::custom(format!("integer {v} is beyond -(2^53 - 1)")));
         }
         Ok(Value::Number(v.into()))
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
-        Err(E::custom(format!(
-            "number {v} is not an integer within ±(2^53 - 1) (fractions and exponents are not allowed)"
-        )))
+        match self.0 {
+            Numbers::Canonical => Err(E::custom(format!(
+                "number {v} is not an integer within ±(2^53 - 1) (fractions and exponents are not allowed)"
+            ))),
+            // Within ±2^53 every whole f64 is exact, so the cast loses nothing.
+            #[allow(clippy::cast_possible_truncation)]
+            Numbers::Any if v.fract() == 0.0 && v.abs() <= MAX_SAFE_INTEGER as f64 => {
+                Ok(Value::Number((v as i64).into()))
+            }
+            Numbers::Any => Number::from_f64(v)
+                .map(Value::Number)
+                .ok_or_else(|| E::custom(format!("number {v} is not finite"))),
+        }
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
@@ -238,7 +274,7 @@ impl<'de> Visitor<'de> for StrictVisitor {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut items = Vec::new();
-        while let Some(item) = seq.next_element_seed(StrictSeed)? {
+        while let Some(item) = seq.next_element_seed(StrictSeed(self.0))? {
             items.push(item);
         }
         Ok(Value::Array(items))
@@ -250,7 +286,7 @@ impl<'de> Visitor<'de> for StrictVisitor {
             if object.contains_key(&key) {
                 return Err(de::Error::custom(format!("duplicate key {key:?}")));
             }
-            let value = map.next_value_seed(StrictSeed)?;
+            let value = map.next_value_seed(StrictSeed(self.0))?;
             object.insert(key, value);
         }
         Ok(Value::Object(object))

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::canonical::parse_strict;
+use crate::canonical::parse_lenient;
 use crate::error::{Error, Result};
 use crate::{AppId, Channel, PackageId, ReleaseVersion};
 
@@ -106,11 +106,16 @@ impl EventBatch {
 
 /// Parses and validates an event batch.
 ///
+/// A batch is never signed, so its numbers need not be canonical: a count is a whole number
+/// however it is written (`12`, `12.0`), as JSON Schema reads it, and fields this version does
+/// not know are ignored whatever they hold, so newer devices can add some. Duplicate keys are
+/// refused.
+///
 /// # Errors
 /// [`Error::Json`], [`Error::Schema`] and the errors of [`EventBatch::validate`].
 pub fn parse_event_batch(bytes: &[u8]) -> Result<EventBatch> {
     let batch: EventBatch =
-        serde_path_to_error::deserialize(parse_strict(bytes)?).map_err(|e| Error::Schema {
+        serde_path_to_error::deserialize(parse_lenient(bytes)?).map_err(|e| Error::Schema {
             doc: "events",
             at: e.path().to_string(),
             reason: e.into_inner().to_string(),

@@ -29,6 +29,8 @@ pub const EVENTS: &str = "/v1/events";
 pub const HEALTHZ: &str = "/healthz";
 /// `GET`: Prometheus metrics.
 pub const METRICS: &str = "/metrics";
+/// `GET`: the API's own OpenAPI document (`docs/openapi.json`).
+pub const OPENAPI: &str = "/openapi.json";
 /// `POST`: publish a zip as a release.
 pub const PUBLISH: &str = "/v1/admin/apps/{app}/packages/{package}/releases";
 /// `GET`: a package's releases.

@@ -531,6 +531,48 @@ fn event_batches() {
     );
 }
 
+/// A batch is read as JSON Schema reads JSON: a whole number is an integer however it is
+/// written, and unknown fields are ignored whatever they hold; a fraction where a count belongs
+/// and a duplicate key are still refused.
+#[test]
+fn event_batches_read_numbers_as_json_schema_does() {
+    let batch = |event: &str| {
+        format!(
+            r#"{{"app":"shop","channel":"production","extra":[0.5,1e300,-7],"events":[{event}]}}"#
+        )
+    };
+    let event = r#"{"package":"checkout","version":"1.0.0","kind":"opens","count":12.0,"offline_hits":1.2e1,"under_1s":0,"note":0.25}"#;
+    assert_eq!(
+        parse_event_batch(batch(event).as_bytes())
+            .ok()
+            .map(|b| (b.events[0].count, b.events[0].offline_hits)),
+        Some((12, 12))
+    );
+    check_events(
+        &batch(r#"{"package":"checkout","version":"1.0.0","kind":"opens","count":1.5}"#),
+        expect![[
+            r#"schema: events field events[0].count: invalid type: floating point `1.5`, expected u64"#
+        ]],
+    );
+    check_events(
+        &batch(r#"{"package":"checkout","version":"1.0.0","kind":"opens","count":-1.0}"#),
+        expect![[
+            r#"schema: events field events[0].count: invalid value: integer `-1`, expected u64"#
+        ]],
+    );
+    check_events(
+        &batch(r#"{"package":"checkout","version":"1.0.0","kind":"installed","kind":"opens"}"#),
+        expect![[r#"invalid_json: invalid JSON at line 1, column 135: duplicate key "kind""#]],
+    );
+}
+
+#[test]
+fn signed_documents_still_refuse_numbers_that_are_not_canonical() {
+    for text in ["1.0", "1e2", "9007199254740992", "[0.5]"] {
+        assert!(parse_strict(text.as_bytes()).is_err(), "{text}");
+    }
+}
+
 fn package_entry(prefetch: Prefetch) -> PackageEntry {
     PackageEntry {
         priority: 90,

@@ -686,3 +686,184 @@ fn the_documented_request_examples_are_well_formed() {
     }
     assert!(errors.is_empty(), "{errors:#?}");
 }
+
+#[test]
+fn the_server_serves_this_document_with_an_etag_and_revalidates_it() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.json");
+    let on_disk = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    let s = TestServer::start();
+    let r = s.get(manifests::paths::OPENAPI);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.header("cache-control"), Some("public, no-cache"));
+    assert!(
+        r.body == on_disk,
+        "the served document is not docs/openapi.json"
+    );
+    let tag = format!("\"{}\"", manifests::Digest::of(&on_disk));
+    assert_eq!(r.header("etag"), Some(tag.as_str()));
+
+    let again = s.get_with(manifests::paths::OPENAPI, &[("If-None-Match", &tag)]);
+    assert_eq!(again.status, 304);
+    assert!(again.body.is_empty());
+    assert_eq!(again.header("etag"), Some(tag.as_str()));
+    let stale = s.get_with(
+        manifests::paths::OPENAPI,
+        &[(
+            "If-None-Match",
+            "\"0000000000000000000000000000000000000000000000000000000000000000\"",
+        )],
+    );
+    assert_eq!(stale.status, 200);
+}
+
+/// Whether the server accepts a string.
+type Parser = fn(&str) -> bool;
+
+/// The patterns of values the server parses, by JSON pointer, each with the parser a value must
+/// pass. A schema-driven tester draws values from these patterns and expects them accepted.
+fn request_patterns() -> Vec<(&'static str, Parser)> {
+    vec![
+        ("/components/schemas/Name", |t| {
+            manifests::AppId::parse(t).is_ok()
+                && manifests::PackageId::parse(t).is_ok()
+                && manifests::Channel::parse(t).is_ok()
+        }),
+        ("/components/schemas/ReleaseVersion", |t| {
+            manifests::ReleaseVersion::parse(t).is_ok()
+        }),
+        ("/components/schemas/Digest", |t| {
+            manifests::Digest::parse(t).is_ok()
+        }),
+        ("/components/schemas/KeyId", |t| {
+            manifests::KeyId::parse(t).is_ok()
+        }),
+        ("/components/parameters/packName/schema", |t| {
+            manifests::PackName::parse(t).is_ok()
+        }),
+    ]
+}
+
+/// Patterns only the server writes, which no request carries.
+const RESPONSE_PATTERNS: &[&str] = &[
+    "/components/schemas/Timestamp",
+    "/components/headers/ETag/schema",
+    "/components/headers/BlobETag/schema",
+    "/components/schemas/Signature/properties/sig",
+];
+
+fn patterns(node: &Value, at: &str, out: &mut Vec<String>) {
+    match node {
+        Value::Object(map) => {
+            if map.get("pattern").is_some_and(Value::is_string) {
+                out.push(at.to_owned());
+            }
+            for (key, child) in map {
+                patterns(
+                    child,
+                    &format!("{at}/{}", key.replace('~', "~0").replace('/', "~1")),
+                    out,
+                );
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                patterns(child, &format!("{at}/{i}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[test]
+fn every_string_a_request_pattern_allows_is_one_the_server_accepts() {
+    use proptest::strategy::{Strategy, ValueTree};
+    let doc = document();
+    let tested = request_patterns();
+    let mut found = Vec::new();
+    patterns(&doc, "", &mut found);
+    for at in &found {
+        assert!(
+            tested.iter().any(|(p, _)| p == at) || RESPONSE_PATTERNS.contains(&at.as_str()),
+            "{at}: a pattern no test checks against its parser; add it to request_patterns"
+        );
+    }
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    for (at, parses) in tested {
+        let schema = doc
+            .pointer(at)
+            .unwrap_or_else(|| panic!("{at} is not in the document"));
+        let pattern = schema["pattern"].as_str().unwrap();
+        let inner = pattern
+            .strip_prefix('^')
+            .and_then(|p| p.strip_suffix('$'))
+            .unwrap_or_else(|| panic!("{at}: the pattern {pattern:?} is not anchored"));
+        let max = schema["maxLength"]
+            .as_u64()
+            .map_or(usize::MAX, |n| n as usize);
+        let strategy = proptest::string::string_regex(inner).unwrap();
+        for _ in 0..2_000 {
+            let value = strategy.new_tree(&mut runner).unwrap().current();
+            if value.chars().count() <= max {
+                assert!(
+                    parses(&value),
+                    "{at}: {value:?} matches {pattern:?} but does not parse"
+                );
+            }
+        }
+    }
+}
+
+/// JSON Schema's `integer` is any number with no fractional part, `1000.0` included, and an
+/// object without `additionalProperties` may carry any other field: the server reads request
+/// bodies the same way, so that what the document allows is accepted.
+#[test]
+fn whole_numbers_written_with_a_fraction_are_integers_as_the_document_says() {
+    let s = seeded();
+    let post_events = |body: &str| {
+        request(
+            &s.base,
+            "POST",
+            manifests::paths::EVENTS,
+            &[("Content-Type", "application/json")],
+            Some(body.as_bytes()),
+        )
+    };
+    let r = post_events(
+        r#"{"app":"shop","channel":"production","note":[0.5,1e300],"events":[
+            {"package":"checkout","version":"1.0.0","kind":"opens","count":12.0,"offline_hits":1.2e1,"under_1s":0.0,"extra":{"x":0.25}},
+            {"package":"checkout","version":"1.0.0","kind":"installed","offline_hits":0.0}]}"#,
+    );
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(r.json()["accepted"], 2);
+    let r = post_events(
+        r#"{"app":"shop","channel":"production","events":[{"package":"checkout","version":"1.0.0","kind":"opens","count":1.5}]}"#,
+    );
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (422, "schema"),
+        "{}",
+        r.text()
+    );
+
+    let r = s.change(
+        "checkout",
+        "production",
+        serde_json::json!({"action": "rollout", "version": "1.5.0", "basis_points": 1000.0, "note": 0.5}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["state"]["rollout_basis_points"], 1000);
+    for share in [1000.5, -1.0, 70000.0] {
+        let r = s.change(
+            "checkout",
+            "production",
+            serde_json::json!({"action": "rollout", "basis_points": share}),
+        );
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (422, "bad_request"),
+            "{share}: {}",
+            r.text()
+        );
+    }
+}

@@ -18,6 +18,7 @@ use crate::service::Service;
 
 mod admin;
 mod error;
+pub mod openapi;
 pub mod public;
 
 /// Every `(method, path)` that [`router`] routes (each `GET` also answers `HEAD`); the paths are
@@ -39,6 +40,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", paths::EVENTS),
     ("GET", paths::STATS),
     ("GET", paths::METRICS),
+    ("GET", paths::OPENAPI),
 ];
 
 /// [`ROUTES`] as a list.
@@ -60,6 +62,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route(paths::EVENTS, post(public::events))
         .route(paths::STATS, get(admin::stats))
         .route(paths::METRICS, get(metrics))
+        .route(paths::OPENAPI, get(openapi::document))
         .route(paths::CHANNEL_STATE, get(admin::channel_state))
         .route(paths::AUDIT, get(admin::audit))
         .layer(TimeoutLayer::with_status_code(

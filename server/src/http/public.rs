@@ -20,12 +20,14 @@ const STREAM_CHUNK: usize = 1 << 20;
 /// `Cache-Control` of everything addressed by digest.
 pub const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 
-fn etag(digest: &Digest) -> HeaderValue {
+/// A digest as a strong ETag.
+pub(super) fn etag(digest: &Digest) -> HeaderValue {
     // A digest is hex only, always a valid header value.
     HeaderValue::from_str(&format!("\"{digest}\"")).unwrap_or(HeaderValue::from_static("\"\""))
 }
 
-fn not_modified(headers: &HeaderMap, tag: &HeaderValue) -> bool {
+/// Whether `If-None-Match` names `tag` (`W/` prefixes ignored, `*` matching anything).
+pub(super) fn not_modified(headers: &HeaderMap, tag: &HeaderValue) -> bool {
     headers
         .get_all(header::IF_NONE_MATCH)
         .iter()

@@ -53,10 +53,11 @@ impl Service {
             .await?
             .ok_or_else(|| Error::NotFound(format!("release {package}@{to}")))?;
         let from_record = match from {
+            // A well-formed name, but no such pack exists: a diff needs two releases.
             Some(v) if v == to => {
-                return Err(Error::BadRequest(
-                    "a diff pack needs two different releases".into(),
-                ));
+                return Err(Error::NotFound(format!(
+                    "diff pack from {package}@{v} to itself"
+                )));
             }
             Some(v) => Some(
                 self.meta
