@@ -1,20 +1,22 @@
-//! Releasing: promote, staged rollouts, rollback — each a new signed index with a higher sequence.
+//! Releasing: promote, staged rollouts, rollback — each a new index sequence.
 //!
-//! `apply` decides (pure, tested as a table); `Service::change_channel` reads, decides, signs and
-//! commits with compare-and-swap on the index sequence, retrying if another change won the race.
+//! `apply` decides (pure, tested as a table); `Service::change_channel` reads the one package's
+//! state, releases and history, decides, computes that package's index entry, and commits it with
+//! compare-and-swap on the channel's sequence, retrying if another change won the race. Nothing
+//! it does depends on the number of packages in the app: the signed index and its deltas are
+//! built from the stored entries when devices first ask for them (`documents`).
 
 use std::collections::BTreeMap;
 
 use manifests::{
     AppId, Candidate, Channel, FULL_ROLLOUT, Index, PackageEntry, PackageId, ReleaseRef,
-    ReleaseVersion,
+    ReleaseVersion, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::meta_store::{
-    AuditEntry, ChannelCommit, ChannelPackage, ChannelState, HistoryEntry, ReleaseRecord,
-    StoredIndex,
+    AuditEntry, ChannelCommit, ChannelPackage, HistoryEntry, PackageChange, ReleaseRecord,
 };
 use crate::service::{Service, now};
 
@@ -243,7 +245,8 @@ pub struct ChangeOutcome {
 }
 
 impl Service {
-    /// Applies a release engineer's action and publishes the new signed index.
+    /// Applies a release engineer's action and commits the channel's next sequence with the
+    /// package's new index entry.
     pub async fn change_channel(
         &self,
         package: &PackageId,
@@ -259,9 +262,9 @@ impl Service {
             .ok_or_else(|| Error::NotFound(format!("package {package}")))?;
         let releases = self.meta.releases(package).await?;
         for _attempt in 0..8 {
-            let state = self.meta.channel_state(&app, channel).await?;
+            let (current_sequence, current) =
+                self.meta.channel_package(&app, channel, package).await?;
             let history = self.meta.history(&app, channel, Some(package)).await?;
-            let current = state.packages.get(package).cloned().unwrap_or_default();
             let previous = previous_stable(&history, current.stable.as_ref());
             let next = apply(
                 &current,
@@ -270,7 +273,7 @@ impl Service {
                 previous.as_ref(),
             )?;
             let at = now();
-            let sequence = state.sequence + 1;
+            let sequence = current_sequence + 1;
             let (from_version, to_version) = match action {
                 Action::Rollout { .. } | Action::Pause | Action::Resume => {
                     (current.candidate.clone(), next.candidate.clone())
@@ -291,20 +294,30 @@ impl Service {
                 reason: reason.to_owned(),
                 sequence,
             };
-            let mut new_state = state.clone();
-            new_state.sequence = sequence;
-            new_state.packages.insert(package.clone(), next.clone());
-            let mut all_history = history.clone();
+            let mut all_history = history;
             all_history.insert(0, entry.clone());
-            let index = self
-                .sign_index(&app, channel, &new_state, Some((package, &all_history)))
-                .await?;
+            let expires_at = at.plus_secs(self.settings.index_ttl_secs);
+            let index_entry = listed_entry(
+                &app,
+                channel,
+                package,
+                &next,
+                &releases,
+                &all_history,
+                (sequence, at, expires_at),
+            )?;
             let commit = ChannelCommit {
                 app: app.clone(),
                 channel: channel.clone(),
-                expected_sequence: state.sequence,
-                state: new_state,
-                index: index.clone(),
+                expected_sequence: current_sequence,
+                sequence,
+                issued_at: at,
+                expires_at,
+                package: Some(PackageChange {
+                    package: package.clone(),
+                    state: next.clone(),
+                    entry: index_entry,
+                }),
                 history: vec![entry],
                 audit: Some(AuditEntry {
                     at,
@@ -317,7 +330,7 @@ impl Service {
             };
             if self.meta.commit_channel(&commit).await? {
                 tracing::info!(%app, %channel, %package, action = action.name(), sequence, "channel changed");
-                self.remember_index(&app, channel, index);
+                self.documents.advanced(&app, channel, sequence);
                 return Ok(ChangeOutcome {
                     sequence,
                     state: next,
@@ -330,81 +343,82 @@ impl Service {
         )))
     }
 
-    /// Re-signs every index that has used up half its lifetime, each with a higher sequence, so
-    /// that devices never see an expired index from a healthy server.
+    /// Moves every channel whose index has used up half its lifetime to a higher sequence with a
+    /// fresh lifetime, so that devices never see an expired index from a healthy server. Touches
+    /// no package: devices get the new expiry from a delta without changes.
     pub async fn refresh_indexes(&self) -> Result<usize> {
         let mut refreshed = 0;
         let half = self.settings.index_ttl_secs / 2;
         for (app, channel) in self.meta.channels().await? {
-            let Some(index) = self.meta.index(&app, &channel).await? else {
+            let Some(head) = self.meta.channel_head(&app, &channel).await? else {
                 continue;
             };
-            if index.expires_at.unix_secs() > now().unix_secs() + half {
+            if head.expires_at.unix_secs() > now().unix_secs() + half {
                 continue;
             }
-            let state = self.meta.channel_state(&app, &channel).await?;
-            if state.sequence != index.sequence {
-                continue;
-            }
-            let mut new_state = state.clone();
-            new_state.sequence += 1;
-            let signed = self.sign_index(&app, &channel, &new_state, None).await?;
+            let issued_at = now();
             let commit = ChannelCommit {
                 app: app.clone(),
                 channel: channel.clone(),
-                expected_sequence: state.sequence,
-                state: new_state,
-                index: signed.clone(),
+                expected_sequence: head.sequence,
+                sequence: head.sequence + 1,
+                issued_at,
+                expires_at: issued_at.plus_secs(self.settings.index_ttl_secs),
+                package: None,
                 history: Vec::new(),
                 audit: None,
             };
             if self.meta.commit_channel(&commit).await? {
-                self.remember_index(&app, &channel, signed);
+                self.documents.advanced(&app, &channel, commit.sequence);
                 refreshed += 1;
             }
         }
         Ok(refreshed)
     }
 
-    /// Builds and signs the index of `state`. `fresh_history` supplies a package's history
-    /// including a change not yet committed.
-    async fn sign_index(
+    /// The index entry of a package on a channel now, from its releases and history (for rows of
+    /// a store upgraded from before entries were kept); none when it is not listed.
+    pub(crate) async fn current_entry(
         &self,
         app: &AppId,
         channel: &Channel,
-        state: &ChannelState,
-        fresh_history: Option<(&PackageId, &[HistoryEntry])>,
-    ) -> Result<StoredIndex> {
-        let mut packages = BTreeMap::new();
-        for (package, entry) in &state.packages {
-            if entry.stable.is_none() && entry.candidate.is_none() {
-                continue;
-            }
-            let releases = self.meta.releases(package).await?;
-            let history = match fresh_history {
-                Some((p, h)) if p == package => h.to_vec(),
-                _ => self.meta.history(app, channel, Some(package)).await?,
-            };
-            packages.insert(package.clone(), package_entry(entry, &releases, &history)?);
+        package: &PackageId,
+        state: &ChannelPackage,
+    ) -> Result<Option<PackageEntry>> {
+        if state.stable.is_none() && state.candidate.is_none() {
+            return Ok(None);
         }
-        let issued_at = now();
-        let index = Index {
-            app: app.clone(),
-            channel: channel.clone(),
-            sequence: state.sequence,
-            issued_at,
-            expires_at: issued_at.plus_secs(self.settings.index_ttl_secs),
-            packages,
-        };
-        let signed = index.sign(&[&self.key])?;
-        Ok(StoredIndex {
-            sequence: state.sequence,
-            digest: signed.digest,
-            bytes: signed.bytes,
-            issued_at,
-            expires_at: index.expires_at,
-        })
+        let releases = self.meta.releases(package).await?;
+        let history = self.meta.history(app, channel, Some(package)).await?;
+        package_entry(state, &releases, &history).map(Some)
     }
+}
+
+/// The index entry of a package after a change, checked by the rules of an index now, since the
+/// index is signed later; none when the package has neither a stable release nor a candidate.
+fn listed_entry(
+    app: &AppId,
+    channel: &Channel,
+    package: &PackageId,
+    state: &ChannelPackage,
+    releases: &[ReleaseRecord],
+    history: &[HistoryEntry],
+    (sequence, issued_at, expires_at): (u64, Timestamp, Timestamp),
+) -> Result<Option<PackageEntry>> {
+    if state.stable.is_none() && state.candidate.is_none() {
+        return Ok(None);
+    }
+    let entry = package_entry(state, releases, history)?;
+    Index {
+        app: app.clone(),
+        channel: channel.clone(),
+        sequence,
+        issued_at,
+        expires_at,
+        packages: BTreeMap::from([(package.clone(), entry.clone())]),
+    }
+    .validate()?;
+    Ok(Some(entry))
 }
 
 fn release_ref(record: &ReleaseRecord) -> ReleaseRef {

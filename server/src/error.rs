@@ -32,6 +32,20 @@ pub enum Error {
     /// What was asked for does not exist.
     #[error("{0} not found")]
     NotFound(String),
+    /// No index delta can start from the sequence a device holds; it fetches the full index.
+    #[error(
+        "no index delta of {scope} from sequence {from}: deltas start from {floor} to the current {current}; fetch the full index"
+    )]
+    DeltaUnavailable {
+        /// `app/channel`.
+        scope: String,
+        /// The sequence asked for, as sent.
+        from: String,
+        /// The channel's current sequence (0 before anything was promoted).
+        current: u64,
+        /// The oldest sequence a delta starts from.
+        floor: u64,
+    },
     /// The request conflicts with what exists (a version published with other content…).
     #[error("{0}")]
     Conflict(String),
@@ -89,7 +103,7 @@ impl Error {
             }
             Error::Unauthorized => StatusCode::UNAUTHORIZED,
             Error::Forbidden { .. } => StatusCode::FORBIDDEN,
-            Error::NotFound(_) => StatusCode::NOT_FOUND,
+            Error::NotFound(_) | Error::DeltaUnavailable { .. } => StatusCode::NOT_FOUND,
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
@@ -109,6 +123,7 @@ impl Error {
             Error::Unauthorized => "unauthorized",
             Error::Forbidden { .. } => "forbidden",
             Error::NotFound(_) => "not_found",
+            Error::DeltaUnavailable { .. } => "delta_unavailable",
             Error::Conflict(_) => "conflict",
             Error::TooLarge { .. } => "too_large",
             Error::Overloaded => "overloaded",

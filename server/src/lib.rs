@@ -17,6 +17,7 @@ pub mod blob_store;
 pub mod channel;
 pub mod data_dir;
 pub mod demo;
+pub mod documents;
 pub mod error;
 pub mod http;
 pub mod ingest;

@@ -334,14 +334,15 @@ impl Service {
             Some(channel) => {
                 let app = self.meta.package_app(&existing.package).await?;
                 let state = match app {
-                    Some(app) => self.meta.channel_state(&app, &channel).await?,
+                    Some(app) => {
+                        self.meta
+                            .channel_package(&app, &channel, &existing.package)
+                            .await?
+                            .1
+                    }
                     None => Default::default(),
                 };
-                let already = state
-                    .packages
-                    .get(&existing.package)
-                    .and_then(|p| p.stable.as_ref())
-                    == Some(&existing.version);
+                let already = state.stable.as_ref() == Some(&existing.version);
                 if already {
                     None
                 } else {

@@ -7,14 +7,14 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
-use manifests::{AppId, Channel, KeyPair, Timestamp};
+use manifests::{KeyPair, Timestamp};
 
 use crate::blob_store::BlobStore;
 use crate::error::{Error, Result};
 use crate::ingest::Limits;
-use crate::meta_store::{MetaStore, StoredIndex};
+use crate::meta_store::MetaStore;
 
 /// The shortest index lifetime: an index is re-signed when half of its lifetime is left, and the
 /// server can only act on whole seconds.
@@ -31,7 +31,8 @@ pub struct Settings {
     pub index_ttl_secs: u64,
     /// `max-age` of index responses.
     pub index_max_age_secs: u64,
-    /// How long an index stays in this process's memory before it is read from the store again.
+    /// How long this process trusts the channel sequence it read before reading it again (a
+    /// change made through another replica shows here after at most this long).
     pub index_cache: Duration,
     /// Largest accepted upload.
     pub max_upload_bytes: u64,
@@ -116,32 +117,6 @@ impl Settings {
     }
 }
 
-/// An index ready to serve: its bytes and headers built once, not per request.
-#[derive(Debug)]
-pub struct ServedIndex {
-    /// The stored index.
-    pub stored: StoredIndex,
-    /// Its bytes, cheap to hand to each response.
-    pub body: bytes::Bytes,
-    /// Its strong ETag (`"<digest>"`).
-    pub etag: axum::http::HeaderValue,
-}
-
-impl ServedIndex {
-    fn new(stored: StoredIndex) -> ServedIndex {
-        let etag = axum::http::HeaderValue::from_str(&format!("\"{}\"", stored.digest))
-            .unwrap_or(axum::http::HeaderValue::from_static("\"\""));
-        ServedIndex {
-            body: bytes::Bytes::from(stored.bytes.clone()),
-            etag,
-            stored,
-        }
-    }
-}
-
-/// Indexes read recently, by `app/channel`, with when they were read.
-type IndexCache = HashMap<String, HashMap<String, (Instant, Arc<ServedIndex>)>>;
-
 /// The server's core.
 #[derive(Debug)]
 pub struct Service {
@@ -151,8 +126,8 @@ pub struct Service {
     pub(crate) settings: Settings,
     /// One lock per package, so that publishes of one package run one at a time.
     publish_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Recently read indexes, by (app, channel).
-    index_cache: Mutex<IndexCache>,
+    /// Signed indexes and deltas, built when first asked for, by (app, channel).
+    pub(crate) documents: crate::documents::Documents,
     /// Pack builds are CPU-heavy: one at a time.
     pub(crate) pack_builds: tokio::sync::Semaphore,
     /// Prometheus metrics.
@@ -179,7 +154,7 @@ impl Service {
             meta,
             key,
             publish_locks: Mutex::default(),
-            index_cache: Mutex::default(),
+            documents: crate::documents::Documents::default(),
             pack_builds: tokio::sync::Semaphore::new(1),
             metrics: crate::metrics::Metrics::default(),
             in_flight: Arc::new(tokio::sync::Semaphore::new(
@@ -228,45 +203,6 @@ impl Service {
             locks.entry(package.to_owned()).or_default().clone()
         };
         lock.lock_owned().await
-    }
-
-    /// The current signed index of a channel, from memory if it was read within the cache time.
-    pub async fn index(&self, app: &AppId, channel: &Channel) -> Result<Option<Arc<ServedIndex>>> {
-        if let Some(index) = self.cached_index(app.as_str(), channel.as_str()) {
-            return Ok(Some(index));
-        }
-        let Some(index) = self.meta.index(app, channel).await? else {
-            return Ok(None);
-        };
-        Ok(Some(self.remember_index(app, channel, index)))
-    }
-
-    /// The index of `app`/`channel` if this process read it within the cache time. Takes raw
-    /// names: only valid ones are ever cached, so the hot path needs no parsing or allocation.
-    pub fn cached_index(&self, app: &str, channel: &str) -> Option<Arc<ServedIndex>> {
-        let cache = self.cache();
-        let (at, index) = cache.get(app)?.get(channel)?;
-        (at.elapsed() < self.settings.index_cache).then(|| index.clone())
-    }
-
-    pub(crate) fn remember_index(
-        &self,
-        app: &AppId,
-        channel: &Channel,
-        index: StoredIndex,
-    ) -> Arc<ServedIndex> {
-        let index = Arc::new(ServedIndex::new(index));
-        self.cache()
-            .entry(app.as_str().to_owned())
-            .or_default()
-            .insert(channel.as_str().to_owned(), (Instant::now(), index.clone()));
-        index
-    }
-
-    fn cache(&self) -> std::sync::MutexGuard<'_, IndexCache> {
-        self.index_cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

@@ -7,14 +7,25 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use manifests::{Digest, KeyPair, TrustedKeys, verify_index, verify_release};
+use server::blob_store::fs::FsBlobStore;
 use server::meta_store::MetaStore;
 use server::meta_store::sqlite::SqliteMetaStore;
+use server::service::{Service, Settings};
 
 const BIN: &str = env!("CARGO_BIN_EXE_baleen");
 const ITERATIONS: u64 = 40;
+
+fn now() -> manifests::Timestamp {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    manifests::Timestamp::from_unix_secs(secs)
+}
 
 fn start(data: &Path) -> (Child, String) {
     let mut child = Command::new(BIN)
@@ -81,11 +92,8 @@ fn send_publish(addr: &str, token: &str, version: &str, zip: &[u8]) -> std::net:
 }
 
 /// Everything an index names exists and verifies; every stored release is complete.
-fn check_consistent(
-    data: &Path,
-    trusted: &TrustedKeys,
-    rt: &tokio::runtime::Runtime,
-) -> (u64, usize) {
+fn check_consistent(data: &Path, key: &KeyPair, rt: &tokio::runtime::Runtime) -> (u64, usize) {
+    let trusted = &TrustedKeys::single(key.public().clone());
     let meta = SqliteMetaStore::open(&data.join("meta.sqlite3")).unwrap();
     let blob_ok = |digest: &Digest, size: u64| {
         let hex = digest.to_string();
@@ -104,11 +112,19 @@ fn check_consistent(
         }
     }
     let mut sequence = 0;
+    // The index as a server over this directory signs it on the first request.
+    let staging = tempfile::tempdir().unwrap();
+    let service = Service::new(
+        Arc::new(FsBlobStore::open(data.join("blobs")).unwrap()),
+        Arc::new(SqliteMetaStore::open(&data.join("meta.sqlite3")).unwrap()),
+        key.clone(),
+        Settings::new(staging.path().join("tmp")),
+    )
+    .unwrap();
     for (app, channel) in rt.block_on(meta.channels()).unwrap() {
-        let index = rt.block_on(meta.index(&app, &channel)).unwrap().unwrap();
+        let index = rt.block_on(service.index(&app, &channel)).unwrap().unwrap();
         let scope = manifests::IndexScope { app, channel };
-        let now = manifests::Timestamp::from_unix_secs(index.issued_at.unix_secs());
-        let verified = verify_index(&index.bytes, trusted, &scope, now, 0).unwrap();
+        let verified = verify_index(&index.identity.body, trusted, &scope, now(), 0).unwrap();
         sequence = verified.index.sequence;
         for entry in verified.index.packages.values() {
             for named in entry.releases() {
@@ -160,7 +176,6 @@ fn kill_9_at_any_moment_of_a_publish_leaves_no_release_or_a_complete_one() {
     let key =
         KeyPair::from_file_bytes(&std::fs::read(data.join("keys/signing.private.json")).unwrap())
             .unwrap();
-    let trusted = TrustedKeys::single(key.public().clone());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -178,7 +193,7 @@ fn kill_9_at_any_moment_of_a_publish_leaves_no_release_or_a_complete_one() {
     server.wait().unwrap();
 
     let mut complete = 1;
-    let mut last_sequence = check_consistent(&data, &trusted, &rt).0;
+    let mut last_sequence = check_consistent(&data, &key, &rt).0;
     for i in 1..=ITERATIONS {
         let (mut server, addr) = start(&data);
         // Left-overs of the previous crash are gone once the server is up.
@@ -198,7 +213,7 @@ fn kill_9_at_any_moment_of_a_publish_leaves_no_release_or_a_complete_one() {
         server.kill().unwrap();
         server.wait().unwrap();
 
-        let (sequence, releases) = check_consistent(&data, &trusted, &rt);
+        let (sequence, releases) = check_consistent(&data, &key, &rt);
         assert!(
             sequence >= last_sequence,
             "sequence went back from {last_sequence} to {sequence}"
@@ -229,5 +244,5 @@ fn kill_9_at_any_moment_of_a_publish_leaves_no_release_or_a_complete_one() {
     );
     server.kill().unwrap();
     server.wait().unwrap();
-    check_consistent(&data, &trusted, &rt);
+    check_consistent(&data, &key, &rt);
 }

@@ -27,6 +27,7 @@ fn placeholder(name: &str) -> String {
         "digest" => manifests::Digest::of(&vendor_script()).to_string(),
         "name" => "1.0.0.zip".into(),
         "version" => "1.0.0".into(),
+        "from" => "1".into(),
         other => panic!("no placeholder for the parameter {other:?}; add one in tests/openapi.rs"),
     }
 }

@@ -27,6 +27,7 @@ pub mod public;
 /// goes into both this table and `router`.
 pub const ROUTES: &[(&str, &str)] = &[
     ("GET", paths::INDEX),
+    ("GET", paths::INDEX_DELTA),
     ("GET", paths::MANIFEST),
     ("GET", paths::BLOB),
     ("GET", paths::PACK),
@@ -52,6 +53,7 @@ pub fn routes() -> Vec<(&'static str, &'static str)> {
 pub fn router(service: Arc<Service>) -> Router {
     let reads = Router::new()
         .route(paths::INDEX, get(public::index))
+        .route(paths::INDEX_DELTA, get(public::index_delta))
         .route(paths::MANIFEST, get(public::manifest))
         .route(paths::BLOB, get(public::blob))
         .route(paths::PACK, get(public::pack))

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use manifests::{AppId, Channel, Digest, PackName, PackageId};
 use tokio_util::io::ReaderStream;
 
+use crate::documents::ServedDocument;
 use crate::error::{Error, Result};
 use crate::service::Service;
 
@@ -57,29 +58,73 @@ pub async fn index(
                 .ok_or_else(|| Error::NotFound(format!("index of {app}/{channel}")))?
         }
     };
+    Ok(serve_document(&service, &index, &headers))
+}
+
+/// `GET /v1/apps/{app}/channels/{channel}/index/delta/{from}`
+pub async fn index_delta(
+    State(service): State<Arc<Service>>,
+    Path((app, channel, from)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let sequence = from.parse::<u64>().ok();
+    let delta = match sequence.and_then(|s| service.cached_delta(&app, &channel, s)) {
+        Some(delta) => delta,
+        None => {
+            let (app, channel) = (AppId::parse(&app)?, Channel::parse(&channel)?);
+            let Some(sequence) = sequence else {
+                return Err(Error::DeltaUnavailable {
+                    scope: format!("{app}/{channel}"),
+                    from,
+                    current: 0,
+                    floor: 0,
+                });
+            };
+            service.index_delta(&app, &channel, sequence).await?
+        }
+    };
+    Ok(serve_document(&service, &delta, &headers))
+}
+
+/// Serves a signed index or delta: gzip to clients that accept it, identity to the rest, each
+/// with its own strong ETag, `Vary: accept-encoding` and the index's short `max-age`.
+fn serve_document(service: &Service, document: &ServedDocument, headers: &HeaderMap) -> Response {
+    let (representation, gzip) = match &document.gzip {
+        Some(gz) if accepts_gzip(headers) => (gz, true),
+        _ => (&document.identity, false),
+    };
     let cache = service.index_cache_control.clone();
-    if not_modified(&headers, &index.etag) {
-        return Ok((
+    let vary = HeaderValue::from_static("accept-encoding");
+    if not_modified(headers, &representation.etag) {
+        return (
             StatusCode::NOT_MODIFIED,
             [
-                (header::ETAG, index.etag.clone()),
+                (header::ETAG, representation.etag.clone()),
                 (header::CACHE_CONTROL, cache),
+                (header::VARY, vary),
             ],
         )
-            .into_response());
+            .into_response();
     }
-    Ok((
+    let mut response = (
         [
             (
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             ),
-            (header::ETAG, index.etag.clone()),
+            (header::ETAG, representation.etag.clone()),
             (header::CACHE_CONTROL, cache),
+            (header::VARY, vary),
         ],
-        index.body.clone(),
+        representation.body.clone(),
     )
-        .into_response())
+        .into_response();
+    if gzip {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    response
 }
 
 /// `GET /v1/manifests/{sha256}`

@@ -2,15 +2,21 @@
 //! audit log.
 //!
 //! The trait is what the rest of the server sees; `sqlite` is the embedded default. Channel
-//! changes are compare-and-swap on the channel's index sequence ([`MetaStore::commit_channel`]),
-//! so any number of stateless server replicas can share one store, and a PostgreSQL engine needs
-//! no server-side locking to match.
+//! changes are compare-and-swap on the channel's sequence ([`MetaStore::commit_channel`]), so any
+//! number of stateless server replicas can share one store, and a PostgreSQL engine needs no
+//! server-side locking to match.
+//!
+//! A channel is one small row (its sequence and the lifetime of its index) and one row per
+//! package, which keeps the package's index entry and the sequence of its last change. A change
+//! writes one package row and the channel row, whatever the number of packages; the signed index
+//! and deltas are built from the rows when first asked for.
 
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use manifests::{
-    AppId, Channel, Digest, HostRequirement, PackageId, Prefetch, ReleaseVersion, Timestamp,
+    AppId, Channel, Digest, HostRequirement, PackageEntry, PackageId, Prefetch, ReleaseVersion,
+    Timestamp,
 };
 
 use crate::error::Result;
@@ -71,6 +77,43 @@ pub struct ChannelState {
     pub sequence: u64,
     /// Per package.
     pub packages: BTreeMap<PackageId, ChannelPackage>,
+}
+
+/// A channel's small row: its sequence and the lifetime of its index at that sequence. Every
+/// change compare-and-swaps the sequence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelHead {
+    /// The sequence of the channel's current index; at least 1.
+    pub sequence: u64,
+    /// When the index at this sequence was issued.
+    pub issued_at: Timestamp,
+    /// When it expires.
+    pub expires_at: Timestamp,
+    /// The lowest sequence a delta can start from: 1, or for a channel older than per-package
+    /// entries, its sequence when the store was upgraded.
+    pub delta_floor: u64,
+}
+
+/// One package's row on a channel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChannelRow {
+    /// The package.
+    pub package: PackageId,
+    /// Its state on the channel.
+    pub state: ChannelPackage,
+    /// Its index entry, computed when it last changed. None when it has neither a stable release
+    /// nor a candidate (it is not in the index), or, in a store upgraded from before entries were
+    /// kept, when it was not computed yet.
+    pub entry: Option<PackageEntry>,
+    /// The sequence of the change that last wrote the row.
+    pub sequence: u64,
+}
+
+impl ChannelRow {
+    /// Whether the package is in the channel's index.
+    pub fn is_listed(&self) -> bool {
+        self.state.stable.is_some() || self.state.candidate.is_some()
+    }
 }
 
 /// A signed index as stored and served.
@@ -231,14 +274,29 @@ pub struct ChannelCommit {
     pub channel: Channel,
     /// The sequence the change was computed from; the commit fails if another won the race.
     pub expected_sequence: u64,
-    /// The new state; its `sequence` is the new index's.
-    pub state: ChannelState,
-    /// The newly signed index.
-    pub index: StoredIndex,
+    /// The new sequence, above `expected_sequence`.
+    pub sequence: u64,
+    /// When the index at the new sequence is issued.
+    pub issued_at: Timestamp,
+    /// When it expires.
+    pub expires_at: Timestamp,
+    /// The one package that changed (none for a plain re-signing).
+    pub package: Option<PackageChange>,
     /// History entries for the change (none for a plain re-signing).
     pub history: Vec<HistoryEntry>,
     /// The audit entry, if the change was an operator's.
     pub audit: Option<AuditEntry>,
+}
+
+/// The new row of the package a channel change is about.
+#[derive(Clone, Debug)]
+pub struct PackageChange {
+    /// The package.
+    pub package: PackageId,
+    /// Its new state.
+    pub state: ChannelPackage,
+    /// Its new index entry; none when it leaves the index.
+    pub entry: Option<PackageEntry>,
 }
 
 /// Metadata storage.
@@ -275,15 +333,49 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug + 'static {
     /// The state of an app's channel (empty with sequence 0 if it never changed).
     async fn channel_state(&self, app: &AppId, channel: &Channel) -> Result<ChannelState>;
 
-    /// Every (app, channel) that has an index.
+    /// The channel's sequence (0 if it never changed) and one package's state there (the
+    /// default if the package was never on it): what a change of that package starts from.
+    async fn channel_package(
+        &self,
+        app: &AppId,
+        channel: &Channel,
+        package: &PackageId,
+    ) -> Result<(u64, ChannelPackage)>;
+
+    /// The channel's row, if it ever changed.
+    async fn channel_head(&self, app: &AppId, channel: &Channel) -> Result<Option<ChannelHead>>;
+
+    /// The channel's row and every package row, read together, if it ever changed: what an
+    /// index and its deltas are built from.
+    async fn channel_rows(
+        &self,
+        app: &AppId,
+        channel: &Channel,
+    ) -> Result<Option<(ChannelHead, Vec<ChannelRow>)>>;
+
+    /// Stores entries computed for rows that have none yet (a store upgraded from before entries
+    /// were kept); rows that got one meanwhile are left as they are.
+    async fn fill_entries(
+        &self,
+        app: &AppId,
+        channel: &Channel,
+        entries: &[(PackageId, PackageEntry)],
+    ) -> Result<()>;
+
+    /// Every (app, channel) that ever changed.
     async fn channels(&self) -> Result<Vec<(AppId, Channel)>>;
 
-    /// Commits a channel change if the channel is still at `expected_sequence`; returns false
-    /// (and changes nothing) if another change won the race.
+    /// Commits a channel change if the channel is still at `expected_sequence`: the channel row,
+    /// the package row, history and audit in one transaction. Returns false (and changes
+    /// nothing) if another change won the race.
     async fn commit_channel(&self, commit: &ChannelCommit) -> Result<bool>;
 
-    /// The current index of a channel.
+    /// The last signed index stored for a channel (it may be older than the channel's sequence:
+    /// indexes are signed when first asked for).
     async fn index(&self, app: &AppId, channel: &Channel) -> Result<Option<StoredIndex>>;
+
+    /// Keeps a signed index, unless one of a higher sequence is kept already.
+    async fn store_index(&self, app: &AppId, channel: &Channel, index: &StoredIndex) -> Result<()>;
 
     /// A channel's history, newest first, optionally for one package only.
     async fn history(

@@ -8,14 +8,15 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use manifests::{
-    AppId, Channel, Digest, HostRequirement, PackageId, Prefetch, ReleaseVersion, Timestamp,
+    AppId, Channel, Digest, HostRequirement, PackageEntry, PackageId, Prefetch, ReleaseVersion,
+    Timestamp,
 };
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::{
-    AuditEntry, ChannelCommit, ChannelPackage, ChannelState, HistoryEntry, Inserted, MetaStore,
-    PackRecord, ReleaseRecord, ReleaseStats, Scope, StoredIndex, TokenRecord,
+    AuditEntry, ChannelCommit, ChannelHead, ChannelPackage, ChannelRow, ChannelState, HistoryEntry,
+    Inserted, MetaStore, PackRecord, ReleaseRecord, ReleaseStats, Scope, StoredIndex, TokenRecord,
 };
 use crate::error::{Error, Result};
 
@@ -119,10 +120,30 @@ CREATE TABLE audit (
 
 /// Metadata in SQLite.
 /// Upgrades, in order: `MIGRATIONS[0]` takes version 1 to 2, and so on. Only ever append.
-const MIGRATIONS: [&str; 1] = [
+pub(crate) const MIGRATIONS: [&str; 2] = [
     // 2: the publisher's fetch priority and prefetch policy, carried into the index.
     "ALTER TABLE releases ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE releases ADD COLUMN prefetch TEXT NOT NULL DEFAULT 'always';",
+    // 3: a channel change writes one package: the sequence moves to a small row per channel, and
+    // each package row keeps its index entry (JSON) and the sequence of its last change, which
+    // deltas are cut by. Entries of existing rows are computed when first needed; deltas start
+    // from the sequence a channel had at the upgrade.
+    "CREATE TABLE channels (
+         app TEXT NOT NULL,
+         channel TEXT NOT NULL,
+         sequence INTEGER NOT NULL,
+         issued_at INTEGER NOT NULL,
+         expires_at INTEGER NOT NULL,
+         delta_floor INTEGER NOT NULL,
+         PRIMARY KEY (app, channel)
+     );
+     INSERT INTO channels (app, channel, sequence, issued_at, expires_at, delta_floor)
+         SELECT app, channel, sequence, issued_at, expires_at, sequence FROM indexes;
+     ALTER TABLE channel_packages ADD COLUMN entry TEXT;
+     ALTER TABLE channel_packages ADD COLUMN sequence INTEGER NOT NULL DEFAULT 0;
+     UPDATE channel_packages SET sequence = COALESCE((SELECT MAX(h.sequence) FROM history h
+         WHERE h.app = channel_packages.app AND h.channel = channel_packages.channel
+           AND h.package = channel_packages.package), 0);",
 ];
 
 /// The version [`MIGRATIONS`] lead to.
@@ -257,6 +278,57 @@ fn insert_audit(tx: &Connection, audit: &AuditEntry) -> rusqlite::Result<()> {
         ],
     )?;
     Ok(())
+}
+
+/// The sequence of a channel row; 0 when the channel never changed.
+fn channel_sequence(c: &Connection, app: &str, channel: &str) -> rusqlite::Result<u64> {
+    let sequence: Option<i64> = c
+        .query_row(
+            "SELECT sequence FROM channels WHERE app = ?1 AND channel = ?2",
+            params![app, channel],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(sequence.unwrap_or(0).max(0) as u64)
+}
+
+fn head_row(c: &Connection, app: &str, channel: &str) -> rusqlite::Result<Option<ChannelHead>> {
+    c.query_row(
+        "SELECT sequence, issued_at, expires_at, delta_floor FROM channels
+         WHERE app = ?1 AND channel = ?2",
+        params![app, channel],
+        |r| {
+            Ok(ChannelHead {
+                sequence: r.get::<_, i64>(0)?.max(0) as u64,
+                issued_at: time(r, 1)?,
+                expires_at: time(r, 2)?,
+                delta_floor: r.get::<_, i64>(3)?.max(0) as u64,
+            })
+        },
+    )
+    .optional()
+}
+
+/// The columns of a package's state on a channel, from column `at` on.
+fn channel_package_row(r: &Row<'_>, at: usize) -> rusqlite::Result<ChannelPackage> {
+    Ok(ChannelPackage {
+        stable: opt_col(r, at, ReleaseVersion::parse)?,
+        candidate: opt_col(r, at + 1, ReleaseVersion::parse)?,
+        rollout_basis_points: r.get::<_, i64>(at + 2)?.clamp(0, 10_000) as u16,
+        paused: r.get(at + 3)?,
+    })
+}
+
+fn entry_json(entry: &PackageEntry) -> Result<String> {
+    serde_json::to_string(entry)
+        .map_err(|e| Error::Internal(format!("index entry does not serialise: {e}")))
+}
+
+fn entry_col(r: &Row<'_>, i: usize) -> rusqlite::Result<Option<PackageEntry>> {
+    let text: Option<String> = r.get(i)?;
+    text.map(|t| serde_json::from_str(&t))
+        .transpose()
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, Type::Text, Box::new(e)))
 }
 
 #[async_trait]
@@ -403,42 +475,109 @@ impl MetaStore for SqliteMetaStore {
         let (app, channel) = (app.clone(), channel.clone());
         self.with(move |c| {
             let tx = c.transaction()?;
-            let sequence: i64 = tx
-                .query_row(
-                    "SELECT sequence FROM indexes WHERE app = ?1 AND channel = ?2",
-                    params![app.as_str(), channel.as_str()],
-                    |r| r.get(0),
-                )
-                .optional()?
-                .unwrap_or(0);
+            let sequence = channel_sequence(&tx, app.as_str(), channel.as_str())?;
             let mut stmt = tx.prepare(
                 "SELECT package, stable, candidate, rollout_basis_points, paused
                  FROM channel_packages WHERE app = ?1 AND channel = ?2",
             )?;
             let packages = stmt
                 .query_map(params![app.as_str(), channel.as_str()], |r| {
-                    Ok((
-                        col(r, 0, PackageId::parse)?,
-                        ChannelPackage {
-                            stable: opt_col(r, 1, ReleaseVersion::parse)?,
-                            candidate: opt_col(r, 2, ReleaseVersion::parse)?,
-                            rollout_basis_points: r.get::<_, i64>(3)?.clamp(0, 10_000) as u16,
-                            paused: r.get(4)?,
-                        },
-                    ))
+                    Ok((col(r, 0, PackageId::parse)?, channel_package_row(r, 1)?))
                 })?
                 .collect::<rusqlite::Result<_>>()?;
-            Ok(ChannelState {
-                sequence: sequence.max(0) as u64,
-                packages,
-            })
+            Ok(ChannelState { sequence, packages })
+        })
+        .await
+    }
+
+    async fn channel_package(
+        &self,
+        app: &AppId,
+        channel: &Channel,
+        package: &PackageId,
+    ) -> Result<(u64, ChannelPackage)> {
+        let (app, channel, package) = (app.clone(), channel.clone(), package.clone());
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            let sequence = channel_sequence(&tx, app.as_str(), channel.as_str())?;
+            let state = tx
+                .query_row(
+                    "SELECT stable, candidate, rollout_basis_points, paused FROM channel_packages
+                     WHERE app = ?1 AND channel = ?2 AND package = ?3",
+                    params![app.as_str(), channel.as_str(), package.as_str()],
+                    |r| channel_package_row(r, 0),
+                )
+                .optional()?;
+            Ok((sequence, state.unwrap_or_default()))
+        })
+        .await
+    }
+
+    async fn channel_head(&self, app: &AppId, channel: &Channel) -> Result<Option<ChannelHead>> {
+        let (app, channel) = (app.clone(), channel.clone());
+        self.with(move |c| Ok(head_row(c, app.as_str(), channel.as_str())?))
+            .await
+    }
+
+    async fn channel_rows(
+        &self,
+        app: &AppId,
+        channel: &Channel,
+    ) -> Result<Option<(ChannelHead, Vec<ChannelRow>)>> {
+        let (app, channel) = (app.clone(), channel.clone());
+        self.with(move |c| {
+            let tx = c.transaction()?;
+            let Some(head) = head_row(&tx, app.as_str(), channel.as_str())? else {
+                return Ok(None);
+            };
+            let mut stmt = tx.prepare(
+                "SELECT package, stable, candidate, rollout_basis_points, paused, entry, sequence
+                 FROM channel_packages WHERE app = ?1 AND channel = ?2 ORDER BY package",
+            )?;
+            let rows = stmt
+                .query_map(params![app.as_str(), channel.as_str()], |r| {
+                    Ok(ChannelRow {
+                        package: col(r, 0, PackageId::parse)?,
+                        state: channel_package_row(r, 1)?,
+                        entry: entry_col(r, 5)?,
+                        sequence: r.get::<_, i64>(6)?.max(0) as u64,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(Some((head, rows)))
+        })
+        .await
+    }
+
+    async fn fill_entries(
+        &self,
+        app: &AppId,
+        channel: &Channel,
+        entries: &[(PackageId, PackageEntry)],
+    ) -> Result<()> {
+        let (app, channel) = (app.clone(), channel.clone());
+        let entries = entries
+            .iter()
+            .map(|(p, e)| Ok((p.clone(), entry_json(e)?)))
+            .collect::<Result<Vec<_>>>()?;
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for (package, entry) in &entries {
+                tx.execute(
+                    "UPDATE channel_packages SET entry = ?4
+                     WHERE app = ?1 AND channel = ?2 AND package = ?3 AND entry IS NULL",
+                    params![app.as_str(), channel.as_str(), package.as_str(), entry],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
         })
         .await
     }
 
     async fn channels(&self) -> Result<Vec<(AppId, Channel)>> {
         self.with(|c| {
-            let mut stmt = c.prepare("SELECT app, channel FROM indexes ORDER BY app, channel")?;
+            let mut stmt = c.prepare("SELECT app, channel FROM channels ORDER BY app, channel")?;
             let rows = stmt
                 .query_map([], |r| {
                     Ok((col(r, 0, AppId::parse)?, col(r, 1, Channel::parse)?))
@@ -451,65 +590,62 @@ impl MetaStore for SqliteMetaStore {
 
     async fn commit_channel(&self, commit: &ChannelCommit) -> Result<bool> {
         let commit = commit.clone();
+        let entry = match commit.package.as_ref().and_then(|p| p.entry.as_ref()) {
+            Some(entry) => Some(entry_json(entry)?),
+            None => None,
+        };
         self.with(move |c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let (app, channel) = (commit.app.as_str(), commit.channel.as_str());
-            let current: i64 = tx
-                .query_row(
-                    "SELECT sequence FROM indexes WHERE app = ?1 AND channel = ?2",
-                    params![app, channel],
-                    |r| r.get(0),
-                )
-                .optional()?
-                .unwrap_or(0);
-            if current.max(0) as u64 != commit.expected_sequence {
+            if channel_sequence(&tx, app, channel)? != commit.expected_sequence {
                 return Ok(false);
             }
-            if commit.index.sequence <= commit.expected_sequence
-                || commit.state.sequence != commit.index.sequence
+            if commit.sequence <= commit.expected_sequence
+                || commit.history.iter().any(|h| h.sequence != commit.sequence)
             {
                 return Err(Error::Internal(format!(
-                    "channel commit must raise the sequence above {} (index {}, state {})",
-                    commit.expected_sequence, commit.index.sequence, commit.state.sequence
+                    "channel commit must raise the sequence above {} and record it in the history \
+                     (sequence {})",
+                    commit.expected_sequence, commit.sequence
                 )));
             }
             tx.execute(
-                "DELETE FROM channel_packages WHERE app = ?1 AND channel = ?2",
-                params![app, channel],
-            )?;
-            for (package, state) in &commit.state.packages {
-                tx.execute(
-                    "INSERT INTO channel_packages
-                     (app, channel, package, stable, candidate, rollout_basis_points, paused)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    params![
-                        app,
-                        channel,
-                        package.as_str(),
-                        state.stable.as_ref().map(ToString::to_string),
-                        state.candidate.as_ref().map(ToString::to_string),
-                        i64::from(state.rollout_basis_points),
-                        state.paused,
-                    ],
-                )?;
-            }
-            let index = &commit.index;
-            tx.execute(
-                "INSERT INTO indexes (app, channel, sequence, digest, bytes, issued_at, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                "INSERT INTO channels (app, channel, sequence, issued_at, expires_at, delta_floor)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?3)
                  ON CONFLICT (app, channel) DO UPDATE SET sequence = excluded.sequence,
-                   digest = excluded.digest, bytes = excluded.bytes,
                    issued_at = excluded.issued_at, expires_at = excluded.expires_at",
                 params![
                     app,
                     channel,
-                    index.sequence as i64,
-                    index.digest.to_string(),
-                    index.bytes,
-                    secs(index.issued_at),
-                    secs(index.expires_at),
+                    commit.sequence as i64,
+                    secs(commit.issued_at),
+                    secs(commit.expires_at),
                 ],
             )?;
+            if let Some(change) = &commit.package {
+                let state = &change.state;
+                tx.execute(
+                    "INSERT INTO channel_packages (app, channel, package, stable, candidate,
+                       rollout_basis_points, paused, entry, sequence)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                     ON CONFLICT (app, channel, package) DO UPDATE SET stable = excluded.stable,
+                       candidate = excluded.candidate,
+                       rollout_basis_points = excluded.rollout_basis_points,
+                       paused = excluded.paused, entry = excluded.entry,
+                       sequence = excluded.sequence",
+                    params![
+                        app,
+                        channel,
+                        change.package.as_str(),
+                        state.stable.as_ref().map(ToString::to_string),
+                        state.candidate.as_ref().map(ToString::to_string),
+                        i64::from(state.rollout_basis_points),
+                        state.paused,
+                        entry,
+                        commit.sequence as i64,
+                    ],
+                )?;
+            }
             for h in &commit.history {
                 tx.execute(
                     "INSERT INTO history (app, channel, package, at, action, from_version,
@@ -557,6 +693,31 @@ impl MetaStore for SqliteMetaStore {
                 },
             )
             .optional()?)
+        })
+        .await
+    }
+
+    async fn store_index(&self, app: &AppId, channel: &Channel, index: &StoredIndex) -> Result<()> {
+        let (app, channel, index) = (app.clone(), channel.clone(), index.clone());
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO indexes (app, channel, sequence, digest, bytes, issued_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (app, channel) DO UPDATE SET sequence = excluded.sequence,
+                   digest = excluded.digest, bytes = excluded.bytes,
+                   issued_at = excluded.issued_at, expires_at = excluded.expires_at
+                 WHERE excluded.sequence > indexes.sequence",
+                params![
+                    app.as_str(),
+                    channel.as_str(),
+                    index.sequence as i64,
+                    index.digest.to_string(),
+                    index.bytes,
+                    secs(index.issued_at),
+                    secs(index.expires_at),
+                ],
+            )?;
+            Ok(())
         })
         .await
     }

@@ -1,9 +1,8 @@
 //! One suite for every metadata store engine.
 
-use std::collections::BTreeMap;
-
 use manifests::{
-    AppId, Channel, Digest, HostRequirement, PackageId, Prefetch, ReleaseVersion, Timestamp,
+    AppId, Channel, Digest, HostRequirement, PackageEntry, PackageId, Prefetch, ReleaseVersion,
+    Timestamp,
 };
 
 use super::sqlite::SqliteMetaStore;
@@ -50,32 +49,45 @@ fn audit(action: &str) -> AuditEntry {
     }
 }
 
+fn entry(stable: &str) -> PackageEntry {
+    PackageEntry {
+        priority: 90,
+        prefetch: Prefetch::WifiOnly,
+        stable: Some(manifests::ReleaseRef {
+            version: ver(stable),
+            manifest: Digest::of(stable.as_bytes()),
+            requires: HostRequirement::parse(">=5").unwrap(),
+            size_bytes: 1234,
+        }),
+        candidate: None,
+        older: Vec::new(),
+    }
+}
+
 fn commit(expected: u64, stable: &str) -> ChannelCommit {
+    commit_of("checkout", expected, stable)
+}
+
+fn commit_of(package: &str, expected: u64, stable: &str) -> ChannelCommit {
     let sequence = expected + 1;
     ChannelCommit {
         app: app("shop"),
         channel: chan("production"),
         expected_sequence: expected,
-        state: ChannelState {
-            sequence,
-            packages: BTreeMap::from([(
-                pkg("checkout"),
-                ChannelPackage {
-                    stable: Some(ver(stable)),
-                    ..ChannelPackage::default()
-                },
-            )]),
-        },
-        index: StoredIndex {
-            sequence,
-            digest: Digest::of(&sequence.to_be_bytes()),
-            bytes: format!("index {sequence}").into_bytes(),
-            issued_at: Timestamp::from_unix_secs(1_700_000_000),
-            expires_at: Timestamp::from_unix_secs(1_700_600_000),
-        },
+        sequence,
+        issued_at: Timestamp::from_unix_secs(1_700_000_000 + sequence),
+        expires_at: Timestamp::from_unix_secs(1_700_600_000 + sequence),
+        package: Some(PackageChange {
+            package: pkg(package),
+            state: ChannelPackage {
+                stable: Some(ver(stable)),
+                ..ChannelPackage::default()
+            },
+            entry: Some(entry(stable)),
+        }),
         history: vec![HistoryEntry {
             at: Timestamp::from_unix_secs(1_700_000_000 + sequence),
-            package: pkg("checkout"),
+            package: pkg(package),
             action: "promote".into(),
             from_version: None,
             to_version: Some(ver(stable)),
@@ -85,6 +97,16 @@ fn commit(expected: u64, stable: &str) -> ChannelCommit {
             sequence,
         }],
         audit: Some(audit("promote")),
+    }
+}
+
+fn stored_index(sequence: u64) -> StoredIndex {
+    StoredIndex {
+        sequence,
+        digest: Digest::of(&sequence.to_be_bytes()),
+        bytes: format!("index {sequence}").into_bytes(),
+        issued_at: Timestamp::from_unix_secs(1_700_000_000),
+        expires_at: Timestamp::from_unix_secs(1_700_600_000),
     }
 }
 
@@ -170,6 +192,27 @@ pub(crate) async fn meta_store_suite(store: &dyn MetaStore) {
         store.channel_state(&shop, &production).await.unwrap(),
         ChannelState::default()
     );
+    assert!(
+        store
+            .channel_head(&shop, &production)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .channel_rows(&shop, &production)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        store
+            .channel_package(&shop, &production, &pkg("checkout"))
+            .await
+            .unwrap(),
+        (0, ChannelPackage::default())
+    );
     assert!(store.index(&shop, &production).await.unwrap().is_none());
     assert!(store.commit_channel(&commit(0, "1.9.0")).await.unwrap());
     assert!(store.commit_channel(&commit(1, "1.10.0")).await.unwrap());
@@ -178,16 +221,99 @@ pub(crate) async fn meta_store_suite(store: &dyn MetaStore) {
     let state = store.channel_state(&shop, &production).await.unwrap();
     assert_eq!(state.sequence, 2);
     assert_eq!(state.packages[&pkg("checkout")].stable, Some(ver("1.10.0")));
-    let index = store.index(&shop, &production).await.unwrap().unwrap();
-    assert_eq!((index.sequence, index.bytes), (2, b"index 2".to_vec()));
+    assert_eq!(
+        store
+            .channel_package(&shop, &production, &pkg("checkout"))
+            .await
+            .unwrap(),
+        (2, state.packages[&pkg("checkout")].clone())
+    );
+    // The channel row keeps the sequence and the index's lifetime; deltas start from the first.
+    let head = store
+        .channel_head(&shop, &production)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        head,
+        ChannelHead {
+            sequence: 2,
+            issued_at: Timestamp::from_unix_secs(1_700_000_002),
+            expires_at: Timestamp::from_unix_secs(1_700_600_002),
+            delta_floor: 1,
+        }
+    );
+    // A change writes only its package's row, with its entry and the change's sequence.
+    store
+        .insert_release(&shop, &record("cart", "2.0.0"), &audit("publish"))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .commit_channel(&commit_of("cart", 2, "2.0.0"))
+            .await
+            .unwrap()
+    );
+    let (head, rows) = store
+        .channel_rows(&shop, &production)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(head.sequence, 3);
+    let rows: Vec<(String, Option<PackageEntry>, u64)> = rows
+        .into_iter()
+        .map(|r| (r.package.to_string(), r.entry, r.sequence))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("cart".into(), Some(entry("2.0.0")), 3),
+            ("checkout".into(), Some(entry("1.10.0")), 2),
+        ]
+    );
+    // A re-signing moves the sequence and the lifetime only.
+    let mut resign = commit(3, "9.9.9");
+    resign.package = None;
+    resign.history.clear();
+    resign.audit = None;
+    assert!(store.commit_channel(&resign).await.unwrap());
+    let (head, rows) = store
+        .channel_rows(&shop, &production)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((head.sequence, head.delta_floor, rows.len()), (4, 1, 2));
+    // Filling entries leaves rows that have one untouched.
+    store
+        .fill_entries(&shop, &production, &[(pkg("checkout"), entry("0.0.1"))])
+        .await
+        .unwrap();
+    let (_, rows) = store
+        .channel_rows(&shop, &production)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(rows[1].entry, Some(entry("1.10.0")));
     assert_eq!(
         store.channels().await.unwrap(),
         vec![(shop.clone(), production.clone())]
     );
     // A commit must raise the sequence.
-    let mut flat = commit(2, "2.0.0");
-    flat.index.sequence = 2;
+    let mut flat = commit(4, "2.0.0");
+    flat.sequence = 4;
     assert!(store.commit_channel(&flat).await.is_err());
+
+    // The signed index is kept as built, the highest sequence winning.
+    store
+        .store_index(&shop, &production, &stored_index(3))
+        .await
+        .unwrap();
+    store
+        .store_index(&shop, &production, &stored_index(2))
+        .await
+        .unwrap();
+    let index = store.index(&shop, &production).await.unwrap().unwrap();
+    assert_eq!((index.sequence, index.bytes), (3, b"index 3".to_vec()));
 
     let history = store
         .history(&shop, &production, Some(&pkg("checkout")))
@@ -286,6 +412,8 @@ pub(crate) async fn meta_store_suite(store: &dyn MetaStore) {
         [
             "token.create",
             "promote",
+            "publish",
+            "promote",
             "promote",
             "publish",
             "publish",
@@ -369,5 +497,86 @@ async fn sqlite_meta_store_upgrades_a_version_1_database() {
         .unwrap()
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, 3);
+}
+
+#[tokio::test]
+async fn sqlite_meta_store_upgrades_a_version_2_channel_to_per_package_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("meta.sqlite3");
+    {
+        // A channel as version 2 kept it: every package row, the index with the sequence, and the
+        // history of each change.
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(&format!(
+            "BEGIN; {} {} PRAGMA user_version = 2; COMMIT;",
+            super::sqlite::SCHEMA_V1,
+            super::sqlite::MIGRATIONS[0]
+        ))
+        .unwrap();
+        conn.execute_batch(
+            "INSERT INTO packages VALUES ('checkout', 'shop', 0), ('search', 'shop', 0);
+             INSERT INTO channel_packages VALUES
+                 ('shop', 'production', 'checkout', '1.0.0', NULL, 0, 0),
+                 ('shop', 'production', 'search', '2.0.0', '2.1.0', 500, 1);
+             INSERT INTO indexes VALUES ('shop', 'production', 7,
+                 'aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa', x'00',
+                 1700000000, 1700600000);
+             INSERT INTO history (app, channel, package, at, action, from_version, to_version,
+                 rollout_basis_points, actor, reason, sequence) VALUES
+                 ('shop', 'production', 'checkout', 1, 'promote', NULL, '1.0.0', NULL, 'ci', '', 1),
+                 ('shop', 'production', 'search', 2, 'promote', NULL, '2.0.0', NULL, 'ci', '', 2),
+                 ('shop', 'production', 'search', 3, 'rollout', NULL, '2.1.0', 500, 'ci', '', 5);",
+        )
+        .unwrap();
+    }
+    let store = SqliteMetaStore::open(&path).unwrap();
+    let (shop, production) = (app("shop"), chan("production"));
+    let (head, rows) = store
+        .channel_rows(&shop, &production)
+        .await
+        .unwrap()
+        .unwrap();
+    // The sequence and lifetime come from the index; deltas start from the upgrade.
+    assert_eq!(
+        head,
+        ChannelHead {
+            sequence: 7,
+            issued_at: Timestamp::from_unix_secs(1_700_000_000),
+            expires_at: Timestamp::from_unix_secs(1_700_600_000),
+            delta_floor: 7,
+        }
+    );
+    // Each row's last change comes from the history; entries are computed later.
+    let rows: Vec<(String, bool, Option<PackageEntry>, u64)> = rows
+        .into_iter()
+        .map(|r| (r.package.to_string(), r.is_listed(), r.entry, r.sequence))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("checkout".into(), true, None, 1),
+            ("search".into(), true, None, 5),
+        ]
+    );
+    assert_eq!(
+        store
+            .channel_state(&shop, &production)
+            .await
+            .unwrap()
+            .sequence,
+        7
+    );
+    // The kept index is still there, and the next change starts from its sequence.
+    assert_eq!(
+        store
+            .index(&shop, &production)
+            .await
+            .unwrap()
+            .unwrap()
+            .sequence,
+        7
+    );
+    assert!(!store.commit_channel(&commit(6, "1.1.0")).await.unwrap());
+    assert!(store.commit_channel(&commit(7, "1.1.0")).await.unwrap());
 }

@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use manifests::{KeyPair, TrustedKeys};
 use server::data_dir::DataDir;
-use server::meta_store::Scope;
+use server::meta_store::sqlite::SqliteMetaStore;
+use server::meta_store::{MetaStore, Scope};
 use server::service::{Service, Settings};
 
 pub struct TestServer {
@@ -18,6 +19,7 @@ pub struct TestServer {
     pub service: Arc<Service>,
     pub admin: String,
     key: KeyPair,
+    restarts: usize,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
     runtime: Arc<tokio::runtime::Runtime>,
@@ -29,12 +31,48 @@ impl TestServer {
     }
 
     pub fn start_with(tune: impl FnOnce(&mut Settings)) -> TestServer {
-        let dir = tempfile::tempdir().unwrap();
+        TestServer::start_in(tempfile::tempdir().unwrap(), "admin", tune, |meta| meta)
+    }
+
+    /// A server whose metadata store is `wrap`ped (to count what the server reads, say).
+    pub fn start_wrapped(
+        wrap: impl FnOnce(Arc<dyn MetaStore>) -> Arc<dyn MetaStore>,
+    ) -> TestServer {
+        TestServer::start_in(tempfile::tempdir().unwrap(), "admin", |_| {}, wrap)
+    }
+
+    /// Stops the server, lets `between` change its data directory, and starts a new server on it
+    /// with the same key.
+    pub fn restart(mut self, between: impl FnOnce(&Path)) -> TestServer {
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        let restarts = self.restarts + 1;
+        drop(self);
+        between(&dir.path().join("data"));
+        let mut s = TestServer::start_in(dir, &format!("admin-{restarts}"), |_| {}, |meta| meta);
+        s.restarts = restarts;
+        s
+    }
+
+    fn start_in(
+        dir: tempfile::TempDir,
+        admin: &str,
+        tune: impl FnOnce(&mut Settings),
+        wrap: impl FnOnce(Arc<dyn MetaStore>) -> Arc<dyn MetaStore>,
+    ) -> TestServer {
         let data = DataDir::new(dir.path().join("data"));
         let key = KeyPair::from_seed(&[42; 32]);
         let mut settings = data.settings();
         tune(&mut settings);
-        let service = Arc::new(data.open(key.clone(), settings).unwrap());
+        // As `DataDir::open` does, with the metadata store wrapped.
+        std::fs::create_dir_all(data.root()).unwrap();
+        if settings.staging_dir.exists() {
+            std::fs::remove_dir_all(&settings.staging_dir).unwrap();
+        }
+        let blobs = server::blob_store::fs::FsBlobStore::open(data.root().join("blobs")).unwrap();
+        let meta = SqliteMetaStore::open(&data.root().join("meta.sqlite3")).unwrap();
+        let service = Arc::new(
+            Service::new(Arc::new(blobs), wrap(Arc::new(meta)), key.clone(), settings).unwrap(),
+        );
         let runtime = Arc::new(
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -47,7 +85,7 @@ impl TestServer {
             .unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let admin = runtime
-            .block_on(service.create_token("admin", Scope::Admin, None, "test"))
+            .block_on(service.create_token(admin, Scope::Admin, None, "test"))
             .unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (svc, rt) = (service.clone(), runtime.clone());
@@ -63,6 +101,7 @@ impl TestServer {
             service,
             admin,
             key,
+            restarts: 0,
             stop: Some(stop),
             thread: Some(thread),
             runtime,

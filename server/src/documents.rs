@@ -1,0 +1,473 @@
+//! The documents devices poll on launch: a channel's signed index and the signed deltas that
+//! lead to it, built when first asked for at a sequence, signed and compressed once, and kept in
+//! memory.
+//!
+//! A channel change only writes the changed package's row and moves the channel's sequence
+//! (`channel`). The first request at a new sequence reads the channel's rows once
+//! ([`MetaStore::channel_rows`](crate::meta_store::MetaStore::channel_rows)) into a snapshot,
+//! from which the full index and every delta to that sequence are cut. The full index is kept in
+//! the store too, so a restarted server serves it without signing again. Its bytes depend only on
+//! the channel's state (sequence, the times stored with it, the entries), so replicas that build
+//! it independently serve the same bytes and ETags.
+//!
+//! Every document has two representations, identity and gzip (when gzip is smaller), each with its
+//! own strong ETag: `"<digest>"` and `"<digest>.gz"`, the digest being that of the signed part.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Write;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use axum::http::HeaderValue;
+use bytes::Bytes;
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use manifests::{AppId, Channel, Digest, Index, IndexDelta, PackageEntry, PackageId};
+
+use crate::error::{Error, Result};
+use crate::meta_store::{ChannelHead, StoredIndex};
+use crate::service::Service;
+
+/// Signed deltas kept per channel; more distinct starting sequences than this in one sequence's
+/// lifetime start the cache over.
+const MAX_CACHED_DELTAS: usize = 256;
+
+/// One representation of a document: its bytes and strong ETag.
+#[derive(Debug)]
+pub struct Representation {
+    /// The body, cheap to hand to each response.
+    pub body: Bytes,
+    /// Its strong ETag.
+    pub etag: HeaderValue,
+}
+
+/// A signed document ready to serve, in each representation.
+#[derive(Debug)]
+pub struct ServedDocument {
+    /// The channel sequence it brings.
+    pub sequence: u64,
+    /// The digest of its signed part.
+    pub digest: Digest,
+    /// The canonical JSON bytes as signed.
+    pub identity: Representation,
+    /// The same bytes gzip-compressed, when that is smaller.
+    pub gzip: Option<Representation>,
+}
+
+impl ServedDocument {
+    /// Prepares both representations of a signed document (compressing it once).
+    ///
+    /// # Errors
+    /// [`Error::Internal`] if compression fails.
+    pub fn new(sequence: u64, digest: Digest, bytes: Vec<u8>) -> Result<ServedDocument> {
+        let mut encoder = GzEncoder::new(Vec::new(), Compression::best());
+        let gz = encoder
+            .write_all(&bytes)
+            .and_then(|()| encoder.finish())
+            .map_err(|e| Error::Internal(format!("gzip: {e}")))?;
+        let tag = |suffix: &str| {
+            // A digest is hex only, always a valid header value.
+            HeaderValue::from_str(&format!("\"{digest}{suffix}\""))
+                .map_err(|e| Error::Internal(format!("ETag: {e}")))
+        };
+        let gzip = if gz.len() < bytes.len() {
+            Some(Representation {
+                body: Bytes::from(gz),
+                etag: tag(".gz")?,
+            })
+        } else {
+            None
+        };
+        Ok(ServedDocument {
+            sequence,
+            digest,
+            identity: Representation {
+                body: Bytes::from(bytes),
+                etag: tag("")?,
+            },
+            gzip,
+        })
+    }
+}
+
+/// A channel's entries at one sequence, read once: what the full index and the deltas to this
+/// sequence are cut from.
+#[derive(Debug)]
+struct Snapshot {
+    head: ChannelHead,
+    packages: BTreeMap<PackageId, PackageEntry>,
+    /// Every package row, newest change first: the sequence of its last change, and whether the
+    /// package is in the index.
+    changes: Vec<(u64, PackageId, bool)>,
+    /// `manifests::packages_digest` of `packages`.
+    packages_digest: Digest,
+}
+
+/// What this process holds of one channel.
+#[derive(Debug, Default)]
+struct ChannelDocs {
+    /// The highest sequence this process knows the channel reached; everything below is of it.
+    sequence: u64,
+    /// The channel row at `sequence` and when it was read from the store.
+    head: Option<(ChannelHead, Instant)>,
+    index: Option<Arc<ServedDocument>>,
+    snapshot: Option<Arc<Snapshot>>,
+    /// Deltas to `sequence`, by the sequence they start from.
+    deltas: HashMap<u64, Arc<ServedDocument>>,
+}
+
+impl ChannelDocs {
+    /// Moves to `sequence` if it is higher, forgetting the documents of the old one; returns
+    /// whether the channel is at `sequence` now (so that what was built for it may be kept).
+    fn advance(&mut self, sequence: u64) -> bool {
+        if sequence > self.sequence {
+            *self = ChannelDocs {
+                sequence,
+                ..ChannelDocs::default()
+            };
+        }
+        sequence == self.sequence
+    }
+
+    /// The channel row if it was read within `ttl`.
+    fn fresh(&self, ttl: std::time::Duration) -> Option<&ChannelHead> {
+        let (head, at) = self.head.as_ref()?;
+        (head.sequence == self.sequence && at.elapsed() < ttl).then_some(head)
+    }
+}
+
+/// Documents by `app`, then `channel`.
+type DocsMap = HashMap<String, HashMap<String, ChannelDocs>>;
+
+/// The in-memory documents of every channel, and one build at a time per channel.
+#[derive(Debug, Default)]
+pub(crate) struct Documents {
+    channels: Mutex<DocsMap>,
+    builds: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Documents {
+    /// Records that a channel reached `sequence` (a change this process committed), so that the
+    /// next request reads it rather than serving the documents of the old sequence.
+    pub(crate) fn advanced(&self, app: &AppId, channel: &Channel, sequence: u64) {
+        self.update(app, channel, |d| {
+            d.advance(sequence);
+        });
+    }
+
+    fn lock(&self) -> MutexGuard<'_, DocsMap> {
+        self.channels.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Reads a channel's entry without allocating (the hot path takes raw names).
+    fn peek<T>(
+        &self,
+        app: &str,
+        channel: &str,
+        f: impl FnOnce(&ChannelDocs) -> Option<T>,
+    ) -> Option<T> {
+        f(self.lock().get(app)?.get(channel)?)
+    }
+
+    fn update<T>(
+        &self,
+        app: &AppId,
+        channel: &Channel,
+        f: impl FnOnce(&mut ChannelDocs) -> T,
+    ) -> T {
+        let mut channels = self.lock();
+        let docs = channels
+            .entry(app.as_str().to_owned())
+            .or_default()
+            .entry(channel.as_str().to_owned())
+            .or_default();
+        f(docs)
+    }
+
+    /// Keeps `value` in the channel's entry if it was built for the sequence the channel is at.
+    fn keep(
+        &self,
+        app: &AppId,
+        channel: &Channel,
+        sequence: u64,
+        f: impl FnOnce(&mut ChannelDocs),
+    ) {
+        self.update(app, channel, |d| {
+            if d.advance(sequence) {
+                f(d);
+            }
+        });
+    }
+
+    /// Builds of one channel's documents run one at a time, so that a launch rush after a change
+    /// signs each document once.
+    async fn build_lock(&self, app: &AppId, channel: &Channel) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut builds = self.builds.lock().unwrap_or_else(PoisonError::into_inner);
+            builds
+                .entry(format!("{app}/{channel}"))
+                .or_default()
+                .clone()
+        };
+        lock.lock_owned().await
+    }
+}
+
+impl Service {
+    /// The full index of `app`/`channel` if this process has it for the sequence it read within
+    /// the cache time. Takes raw names: only valid ones are ever cached, so the hot path needs no
+    /// parsing or allocation.
+    pub fn cached_index(&self, app: &str, channel: &str) -> Option<Arc<ServedDocument>> {
+        let ttl = self.settings.index_cache;
+        self.documents.peek(app, channel, |d| {
+            d.fresh(ttl)?;
+            d.index.clone()
+        })
+    }
+
+    /// The delta from `from` to the current sequence of `app`/`channel`, if this process has it
+    /// for the sequence it read within the cache time.
+    pub fn cached_delta(&self, app: &str, channel: &str, from: u64) -> Option<Arc<ServedDocument>> {
+        let ttl = self.settings.index_cache;
+        self.documents.peek(app, channel, |d| {
+            d.fresh(ttl)?;
+            d.deltas.get(&from).cloned()
+        })
+    }
+
+    /// The signed full index of a channel at its current sequence: from memory, else the one kept
+    /// in the store if it is current, else built from the channel's entries, signed and kept.
+    /// None before anything was promoted on the channel.
+    ///
+    /// # Errors
+    /// The store failed, or a stored entry broke the index's rules.
+    pub async fn index(
+        &self,
+        app: &AppId,
+        channel: &Channel,
+    ) -> Result<Option<Arc<ServedDocument>>> {
+        if let Some(index) = self.cached_index(app.as_str(), channel.as_str()) {
+            return Ok(Some(index));
+        }
+        let _build = self.documents.build_lock(app, channel).await;
+        let Some(head) = self.channel_head(app, channel).await? else {
+            return Ok(None);
+        };
+        if let Some(index) = self.documents.peek(app.as_str(), channel.as_str(), |d| {
+            (d.sequence == head.sequence).then(|| d.index.clone())?
+        }) {
+            return Ok(Some(index));
+        }
+        let index = match self.meta.index(app, channel).await? {
+            Some(stored) if stored.sequence == head.sequence => Arc::new(ServedDocument::new(
+                stored.sequence,
+                stored.digest,
+                stored.bytes,
+            )?),
+            _ => self.build_index(app, channel, &head).await?,
+        };
+        self.documents.keep(app, channel, index.sequence, |d| {
+            d.index = Some(index.clone());
+        });
+        Ok(Some(index))
+    }
+
+    /// Signs the full index from the channel's entries and keeps it in the store.
+    async fn build_index(
+        &self,
+        app: &AppId,
+        channel: &Channel,
+        head: &ChannelHead,
+    ) -> Result<Arc<ServedDocument>> {
+        let snapshot = self.snapshot(app, channel, head).await?;
+        let index = Index {
+            app: app.clone(),
+            channel: channel.clone(),
+            sequence: snapshot.head.sequence,
+            issued_at: snapshot.head.issued_at,
+            expires_at: snapshot.head.expires_at,
+            packages: snapshot.packages.clone(),
+        };
+        let key = self.key.clone();
+        // Signing and compressing a thousand entries takes milliseconds: off the async workers.
+        let (signed, served) = tokio::task::spawn_blocking(move || {
+            let signed = index.sign(&[&key])?;
+            let served = ServedDocument::new(index.sequence, signed.digest, signed.bytes.clone())?;
+            Ok::<_, Error>((signed, served))
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("index build task failed: {e}")))??;
+        self.meta
+            .store_index(
+                app,
+                channel,
+                &StoredIndex {
+                    sequence: snapshot.head.sequence,
+                    digest: signed.digest,
+                    bytes: signed.bytes,
+                    issued_at: snapshot.head.issued_at,
+                    expires_at: snapshot.head.expires_at,
+                },
+            )
+            .await?;
+        tracing::debug!(%app, %channel, sequence = snapshot.head.sequence, "index signed");
+        Ok(Arc::new(served))
+    }
+
+    /// The signed delta from sequence `from` to the current one: the whole entry of every package
+    /// changed after `from`, the packages that left, and the digest of the current packages.
+    ///
+    /// # Errors
+    /// [`Error::DeltaUnavailable`] when `from` is above the current sequence or below the oldest
+    /// a delta can start from (or nothing was ever promoted on the channel); the store failed.
+    pub async fn index_delta(
+        &self,
+        app: &AppId,
+        channel: &Channel,
+        from: u64,
+    ) -> Result<Arc<ServedDocument>> {
+        if let Some(delta) = self.cached_delta(app.as_str(), channel.as_str(), from) {
+            return Ok(delta);
+        }
+        let _build = self.documents.build_lock(app, channel).await;
+        let unavailable = |current: u64, floor: u64| Error::DeltaUnavailable {
+            scope: format!("{app}/{channel}"),
+            from: from.to_string(),
+            current,
+            floor,
+        };
+        let Some(head) = self.channel_head(app, channel).await? else {
+            return Err(unavailable(0, 1));
+        };
+        let floor = head.delta_floor.max(1);
+        if from > head.sequence || from < floor {
+            return Err(unavailable(head.sequence, floor));
+        }
+        if let Some(delta) = self.documents.peek(app.as_str(), channel.as_str(), |d| {
+            (d.sequence == head.sequence).then(|| d.deltas.get(&from).cloned())?
+        }) {
+            return Ok(delta);
+        }
+        let snapshot = self.snapshot(app, channel, &head).await?;
+        let mut changed = BTreeMap::new();
+        let mut removed = BTreeSet::new();
+        for (sequence, package, listed) in &snapshot.changes {
+            if *sequence <= from {
+                break;
+            }
+            match snapshot.packages.get(package) {
+                Some(entry) if *listed => {
+                    changed.insert(package.clone(), entry.clone());
+                }
+                _ => {
+                    removed.insert(package.clone());
+                }
+            }
+        }
+        let delta = IndexDelta {
+            app: app.clone(),
+            channel: channel.clone(),
+            from_sequence: from,
+            sequence: snapshot.head.sequence,
+            issued_at: snapshot.head.issued_at,
+            expires_at: snapshot.head.expires_at,
+            changed,
+            removed,
+            packages_digest: snapshot.packages_digest,
+        };
+        let signed = delta.sign(&[&self.key])?;
+        let served = Arc::new(ServedDocument::new(
+            delta.sequence,
+            signed.digest,
+            signed.bytes,
+        )?);
+        self.documents.keep(app, channel, served.sequence, |d| {
+            if d.deltas.len() >= MAX_CACHED_DELTAS {
+                d.deltas.clear();
+            }
+            d.deltas.insert(from, served.clone());
+        });
+        Ok(served)
+    }
+
+    /// The channel row: from memory if it was read within the cache time, else from the store.
+    async fn channel_head(&self, app: &AppId, channel: &Channel) -> Result<Option<ChannelHead>> {
+        let ttl = self.settings.index_cache;
+        if let Some(head) = self
+            .documents
+            .peek(app.as_str(), channel.as_str(), |d| d.fresh(ttl).cloned())
+        {
+            return Ok(Some(head));
+        }
+        let Some(head) = self.meta.channel_head(app, channel).await? else {
+            return Ok(None);
+        };
+        self.documents.keep(app, channel, head.sequence, |d| {
+            d.head = Some((head.clone(), Instant::now()));
+        });
+        Ok(Some(head))
+    }
+
+    /// The channel's entries at `head`'s sequence (or a later one, if the channel moved on
+    /// meanwhile): from memory, else read in one go. Rows of a store upgraded from before
+    /// entries were kept get theirs computed and stored here, once.
+    async fn snapshot(
+        &self,
+        app: &AppId,
+        channel: &Channel,
+        head: &ChannelHead,
+    ) -> Result<Arc<Snapshot>> {
+        if let Some(snapshot) = self.documents.peek(app.as_str(), channel.as_str(), |d| {
+            d.snapshot
+                .clone()
+                .filter(|s| s.head.sequence == head.sequence)
+        }) {
+            return Ok(snapshot);
+        }
+        let (head, rows) = self
+            .meta
+            .channel_rows(app, channel)
+            .await?
+            .ok_or_else(|| Error::Internal(format!("channel {app}/{channel} vanished")))?;
+        let mut packages = BTreeMap::new();
+        let mut changes = Vec::with_capacity(rows.len());
+        let mut computed = Vec::new();
+        for row in rows {
+            let listed = row.is_listed();
+            changes.push((row.sequence, row.package.clone(), listed));
+            if !listed {
+                continue;
+            }
+            let entry = match row.entry {
+                Some(entry) => entry,
+                None => {
+                    let entry = self
+                        .current_entry(app, channel, &row.package, &row.state)
+                        .await?
+                        .ok_or_else(|| {
+                            Error::Internal(format!("{} is listed without an entry", row.package))
+                        })?;
+                    computed.push((row.package.clone(), entry.clone()));
+                    entry
+                }
+            };
+            packages.insert(row.package, entry);
+        }
+        if !computed.is_empty() {
+            self.meta.fill_entries(app, channel, &computed).await?;
+            tracing::info!(%app, %channel, packages = computed.len(), "index entries computed for an upgraded store");
+        }
+        changes.sort_by_key(|c| std::cmp::Reverse(c.0));
+        let snapshot = Arc::new(Snapshot {
+            packages_digest: manifests::packages_digest(&packages)?,
+            head,
+            packages,
+            changes,
+        });
+        self.documents
+            .keep(app, channel, snapshot.head.sequence, |d| {
+                d.snapshot = Some(snapshot.clone());
+            });
+        Ok(snapshot)
+    }
+}

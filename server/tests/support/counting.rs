@@ -1,0 +1,234 @@
+//! A metadata store that counts what the server reads through it: calls and rows returned, per
+//! method. Rows are what grows with the size of an app, so they measure whether an operation's
+//! work does.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use manifests::{AppId, Channel, Digest, PackageEntry, PackageId, ReleaseVersion};
+use server::Result;
+use server::meta_store::{
+    AuditEntry, ChannelCommit, ChannelHead, ChannelPackage, ChannelRow, ChannelState, HistoryEntry,
+    Inserted, MetaStore, PackRecord, ReleaseRecord, ReleaseStats, StoredIndex, TokenRecord,
+};
+
+#[derive(Debug)]
+struct Reads {
+    /// Per method: calls and rows returned.
+    by_method: BTreeMap<&'static str, (u64, u64)>,
+    last_call: Instant,
+}
+
+/// Counts reads of the wrapped store.
+#[derive(Debug)]
+pub struct Counting {
+    inner: Arc<dyn MetaStore>,
+    reads: Mutex<Reads>,
+}
+
+impl Counting {
+    pub fn new(inner: Arc<dyn MetaStore>) -> Arc<Counting> {
+        Arc::new(Counting {
+            inner,
+            reads: Mutex::new(Reads {
+                by_method: BTreeMap::new(),
+                last_call: Instant::now(),
+            }),
+        })
+    }
+
+    /// The reads since the last `take`, per method: `(calls, rows)`.
+    pub fn take(&self) -> BTreeMap<&'static str, (u64, u64)> {
+        std::mem::take(&mut self.reads.lock().unwrap().by_method)
+    }
+
+    /// Waits until no call came for `quiet` (the background work after a publish is done).
+    pub fn wait_idle(&self, quiet: Duration) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while self.reads.lock().unwrap().last_call.elapsed() < quiet {
+            assert!(Instant::now() < deadline, "the store never went quiet");
+            std::thread::yield_now();
+        }
+    }
+
+    fn count<T>(&self, method: &'static str, rows: usize, value: T) -> T {
+        let mut reads = self.reads.lock().unwrap();
+        let entry = reads.by_method.entry(method).or_default();
+        entry.0 += 1;
+        entry.1 += rows as u64;
+        reads.last_call = Instant::now();
+        value
+    }
+
+    fn write<T>(&self, value: T) -> T {
+        self.reads.lock().unwrap().last_call = Instant::now();
+        value
+    }
+}
+
+#[async_trait]
+impl MetaStore for Counting {
+    async fn package_app(&self, package: &PackageId) -> Result<Option<AppId>> {
+        let r = self.inner.package_app(package).await?;
+        Ok(self.count("package_app", usize::from(r.is_some()), r))
+    }
+
+    async fn app_packages(&self, app: &AppId) -> Result<Vec<PackageId>> {
+        let r = self.inner.app_packages(app).await?;
+        Ok(self.count("app_packages", r.len(), r))
+    }
+
+    async fn insert_release(
+        &self,
+        app: &AppId,
+        release: &ReleaseRecord,
+        audit: &AuditEntry,
+    ) -> Result<Inserted> {
+        let r = self.inner.insert_release(app, release, audit).await;
+        self.write(r)
+    }
+
+    async fn release(
+        &self,
+        package: &PackageId,
+        version: &ReleaseVersion,
+    ) -> Result<Option<ReleaseRecord>> {
+        let r = self.inner.release(package, version).await?;
+        Ok(self.count("release", usize::from(r.is_some()), r))
+    }
+
+    async fn release_by_manifest(&self, digest: &Digest) -> Result<Option<ReleaseRecord>> {
+        let r = self.inner.release_by_manifest(digest).await?;
+        Ok(self.count("release_by_manifest", usize::from(r.is_some()), r))
+    }
+
+    async fn releases(&self, package: &PackageId) -> Result<Vec<ReleaseRecord>> {
+        let r = self.inner.releases(package).await?;
+        Ok(self.count("releases", r.len(), r))
+    }
+
+    async fn channel_state(&self, app: &AppId, channel: &Channel) -> Result<ChannelState> {
+        let r = self.inner.channel_state(app, channel).await?;
+        Ok(self.count("channel_state", 1 + r.packages.len(), r))
+    }
+
+    async fn channel_package(
+        &self,
+        app: &AppId,
+        channel: &Channel,
+        package: &PackageId,
+    ) -> Result<(u64, ChannelPackage)> {
+        let r = self.inner.channel_package(app, channel, package).await?;
+        Ok(self.count("channel_package", 2, r))
+    }
+
+    async fn channel_head(&self, app: &AppId, channel: &Channel) -> Result<Option<ChannelHead>> {
+        let r = self.inner.channel_head(app, channel).await?;
+        Ok(self.count("channel_head", usize::from(r.is_some()), r))
+    }
+
+    async fn channel_rows(
+        &self,
+        app: &AppId,
+        channel: &Channel,
+    ) -> Result<Option<(ChannelHead, Vec<ChannelRow>)>> {
+        let r = self.inner.channel_rows(app, channel).await?;
+        let rows = r.as_ref().map_or(0, |(_, rows)| 1 + rows.len());
+        Ok(self.count("channel_rows", rows, r))
+    }
+
+    async fn fill_entries(
+        &self,
+        app: &AppId,
+        channel: &Channel,
+        entries: &[(PackageId, PackageEntry)],
+    ) -> Result<()> {
+        let r = self.inner.fill_entries(app, channel, entries).await;
+        self.write(r)
+    }
+
+    async fn channels(&self) -> Result<Vec<(AppId, Channel)>> {
+        let r = self.inner.channels().await?;
+        Ok(self.count("channels", r.len(), r))
+    }
+
+    async fn commit_channel(&self, commit: &ChannelCommit) -> Result<bool> {
+        let r = self.inner.commit_channel(commit).await;
+        self.write(r)
+    }
+
+    async fn index(&self, app: &AppId, channel: &Channel) -> Result<Option<StoredIndex>> {
+        let r = self.inner.index(app, channel).await?;
+        Ok(self.count("index", usize::from(r.is_some()), r))
+    }
+
+    async fn store_index(&self, app: &AppId, channel: &Channel, index: &StoredIndex) -> Result<()> {
+        let r = self.inner.store_index(app, channel, index).await;
+        self.write(r)
+    }
+
+    async fn history(
+        &self,
+        app: &AppId,
+        channel: &Channel,
+        package: Option<&PackageId>,
+    ) -> Result<Vec<HistoryEntry>> {
+        let r = self.inner.history(app, channel, package).await?;
+        Ok(self.count("history", r.len(), r))
+    }
+
+    async fn pack(
+        &self,
+        package: &PackageId,
+        from: Option<&ReleaseVersion>,
+        to: &ReleaseVersion,
+    ) -> Result<Option<PackRecord>> {
+        let r = self.inner.pack(package, from, to).await?;
+        Ok(self.count("pack", usize::from(r.is_some()), r))
+    }
+
+    async fn insert_pack(
+        &self,
+        package: &PackageId,
+        from: Option<&ReleaseVersion>,
+        to: &ReleaseVersion,
+        pack: &PackRecord,
+    ) -> Result<()> {
+        let r = self.inner.insert_pack(package, from, to, pack).await;
+        self.write(r)
+    }
+
+    async fn add_stats(
+        &self,
+        app: &AppId,
+        channel: &Channel,
+        deltas: &[ReleaseStats],
+    ) -> Result<()> {
+        let r = self.inner.add_stats(app, channel, deltas).await;
+        self.write(r)
+    }
+
+    async fn stats(&self, app: &AppId, channel: &Channel) -> Result<Vec<ReleaseStats>> {
+        let r = self.inner.stats(app, channel).await?;
+        Ok(self.count("stats", r.len(), r))
+    }
+
+    async fn insert_token(&self, token: &TokenRecord, audit: &AuditEntry) -> Result<()> {
+        let r = self.inner.insert_token(token, audit).await;
+        self.write(r)
+    }
+
+    async fn token(&self, hash: &Digest) -> Result<Option<TokenRecord>> {
+        let r = self.inner.token(hash).await?;
+        Ok(self.count("token", usize::from(r.is_some()), r))
+    }
+
+    async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>> {
+        let r = self.inner.audit_log(limit).await?;
+        Ok(self.count("audit_log", r.len(), r))
+    }
+}
