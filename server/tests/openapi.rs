@@ -750,6 +750,7 @@ const RESPONSE_PATTERNS: &[&str] = &[
     "/components/schemas/Timestamp",
     "/components/headers/ETag/schema",
     "/components/headers/BlobETag/schema",
+    "/components/headers/DocumentETag/schema",
     "/components/schemas/Signature/properties/sig",
 ];
 
