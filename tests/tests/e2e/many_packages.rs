@@ -131,6 +131,7 @@ fn a_thousand_package_app_rolls_out_and_back_and_a_change_costs_what_changed() {
     installed.sort();
     assert_eq!(installed, [name(3), name(500), name(999)]);
     assert_eq!(active(&client, &name(500)).as_deref(), Some("1.0.1"));
+    fetcher.take();
 
     // One package rolls back: the device learns of it in a delta of one entry and follows.
     server.release(
