@@ -60,6 +60,19 @@ impl ServedDocument {
     /// # Errors
     /// [`Error::Internal`] if compression fails.
     pub fn new(sequence: u64, digest: Digest, bytes: Vec<u8>) -> Result<ServedDocument> {
+        ServedDocument::tagged(sequence, digest, digest, bytes)
+    }
+
+    /// [`ServedDocument::new`] with ETags made from `tag` rather than the document's digest.
+    ///
+    /// # Errors
+    /// [`Error::Internal`] if compression fails.
+    pub fn tagged(
+        sequence: u64,
+        digest: Digest,
+        tag: Digest,
+        bytes: Vec<u8>,
+    ) -> Result<ServedDocument> {
         let mut encoder = GzEncoder::new(Vec::new(), Compression::best());
         let gz = encoder
             .write_all(&bytes)
@@ -67,7 +80,7 @@ impl ServedDocument {
             .map_err(|e| Error::Internal(format!("gzip: {e}")))?;
         let tag = |suffix: &str| {
             // A digest is hex only, always a valid header value.
-            HeaderValue::from_str(&format!("\"{digest}{suffix}\""))
+            HeaderValue::from_str(&format!("\"{tag}{suffix}\""))
                 .map_err(|e| Error::Internal(format!("ETag: {e}")))
         };
         let gzip = if gz.len() < bytes.len() {
@@ -376,9 +389,16 @@ impl Service {
             packages_digest: snapshot.packages_digest,
         };
         let signed = delta.sign(&[&self.key])?;
-        let served = Arc::new(ServedDocument::new(
+        // The ETag names the index the delta leads to, not the delta: a device that applied any
+        // delta to this sequence and asks for the delta from it (nothing changed) gets a 304.
+        let target = format!(
+            "index-delta-target:{app}/{channel}:{}:{}:{}",
+            delta.sequence, delta.issued_at, delta.expires_at
+        );
+        let served = Arc::new(ServedDocument::tagged(
             delta.sequence,
             signed.digest,
+            Digest::of(target.as_bytes()),
             signed.bytes,
         )?);
         self.documents.keep(app, channel, served.sequence, |d| {

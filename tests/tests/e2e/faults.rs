@@ -38,13 +38,31 @@ impl Tamper {
         *self.rule.lock().unwrap() = Some(Box::new(rule));
     }
 
-    /// Answers every index request with `index`: an attacker replaying a captured, validly
-    /// signed, older index.
+    /// An attacker replaying a captured, validly signed, older index: it answers the delta route
+    /// `404` (so the device falls back to the whole index) and the index route with `index`.
     pub(crate) fn replay_index(&self, index: Vec<u8>) {
         self.set(move |request, response| {
-            if request.url.ends_with("/index") {
+            if request.url.contains("/index/delta/") {
+                response.status = 404;
+                response.body = b"{}".to_vec();
+            } else if request.url.ends_with("/index") {
                 response.status = 200;
                 response.body = index.clone();
+            } else {
+                return;
+            }
+            response
+                .headers
+                .retain(|(k, _)| !k.eq_ignore_ascii_case("content-length"));
+        });
+    }
+
+    /// Answers the delta route with `delta`: an attacker replaying a captured, signed delta.
+    pub(crate) fn replay_delta(&self, delta: Vec<u8>) {
+        self.set(move |request, response| {
+            if request.url.contains("/index/delta/") {
+                response.status = 200;
+                response.body = delta.clone();
                 response
                     .headers
                     .retain(|(k, _)| !k.eq_ignore_ascii_case("content-length"));
@@ -208,22 +226,31 @@ fn an_index_signed_by_another_key_is_refused() {
 #[test]
 fn a_replayed_older_index_is_refused() {
     let (server, client, tamper) = setup();
-    // Capture the index the device sees now (it names 1.1.0), then roll back on the server.
-    let old = Arc::new(Mutex::new(Vec::new()));
-    let captured = old.clone();
+    // Capture the index and the delta the device sees now (they name 1.1.0), then roll back on
+    // the server.
+    let old_index = server.get("/v1/apps/shop/channels/production/index").1;
+    let old_delta = Arc::new(Mutex::new(Vec::new()));
+    let captured = old_delta.clone();
     tamper.set(move |request, response| {
         let mut captured = captured.lock().unwrap();
-        if request.url.ends_with("/index") && response.status == 200 && captured.is_empty() {
+        if request.url.contains("/index/delta/") && response.status == 200 && captured.is_empty() {
             *captured = response.body.clone();
         }
     });
     client.check().unwrap();
+    assert!(!old_delta.lock().unwrap().is_empty(), "the device asked for a delta");
     server.release("rollback", "checkout", &[]);
     client.check().unwrap();
-    // An attacker now replays the captured, validly signed, older index.
-    tamper.replay_index(old.lock().unwrap().clone());
+    let seen = client.status().sequence;
+    // An attacker now replays the captured, validly signed, older index...
+    tamper.replay_index(old_index);
     let err = client.check().unwrap_err();
     assert!(err.to_string().contains("replayed index"), "{err}");
+    // ...or the older delta: it starts from a sequence the device has left.
+    tamper.replay_delta(old_delta.lock().unwrap().clone());
+    let err = client.check().unwrap_err();
+    assert!(err.to_string().contains("index delta starts from sequence"), "{err}");
+    assert_eq!(client.status().sequence, seen);
     assert_eq!(serving(&client), "1.0.0");
 }
 
@@ -231,7 +258,7 @@ fn a_replayed_older_index_is_refused() {
 fn server_errors_cut_bodies_and_oversized_answers_are_network_errors() {
     let (_server, client, tamper) = setup();
     tamper.set(|request, response| {
-        if request.url.ends_with("/index") {
+        if request.url.contains("/index") {
             response.status = 500;
         }
     });
@@ -242,7 +269,7 @@ fn server_errors_cut_bodies_and_oversized_answers_are_network_errors() {
 
     // A body shorter than its Content-Length (a cut connection) is retried, then refused.
     tamper.set(|request, response| {
-        if request.url.ends_with("/index") {
+        if request.url.contains("/index") {
             let full = response.body.len();
             response.body.truncate(full / 2);
             set_header(response, "content-length", full.to_string());
@@ -283,17 +310,11 @@ fn an_expired_index_is_refused_and_the_installed_release_keeps_serving() {
     let config = server.client_config(&server.dir.path().join("device"), "device-1", "6.0");
     let client = Client::open(config, tamper.clone()).unwrap();
     // Capture the index the device accepts now...
-    let captured = Arc::new(Mutex::new(Vec::new()));
-    let sink = captured.clone();
-    tamper.set(move |request, response| {
-        if request.url.ends_with("/index") && response.status == 200 {
-            *sink.lock().unwrap() = response.body.clone();
-        }
-    });
     tests::update_now(&client).unwrap();
+    let captured = server.get("/v1/apps/shop/channels/production/index").1;
     // ...and serve that same, validly signed index once it has expired (a freeze attack).
     std::thread::sleep(Duration::from_millis(3_100));
-    tamper.replay_index(captured.lock().unwrap().clone());
+    tamper.replay_index(captured);
     let err = client.check().unwrap_err();
     assert!(err.to_string().contains("expired"), "{err}");
     assert_eq!(serving(&client), "1.0.0");
