@@ -197,7 +197,8 @@ impl Documents {
         f(docs)
     }
 
-    /// Keeps `value` in the channel's entry if it was built for the sequence the channel is at.
+    /// Applies `f` to the channel's entry if the channel is at `sequence` (moving it there if it
+    /// was below), so that only what was built for the current sequence is kept.
     fn keep(
         &self,
         app: &AppId,
@@ -224,6 +225,15 @@ impl Documents {
         };
         lock.lock_owned().await
     }
+}
+
+/// Runs CPU-heavy work (signing, compressing) on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Internal(format!("signing task failed: {e}")))?
 }
 
 impl Service {
@@ -272,11 +282,10 @@ impl Service {
             return Ok(Some(index));
         }
         let index = match self.meta.index(app, channel).await? {
-            Some(stored) if stored.sequence == head.sequence => Arc::new(ServedDocument::new(
-                stored.sequence,
-                stored.digest,
-                stored.bytes,
-            )?),
+            Some(stored) if stored.sequence == head.sequence => Arc::new(
+                blocking(move || ServedDocument::new(stored.sequence, stored.digest, stored.bytes))
+                    .await?,
+            ),
             _ => self.build_index(app, channel, &head).await?,
         };
         self.documents.keep(app, channel, index.sequence, |d| {
@@ -303,13 +312,12 @@ impl Service {
         };
         let key = self.key.clone();
         // Signing and compressing a thousand entries takes milliseconds: off the async workers.
-        let (signed, served) = tokio::task::spawn_blocking(move || {
+        let (signed, served) = blocking(move || {
             let signed = index.sign(&[&key])?;
             let served = ServedDocument::new(index.sequence, signed.digest, signed.bytes.clone())?;
-            Ok::<_, Error>((signed, served))
+            Ok((signed, served))
         })
-        .await
-        .map_err(|e| Error::Internal(format!("index build task failed: {e}")))??;
+        .await?;
         self.meta
             .store_index(
                 app,
@@ -343,18 +351,20 @@ impl Service {
             return Ok(delta);
         }
         let _build = self.documents.build_lock(app, channel).await;
-        let unavailable = |current: u64, floor: u64| Error::DeltaUnavailable {
+        let unavailable = |reason: String| Error::DeltaUnavailable {
             scope: format!("{app}/{channel}"),
             from: from.to_string(),
-            current,
-            floor,
+            reason,
         };
         let Some(head) = self.channel_head(app, channel).await? else {
-            return Err(unavailable(0, 1));
+            return Err(unavailable("nothing was promoted on the channel".into()));
         };
         let floor = head.delta_floor.max(1);
         if from > head.sequence || from < floor {
-            return Err(unavailable(head.sequence, floor));
+            return Err(unavailable(format!(
+                "deltas start from sequences {floor} to {}",
+                head.sequence
+            )));
         }
         if let Some(delta) = self.documents.peek(app.as_str(), channel.as_str(), |d| {
             (d.sequence == head.sequence).then(|| d.deltas.get(&from).cloned())?
@@ -388,19 +398,26 @@ impl Service {
             removed,
             packages_digest: snapshot.packages_digest,
         };
-        let signed = delta.sign(&[&self.key])?;
+        let key = self.key.clone();
         // The ETag names the index the delta leads to, not the delta: a device that applied any
         // delta to this sequence and asks for the delta from it (nothing changed) gets a 304.
         let target = format!(
             "index-delta-target:{app}/{channel}:{}:{}:{}",
             delta.sequence, delta.issued_at, delta.expires_at
         );
-        let served = Arc::new(ServedDocument::tagged(
-            delta.sequence,
-            signed.digest,
-            Digest::of(target.as_bytes()),
-            signed.bytes,
-        )?);
+        // A delta from far back can hold every entry: signed and compressed off the async workers.
+        let served = Arc::new(
+            blocking(move || {
+                let signed = delta.sign(&[&key])?;
+                ServedDocument::tagged(
+                    delta.sequence,
+                    signed.digest,
+                    Digest::of(target.as_bytes()),
+                    signed.bytes,
+                )
+            })
+            .await?,
+        );
         self.documents.keep(app, channel, served.sequence, |d| {
             if d.deltas.len() >= MAX_CACHED_DELTAS {
                 d.deltas.clear();

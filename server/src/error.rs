@@ -33,18 +33,14 @@ pub enum Error {
     #[error("{0} not found")]
     NotFound(String),
     /// No index delta can start from the sequence a device holds; it fetches the full index.
-    #[error(
-        "no index delta of {scope} from sequence {from}: deltas start from {floor} to the current {current}; fetch the full index"
-    )]
+    #[error("no index delta of {scope} from {from:?}: {reason}; fetch the full index")]
     DeltaUnavailable {
         /// `app/channel`.
         scope: String,
         /// The sequence asked for, as sent.
         from: String,
-        /// The channel's current sequence (0 before anything was promoted).
-        current: u64,
-        /// The oldest sequence a delta starts from.
-        floor: u64,
+        /// Why: which sequences deltas start from, or that there are none.
+        reason: String,
     },
     /// The request conflicts with what exists (a version published with other content…).
     #[error("{0}")]

@@ -76,8 +76,7 @@ pub async fn index_delta(
                 return Err(Error::DeltaUnavailable {
                     scope: format!("{app}/{channel}"),
                     from,
-                    current: 0,
-                    floor: 0,
+                    reason: "not a sequence".into(),
                 });
             };
             service.index_delta(&app, &channel, sequence).await?
