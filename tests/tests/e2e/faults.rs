@@ -238,7 +238,10 @@ fn a_replayed_older_index_is_refused() {
         }
     });
     client.check().unwrap();
-    assert!(!old_delta.lock().unwrap().is_empty(), "the device asked for a delta");
+    assert!(
+        !old_delta.lock().unwrap().is_empty(),
+        "the device asked for a delta"
+    );
     server.release("rollback", "checkout", &[]);
     client.check().unwrap();
     let seen = client.status().sequence;
@@ -249,7 +252,10 @@ fn a_replayed_older_index_is_refused() {
     // ...or the older delta: it starts from a sequence the device has left.
     tamper.replay_delta(old_delta.lock().unwrap().clone());
     let err = client.check().unwrap_err();
-    assert!(err.to_string().contains("index delta starts from sequence"), "{err}");
+    assert!(
+        err.to_string().contains("index delta starts from sequence"),
+        "{err}"
+    );
     assert_eq!(client.status().sequence, seen);
     assert_eq!(serving(&client), "1.0.0");
 }
