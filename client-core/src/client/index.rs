@@ -77,7 +77,16 @@ impl Client {
                         delta: &response.body,
                         base,
                     };
-                    return self.accept(doc, Fetched::New(etag), Keep::Rebuilt(&response.body));
+                    match self.accept(doc, Fetched::New(etag), Keep::Rebuilt(&response.body)) {
+                        // A delta that does not fit the index held (another base, or a result
+                        // that is not what it was signed for) changes nothing; the whole index,
+                        // verified on its own, keeps the device from getting stuck on it.
+                        Err(Error::Contract(
+                            manifests::Error::DeltaBase { .. }
+                            | manifests::Error::DeltaMismatch { .. },
+                        )) => {}
+                        outcome => return outcome,
+                    }
                 }
                 304 => return self.accept(stored.doc(), Fetched::NotModified, Keep::Nothing),
                 // The server cannot tell what changed since then: fetch the whole index.

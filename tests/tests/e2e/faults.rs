@@ -57,19 +57,6 @@ impl Tamper {
         });
     }
 
-    /// Answers the delta route with `delta`: an attacker replaying a captured, signed delta.
-    pub(crate) fn replay_delta(&self, delta: Vec<u8>) {
-        self.set(move |request, response| {
-            if request.url.contains("/index/delta/") {
-                response.status = 200;
-                response.body = delta.clone();
-                response
-                    .headers
-                    .retain(|(k, _)| !k.eq_ignore_ascii_case("content-length"));
-            }
-        });
-    }
-
     fn clear(&self) {
         *self.rule.lock().unwrap() = None;
         *self.fail_transport.lock().unwrap() = false;
@@ -249,13 +236,28 @@ fn a_replayed_older_index_is_refused() {
     tamper.replay_index(old_index);
     let err = client.check().unwrap_err();
     assert!(err.to_string().contains("replayed index"), "{err}");
-    // ...or the older delta: it starts from a sequence the device has left.
-    tamper.replay_delta(old_delta.lock().unwrap().clone());
-    let err = client.check().unwrap_err();
+    // ...or the older delta: it starts from a sequence the device has left, so the device
+    // takes the whole index instead, which the attacker did not touch, and stays where it is.
+    let replayed = old_delta.lock().unwrap().clone();
+    let asked_full = Arc::new(Mutex::new(false));
+    let flag = asked_full.clone();
+    tamper.set(move |request, response| {
+        if request.url.contains("/index/delta/") {
+            response.status = 200;
+            response.body = replayed.clone();
+            response
+                .headers
+                .retain(|(k, _)| !k.eq_ignore_ascii_case("content-length"));
+        } else if request.url.ends_with("/index") {
+            *flag.lock().unwrap() = true;
+        }
+    });
+    let outcome = client.check().unwrap();
     assert!(
-        err.to_string().contains("index delta starts from sequence"),
-        "{err}"
+        *asked_full.lock().unwrap(),
+        "the device fell back to the whole index"
     );
+    assert_eq!(outcome.sequence, seen);
     assert_eq!(client.status().sequence, seen);
     assert_eq!(serving(&client), "1.0.0");
 }
