@@ -308,30 +308,73 @@ pub fn verify_index(
 ) -> Result<VerifiedIndex> {
     let opened = open(bytes, trusted)?;
     let index = parse_index_value(opened.signed)?;
-    if index.app != scope.app || index.channel != scope.channel {
-        return Err(Error::WrongIndex {
-            expected_app: scope.app.to_string(),
-            expected_channel: scope.channel.to_string(),
-            found_app: index.app.to_string(),
-            found_channel: index.channel.to_string(),
-        });
-    }
-    if index.sequence < highest_seen {
-        return Err(Error::Replay {
-            seen: highest_seen,
-            found: index.sequence,
-        });
-    }
-    if index.expires_at <= now {
-        return Err(Error::Expired {
-            expires_at: index.expires_at,
-            now,
-        });
-    }
+    check_index(&index, scope, now, highest_seen)?;
     Ok(VerifiedIndex {
         index,
         digest: opened.digest,
     })
+}
+
+/// The checks of [`verify_index`] after the signatures and contents, on an index whose
+/// signatures were verified before (as a device's stored index): for `scope`, a sequence not
+/// below `highest_seen`, unexpired at `now`.
+///
+/// # Errors
+/// [`Error::WrongIndex`], [`Error::Replay`] and [`Error::Expired`].
+pub fn check_index(
+    index: &Index,
+    scope: &IndexScope,
+    now: Timestamp,
+    highest_seen: u64,
+) -> Result<()> {
+    let document = Freshness {
+        app: &index.app,
+        channel: &index.channel,
+        sequence: index.sequence,
+        expires_at: index.expires_at,
+    };
+    document.check(scope, now, highest_seen)
+}
+
+/// What an index document says of where and when it holds: the same checks for whole indexes and
+/// deltas.
+pub(crate) struct Freshness<'a> {
+    pub(crate) app: &'a AppId,
+    pub(crate) channel: &'a Channel,
+    pub(crate) sequence: u64,
+    pub(crate) expires_at: Timestamp,
+}
+
+impl Freshness<'_> {
+    /// For `scope`, a sequence not below `highest_seen`, unexpired at `now`, in that order.
+    pub(crate) fn check(
+        &self,
+        scope: &IndexScope,
+        now: Timestamp,
+        highest_seen: u64,
+    ) -> Result<()> {
+        if *self.app != scope.app || *self.channel != scope.channel {
+            return Err(Error::WrongIndex {
+                expected_app: scope.app.to_string(),
+                expected_channel: scope.channel.to_string(),
+                found_app: self.app.to_string(),
+                found_channel: self.channel.to_string(),
+            });
+        }
+        if self.sequence < highest_seen {
+            return Err(Error::Replay {
+                seen: highest_seen,
+                found: self.sequence,
+            });
+        }
+        if self.expires_at <= now {
+            return Err(Error::Expired {
+                expires_at: self.expires_at,
+                now,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Reads the signed part of an index without checking signatures, scope, sequence or expiry.

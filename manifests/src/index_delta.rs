@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::envelope::{SignedDocument, check_header, from_value, open, sign_value, with_header};
 use crate::error::{Error, Result};
-use crate::index::{IndexScope, MAX_PACKAGES, PackageEntry, Prefetch};
+use crate::index::{Freshness, IndexScope, MAX_PACKAGES, PackageEntry, Prefetch};
 use crate::{AppId, Channel, Digest, Index, KeyPair, PackageId, Timestamp, TrustedKeys};
 
 /// The index delta format this code writes and reads.
@@ -177,32 +177,26 @@ impl IndexDelta {
     }
 }
 
-/// Opens a signed delta: signatures, type and format, fields, rules, app and channel, expiry.
-fn open_delta(
-    bytes: &[u8],
-    trusted: &TrustedKeys,
-    scope: &IndexScope,
-    now: Timestamp,
-) -> Result<IndexDelta> {
+/// Opens a signed delta: signatures, type and format, fields and rules.
+fn open_delta(bytes: &[u8], trusted: &TrustedKeys) -> Result<IndexDelta> {
     let opened = open(bytes, trusted)?;
     check_header(&opened.signed, "index-delta", INDEX_DELTA_FORMAT)?;
     let delta: IndexDelta = from_value::<IndexDelta>(opened.signed, "index-delta")?;
     delta.validate()?;
-    if delta.app != scope.app || delta.channel != scope.channel {
-        return Err(Error::WrongIndex {
-            expected_app: scope.app.to_string(),
-            expected_channel: scope.channel.to_string(),
-            found_app: delta.app.to_string(),
-            found_channel: delta.channel.to_string(),
-        });
-    }
-    if delta.expires_at <= now {
-        return Err(Error::Expired {
-            expires_at: delta.expires_at,
-            now,
-        });
-    }
     Ok(delta)
+}
+
+impl IndexDelta {
+    /// For `scope`, a sequence not below `highest_seen`, unexpired at `now`: as an index.
+    fn check_fresh(&self, scope: &IndexScope, now: Timestamp, highest_seen: u64) -> Result<()> {
+        let document = Freshness {
+            app: &self.app,
+            channel: &self.channel,
+            sequence: self.sequence,
+            expires_at: self.expires_at,
+        };
+        document.check(scope, now, highest_seen)
+    }
 }
 
 /// Verifies a signed delta and applies it to `base`, the index the device holds (verified
@@ -223,19 +217,14 @@ pub fn apply_index_delta(
     highest_seen: u64,
     base: &Index,
 ) -> Result<Index> {
-    let delta = open_delta(bytes, trusted, scope, now)?;
+    let delta = open_delta(bytes, trusted)?;
     if delta.from_sequence != base.sequence {
         return Err(Error::DeltaBase {
             held: base.sequence,
             found: delta.from_sequence,
         });
     }
-    if delta.sequence < highest_seen {
-        return Err(Error::Replay {
-            seen: highest_seen,
-            found: delta.sequence,
-        });
-    }
+    delta.check_fresh(scope, now, highest_seen)?;
     let mut packages = base.packages.clone();
     for id in &delta.removed {
         packages.remove(id);
@@ -260,13 +249,8 @@ pub fn verify_rebuilt_index(
     now: Timestamp,
     highest_seen: u64,
 ) -> Result<Index> {
-    let delta = open_delta(delta, trusted, scope, now)?;
-    if delta.sequence < highest_seen {
-        return Err(Error::Replay {
-            seen: highest_seen,
-            found: delta.sequence,
-        });
-    }
+    let delta = open_delta(delta, trusted)?;
+    delta.check_fresh(scope, now, highest_seen)?;
     let stored: Index = from_value(crate::parse_strict(index)?, "index")?;
     if (stored.sequence, stored.issued_at, stored.expires_at)
         != (delta.sequence, delta.issued_at, delta.expires_at)

@@ -50,7 +50,8 @@ pub use ids::{
 };
 pub use index::{
     Candidate, FULL_ROLLOUT, INDEX_FORMAT, Index, IndexScope, MAX_OLDER, MAX_PACKAGES,
-    PackageEntry, Prefetch, ReleaseRef, VerifiedIndex, parse_index_unverified, verify_index,
+    PackageEntry, Prefetch, ReleaseRef, VerifiedIndex, check_index, parse_index_unverified,
+    verify_index,
 };
 pub use index_delta::{
     INDEX_DELTA_FORMAT, IndexDelta, apply_index_delta, packages_digest, rebuilt_index_bytes,

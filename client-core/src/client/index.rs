@@ -60,13 +60,15 @@ impl Client {
     /// changes).
     pub fn check(&self) -> Result<CheckOutcome> {
         let stored = self.read_stored_index().ok().map(Stored::parse);
+        // The stored index's signatures are verified once per check, on a copy of the core so
+        // that its lock is not held meanwhile; a 304 then checks only scope, sequence and expiry.
         let held = stored.as_ref().and_then(|s| {
-            lock(&self.core)
+            self.snapshot()
                 .held_index(s.doc(), self.releases.trusted())
                 .ok()
         });
         let etag = lock(&self.core).index_etag().map(str::to_owned);
-        if let (Some(stored), Some(base)) = (&stored, &held) {
+        if let Some(base) = &held {
             let path =
                 paths::index_delta_path(&self.config.app, &self.config.channel, base.sequence);
             let response = self.get_index(&path, etag.as_deref())?;
@@ -88,7 +90,9 @@ impl Client {
                         outcome => return outcome,
                     }
                 }
-                304 => return self.accept(stored.doc(), Fetched::NotModified, Keep::Nothing),
+                304 => {
+                    return self.accept(IndexDoc::Held(base), Fetched::NotModified, Keep::Nothing);
+                }
                 // The server cannot tell what changed since then: fetch the whole index.
                 404 => {}
                 status => return Err(Error::Network(format!("GET {path}: HTTP {status}"))),
@@ -106,7 +110,10 @@ impl Client {
                 let doc = IndexDoc::Full(&response.body);
                 self.accept(doc, Fetched::New(etag), Keep::Full(&response.body))
             }
-            (304, Some(stored)) => self.accept(stored.doc(), Fetched::NotModified, Keep::Nothing),
+            (304, Some(stored)) => {
+                let doc = held.as_ref().map_or(stored.doc(), IndexDoc::Held);
+                self.accept(doc, Fetched::NotModified, Keep::Nothing)
+            }
             (status, _) => Err(Error::Network(format!("GET {path}: HTTP {status}"))),
         }
     }
@@ -133,8 +140,11 @@ impl Client {
         let wall = self.clock.now();
         let observed = lock(&self.core).observe(wall);
         self.commit(&writer, observed)?;
+        // Verifying (a whole index, or a delta's result) runs on a copy of the core: the writer
+        // lock keeps its state from moving, and report_open does not wait on the verification.
         let (index, change) =
-            lock(&self.core).accept_index(doc, self.releases.trusted(), wall, fetched)?;
+            self.snapshot()
+                .accept_index(doc, self.releases.trusted(), wall, fetched)?;
         match keep {
             Keep::Nothing => {}
             Keep::Full(bytes) => self.store_index(bytes)?,

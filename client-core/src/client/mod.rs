@@ -183,13 +183,20 @@ impl Client {
         self.resolver.publish(table);
     }
 
-    /// Claims `blobs` and a release's manifest until the claim is dropped.
-    fn claim(&self, blobs: &BTreeMap<Digest, u64>, manifest: Digest) -> Claim<'_> {
+    /// Claims `blobs` and a release's manifest until the claim is dropped, then looks once for
+    /// the blobs the device lacks: claimed, none of the others can be collected meanwhile.
+    fn claim(
+        &self,
+        blobs: &BTreeMap<Digest, u64>,
+        manifest: Digest,
+    ) -> (Claim<'_>, BTreeMap<Digest, u64>) {
         let id = self.next_claim.fetch_add(1, Ordering::Relaxed);
         let mut needed: BTreeSet<_> = blobs.keys().copied().collect();
         needed.insert(manifest);
         lock(&self.claims).insert(id, needed);
-        Claim(self, id)
+        let mut missing = blobs.clone();
+        missing.retain(|digest, _| !self.store.has_blob(digest));
+        (Claim(self, id), missing)
     }
 
     /// The file answering `url`, or `None` (go to the network). Never blocks.

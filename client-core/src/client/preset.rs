@@ -29,9 +29,7 @@ impl Client {
             return Ok(None);
         }
         let blobs = served.blobs();
-        let _claim = self.claim(&blobs, digest);
-        let mut missing = blobs.clone();
-        missing.retain(|d, _| !self.store.has_blob(d));
+        let (_claim, missing) = self.claim(&blobs, digest);
         let label = format!("preset {package}@{version}");
         let wanted = install::Wanted {
             package: &package,

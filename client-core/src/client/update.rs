@@ -57,9 +57,8 @@ impl Client {
             releases.insert(update.package.clone(), prepared);
             candidates.push(lock(&self.core).candidate(update, missing, size));
         }
-        let plan = self
-            .snapshot()
-            .plan(candidates, conditions, self.clock.now());
+        let now = self.clock.now();
+        let plan = lock(&self.core).plan(candidates, conditions, now);
         self.remember_first_use(&plan.later, &releases)?;
         done.waiting.extend(plan.later);
         for candidate in plan.now {
@@ -146,9 +145,7 @@ impl Client {
     /// Claims `served`'s blobs and manifest, then looks once for the blobs the device lacks.
     fn prepare(&self, update: &Update, served: Arc<Served>, manifest_bytes: u64) -> Prepared<'_> {
         let blobs = served.blobs();
-        let claim = self.claim(&blobs, update.to.manifest);
-        let mut missing = blobs.clone();
-        missing.retain(|digest, _| !self.store.has_blob(digest));
+        let (claim, missing) = self.claim(&blobs, update.to.manifest);
         Prepared {
             blobs,
             missing,

@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use manifests::{
     AppId, Channel, Digest, Event, EventKind, HostVersion, Index, IndexScope, PackageId, Prefetch,
-    ReleaseVersion, Timestamp, TrustedKeys, apply_index_delta, select_all, verify_index,
-    verify_rebuilt_index,
+    ReleaseVersion, Timestamp, TrustedKeys, apply_index_delta, check_index, select_all,
+    verify_index, verify_rebuilt_index,
 };
 
 use crate::error::{Error, Result};
@@ -87,6 +87,9 @@ pub enum IndexDoc<'a> {
         /// The index it applies to.
         base: &'a Index,
     },
+    /// The index the device holds, its signatures verified already in this check
+    /// ([`Device::held_index`]): only scope, sequence and expiry are checked again.
+    Held(&'a Index),
     /// An index the device rebuilt from deltas (its canonical JSON), with the last delta applied.
     Rebuilt {
         /// The signed delta that led to it.
@@ -108,6 +111,10 @@ impl IndexDoc<'_> {
             IndexDoc::Full(bytes) => verify_index(bytes, trusted, scope, now, seen)?.index,
             IndexDoc::Delta { delta, base } => {
                 apply_index_delta(delta, trusted, scope, now, seen, base)?
+            }
+            IndexDoc::Held(index) => {
+                check_index(index, scope, now, seen)?;
+                index.clone()
             }
             IndexDoc::Rebuilt { delta, index } => {
                 verify_rebuilt_index(delta, index, trusted, scope, now, seen)?

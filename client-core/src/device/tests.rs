@@ -413,3 +413,28 @@ fn a_delta_moves_the_device_to_the_next_index_and_one_for_another_base_changes_n
     assert_eq!(code(refused.unwrap_err()), "delta_base");
     assert_eq!(d.state(), &before);
 }
+
+#[test]
+fn a_held_index_is_checked_again_for_sequence_and_expiry_only() {
+    let mut d = device();
+    let bytes = index(4, T0, "1.0.0");
+    accept(&mut d, &bytes, T0).unwrap();
+    let held = d.held_index(IndexDoc::Full(&bytes), &trusted()).unwrap();
+    let again = d.accept_index(
+        IndexDoc::Held(&held),
+        &trusted(),
+        at(T0 + 60),
+        Fetched::NotModified,
+    );
+    assert_eq!(again.unwrap().0, held);
+    let stale = d.accept_index(
+        IndexDoc::Held(&held),
+        &trusted(),
+        at(T0 + 2 * DAY),
+        Fetched::NotModified,
+    );
+    assert_eq!(code(stale.unwrap_err()), "expired");
+    // An index whose sequence is not the state's is not the one held.
+    let other = index(3, T0, "1.0.0");
+    assert!(d.held_index(IndexDoc::Full(&other), &trusted()).is_err());
+}
