@@ -43,12 +43,30 @@ pub const HISTORY: &str = "/v1/admin/packages/{package}/channels/{channel}/histo
 pub const CHANNEL_STATE: &str = "/v1/admin/apps/{app}/channels/{channel}";
 /// `GET`: the audit log.
 pub const AUDIT: &str = "/v1/admin/audit";
+/// `GET`: every token (never a secret); `POST`: make a token.
+pub const TOKENS: &str = "/v1/admin/tokens";
+/// `DELETE`: revoke a token by name.
+pub const TOKEN: &str = "/v1/admin/tokens/{name}";
 /// `GET`: per-release adoption, failures and page-open figures of an app's channel.
 pub const STATS: &str = "/v1/admin/apps/{app}/channels/{channel}/stats";
 
 /// The path of the signed index of `app` on `channel` ([`INDEX`]).
 pub fn index_path(app: &AppId, channel: &Channel) -> String {
     format!("/v1/apps/{app}/channels/{channel}/index")
+}
+
+/// The path of the token named `name` ([`TOKEN`]), its name percent-encoded (token names are
+/// free text).
+pub fn token_path(name: &str) -> String {
+    let mut path = String::from("/v1/admin/tokens/");
+    for byte in name.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            path.push(char::from(byte));
+        } else {
+            path.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    path
 }
 
 /// The path of the delta from the index at sequence `from` of `app` on `channel`

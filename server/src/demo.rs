@@ -7,6 +7,7 @@ use std::path::Path;
 use manifests::{AppId, Channel, PackageId};
 use zip::write::SimpleFileOptions;
 
+use crate::auth::TokenSpec;
 use crate::channel::Action;
 use crate::error::{Error, Result};
 use crate::meta_store::Scope;
@@ -74,8 +75,9 @@ pub struct Seeded {
 /// Publishes the demo package: 1.0.0 stable on `production`, 1.1.0 rolling out to 50 % of devices.
 pub async fn seed(service: &Service, scratch: &Path) -> Result<Seeded> {
     let admin_token = service
-        .create_token("demo-admin", Scope::Admin, None, "demo")
-        .await?;
+        .create_token(&TokenSpec::unbound("demo-admin", Scope::Admin), "demo")
+        .await?
+        .secret;
     let (app, package, channel) = (
         AppId::parse(APP)?,
         PackageId::parse(PACKAGE)?,

@@ -21,6 +21,14 @@ pub enum Error {
     /// No or an unknown token.
     #[error("missing or unknown token")]
     Unauthorized,
+    /// A known token that is no longer accepted.
+    #[error("token {name:?} {reason}; ask an admin for a new one")]
+    TokenRefused {
+        /// The token's name.
+        name: String,
+        /// `was revoked at …` or `expired at …`.
+        reason: String,
+    },
     /// The token may not do this.
     #[error("token scope {scope} may not {action}")]
     Forbidden {
@@ -97,7 +105,7 @@ impl Error {
             Error::Contract(_) | Error::Ingest(_) | Error::BadRequest(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            Error::Unauthorized => StatusCode::UNAUTHORIZED,
+            Error::Unauthorized | Error::TokenRefused { .. } => StatusCode::UNAUTHORIZED,
             Error::Forbidden { .. } => StatusCode::FORBIDDEN,
             Error::NotFound(_) | Error::DeltaUnavailable { .. } => StatusCode::NOT_FOUND,
             Error::Conflict(_) => StatusCode::CONFLICT,
@@ -117,6 +125,7 @@ impl Error {
             Error::Ingest(e) => e.code(),
             Error::BadRequest(_) => "bad_request",
             Error::Unauthorized => "unauthorized",
+            Error::TokenRefused { .. } => "token_refused",
             Error::Forbidden { .. } => "forbidden",
             Error::NotFound(_) => "not_found",
             Error::DeltaUnavailable { .. } => "delta_unavailable",

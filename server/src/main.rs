@@ -152,6 +152,14 @@ enum Command {
         #[arg(long)]
         channel: Channel,
     },
+    /// Show the newest audit entries: publishes, channel changes, token lifecycle and token uses.
+    Audit {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// How many entries, newest first (at most 10000).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
     /// Show a package's history on a channel.
     History {
         #[command(flatten)]
@@ -222,10 +230,58 @@ enum TokenCommand {
         /// Bind the token to one package.
         #[arg(long)]
         package: Option<String>,
+        /// The app of the bound package (found from the package when it exists).
+        #[arg(long, requires = "package")]
+        app: Option<String>,
+        /// Lifetime, such as 3600s, 90m, 12h or 30d (default: never expires).
+        #[arg(long, value_parser = parse_lifetime)]
+        expires_in: Option<u64>,
         /// Print the token with its name and scope as JSON.
         #[arg(long)]
         json: bool,
     },
+    /// List the server's tokens: scope, binding, expiry, revocation and last use (never a secret).
+    List {
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Revoke a token by name: the server refuses it from now on.
+    Revoke {
+        /// The token's name.
+        name: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+}
+
+/// Parses a lifetime such as `3600s`, `90m`, `12h` or `30d` (a bare number is seconds) into seconds.
+fn parse_lifetime(text: &str) -> std::result::Result<u64, String> {
+    let text = text.trim();
+    let (digits, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "unknown unit {unit:?}; use s, m, h or d, as in 30d"
+            ));
+        }
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a lifetime such as 3600s, 90m, 12h or 30d"))?;
+    match n.checked_mul(scale) {
+        Some(0) => Err("a lifetime must be above 0".into()),
+        Some(secs) if secs <= server::auth::MAX_TOKEN_LIFETIME_SECS => Ok(secs),
+        _ => Err(format!(
+            "{text:?} is longer than the ten years a token may live"
+        )),
+    }
 }
 
 #[derive(Args, Clone)]
@@ -408,6 +464,8 @@ fn run(cli: Cli) -> Result<()> {
                     name,
                     scope,
                     package,
+                    app,
+                    expires_in,
                     json,
                 },
         } => {
@@ -415,10 +473,16 @@ fn run(cli: Cli) -> Result<()> {
             let scope = Scope::parse(&scope_name).with_context(|| {
                 format!("unknown scope {scope_name:?}; use publish, release or admin")
             })?;
-            let package = package
-                .as_deref()
-                .map(manifests::PackageId::parse)
-                .transpose()?;
+            let spec = server::auth::TokenSpec {
+                name,
+                scope,
+                app: app.as_deref().map(manifests::AppId::parse).transpose()?,
+                package: package
+                    .as_deref()
+                    .map(manifests::PackageId::parse)
+                    .transpose()?,
+                expires_in_secs: expires_in,
+            };
             // A token goes into the database the server reads; a new, empty one elsewhere (a
             // mistyped path) would hold a token no server ever accepts.
             if !data_dir.is_dir() {
@@ -429,24 +493,97 @@ fn run(cli: Cli) -> Result<()> {
                 );
             }
             let meta = SqliteMetaStore::open(&data_dir.join("meta.sqlite3"))?;
-            let token = runtime()?.block_on(server::auth::create_token(
-                &meta,
-                &name,
-                scope,
-                package.clone(),
-                "cli",
-            ))?;
+            let made = runtime()?.block_on(server::auth::create_token(&meta, &spec, "cli"))?;
             if json {
-                print_json(&serde_json::json!({
-                    "token": token,
-                    "name": name,
-                    "scope": scope_name,
-                    "package": package,
-                }))
+                print_json(&server::api::NewToken {
+                    token: made.secret,
+                    summary: server::api::TokenSummary::of(&made.record, server::service::now()),
+                })
             } else {
-                println!("{token}");
+                println!("{}", made.secret);
                 Ok(())
             }
+        }
+        Command::Token {
+            command: TokenCommand::List { remote },
+        } => {
+            let tokens = client(&remote)?.tokens()?;
+            print_answer(&remote, &tokens, |tokens| {
+                let when = |t: Option<manifests::Timestamp>| {
+                    t.map_or_else(|| "-".to_owned(), |t| t.to_string())
+                };
+                let rows = tokens
+                    .iter()
+                    .map(|t| {
+                        let binding = match (&t.app, &t.package) {
+                            (Some(a), Some(p)) => format!("{a}/{p}"),
+                            (None, Some(p)) => p.to_string(),
+                            _ => "-".to_owned(),
+                        };
+                        vec![
+                            t.name.clone(),
+                            t.scope.clone(),
+                            binding,
+                            t.state.clone(),
+                            t.created_at.to_string(),
+                            when(t.expires_at),
+                            when(t.last_used_at),
+                        ]
+                    })
+                    .collect::<Vec<_>>();
+                print_table(
+                    &[
+                        ("name", Left),
+                        ("scope", Left),
+                        ("package", Left),
+                        ("state", Left),
+                        ("created", Left),
+                        ("expires", Left),
+                        ("last used", Left),
+                    ],
+                    &rows,
+                );
+            })
+        }
+        Command::Token {
+            command: TokenCommand::Revoke { name, remote },
+        } => {
+            let token = client(&remote)?.revoke_token(&name)?;
+            print_answer(&remote, &token, |token| {
+                let at = token.revoked_at.map(|t| t.to_string()).unwrap_or_default();
+                println!("revoked token {} at {at}", token.name);
+            })
+        }
+        Command::Audit { remote, limit } => {
+            let entries = client(&remote)?.audit(limit)?;
+            print_answer(&remote, &entries, |entries| {
+                if entries.is_empty() {
+                    println!("the audit log is empty");
+                    return;
+                }
+                let rows = entries
+                    .iter()
+                    .map(|e| {
+                        vec![
+                            e.at.to_string(),
+                            e.actor.clone(),
+                            e.action.clone(),
+                            e.target.clone(),
+                            e.detail.clone(),
+                        ]
+                    })
+                    .collect::<Vec<_>>();
+                print_table(
+                    &[
+                        ("at", Left),
+                        ("actor", Left),
+                        ("action", Left),
+                        ("target", Left),
+                        ("detail", Left),
+                    ],
+                    &rows,
+                );
+            })
         }
         Command::Publish(args) => publish(args),
         Command::Watch {

@@ -13,8 +13,8 @@ use serde::de::DeserializeOwned;
 use zip::write::SimpleFileOptions;
 
 use crate::api::{
-    ChangeRequest, ChangeResult, ChannelState, ErrorBody, HistoryEntry, PublishQuery, Published,
-    ReleaseReport, ReleaseSummary,
+    AuditEntry, ChangeRequest, ChangeResult, ChannelState, ErrorBody, HistoryEntry, NewToken,
+    PublishQuery, Published, ReleaseReport, ReleaseSummary, TokenRequest, TokenSummary,
 };
 use crate::channel::Action;
 
@@ -180,6 +180,41 @@ impl Remote {
         self.get(
             &format!("reading the figures of app {app} on {channel}"),
             &paths::stats_path(app, channel),
+        )
+    }
+
+    /// Every token the server knows (never a secret).
+    pub fn tokens(&self) -> Result<Vec<TokenSummary>> {
+        self.get("listing tokens", paths::TOKENS)
+    }
+
+    /// Makes a token; the answer holds its secret, shown only this once.
+    pub fn create_token(&self, request: &TokenRequest) -> Result<NewToken> {
+        self.post(
+            &format!("creating token {:?}", request.name),
+            paths::TOKENS,
+            request,
+        )
+    }
+
+    /// Revokes the token named `name`.
+    pub fn revoke_token(&self, name: &str) -> Result<TokenSummary> {
+        let what = format!("revoking token {name:?}");
+        let url = format!("{}{}", self.base, paths::token_path(name));
+        let response = self
+            .agent
+            .delete(&url)
+            .header("Authorization", format!("Bearer {}", self.token))
+            .call()
+            .map_err(|e| self.unreachable(&what, e))?;
+        self.answer(&what, response)
+    }
+
+    /// The newest `limit` audit entries, newest first.
+    pub fn audit(&self, limit: u32) -> Result<Vec<AuditEntry>> {
+        self.get(
+            "reading the audit log",
+            &format!("{}?limit={limit}", paths::AUDIT),
         )
     }
 

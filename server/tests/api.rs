@@ -443,6 +443,12 @@ fn tokens_gate_every_write() {
     assert_eq!(wrong.status, 401);
 
     let publisher = s.token("ci", Scope::Publish, Some("checkout"));
+    // A token bound to one package never creates an app: app `shop` must exist first.
+    let early = s.publish(&publisher, "shop", "checkout", &q, &z);
+    assert_eq!((early.status, early.code()), (403, "forbidden".to_owned()));
+    assert!(early.text().contains("create app shop"), "{}", early.text());
+    let home = "version=1.0.0&routes=https://m.example.com/home/";
+    assert_eq!(s.publish(&s.admin, "shop", "home", home, &z).status, 201);
     assert_eq!(
         s.publish(&publisher, "shop", "checkout", &q, &z).status,
         201
@@ -495,7 +501,7 @@ fn tokens_gate_every_write() {
         .unwrap()
         .iter()
         .map(|a| (a["action"].as_str().unwrap(), a["actor"].as_str().unwrap()))
-        .filter(|(action, _)| *action != "token.create")
+        .filter(|(action, _)| !action.starts_with("token."))
         .collect();
     assert_eq!(
         &actions[..2],
@@ -1173,4 +1179,169 @@ fn a_caller_without_a_token_learns_nothing_about_the_input() {
         (with_token.status, with_token.code()),
         (422, "bad_request".to_owned())
     );
+}
+
+#[test]
+fn tokens_are_made_listed_expired_and_revoked_through_the_api() {
+    let s = TestServer::start();
+    let z = zip_build(&build("v1"));
+    let releaser = s.token("release-eng", Scope::Release, None);
+    let tokens = "/v1/admin/tokens";
+    // Only admins manage tokens.
+    let denied = s.post_json(tokens, &releaser, &json!({"name": "x", "scope": "publish"}));
+    assert_eq!(
+        (denied.status, denied.code()),
+        (403, "forbidden".to_owned())
+    );
+    let auth = format!("Bearer {releaser}");
+    let listed = request(&s.base, "GET", tokens, &[("Authorization", &auth)], None);
+    assert_eq!(listed.status, 403);
+
+    // Bad requests change nothing.
+    for (body, code) in [
+        (json!({"name": "x", "scope": "root"}), "bad_request"),
+        (
+            json!({"name": "x", "scope": "publish", "expires_in_secs": 0}),
+            "bad_request",
+        ),
+        (
+            json!({"name": "x", "scope": "publish", "app": "shop"}),
+            "bad_request",
+        ),
+        (
+            json!({"name": "x", "scope": "publish", "package": "new"}),
+            "bad_request",
+        ),
+        (
+            json!({"name": "release-eng", "scope": "publish"}),
+            "conflict",
+        ),
+    ] {
+        let r = s.post_json(tokens, &s.admin, &body);
+        assert_eq!(r.code(), code, "{body}: {}", r.text());
+    }
+
+    let made = s.post_json(
+        tokens,
+        &s.admin,
+        &json!({"name": "short", "scope": "publish", "expires_in_secs": 3}),
+    );
+    assert_eq!(made.status, 201, "{}", made.text());
+    let made = made.json();
+    let secret = made["token"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("baleen_"));
+    let q = format!("version=1.0.0&{ROUTE}");
+    assert_eq!(s.publish(&secret, "shop", "checkout", &q, &z).status, 201);
+
+    let list = s.admin_get(tokens);
+    assert_eq!(list.status, 200);
+    assert!(!list.text().contains(&secret), "secrets are never listed");
+    let short = list
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "short")
+        .cloned();
+    let short = short.unwrap();
+    assert_eq!(short["state"], "active");
+    assert!(short["last_used_at"].is_string(), "{short}");
+
+    // Expired: refused with a reason, and listed as such.
+    // (Expiry is to the second: a 3 s token is past its time 4.1 s after it was made.)
+    std::thread::sleep(std::time::Duration::from_millis(4100));
+    let late = s.publish(
+        &secret,
+        "shop",
+        "checkout",
+        &format!("version=1.0.1&{ROUTE}"),
+        &z,
+    );
+    assert_eq!(
+        (late.status, late.code()),
+        (401, "token_refused".to_owned())
+    );
+    assert!(late.text().contains("expired at"), "{}", late.text());
+    let list = s.admin_get(tokens).json();
+    let short = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "short")
+        .unwrap();
+    assert_eq!(short["state"], "expired");
+
+    // Revoked: refused at once; revoking again keeps the first time; an unknown name is 404.
+    let delete = |name: &str| {
+        let auth = format!("Bearer {}", s.admin);
+        request(
+            &s.base,
+            "DELETE",
+            &manifests::paths::token_path(name),
+            &[("Authorization", &auth)],
+            None,
+        )
+    };
+    let allowed = s.admin_get("/v1/admin/packages/checkout/releases");
+    assert_eq!(allowed.status, 200);
+    let revoked = delete("release-eng");
+    assert_eq!(revoked.status, 200, "{}", revoked.text());
+    assert_eq!(revoked.json()["state"], "revoked");
+    let first = revoked.json()["revoked_at"].clone();
+    assert_eq!(delete("release-eng").json()["revoked_at"], first);
+    let after = s.post_json(
+        "/v1/admin/packages/checkout/channels/production",
+        &releaser,
+        &json!({"action": "promote", "version": "1.0.0"}),
+    );
+    assert_eq!(
+        (after.status, after.code()),
+        (401, "token_refused".to_owned())
+    );
+    assert!(after.text().contains("was revoked at"), "{}", after.text());
+    assert_eq!(delete("no such token").status, 404);
+
+    // A token bound to a package of another app is refused at creation.
+    let conflict = s.post_json(
+        tokens,
+        &s.admin,
+        &json!({"name": "y", "scope": "publish", "app": "other", "package": "checkout"}),
+    );
+    assert_eq!(conflict.code(), "conflict", "{}", conflict.text());
+    // Bound to a new package of app `other`, which does not exist: it cannot create the app,
+    // nor its package under app `shop`.
+    let bound = s.post_json(
+        tokens,
+        &s.admin,
+        &json!({"name": "z", "scope": "publish", "app": "other", "package": "cart"}),
+    );
+    assert_eq!(bound.status, 201, "{}", bound.text());
+    let bound = bound.json()["token"].as_str().unwrap().to_owned();
+    let cart = "version=1.0.0&routes=https://m.example.com/cart/";
+    let r = s.publish(&bound, "other", "cart", cart, &z);
+    assert!(
+        r.status == 403 && r.text().contains("create app other"),
+        "{}",
+        r.text()
+    );
+    let r = s.publish(&bound, "shop", "cart", cart, &z);
+    assert!(
+        r.status == 403 && r.text().contains("create package cart in app shop"),
+        "{}",
+        r.text()
+    );
+
+    let log = s.admin_get("/v1/admin/audit").json();
+    let actions: Vec<&str> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["action"].as_str().unwrap())
+        .collect();
+    for action in ["token.create", "token.use", "token.revoke"] {
+        assert!(
+            actions.contains(&action),
+            "{action} missing from {actions:?}"
+        );
+    }
 }

@@ -1078,8 +1078,8 @@ fn keys_token_serve_and_watch_print_json_on_request() {
             "dev",
             "--scope",
             "release",
-            "--package",
-            "web",
+            "--expires-in",
+            "30d",
             "--json",
         ],
         &[],
@@ -1087,9 +1087,17 @@ fn keys_token_serve_and_watch_print_json_on_request() {
     let token: serde_json::Value = serde_json::from_str(&token).unwrap();
     assert!(token["token"].as_str().unwrap().starts_with("baleen_"));
     assert_eq!(
-        (&token["name"], &token["scope"], &token["package"]),
-        (&"dev".into(), &"release".into(), &"web".into())
+        (&token["name"], &token["scope"], &token["state"]),
+        (&"dev".into(), &"release".into(), &"active".into())
     );
+    assert!(token["package"].is_null());
+    let lifetime = manifests::Timestamp::parse(token["expires_at"].as_str().unwrap())
+        .unwrap()
+        .unix_secs()
+        - manifests::Timestamp::parse(token["created_at"].as_str().unwrap())
+            .unwrap()
+            .unix_secs();
+    assert_eq!(lifetime, 30 * 86_400);
 
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--json", "--data-dir"])
@@ -1373,4 +1381,174 @@ fn every_serve_setting_has_an_environment_variable_and_logs_can_be_json() {
             .starts_with("no data directory at"),
         "{line}"
     );
+}
+
+#[test]
+fn tokens_are_listed_revoked_and_every_use_is_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let admin = init(&data, "ops", "admin").trim().to_owned();
+    let data_str = data.to_str().unwrap();
+    // A lifetime the CLI cannot parse, or too long, is refused before anything is written.
+    for (bad, says) in [
+        ("5y", "unknown unit"),
+        ("0d", "above 0"),
+        ("4000d", "ten years"),
+    ] {
+        let out = baleen(
+            &[
+                "token",
+                "create",
+                "--data-dir",
+                data_str,
+                "--name",
+                "x",
+                "--scope",
+                "publish",
+                "--expires-in",
+                bad,
+            ],
+            &[],
+        );
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{bad}: {err}");
+    }
+    // A package-bound token needs its app when the package does not exist yet.
+    let out = baleen(
+        &[
+            "token",
+            "create",
+            "--data-dir",
+            data_str,
+            "--name",
+            "ci",
+            "--scope",
+            "publish",
+            "--package",
+            "checkout",
+        ],
+        &[],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("name the app it will belong to"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ci = ok(&baleen(
+        &[
+            "token",
+            "create",
+            "--data-dir",
+            data_str,
+            "--name",
+            "ci",
+            "--scope",
+            "publish",
+            "--package",
+            "checkout",
+            "--app",
+            "shop",
+        ],
+        &[],
+    ))
+    .trim()
+    .to_owned();
+
+    let (_server, base) = serve(&data);
+    let as_admin = [
+        ("BALEEN_SERVER", base.as_str()),
+        ("BALEEN_TOKEN", admin.as_str()),
+    ];
+    let as_ci = [
+        ("BALEEN_SERVER", base.as_str()),
+        ("BALEEN_TOKEN", ci.as_str()),
+    ];
+    // The bound token may not create the app its package belongs to.
+    let v1 = dir.path().join("dist");
+    write_build(&v1, "one");
+    let publish = |env: &[(&str, &str)], package: &str| {
+        baleen(
+            &[
+                "publish",
+                v1.to_str().unwrap(),
+                "--app",
+                "shop",
+                "--package",
+                package,
+                "--version",
+                "1.0.0",
+                "--route",
+                &format!("https://m.example.com/{package}/"),
+            ],
+            env,
+        )
+    };
+    let refused = publish(&as_ci, "checkout");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("may not create app shop"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    ok(&publish(&as_admin, "home"));
+    ok(&publish(&as_ci, "checkout"));
+
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(&baleen(&["token", "list", "--json"], &as_admin))).unwrap();
+    let ci_row = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "ci")
+        .unwrap();
+    assert_eq!(
+        (&ci_row["app"], &ci_row["package"], &ci_row["state"]),
+        (&"shop".into(), &"checkout".into(), &"active".into())
+    );
+    assert!(ci_row["last_used_at"].is_string(), "{ci_row}");
+    let text = ok(&baleen(&["token", "list"], &as_admin));
+    assert!(
+        text.contains("shop/checkout") && !text.contains(&ci),
+        "{text}"
+    );
+
+    assert!(ok(&baleen(&["token", "revoke", "ci"], &as_admin)).contains("revoked token ci"));
+    let after = publish(&as_ci, "checkout");
+    let err = String::from_utf8_lossy(&after.stderr);
+    assert!(
+        !after.status.success() && err.contains("was revoked"),
+        "{err}"
+    );
+    let missing = baleen(&["token", "revoke", "nobody"], &as_admin);
+    assert!(!missing.status.success());
+
+    let audit: serde_json::Value =
+        serde_json::from_str(&ok(&baleen(&["audit", "--json"], &as_admin))).unwrap();
+    let seen: Vec<(String, String)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().to_owned(),
+                e["actor"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for expected in [
+        ("token.revoke", "ops"),
+        ("publish", "ci"),
+        ("token.use", "ci"),
+        ("token.use", "ops"),
+        ("token.create", "cli"),
+    ] {
+        assert!(
+            seen.iter()
+                .any(|(a, b)| (a.as_str(), b.as_str()) == expected),
+            "{expected:?} missing from {seen:?}"
+        );
+    }
+    assert!(ok(&baleen(&["audit"], &as_admin)).contains("token.revoke"));
 }

@@ -418,7 +418,7 @@ fn a_store_from_before_per_package_entries_upgrades_on_open() {
     let (old_bytes, old) = full_index(&s);
 
     // Take the store back to schema version 2: the sequence lived with the kept index, and
-    // package rows had no entry or sequence.
+    // package rows had no entry or sequence (nor tokens their lifecycle, version 4).
     let s = s.restart(|data| {
         rusqlite::Connection::open(data.join("meta.sqlite3"))
             .unwrap()
@@ -427,6 +427,10 @@ fn a_store_from_before_per_package_entries_upgrades_on_open() {
                  DROP TABLE channels;
                  ALTER TABLE channel_packages DROP COLUMN entry;
                  ALTER TABLE channel_packages DROP COLUMN sequence;
+                 ALTER TABLE tokens DROP COLUMN app;
+                 ALTER TABLE tokens DROP COLUMN expires_at;
+                 ALTER TABLE tokens DROP COLUMN revoked_at;
+                 ALTER TABLE tokens DROP COLUMN last_used_at;
                  PRAGMA user_version = 2;
                  COMMIT;",
             )
@@ -436,7 +440,7 @@ fn a_store_from_before_per_package_entries_upgrades_on_open() {
         .unwrap()
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
 
     // The same index, byte for byte; deltas start from its sequence.
     assert_eq!(s.index_bytes("shop", "production"), old_bytes);

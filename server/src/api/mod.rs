@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use manifests::{Digest, HostRequirement, PackageId, Prefetch, ReleaseVersion, Timestamp};
+use manifests::{AppId, Digest, HostRequirement, PackageId, Prefetch, ReleaseVersion, Timestamp};
 use serde::{Deserialize, Serialize};
 
 use crate::channel::Action;
@@ -287,6 +287,81 @@ impl From<&meta_store::AuditEntry> for AuditEntry {
             detail: a.detail.clone(),
         }
     }
+}
+
+/// A request to make a token (schema `TokenRequest`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRequest {
+    /// A unique name, recorded as the actor of what the token does.
+    pub name: String,
+    /// `publish`, `release` or `admin`.
+    pub scope: String,
+    /// The app a package-bound token acts in (default: the package's app, if it exists).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    /// The only package the token may act on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
+    /// Seconds from now until the token expires (default: never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_secs: Option<u64>,
+}
+
+/// What is known of a token; never its secret (schema `TokenSummary`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenSummary {
+    /// Its name.
+    pub name: String,
+    /// `publish`, `release` or `admin`.
+    pub scope: String,
+    /// The app it is bound to.
+    pub app: Option<AppId>,
+    /// The package it is bound to.
+    pub package: Option<PackageId>,
+    /// When it was made.
+    pub created_at: Timestamp,
+    /// When it expires.
+    pub expires_at: Option<Timestamp>,
+    /// When it was revoked.
+    pub revoked_at: Option<Timestamp>,
+    /// When it was last accepted (to the minute).
+    pub last_used_at: Option<Timestamp>,
+    /// `active`, `expired` or `revoked`, as of the answer.
+    pub state: String,
+}
+
+impl TokenSummary {
+    /// The summary of `token` as of `at`.
+    pub fn of(token: &meta_store::TokenRecord, at: Timestamp) -> TokenSummary {
+        let state = if token.revoked_at.is_some() {
+            "revoked"
+        } else if crate::auth::refusal(token, at).is_some() {
+            "expired"
+        } else {
+            "active"
+        };
+        TokenSummary {
+            name: token.name.clone(),
+            scope: token.scope.as_str().to_owned(),
+            app: token.app.clone(),
+            package: token.package.clone(),
+            created_at: token.created_at,
+            expires_at: token.expires_at,
+            revoked_at: token.revoked_at,
+            last_used_at: token.last_used_at,
+            state: state.to_owned(),
+        }
+    }
+}
+
+/// A token just made (schema `NewToken`): the secret is shown only in this answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewToken {
+    /// The secret, `baleen_…`.
+    pub token: String,
+    /// The token as stored.
+    #[serde(flatten)]
+    pub summary: TokenSummary,
 }
 
 /// One release's figures on a channel as devices reported them, with shares (schema

@@ -17,19 +17,20 @@ use crate::api::{
     self, AuditQuery, ChangeRequest, ChangeResult, PublishQuery, Published, ReleaseReport,
     ReleaseSummary,
 };
-use crate::auth::Caller;
+use crate::auth::{Caller, TokenSpec};
 use crate::error::{Error, Result};
 use crate::meta_store::Scope;
 use crate::publish::{PublishRequest, unique_dir};
 use crate::service::Service;
 
-async fn caller(service: &Service, headers: &HeaderMap) -> Result<Caller> {
+/// The caller of a request that wants to `action` (recorded with the token's use).
+async fn caller(service: &Service, headers: &HeaderMap, action: &str) -> Result<Caller> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
-    service.authenticate(token).await
+    service.authenticate(token, action).await
 }
 
 /// `POST /v1/admin/apps/{app}/packages/{package}/releases?version=…` with a zip body.
@@ -41,10 +42,15 @@ pub async fn publish(
     body: Body,
 ) -> Result<Response> {
     // Who asks comes first: a caller without a token learns nothing about the input's rules.
-    let caller = caller(&service, &headers).await?;
+    let caller = caller(&service, &headers, "publish").await?;
     let (app, package) = (AppId::parse(&app)?, PackageId::parse(&package)?);
     let Query(query) = query.map_err(|e| Error::BadRequest(format!("query: {}", e.body_text())))?;
     caller.require(Scope::Publish, Some(&package), "publish")?;
+    if caller.token.package.is_some() {
+        let owner = service.meta().package_app(&package).await?;
+        let app_exists = !service.meta().app_packages(&app).await?.is_empty();
+        caller.require_app(&app, owner.as_ref(), app_exists)?;
+    }
     if query.channel.is_some() {
         caller.require(Scope::Release, Some(&package), "publish to a channel")?;
     }
@@ -159,9 +165,11 @@ pub async fn releases(
     headers: HeaderMap,
 ) -> Result<Response> {
     let package = PackageId::parse(&package)?;
-    caller(&service, &headers)
-        .await?
-        .require(Scope::Publish, Some(&package), "list releases")?;
+    caller(&service, &headers, "list releases").await?.require(
+        Scope::Publish,
+        Some(&package),
+        "list releases",
+    )?;
     if service.meta().package_app(&package).await?.is_none() {
         return Err(Error::NotFound(format!("package {package}")));
     }
@@ -177,7 +185,7 @@ pub async fn change(
     headers: HeaderMap,
     body: std::result::Result<Json<ChangeRequest>, JsonRejection>,
 ) -> Result<Response> {
-    let caller = caller(&service, &headers).await?;
+    let caller = caller(&service, &headers, "change a channel").await?;
     let (package, channel) = (PackageId::parse(&package)?, Channel::parse(&channel)?);
     let Json(body) = body.map_err(|e| match e.status() {
         axum::http::StatusCode::PAYLOAD_TOO_LARGE => Error::TooLarge {
@@ -186,6 +194,12 @@ pub async fn change(
         _ => Error::BadRequest(format!("request body: {}", e.body_text())),
     })?;
     caller.require(Scope::Release, Some(&package), body.action.name())?;
+    if caller.token.package.is_some() {
+        let owner = service.meta().package_app(&package).await?;
+        if let Some(owner) = &owner {
+            caller.require_app(owner, Some(owner), true)?;
+        }
+    }
     if body.reason.len() > 4096 {
         return Err(Error::BadRequest("reason longer than 4096 bytes".into()));
     }
@@ -208,9 +222,11 @@ pub async fn history(
     headers: HeaderMap,
 ) -> Result<Response> {
     let (package, channel) = (PackageId::parse(&package)?, Channel::parse(&channel)?);
-    caller(&service, &headers)
-        .await?
-        .require(Scope::Publish, Some(&package), "read history")?;
+    caller(&service, &headers, "read history").await?.require(
+        Scope::Publish,
+        Some(&package),
+        "read history",
+    )?;
     let app = service
         .meta()
         .package_app(&package)
@@ -231,7 +247,7 @@ pub async fn channel_state(
     headers: HeaderMap,
 ) -> Result<Response> {
     let (app, channel) = (AppId::parse(&app)?, Channel::parse(&channel)?);
-    caller(&service, &headers)
+    caller(&service, &headers, "read channel state")
         .await?
         .require(Scope::Release, None, "read channel state")?;
     let state = service.meta().channel_state(&app, &channel).await?;
@@ -244,7 +260,7 @@ pub async fn audit(
     query: std::result::Result<Query<AuditQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    caller(&service, &headers)
+    caller(&service, &headers, "read the audit log")
         .await?
         .require(Scope::Admin, None, "read the audit log")?;
     let Query(query) = query.map_err(|e| Error::BadRequest(format!("query: {}", e.body_text())))?;
@@ -261,10 +277,68 @@ pub async fn stats(
     headers: HeaderMap,
 ) -> Result<Response> {
     let (app, channel) = (AppId::parse(&app)?, Channel::parse(&channel)?);
-    caller(&service, &headers)
+    caller(&service, &headers, "read statistics")
         .await?
         .require(Scope::Release, None, "read statistics")?;
     let stats = service.meta().stats(&app, &channel).await?;
     let reports: Vec<ReleaseReport> = stats.iter().map(ReleaseReport::from).collect();
     Ok(Json(reports).into_response())
+}
+
+/// `GET /v1/admin/tokens`: every token, never a secret.
+pub async fn tokens(State(service): State<Arc<Service>>, headers: HeaderMap) -> Result<Response> {
+    caller(&service, &headers, "list tokens")
+        .await?
+        .require(Scope::Admin, None, "list tokens")?;
+    let at = crate::service::now();
+    let tokens: Vec<api::TokenSummary> = service
+        .meta()
+        .tokens()
+        .await?
+        .iter()
+        .map(|t| api::TokenSummary::of(t, at))
+        .collect();
+    Ok(Json(tokens).into_response())
+}
+
+/// `POST /v1/admin/tokens` with a `TokenRequest`: a new token, its secret shown only here.
+pub async fn create_token(
+    State(service): State<Arc<Service>>,
+    headers: HeaderMap,
+    body: std::result::Result<Json<api::TokenRequest>, JsonRejection>,
+) -> Result<Response> {
+    let caller = caller(&service, &headers, "create a token").await?;
+    caller.require(Scope::Admin, None, "create tokens")?;
+    let Json(body) =
+        body.map_err(|e| Error::BadRequest(format!("request body: {}", e.body_text())))?;
+    let spec = TokenSpec {
+        name: body.name,
+        scope: Scope::parse(&body.scope).ok_or_else(|| {
+            Error::BadRequest(format!(
+                "unknown scope {:?}; use publish, release or admin",
+                body.scope
+            ))
+        })?,
+        app: body.app.as_deref().map(AppId::parse).transpose()?,
+        package: body.package.as_deref().map(PackageId::parse).transpose()?,
+        expires_in_secs: body.expires_in_secs,
+    };
+    let made = service.create_token(&spec, caller.name()).await?;
+    let answer = api::NewToken {
+        token: made.secret,
+        summary: api::TokenSummary::of(&made.record, crate::service::now()),
+    };
+    Ok((StatusCode::CREATED, Json(answer)).into_response())
+}
+
+/// `DELETE /v1/admin/tokens/{name}`: the token is refused from now on.
+pub async fn revoke_token(
+    State(service): State<Arc<Service>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let caller = caller(&service, &headers, "revoke a token").await?;
+    caller.require(Scope::Admin, None, "revoke tokens")?;
+    let token = service.revoke_token(&name, caller.name()).await?;
+    Ok(Json(api::TokenSummary::of(&token, crate::service::now())).into_response())
 }

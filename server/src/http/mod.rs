@@ -38,6 +38,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", paths::HISTORY),
     ("GET", paths::CHANNEL_STATE),
     ("GET", paths::AUDIT),
+    ("GET", paths::TOKENS),
+    ("POST", paths::TOKENS),
+    ("DELETE", paths::TOKEN),
     ("POST", paths::EVENTS),
     ("GET", paths::STATS),
     ("GET", paths::METRICS),
@@ -67,6 +70,8 @@ pub fn router(service: Arc<Service>) -> Router {
         .route(paths::OPENAPI, get(openapi::document))
         .route(paths::CHANNEL_STATE, get(admin::channel_state))
         .route(paths::AUDIT, get(admin::audit))
+        .route(paths::TOKENS, get(admin::tokens).post(admin::create_token))
+        .route(paths::TOKEN, axum::routing::delete(admin::revoke_token))
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(60),

@@ -216,11 +216,24 @@ pub struct TokenRecord {
     pub hash: Digest,
     /// What it may do.
     pub scope: Scope,
+    /// If set, the only app it may act in (a token bound to a package names its app; older
+    /// ones may not, and then act only on a package that exists).
+    pub app: Option<AppId>,
     /// If set, the only package it may act on.
     pub package: Option<PackageId>,
     /// When it was made.
     pub created_at: Timestamp,
+    /// When it stops being accepted, if ever.
+    pub expires_at: Option<Timestamp>,
+    /// When it was revoked; a revoked token is never accepted again.
+    pub revoked_at: Option<Timestamp>,
+    /// When it was last accepted (recorded at most once a minute, see [`TOKEN_USE_GRANULARITY_SECS`]).
+    pub last_used_at: Option<Timestamp>,
 }
+
+/// A token's use is written (its last-used time and a `token.use` audit entry) at most once per
+/// this many seconds, so that a busy script does not turn every read into a database write.
+pub const TOKEN_USE_GRANULARITY_SECS: u64 = 60;
 
 /// The outcome of inserting a release.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -419,6 +432,25 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// The token with this hash.
     async fn token(&self, hash: &Digest) -> Result<Option<TokenRecord>>;
+
+    /// Every token, revoked and expired ones included, oldest first.
+    async fn tokens(&self) -> Result<Vec<TokenRecord>>;
+
+    /// Revokes the token named `name` at `at` and writes `audit`; a token revoked before keeps
+    /// its first revocation time (and no second entry is written). Returns the token as it is
+    /// now.
+    ///
+    /// # Errors
+    /// [`crate::error::Error::NotFound`] when no token has that name.
+    async fn revoke_token(
+        &self,
+        name: &str,
+        at: Timestamp,
+        audit: &AuditEntry,
+    ) -> Result<TokenRecord>;
+
+    /// Records a use of the token with this hash: its last-used time and `audit`, together.
+    async fn token_used(&self, hash: &Digest, at: Timestamp, audit: &AuditEntry) -> Result<()>;
 
     /// The newest audit entries, newest first.
     async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>>;

@@ -120,7 +120,7 @@ CREATE TABLE audit (
 
 /// Metadata in SQLite.
 /// Upgrades, in order: `MIGRATIONS[0]` takes version 1 to 2, and so on. Only ever append.
-pub(crate) const MIGRATIONS: [&str; 2] = [
+pub(crate) const MIGRATIONS: [&str; 3] = [
     // 2: the publisher's fetch priority and prefetch policy, carried into the index.
     "ALTER TABLE releases ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE releases ADD COLUMN prefetch TEXT NOT NULL DEFAULT 'always';",
@@ -144,6 +144,12 @@ pub(crate) const MIGRATIONS: [&str; 2] = [
      UPDATE channel_packages SET sequence = COALESCE((SELECT MAX(h.sequence) FROM history h
          WHERE h.app = channel_packages.app AND h.channel = channel_packages.channel
            AND h.package = channel_packages.package), 0);",
+    // 4: a token's lifecycle: the app a package-bound token acts in, expiry, revocation and the
+    // last use.
+    "ALTER TABLE tokens ADD COLUMN app TEXT;
+     ALTER TABLE tokens ADD COLUMN expires_at INTEGER;
+     ALTER TABLE tokens ADD COLUMN revoked_at INTEGER;
+     ALTER TABLE tokens ADD COLUMN last_used_at INTEGER;",
 ];
 
 /// The version [`MIGRATIONS`] lead to.
@@ -243,6 +249,37 @@ fn time(row: &Row<'_>, i: usize) -> rusqlite::Result<Timestamp> {
 fn secs(t: Timestamp) -> i64 {
     // Timestamps are capped at year 9999, far below i64::MAX.
     t.unix_secs() as i64
+}
+
+const TOKEN_COLUMNS: &str =
+    "hash, name, scope, app, package, created_at, expires_at, revoked_at, last_used_at";
+
+fn token_row(r: &Row<'_>) -> rusqlite::Result<TokenRecord> {
+    let hash: String = r.get(0)?;
+    let scope: String = r.get(2)?;
+    Ok(TokenRecord {
+        hash: Digest::parse(&hash)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(0, Type::Text, Box::new(e)))?,
+        name: r.get(1)?,
+        scope: Scope::parse(&scope).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                2,
+                Type::Text,
+                format!("unknown scope {scope:?}").into(),
+            )
+        })?,
+        app: opt_col(r, 3, AppId::parse)?,
+        package: opt_col(r, 4, PackageId::parse)?,
+        created_at: time(r, 5)?,
+        expires_at: opt_time(r, 6)?,
+        revoked_at: opt_time(r, 7)?,
+        last_used_at: opt_time(r, 8)?,
+    })
+}
+
+fn opt_time(row: &Row<'_>, i: usize) -> rusqlite::Result<Option<Timestamp>> {
+    let secs: Option<i64> = row.get(i)?;
+    Ok(secs.map(|s| Timestamp::from_unix_secs(s.max(0) as u64)))
 }
 
 const RELEASE_COLUMNS: &str = "package, version, manifest_digest, manifest, content_key, requires, \
@@ -909,16 +946,24 @@ impl MetaStore for SqliteMetaStore {
                 |r| r.get(0),
             )?;
             if taken {
-                return Err(Error::Conflict(format!("a token named {:?} exists", token.name)));
+                return Err(Error::Conflict(format!(
+                    "a token named {:?} exists",
+                    token.name
+                )));
             }
             tx.execute(
-                "INSERT INTO tokens (hash, name, scope, package, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO tokens (hash, name, scope, app, package, created_at, expires_at, \
+                 revoked_at, last_used_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
                     token.hash.to_string(),
                     token.name,
                     token.scope.as_str(),
+                    token.app.as_ref().map(|a| a.as_str().to_owned()),
                     token.package.as_ref().map(|p| p.as_str().to_owned()),
                     secs(token.created_at),
+                    token.expires_at.map(secs),
+                    token.revoked_at.map(secs),
+                    token.last_used_at.map(secs),
                 ],
             )?;
             insert_audit(&tx, &audit)?;
@@ -932,26 +977,71 @@ impl MetaStore for SqliteMetaStore {
         let hash = *hash;
         self.with(move |c| {
             Ok(c.query_row(
-                "SELECT name, scope, package, created_at FROM tokens WHERE hash = ?1",
+                &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?1"),
                 [hash.to_string()],
-                |r| {
-                    let scope: String = r.get(1)?;
-                    Ok(TokenRecord {
-                        name: r.get(0)?,
-                        hash,
-                        scope: Scope::parse(&scope).ok_or_else(|| {
-                            rusqlite::Error::FromSqlConversionFailure(
-                                1,
-                                Type::Text,
-                                format!("unknown scope {scope:?}").into(),
-                            )
-                        })?,
-                        package: opt_col(r, 2, PackageId::parse)?,
-                        created_at: time(r, 3)?,
-                    })
-                },
+                token_row,
             )
             .optional()?)
+        })
+        .await
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRecord>> {
+        self.with(move |c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_at, name"
+            ))?;
+            let rows = stmt
+                .query_map([], token_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn revoke_token(
+        &self,
+        name: &str,
+        at: Timestamp,
+        audit: &AuditEntry,
+    ) -> Result<TokenRecord> {
+        let (name, audit) = (name.to_owned(), audit.clone());
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let changed = tx.execute(
+                "UPDATE tokens SET revoked_at = ?2 WHERE name = ?1 AND revoked_at IS NULL",
+                params![name, secs(at)],
+            )?;
+            if changed > 0 {
+                insert_audit(&tx, &audit)?;
+            }
+            let token = tx
+                .query_row(
+                    &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE name = ?1"),
+                    [&name],
+                    token_row,
+                )
+                .optional()?
+                .ok_or_else(|| Error::NotFound(format!("token {name:?}")))?;
+            tx.commit()?;
+            Ok(token)
+        })
+        .await
+    }
+
+    async fn token_used(&self, hash: &Digest, at: Timestamp, audit: &AuditEntry) -> Result<()> {
+        let (hash, audit) = (*hash, audit.clone());
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let changed = tx.execute(
+                "UPDATE tokens SET last_used_at = ?2 WHERE hash = ?1",
+                params![hash.to_string(), secs(at)],
+            )?;
+            if changed > 0 {
+                insert_audit(&tx, &audit)?;
+            }
+            tx.commit()?;
+            Ok(())
         })
         .await
     }

@@ -377,13 +377,17 @@ pub(crate) async fn meta_store_suite(store: &dyn MetaStore) {
             .is_empty()
     );
 
-    // Tokens: found by hash, names unique.
+    // Tokens: found by hash, names unique, listed, revoked once, their use recorded.
     let token = TokenRecord {
         name: "ci".into(),
         hash: Digest::of(b"secret"),
         scope: Scope::Publish,
+        app: Some(AppId::parse("shop").unwrap()),
         package: Some(pkg("checkout")),
         created_at: Timestamp::from_unix_secs(1_700_000_000),
+        expires_at: Some(Timestamp::from_unix_secs(1_800_000_000)),
+        revoked_at: None,
+        last_used_at: None,
     };
     store
         .insert_token(&token, &audit("token.create"))
@@ -393,7 +397,7 @@ pub(crate) async fn meta_store_suite(store: &dyn MetaStore) {
     assert_eq!(store.token(&Digest::of(b"guess")).await.unwrap(), None);
     let dup = TokenRecord {
         hash: Digest::of(b"other"),
-        ..token
+        ..token.clone()
     };
     assert_eq!(
         store
@@ -403,6 +407,39 @@ pub(crate) async fn meta_store_suite(store: &dyn MetaStore) {
             .code(),
         "conflict"
     );
+    let used = Timestamp::from_unix_secs(1_700_000_100);
+    store
+        .token_used(&token.hash, used, &audit("token.use"))
+        .await
+        .unwrap();
+    let revoked_at = Timestamp::from_unix_secs(1_700_000_200);
+    let revoked = store
+        .revoke_token("ci", revoked_at, &audit("token.revoke"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (revoked.revoked_at, revoked.last_used_at),
+        (Some(revoked_at), Some(used))
+    );
+    // A second revocation keeps the first time and writes nothing.
+    let again = store
+        .revoke_token(
+            "ci",
+            Timestamp::from_unix_secs(1_700_000_300),
+            &audit("token.revoke"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.revoked_at, Some(revoked_at));
+    assert_eq!(
+        store
+            .revoke_token("nobody", revoked_at, &audit("token.revoke"))
+            .await
+            .unwrap_err()
+            .code(),
+        "not_found"
+    );
+    assert_eq!(store.tokens().await.unwrap(), [revoked]);
 
     // The audit log holds every write, newest first.
     let log = store.audit_log(100).await.unwrap();
@@ -410,6 +447,8 @@ pub(crate) async fn meta_store_suite(store: &dyn MetaStore) {
     assert_eq!(
         actions,
         [
+            "token.revoke",
+            "token.use",
             "token.create",
             "promote",
             "publish",
@@ -464,8 +503,11 @@ async fn sqlite_meta_store_upgrades_a_version_1_database() {
         conn.execute_batch(&format!(
             "INSERT INTO packages VALUES ('checkout', 'shop', 0);
              INSERT INTO releases VALUES ('checkout', '1.0.0', '{}', x'00', '{}', '>=5', 1234, 3,
-                 1700000000, 'ci', 'notes');",
-            r.manifest_digest, r.content_key
+                 1700000000, 'ci', 'notes');
+             INSERT INTO tokens VALUES ('{}', 'ci', 'publish', 'checkout', 1700000000);",
+            r.manifest_digest,
+            r.content_key,
+            Digest::of(b"old secret")
         ))
         .unwrap();
     }
@@ -476,6 +518,22 @@ async fn sqlite_meta_store_upgrades_a_version_1_database() {
         .unwrap()
         .unwrap();
     assert_eq!((old.priority, old.prefetch), (0, Prefetch::Always));
+    // A token of version 1 keeps working: bound to its package, no app, no expiry, never used.
+    let token = store
+        .token(&Digest::of(b"old secret"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            token.package,
+            token.app,
+            token.expires_at,
+            token.revoked_at,
+            token.last_used_at
+        ),
+        (Some(pkg("checkout")), None, None, None, None)
+    );
     store
         .insert_release(
             &app("shop"),
@@ -497,7 +555,7 @@ async fn sqlite_meta_store_upgrades_a_version_1_database() {
         .unwrap()
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
 }
 
 #[tokio::test]

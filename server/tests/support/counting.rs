@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use manifests::{AppId, Channel, Digest, PackageEntry, PackageId, ReleaseVersion};
+use manifests::{AppId, Channel, Digest, PackageEntry, PackageId, ReleaseVersion, Timestamp};
 use server::Result;
 use server::meta_store::{
     AuditEntry, ChannelCommit, ChannelHead, ChannelPackage, ChannelRow, ChannelState, HistoryEntry,
@@ -225,6 +225,26 @@ impl MetaStore for Counting {
     async fn token(&self, hash: &Digest) -> Result<Option<TokenRecord>> {
         let r = self.inner.token(hash).await?;
         Ok(self.count("token", usize::from(r.is_some()), r))
+    }
+
+    async fn tokens(&self) -> Result<Vec<TokenRecord>> {
+        let r = self.inner.tokens().await?;
+        Ok(self.count("tokens", r.len(), r))
+    }
+
+    async fn revoke_token(
+        &self,
+        name: &str,
+        at: Timestamp,
+        audit: &AuditEntry,
+    ) -> Result<TokenRecord> {
+        let r = self.inner.revoke_token(name, at, audit).await;
+        self.write(r)
+    }
+
+    async fn token_used(&self, hash: &Digest, at: Timestamp, audit: &AuditEntry) -> Result<()> {
+        let r = self.inner.token_used(hash, at, audit).await;
+        self.write(r)
     }
 
     async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>> {

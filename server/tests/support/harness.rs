@@ -85,8 +85,12 @@ impl TestServer {
             .unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let admin = runtime
-            .block_on(service.create_token(admin, Scope::Admin, None, "test"))
-            .unwrap();
+            .block_on(service.create_token(
+                &server::auth::TokenSpec::unbound(admin, Scope::Admin),
+                "test",
+            ))
+            .unwrap()
+            .secret;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (svc, rt) = (service.clone(), runtime.clone());
         let thread = std::thread::spawn(move || {
@@ -112,11 +116,22 @@ impl TestServer {
         TrustedKeys::single(self.key.public().clone())
     }
 
+    /// A token; one bound to a package acts in app `shop`.
     pub fn token(&self, name: &str, scope: Scope, package: Option<&str>) -> String {
         let package = package.map(|p| manifests::PackageId::parse(p).unwrap());
+        let spec = server::auth::TokenSpec {
+            name: name.into(),
+            scope,
+            app: package
+                .as_ref()
+                .map(|_| manifests::AppId::parse("shop").unwrap()),
+            package,
+            expires_in_secs: None,
+        };
         self.runtime
-            .block_on(self.service.create_token(name, scope, package, "test"))
+            .block_on(self.service.create_token(&spec, "test"))
             .unwrap()
+            .secret
     }
 
     pub fn data(&self) -> PathBuf {
