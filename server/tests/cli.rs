@@ -1552,3 +1552,102 @@ fn tokens_are_listed_revoked_and_every_use_is_audited() {
     }
     assert!(ok(&baleen(&["audit"], &as_admin)).contains("token.revoke"));
 }
+
+/// A zip of `count` empty stored files named by number, with ZIP64 end records (as any zip of
+/// over 65,535 entries has), written by hand so that a million entries take a moment.
+fn zip_of_empty_files(count: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(count as usize * 100);
+    let mut central = Vec::with_capacity(count as usize * 60);
+    let header = |out: &mut Vec<u8>, name: &[u8]| {
+        // version 2.0, no flags, stored, 1980-01-01, CRC 0, sizes 0, name, no extra
+        out.extend_from_slice(&[20, 0, 0, 0, 0, 0, 0, 0, 0x21, 0]);
+        out.extend_from_slice(&[0; 12]);
+        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        out.extend_from_slice(&[0, 0]);
+    };
+    for i in 0..count {
+        let name = format!("{i}.txt");
+        let offset = out.len() as u32;
+        out.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
+        header(&mut out, name.as_bytes());
+        out.extend_from_slice(name.as_bytes());
+        central.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
+        central.extend_from_slice(&[20, 3]); // made by unix
+        header(&mut central, name.as_bytes());
+        central.extend_from_slice(&[0; 6]); // comment, disk, internal attributes
+        central.extend_from_slice(&(0o100_644u32 << 16).to_le_bytes());
+        central.extend_from_slice(&offset.to_le_bytes());
+        central.extend_from_slice(name.as_bytes());
+    }
+    let start = out.len() as u64;
+    out.extend_from_slice(&central);
+    let zip64_end = out.len() as u64;
+    out.extend_from_slice(&0x0606_4b50u32.to_le_bytes());
+    out.extend_from_slice(&44u64.to_le_bytes());
+    out.extend_from_slice(&[45, 3, 45, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    out.extend_from_slice(&u64::from(count).to_le_bytes());
+    out.extend_from_slice(&u64::from(count).to_le_bytes());
+    out.extend_from_slice(&(central.len() as u64).to_le_bytes());
+    out.extend_from_slice(&start.to_le_bytes());
+    out.extend_from_slice(&0x0706_4b50u32.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&zip64_end.to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes());
+    out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
+    out.extend_from_slice(&[0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
+    out.extend_from_slice(&[0xff; 8]);
+    out.extend_from_slice(&[0, 0]);
+    out
+}
+
+/// The peak resident memory of a process, in KiB, from `/proc`.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn an_upload_of_a_million_empty_entries_is_refused_without_memory_for_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let token = init(&data, "ci", "admin").trim().to_owned();
+    let (server, base) = serve(&data);
+    let zip = dir.path().join("million.zip");
+    std::fs::write(&zip, zip_of_empty_files(1_000_000)).unwrap();
+    let before = peak_rss_kib(server.0.id());
+    let out = baleen(
+        &[
+            "publish",
+            zip.to_str().unwrap(),
+            "--app",
+            "shop",
+            "--package",
+            "checkout",
+            "--version",
+            "1.0.0",
+            "--route",
+            "https://m.example.com/checkout/",
+        ],
+        &[("BALEEN_SERVER", &base), ("BALEEN_TOKEN", &token)],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("declares 1000000 entries") && err.contains("limit of 20000"),
+        "{err}"
+    );
+    // Parsing a million central-directory entries costs hundreds of MB; reading the end
+    // record costs nothing, so the server's peak grows by little more than its upload buffers.
+    let grown = peak_rss_kib(server.0.id()).saturating_sub(before);
+    assert!(
+        grown < 48 * 1024,
+        "the server's peak memory grew by {grown} KiB"
+    );
+    // Nothing was stored.
+    let releases = baleen(
+        &["releases", "--package", "checkout"],
+        &[("BALEEN_SERVER", &base), ("BALEEN_TOKEN", &token)],
+    );
+    assert!(!releases.status.success());
+}

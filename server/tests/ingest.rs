@@ -432,6 +432,44 @@ fn too_many_entries_are_refused() {
 }
 
 #[test]
+fn an_end_record_announcing_too_many_entries_is_refused_before_they_are_read() {
+    let limits = Limits {
+        max_entries: 50,
+        ..Limits::default()
+    };
+    // The classic end record's count, and the ZIP64 one's, are read from the end of the file.
+    let error = refuse_with(&many_entries(51), &limits, "too_many_entries");
+    expect![[r#"archive declares 51 entries in its end record, more than the limit of 50; refused before reading them"#]]
+        .assert_eq(&error.to_string());
+    let billions = Archive {
+        zip64_end_count: Some(5_000_000_000),
+        ..Archive::of(vec![Raw::stored("index.html", b"hi")])
+    };
+    let error = refuse_with(&billions.build(), &limits, "too_many_entries");
+    assert!(
+        error.to_string().contains("declares 5000000000 entries"),
+        "{error}"
+    );
+    // A comment after the end record does not hide it.
+    let commented = Archive {
+        comment: b"built by CI".to_vec(),
+        ..Archive::of(
+            (0..51)
+                .map(|i| Raw::stored(&format!("f{i}"), b""))
+                .collect(),
+        )
+    };
+    let error = refuse_with(&commented.build(), &limits, "too_many_entries");
+    assert!(error.to_string().contains("declares 51"), "{error}");
+    // A ZIP64 end record within the limit is read by the zip reader as before.
+    let honest = Archive {
+        zip64_end_count: Some(1),
+        ..Archive::of(vec![Raw::stored("index.html", b"hi")])
+    };
+    Upload::new(&honest.build()).ingest(&limits).unwrap();
+}
+
+#[test]
 fn duplicate_names_are_refused() {
     let error = refuse(&duplicate_index(), "duplicate_entry");
     expect![[r#"entry "index.html" appears more than once"#]].assert_eq(&error.to_string());
@@ -630,7 +668,7 @@ fn refusal_messages() {
         file as dir: path_collision: paths "a" and "a/b" collide: a file is also needed as a directory
         cp437: non_utf8_name: entry 0 has a name that is not valid UTF-8: "caf�.txt"
         nfd: unsafe_path: entry "e\u{301}.txt" has an unsafe path: invalid path "e\u{301}.txt": not in Unicode normalisation form C
-        too many: too_many_entries: archive has 6 entries, more than the limit of 5
+        too many: too_many_entries: archive declares 6 entries in its end record, more than the limit of 5; refused before reading them
         overlap: overlapping_entries: entries overlap in the archive (an overlapping-entry zip bomb)
         lying deflate: size_mismatch: entry "app.js" declares 100 bytes but its data holds more
         short deflate: size_mismatch: entry "app.js" declares 1448 bytes but holds only 448
@@ -640,7 +678,7 @@ fn refusal_messages() {
         crc: crc_mismatch: entry "index.html" fails its CRC-32 check (header says 9b18e44f, data has 9b18e44e)
         encrypted: encrypted: entry "secret.txt" is encrypted
         bzip2: unsupported_method: entry "data.bin" uses compression method Bzip2; only stored and deflated are accepted
-        prepended: prepended_data: 7 bytes of other data come before the zip archive
+        prepended: too_many_entries: archive declares 10 entries in its end record, more than the limit of 5; refused before reading them
         polyglot: prepended_data: 39 bytes of other data come before the zip archive
         trailing: trailing_data: 19 bytes of other data come after the end of the zip archive
         hidden entry: inconsistent_archive: inconsistent zip archive: the central directory holds 2 headers but the end record counts 1

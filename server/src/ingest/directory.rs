@@ -117,6 +117,80 @@ pub(super) fn walk<R: Read + Seek>(
     }
 }
 
+/// The number of entries the archive's end record declares (the ZIP64 end record's when the
+/// classic one defers to it), read from the end of the file without touching the central
+/// directory: so that an upload announcing millions of entries is refused before the zip reader
+/// allocates for them. `None` when no end record is found; the zip reader then says why the
+/// upload is not a zip.
+///
+/// The end record is the last one whose comment reaches exactly to the end of the file, as the
+/// walk above requires; the count is the larger of "on this disk" and "in all", since readers
+/// trust one or the other.
+///
+/// # Errors
+/// [`IngestError::Io`] when reading fails, [`IngestError::InconsistentArchive`] for a ZIP64
+/// locator that points outside the file or at something else.
+pub(super) fn declared_entries<R: Read + Seek>(mut reader: R, len: u64) -> Result<Option<u64>> {
+    const END_LEN: u64 = 22;
+    let tail_len = len.min(END_LEN + u64::from(u16::MAX));
+    let tail_start = len - tail_len;
+    let mut tail = vec![0u8; usize::try_from(tail_len).unwrap_or(0)];
+    reader
+        .seek(SeekFrom::Start(tail_start))
+        .and_then(|_| reader.read_exact(&mut tail))
+        .map_err(|e| IngestError::io("reading the end of the archive", e))?;
+    let u16_at = |b: &[u8], at: usize| u64::from(u16::from_le_bytes([b[at], b[at + 1]]));
+    let found = (0..tail.len().saturating_sub(END_LEN as usize - 1))
+        .rev()
+        .find(|&at| {
+            tail[at..at + 4] == END.to_le_bytes()
+                && at as u64 + END_LEN + u16_at(&tail, at + 20) == tail_len
+        });
+    let Some(at) = found else {
+        return Ok(None);
+    };
+    let count = u16_at(&tail, at + 8).max(u16_at(&tail, at + 10));
+    if count != u64::from(u16::MAX) {
+        return Ok(Some(count));
+    }
+    // The classic record defers to the ZIP64 one: its locator sits just before.
+    let locator = (tail_start + at as u64).checked_sub(20).ok_or_else(|| {
+        inconsistent("the end record defers to a ZIP64 end record, but has no locator")
+    })?;
+    let mut bytes = [0u8; 20];
+    reader
+        .seek(SeekFrom::Start(locator))
+        .and_then(|_| reader.read_exact(&mut bytes))
+        .map_err(|e| IngestError::io("reading the ZIP64 locator", e))?;
+    if bytes[..4] != ZIP64_LOCATOR.to_le_bytes() {
+        return Err(inconsistent(
+            "the end record defers to a ZIP64 end record, but has no locator",
+        ));
+    }
+    let mut offset = [0u8; 8];
+    offset.copy_from_slice(&bytes[8..16]);
+    let offset = u64::from_le_bytes(offset);
+    if offset.saturating_add(56) > locator {
+        return Err(inconsistent("the ZIP64 locator points outside the archive"));
+    }
+    let mut record = [0u8; 56];
+    reader
+        .seek(SeekFrom::Start(offset))
+        .and_then(|_| reader.read_exact(&mut record))
+        .map_err(|e| IngestError::io("reading the ZIP64 end record", e))?;
+    if record[..4] != ZIP64_END.to_le_bytes() {
+        return Err(inconsistent(
+            "the ZIP64 locator does not point at a ZIP64 end record",
+        ));
+    }
+    let u64_at = |at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&record[at..at + 8]);
+        u64::from_le_bytes(b)
+    };
+    Ok(Some(u64_at(24).max(u64_at(32))))
+}
+
 fn read_array<const N: usize, R: Read>(reader: &mut R, headers: usize) -> Result<[u8; N]> {
     let mut bytes = [0u8; N];
     reader

@@ -75,6 +75,17 @@ pub enum IngestError {
         /// The limit.
         max: usize,
     },
+    /// The end record announces more entries than [`Limits::max_entries`](super::Limits::max_entries);
+    /// refused before the central directory is read.
+    #[error(
+        "archive declares {declared} entries in its end record, more than the limit of {max}; refused before reading them"
+    )]
+    DeclaresTooManyEntries {
+        /// The count the end record (or the ZIP64 end record) gives.
+        declared: u64,
+        /// The limit.
+        max: usize,
+    },
     /// Two central-directory entries carry the same name; zip readers disagree on which one wins.
     #[error("entry {name:?} appears more than once")]
     DuplicateEntry {
@@ -228,7 +239,9 @@ impl IngestError {
             IngestError::TrailingData { .. } => "trailing_data",
             IngestError::UnreferencedData { .. } => "unreferenced_data",
             IngestError::InconsistentArchive { .. } => "inconsistent_archive",
-            IngestError::TooManyEntries { .. } => "too_many_entries",
+            IngestError::TooManyEntries { .. } | IngestError::DeclaresTooManyEntries { .. } => {
+                "too_many_entries"
+            }
             IngestError::DuplicateEntry { .. } => "duplicate_entry",
             IngestError::NonUtf8Name { .. } => "non_utf8_name",
             IngestError::UnsafePath { .. } => "unsafe_path",

@@ -138,6 +138,16 @@ fn ingest(zip: &Path, limits: &Limits, stage: &mut Stage) -> Result<Ingested> {
         .metadata()
         .map_err(|e| IngestError::io(format!("reading upload {}", zip.display()), e))?
         .len();
+    // The end record's count first: an archive that announces more entries than allowed is
+    // refused before the zip reader parses (and allocates for) its central directory.
+    if let Some(declared) = directory::declared_entries(&file, len)?
+        && declared > limits.max_entries as u64
+    {
+        return Err(IngestError::DeclaresTooManyEntries {
+            declared,
+            max: limits.max_entries,
+        });
+    }
     let mut archive = open(file, zip)?;
 
     // Counts first: the cheapest refusal, and it bounds every loop below.

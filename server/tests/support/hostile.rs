@@ -49,6 +49,8 @@ pub const S_IFSOCK: u32 = 0o140_000;
 const LOCAL_HEADER: u32 = 0x0403_4b50;
 const CENTRAL_HEADER: u32 = 0x0201_4b50;
 const END: u32 = 0x0605_4b50;
+const ZIP64_END: u32 = 0x0606_4b50;
+const ZIP64_LOCATOR: u32 = 0x0706_4b50;
 /// 1980-01-01, the first day a DOS date can say.
 const DOS_DATE: u16 = (1 << 5) | 1;
 
@@ -172,6 +174,8 @@ pub struct Archive {
     pub unlisted: Vec<Raw>,
     /// Overrides the entry count of the end record.
     pub end_count: Option<u16>,
+    /// Writes ZIP64 end records declaring this many entries, the classic one deferring to them.
+    pub zip64_end_count: Option<u64>,
     /// The archive comment.
     pub comment: Vec<u8>,
     /// Bytes after the end record and its comment.
@@ -213,7 +217,25 @@ impl Archive {
             write_central(&mut out, entry, offset);
         }
         let directory_size = out.len() as u64 - base - directory_start;
-        let count = self.end_count.unwrap_or(self.entries.len() as u16);
+        let mut count = self.end_count.unwrap_or(self.entries.len() as u16);
+        if let Some(declared) = self.zip64_end_count {
+            let zip64_end = out.len() as u64 - base;
+            put32(&mut out, ZIP64_END);
+            out.extend_from_slice(&44u64.to_le_bytes());
+            put16(&mut out, 45);
+            put16(&mut out, 45);
+            put32(&mut out, 0);
+            put32(&mut out, 0);
+            out.extend_from_slice(&declared.to_le_bytes());
+            out.extend_from_slice(&declared.to_le_bytes());
+            out.extend_from_slice(&directory_size.to_le_bytes());
+            out.extend_from_slice(&directory_start.to_le_bytes());
+            put32(&mut out, ZIP64_LOCATOR);
+            put32(&mut out, 0);
+            out.extend_from_slice(&zip64_end.to_le_bytes());
+            put32(&mut out, 1);
+            count = 0xFFFF;
+        }
         put32(&mut out, END);
         put16(&mut out, 0);
         put16(&mut out, 0);
