@@ -67,7 +67,8 @@ pub use path::{MAX_DEPTH, MAX_PATH_LEN, MAX_SEGMENT_LEN, RelPath, check_collisio
 pub use paths::PackName;
 pub use release::{
     FileEntry, MAX_FILES, MAX_NOTES_LEN, MAX_REVISION_LEN, MAX_ROUTES, MimeType, RELEASE_FORMAT,
-    Release, Route, UrlPrefix, VerifiedRelease, parse_release_unverified, verify_release,
+    Release, Route, UrlPrefix, VerifiedRelease, check_origin, parse_release_unverified,
+    verify_release,
 };
 pub use target::{Reason, Selection, select, select_all};
 pub use time::Timestamp;

@@ -43,6 +43,8 @@ pub const HISTORY: &str = "/v1/admin/packages/{package}/channels/{channel}/histo
 pub const CHANNEL_STATE: &str = "/v1/admin/apps/{app}/channels/{channel}";
 /// `GET`: the audit log.
 pub const AUDIT: &str = "/v1/admin/audit";
+/// `GET`: the origins an app's packages may claim routes in; `PUT`: declare them.
+pub const APP_ORIGINS: &str = "/v1/admin/apps/{app}/origins";
 /// `GET`: every token (never a secret); `POST`: make a token.
 pub const TOKENS: &str = "/v1/admin/tokens";
 /// `DELETE`: revoke a token by name.
@@ -53,6 +55,11 @@ pub const STATS: &str = "/v1/admin/apps/{app}/channels/{channel}/stats";
 /// The path of the signed index of `app` on `channel` ([`INDEX`]).
 pub fn index_path(app: &AppId, channel: &Channel) -> String {
     format!("/v1/apps/{app}/channels/{channel}/index")
+}
+
+/// The path of the origins of `app` ([`APP_ORIGINS`]).
+pub fn app_origins_path(app: &AppId) -> String {
+    format!("/v1/admin/apps/{app}/origins")
 }
 
 /// The path of the token named `name` ([`TOKEN`]), its name percent-encoded (token names are

@@ -372,6 +372,43 @@ impl UrlPrefix {
         let skip = self.scheme().len() + 3;
         &self.0[skip..]
     }
+
+    /// The origin: scheme, host and optional port, without a trailing `/`
+    /// (`https://m.example.com`).
+    pub fn origin(&self) -> &str {
+        let skip = self.scheme().len() + 3;
+        let slash = self.0[skip..].find('/').map_or(self.0.len(), |i| skip + i);
+        &self.0[..slash]
+    }
+
+    /// Whether a URL could match both prefixes: one holds the other, segment by segment (both
+    /// end in `/`). Devices match without the scheme, so `http://` and `https://` prefixes of the
+    /// same host and path overlap too.
+    pub fn overlaps(&self, other: &UrlPrefix) -> bool {
+        let (a, b) = (self.without_scheme(), other.without_scheme());
+        a.starts_with(b) || b.starts_with(a)
+    }
+}
+
+/// Checks an origin as apps declare them: `https://` or `http://`, a host and an optional port,
+/// nothing after (`https://m.example.com`).
+///
+/// # Errors
+/// [`Error::InvalidField`] naming the problem.
+pub fn check_origin(text: &str) -> Result<()> {
+    let prefix = UrlPrefix::parse(&format!("{text}/")).map_err(|_| Error::InvalidField {
+        field: format!("origin {:?}", excerpt(text, 120)),
+        reason:
+            "must be https:// or http://, a lower-case host and an optional port, nothing after"
+                .into(),
+    })?;
+    if prefix.origin() != text {
+        return Err(Error::InvalidField {
+            field: format!("origin {:?}", excerpt(text, 120)),
+            reason: "must have no path".into(),
+        });
+    }
+    Ok(())
 }
 
 impl fmt::Display for UrlPrefix {

@@ -627,3 +627,44 @@ fn prefetch_policies_parse_by_name_only() {
         }),
     ));
 }
+
+#[test]
+fn url_prefixes_know_their_origin_and_which_others_they_overlap() {
+    let p = |s: &str| UrlPrefix::parse(s).unwrap();
+    assert_eq!(
+        p("https://m.example.com/checkout/").origin(),
+        "https://m.example.com"
+    );
+    assert_eq!(
+        p("http://m.example.com:8080/").origin(),
+        "http://m.example.com:8080"
+    );
+    let checkout = p("https://m.example.com/checkout/");
+    for (other, overlaps) in [
+        ("https://m.example.com/checkout/pay/", true),
+        ("https://m.example.com/", true),
+        ("http://m.example.com/checkout/", true),
+        ("https://m.example.com/checkout-b/", false),
+        ("https://m.example.com/check/", false),
+        ("https://pay.example.com/checkout/", false),
+        ("https://m.example.com:8443/checkout/", false),
+    ] {
+        assert_eq!(checkout.overlaps(&p(other)), overlaps, "{other}");
+        assert_eq!(p(other).overlaps(&checkout), overlaps, "{other}");
+    }
+    crate::check_origin("https://m.example.com").unwrap();
+    crate::check_origin("http://localhost:8080").unwrap();
+    for bad in [
+        "https://m.example.com/",
+        "https://m.example.com/x",
+        "ftp://m.example.com",
+        "https://M.example.com",
+        "m.example.com",
+    ] {
+        assert_eq!(
+            crate::check_origin(bad).unwrap_err().code(),
+            "invalid_field",
+            "{bad}"
+        );
+    }
+}

@@ -50,6 +50,30 @@ pub enum Error {
         /// Why: which sequences deltas start from, or that there are none.
         reason: String,
     },
+    /// A route outside the origins the app declared.
+    #[error(
+        "route {route} is outside the origins of app {app} ({origins}); an admin adds an origin with `baleen origins --app {app} --set …`"
+    )]
+    RouteOutsideOrigins {
+        /// The route.
+        route: String,
+        /// The app.
+        app: String,
+        /// Its origins, comma-separated.
+        origins: String,
+    },
+    /// A route that overlaps one another package of the app claims.
+    #[error(
+        "route {route} overlaps route {taken} of package {owner}; a URL prefix belongs to one package of an app"
+    )]
+    RouteTaken {
+        /// The route asked for.
+        route: String,
+        /// The overlapping route.
+        taken: String,
+        /// The package that claims it.
+        owner: String,
+    },
     /// The request conflicts with what exists (a version published with other content…).
     #[error("{0}")]
     Conflict(String),
@@ -108,7 +132,8 @@ impl Error {
             Error::Unauthorized | Error::TokenRefused { .. } => StatusCode::UNAUTHORIZED,
             Error::Forbidden { .. } => StatusCode::FORBIDDEN,
             Error::NotFound(_) | Error::DeltaUnavailable { .. } => StatusCode::NOT_FOUND,
-            Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::Conflict(_) | Error::RouteTaken { .. } => StatusCode::CONFLICT,
+            Error::RouteOutsideOrigins { .. } => StatusCode::FORBIDDEN,
             Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Error::Meta(_)
@@ -130,6 +155,8 @@ impl Error {
             Error::NotFound(_) => "not_found",
             Error::DeltaUnavailable { .. } => "delta_unavailable",
             Error::Conflict(_) => "conflict",
+            Error::RouteTaken { .. } => "route_taken",
+            Error::RouteOutsideOrigins { .. } => "route_outside_origins",
             Error::TooLarge { .. } => "too_large",
             Error::Overloaded => "overloaded",
             Error::Meta(_) => "meta_store",

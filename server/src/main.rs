@@ -152,6 +152,18 @@ enum Command {
         #[arg(long)]
         channel: Channel,
     },
+    /// Show, or declare, the origins an app's packages may claim routes in.
+    Origins {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// The app.
+        #[arg(long)]
+        app: AppId,
+        /// Declare these origins instead, such as https://m.example.com (repeatable; replaces
+        /// the list; needs an admin token).
+        #[arg(long = "set")]
+        set: Vec<String>,
+    },
     /// Show the newest audit entries: publishes, channel changes, token lifecycle and token uses.
     Audit {
         #[command(flatten)]
@@ -552,6 +564,19 @@ fn run(cli: Cli) -> Result<()> {
             print_answer(&remote, &token, |token| {
                 let at = token.revoked_at.map(|t| t.to_string()).unwrap_or_default();
                 println!("revoked token {} at {at}", token.name);
+            })
+        }
+        Command::Origins { remote, app, set } => {
+            let remote_client = client(&remote)?;
+            let origins = if set.is_empty() {
+                remote_client.origins(&app)?
+            } else {
+                remote_client.set_origins(&app, &server::api::Origins { origins: set })?
+            };
+            print_answer(&remote, &origins, |origins| {
+                for origin in &origins.origins {
+                    println!("{origin}");
+                }
             })
         }
         Command::Audit { remote, limit } => {

@@ -152,7 +152,44 @@ impl Drop for Staging {
     }
 }
 
+/// Most origins an app declares.
+pub const MAX_ORIGINS: usize = 64;
+
 impl Service {
+    /// Declares the origins `app`'s packages may claim routes in; returns them sorted, without
+    /// repeats.
+    ///
+    /// # Errors
+    /// [`Error::BadRequest`] or a contract error for a malformed list or origin;
+    /// [`Error::Conflict`] when a release of the app has a route outside them.
+    pub async fn set_app_origins(
+        &self,
+        app: &AppId,
+        origins: &[String],
+        actor: &str,
+    ) -> Result<Vec<String>> {
+        if origins.is_empty() || origins.len() > MAX_ORIGINS {
+            return Err(Error::BadRequest(format!(
+                "an app declares 1 to {MAX_ORIGINS} origins, not {}",
+                origins.len()
+            )));
+        }
+        for origin in origins {
+            manifests::check_origin(origin)?;
+        }
+        let set: std::collections::BTreeSet<&String> = origins.iter().collect();
+        let origins: Vec<String> = set.into_iter().cloned().collect();
+        let audit = AuditEntry {
+            at: crate::service::now(),
+            actor: actor.to_owned(),
+            action: "app.origins".into(),
+            target: app.to_string(),
+            detail: serde_json::json!({ "origins": origins }).to_string(),
+        };
+        self.meta.set_app_origins(app, &origins, &audit).await?;
+        Ok(origins)
+    }
+
     /// Publishes the zip at `zip` as `package` `request.version` of `app`.
     pub async fn publish(
         &self,
@@ -255,6 +292,7 @@ impl Service {
             prefetch: prefetch
                 .or(previous.as_ref().map(|p| p.prefetch))
                 .unwrap_or_default(),
+            routes: release.routes.iter().map(|r| r.prefix.clone()).collect(),
         };
         let audit = AuditEntry {
             at: record.created_at,

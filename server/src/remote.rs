@@ -14,7 +14,7 @@ use zip::write::SimpleFileOptions;
 
 use crate::api::{
     AuditEntry, ChangeRequest, ChangeResult, ChannelState, ErrorBody, HistoryEntry, NewToken,
-    PublishQuery, Published, ReleaseReport, ReleaseSummary, TokenRequest, TokenSummary,
+    Origins, PublishQuery, Published, ReleaseReport, ReleaseSummary, TokenRequest, TokenSummary,
 };
 use crate::channel::Action;
 
@@ -181,6 +181,29 @@ impl Remote {
             &format!("reading the figures of app {app} on {channel}"),
             &paths::stats_path(app, channel),
         )
+    }
+
+    /// The origins of `app`.
+    pub fn origins(&self, app: &AppId) -> Result<Origins> {
+        self.get(
+            &format!("reading the origins of app {app}"),
+            &paths::app_origins_path(app),
+        )
+    }
+
+    /// Declares the origins of `app`.
+    pub fn set_origins(&self, app: &AppId, origins: &Origins) -> Result<Origins> {
+        let what = format!("declaring the origins of app {app}");
+        let url = format!("{}{}", self.base, paths::app_origins_path(app));
+        let bytes = serde_json::to_vec(origins)?;
+        let response = self
+            .agent
+            .put(&url)
+            .header("Authorization", format!("Bearer {}", self.token))
+            .content_type("application/json")
+            .send(&bytes[..])
+            .map_err(|e| self.unreachable(&what, e))?;
+        self.answer(&what, response)
     }
 
     /// Every token the server knows (never a secret).

@@ -1345,3 +1345,138 @@ fn tokens_are_made_listed_expired_and_revoked_through_the_api() {
         );
     }
 }
+
+#[test]
+fn a_route_belongs_to_one_package_of_its_app_and_to_the_app_s_origins() {
+    let s = TestServer::start();
+    let z = zip_build(&build("v1"));
+    let publish = |token: &str, package: &str, version: &str, route: &str| {
+        s.publish(
+            token,
+            "shop",
+            package,
+            &format!("version={version}&routes={route}"),
+            &z,
+        )
+    };
+    // The app's first release declares its origin.
+    let first = publish(
+        &s.admin,
+        "checkout",
+        "1.0.0",
+        "https://m.example.com/checkout/",
+    );
+    assert_eq!(first.status, 201, "{}", first.text());
+    assert_eq!(
+        s.admin_get("/v1/admin/apps/shop/origins").json(),
+        json!({"origins": ["https://m.example.com"]})
+    );
+
+    // A token bound to package `b` cannot make devices answer checkout's pages from `b`.
+    let b = s.token("b-ci", Scope::Publish, Some("b"));
+    for route in [
+        "https://m.example.com/checkout/pay/",
+        "https://m.example.com/checkout/",
+        "https://m.example.com/",
+    ] {
+        let r = publish(&b, "b", "1.0.0", route);
+        assert_eq!(
+            (r.status, r.code()),
+            (409, "route_taken".to_owned()),
+            "{route}"
+        );
+        assert!(
+            r.text().contains("of package checkout"),
+            "{route}: {}",
+            r.text()
+        );
+    }
+    // Nor claim a host the app never declared.
+    let r = publish(&b, "b", "1.0.0", "https://pay.example.net/b/");
+    assert_eq!(
+        (r.status, r.code()),
+        (403, "route_outside_origins".to_owned())
+    );
+    assert!(
+        r.text().contains("outside the origins of app shop"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(
+        s.get("/v1/admin/packages/b/releases").status,
+        401,
+        "nothing was published"
+    );
+    assert_eq!(
+        s.admin_get("/v1/admin/packages/b/releases").status,
+        404,
+        "nothing was published"
+    );
+    // A prefix beside checkout's is its own.
+    let ok = publish(&b, "b", "1.0.0", "https://m.example.com/checkout-b/");
+    assert_eq!(ok.status, 201, "{}", ok.text());
+    // The owner may still narrow or keep its own prefix.
+    let own = publish(
+        &s.admin,
+        "checkout",
+        "1.1.0",
+        "https://m.example.com/checkout/pay/",
+    );
+    assert_eq!(own.status, 201, "{}", own.text());
+
+    // Only admins declare origins; a new one lets packages claim routes there.
+    let put = |token: &str, body: serde_json::Value| {
+        let auth = format!("Bearer {token}");
+        let bytes = serde_json::to_vec(&body).unwrap();
+        request(
+            &s.base,
+            "PUT",
+            "/v1/admin/apps/shop/origins",
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            Some(&bytes),
+        )
+    };
+    assert_eq!(
+        put(&b, json!({"origins": ["https://pay.example.net"]})).status,
+        403
+    );
+    for bad in [
+        json!([]),
+        json!(["https://pay.example.net/path"]),
+        json!(["ftp://x.example"]),
+    ] {
+        let r = put(&s.admin, json!({ "origins": bad }));
+        assert_eq!(r.status, 422, "{bad}: {}", r.text());
+    }
+    // Dropping an origin a release still uses is refused.
+    let r = put(&s.admin, json!({"origins": ["https://pay.example.net"]}));
+    assert_eq!(
+        (r.status, r.code()),
+        (409, "conflict".to_owned()),
+        "{}",
+        r.text()
+    );
+    let r = put(
+        &s.admin,
+        json!({"origins": ["https://pay.example.net", "https://m.example.com", "http://m.example.com"]}),
+    );
+    assert_eq!(
+        r.json(),
+        json!({"origins": ["http://m.example.com", "https://m.example.com", "https://pay.example.net"]})
+    );
+    let r = publish(&b, "b", "1.1.0", "https://pay.example.net/b/");
+    assert_eq!(r.status, 201, "{}", r.text());
+    // Devices match without the scheme: plain http over checkout's prefix is still taken.
+    let r = publish(&b, "b", "1.2.0", "http://m.example.com/checkout/pay/");
+    assert_eq!(
+        (r.status, r.code()),
+        (409, "route_taken".to_owned()),
+        "{}",
+        r.text()
+    );
+    let log = s.admin_get("/v1/admin/audit").text();
+    assert!(log.contains("app.origins"), "{log}");
+}

@@ -289,6 +289,13 @@ impl From<&meta_store::AuditEntry> for AuditEntry {
     }
 }
 
+/// The origins an app's packages may claim routes in (schema `Origins`), as read and declared.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origins {
+    /// `https://host[:port]` or `http://host[:port]`, no path.
+    pub origins: Vec<String>,
+}
+
 /// A request to make a token (schema `TokenRequest`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRequest {

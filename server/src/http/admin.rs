@@ -342,3 +342,39 @@ pub async fn revoke_token(
     let token = service.revoke_token(&name, caller.name()).await?;
     Ok(Json(api::TokenSummary::of(&token, crate::service::now())).into_response())
 }
+
+/// `GET /v1/admin/apps/{app}/origins`
+pub async fn origins(
+    State(service): State<Arc<Service>>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let app = AppId::parse(&app)?;
+    caller(&service, &headers, "read an app's origins")
+        .await?
+        .require(Scope::Publish, None, "read an app's origins")?;
+    let origins = service
+        .meta()
+        .app_origins(&app)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("app {app}")))?;
+    Ok(Json(api::Origins { origins }).into_response())
+}
+
+/// `PUT /v1/admin/apps/{app}/origins` with `{"origins": [...]}`.
+pub async fn set_origins(
+    State(service): State<Arc<Service>>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+    body: std::result::Result<Json<api::Origins>, JsonRejection>,
+) -> Result<Response> {
+    let caller = caller(&service, &headers, "declare an app's origins").await?;
+    let app = AppId::parse(&app)?;
+    caller.require(Scope::Admin, None, "declare an app's origins")?;
+    let Json(body) =
+        body.map_err(|e| Error::BadRequest(format!("request body: {}", e.body_text())))?;
+    let origins = service
+        .set_app_origins(&app, &body.origins, caller.name())
+        .await?;
+    Ok(Json(api::Origins { origins }).into_response())
+}

@@ -38,6 +38,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", paths::HISTORY),
     ("GET", paths::CHANNEL_STATE),
     ("GET", paths::AUDIT),
+    ("GET", paths::APP_ORIGINS),
+    ("PUT", paths::APP_ORIGINS),
     ("GET", paths::TOKENS),
     ("POST", paths::TOKENS),
     ("DELETE", paths::TOKEN),
@@ -70,6 +72,10 @@ pub fn router(service: Arc<Service>) -> Router {
         .route(paths::OPENAPI, get(openapi::document))
         .route(paths::CHANNEL_STATE, get(admin::channel_state))
         .route(paths::AUDIT, get(admin::audit))
+        .route(
+            paths::APP_ORIGINS,
+            get(admin::origins).put(admin::set_origins),
+        )
         .route(paths::TOKENS, get(admin::tokens).post(admin::create_token))
         .route(paths::TOKEN, axum::routing::delete(admin::revoke_token))
         .layer(TimeoutLayer::with_status_code(

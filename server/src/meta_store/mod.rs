@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use manifests::{
     AppId, Channel, Digest, HostRequirement, PackageEntry, PackageId, Prefetch, ReleaseVersion,
-    Timestamp,
+    Timestamp, UrlPrefix,
 };
 
 use crate::error::Result;
@@ -55,6 +55,9 @@ pub struct ReleaseRecord {
     pub priority: u8,
     /// When devices may fetch the release before it is opened.
     pub prefetch: Prefetch,
+    /// The URL prefixes it answers for (also in its manifest), which its package claims in its
+    /// app.
+    pub routes: Vec<UrlPrefix>,
 }
 
 /// What one channel says of one package.
@@ -323,6 +326,12 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Inserts a release, creating its package (in `app`) on first publish. If the package
     /// exists in another app, fails with a conflict; if the version exists, returns it unchanged.
+    ///
+    /// Routes are owned, in the same transaction: the app's first release declares the app's
+    /// origins (those of its routes) unless they were declared before; a route outside the
+    /// declared origins is refused ([`crate::error::Error::RouteOutsideOrigins`]), and so is one
+    /// that overlaps a route of any release of another package of the app
+    /// ([`crate::error::Error::RouteTaken`]).
     async fn insert_release(
         &self,
         app: &AppId,
@@ -426,6 +435,21 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// The counters of every release reported on a channel.
     async fn stats(&self, app: &AppId, channel: &Channel) -> Result<Vec<ReleaseStats>>;
+
+    /// The origins an app's packages may claim routes in, once declared (by its first publish,
+    /// or by [`MetaStore::set_app_origins`]).
+    async fn app_origins(&self, app: &AppId) -> Result<Option<Vec<String>>>;
+
+    /// Declares the origins of `app` and writes `audit`.
+    ///
+    /// # Errors
+    /// [`crate::error::Error::Conflict`] when a release of the app has a route outside them.
+    async fn set_app_origins(
+        &self,
+        app: &AppId,
+        origins: &[String],
+        audit: &AuditEntry,
+    ) -> Result<()>;
 
     /// Stores a token.
     async fn insert_token(&self, token: &TokenRecord, audit: &AuditEntry) -> Result<()>;

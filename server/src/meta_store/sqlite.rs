@@ -3,13 +3,14 @@
 //! Calls run on tokio's blocking pool behind one connection; SQLite serialises writers anyway, and
 //! the write rate of a release system is low.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use manifests::{
     AppId, Channel, Digest, HostRequirement, PackageEntry, PackageId, Prefetch, ReleaseVersion,
-    Timestamp,
+    Timestamp, UrlPrefix,
 };
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
@@ -120,7 +121,7 @@ CREATE TABLE audit (
 
 /// Metadata in SQLite.
 /// Upgrades, in order: `MIGRATIONS[0]` takes version 1 to 2, and so on. Only ever append.
-pub(crate) const MIGRATIONS: [&str; 3] = [
+pub(crate) const MIGRATIONS: [&str; 4] = [
     // 2: the publisher's fetch priority and prefetch policy, carried into the index.
     "ALTER TABLE releases ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE releases ADD COLUMN prefetch TEXT NOT NULL DEFAULT 'always';",
@@ -150,6 +151,10 @@ pub(crate) const MIGRATIONS: [&str; 3] = [
      ALTER TABLE tokens ADD COLUMN expires_at INTEGER;
      ALTER TABLE tokens ADD COLUMN revoked_at INTEGER;
      ALTER TABLE tokens ADD COLUMN last_used_at INTEGER;",
+    // 5: route ownership: each release's routes (JSON; filled from the manifests of releases
+    // stored before, at open) and the origins each app declared (filled from its releases).
+    "ALTER TABLE releases ADD COLUMN routes TEXT;
+     CREATE TABLE apps (app TEXT PRIMARY KEY, origins TEXT NOT NULL);",
 ];
 
 /// The version [`MIGRATIONS`] lead to.
@@ -199,6 +204,7 @@ impl SqliteMetaStore {
                 version = to;
             }
         }
+        fill_routes(&conn)?;
         Ok(SqliteMetaStore {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -283,7 +289,88 @@ fn opt_time(row: &Row<'_>, i: usize) -> rusqlite::Result<Option<Timestamp>> {
 }
 
 const RELEASE_COLUMNS: &str = "package, version, manifest_digest, manifest, content_key, requires, \
-     size_bytes, file_count, created_at, publisher, notes, priority, prefetch";
+     size_bytes, file_count, created_at, publisher, notes, priority, prefetch, routes";
+
+/// Fills the routes of releases stored before version 5 from their manifests, then declares the
+/// origins of apps that have releases but no declaration, from all their routes. Runs at every
+/// open; does nothing once filled.
+fn fill_routes(conn: &Connection) -> Result<()> {
+    let mut stmt =
+        conn.prepare("SELECT package, version, manifest FROM releases WHERE routes IS NULL")?;
+    let missing = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    drop(stmt);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let tx = conn.unchecked_transaction()?;
+    for (package, version, manifest) in missing {
+        // Stored manifests were signed by this server; one that no longer parses claims nothing
+        // rather than keeping the server from starting.
+        let routes = manifest_routes(&manifest).unwrap_or_else(|e| {
+            tracing::warn!(%package, %version, error = %e, "stored manifest unreadable; its routes are not claimed");
+            Vec::new()
+        });
+        tx.execute(
+            "UPDATE releases SET routes = ?3 WHERE package = ?1 AND version = ?2",
+            params![package, version, routes_json(&routes)],
+        )?;
+    }
+    let mut stmt = tx.prepare(
+        "SELECT p.app, r.routes FROM releases r JOIN packages p ON p.id = r.package
+         WHERE p.app NOT IN (SELECT app FROM apps)",
+    )?;
+    let mut origins: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+        let (app, routes) = row?;
+        let set = origins.entry(app).or_default();
+        set.extend(parse_routes(&routes)?.iter().map(|r| r.origin().to_owned()));
+    }
+    drop(stmt);
+    // An app whose stored releases name no route (unreadable manifests) declares at its next
+    // publish instead.
+    for (app, set) in origins.into_iter().filter(|(_, set)| !set.is_empty()) {
+        let list: Vec<String> = set.into_iter().collect();
+        tx.execute(
+            "INSERT INTO apps (app, origins) VALUES (?1, ?2)",
+            params![
+                app,
+                serde_json::to_string(&list).map_err(|e| Error::Internal(e.to_string()))?
+            ],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// The route prefixes a stored signed manifest lists.
+fn manifest_routes(manifest: &[u8]) -> manifests::Result<Vec<UrlPrefix>> {
+    let envelope = manifests::parse_strict(manifest)?;
+    let signed = envelope.get("signed").cloned().unwrap_or_default();
+    let release = manifests::parse_release_unverified(&manifests::to_canonical_bytes(&signed)?)?;
+    Ok(release.routes.into_iter().map(|r| r.prefix).collect())
+}
+
+fn routes_json(routes: &[UrlPrefix]) -> String {
+    let list: Vec<&str> = routes.iter().map(UrlPrefix::as_str).collect();
+    serde_json::to_string(&list).unwrap_or_else(|_| "[]".into())
+}
+
+fn parse_routes(text: &str) -> Result<Vec<UrlPrefix>> {
+    let list: Vec<String> = serde_json::from_str(text)
+        .map_err(|e| Error::Internal(format!("stored routes {text:?}: {e}")))?;
+    Ok(list
+        .iter()
+        .map(|r| UrlPrefix::parse(r))
+        .collect::<manifests::Result<_>>()?)
+}
 
 fn release_row(row: &Row<'_>) -> rusqlite::Result<ReleaseRecord> {
     Ok(ReleaseRecord {
@@ -300,7 +387,79 @@ fn release_row(row: &Row<'_>) -> rusqlite::Result<ReleaseRecord> {
         notes: row.get(10)?,
         priority: row.get(11)?,
         prefetch: col(row, 12, Prefetch::parse)?,
+        routes: {
+            let text: Option<String> = row.get(13)?;
+            text.map(|t| parse_routes(&t))
+                .transpose()
+                .map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(13, Type::Text, Box::new(e))
+                })?
+                .unwrap_or_default()
+        },
     })
+}
+
+/// Route ownership, in the publish's transaction: declares the app's origins on its first
+/// release, then refuses a route outside them or overlapping another package's.
+fn check_routes(tx: &Connection, app: &AppId, release: &ReleaseRecord) -> Result<()> {
+    let declared: Option<String> = tx
+        .query_row(
+            "SELECT origins FROM apps WHERE app = ?1",
+            [app.as_str()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let origins: Vec<String> = match declared {
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| Error::Internal(format!("stored origins of app {app}: {e}")))?,
+        None => {
+            let set: std::collections::BTreeSet<String> = release
+                .routes
+                .iter()
+                .map(|r| r.origin().to_owned())
+                .collect();
+            let list: Vec<String> = set.into_iter().collect();
+            tx.execute(
+                "INSERT INTO apps (app, origins) VALUES (?1, ?2)",
+                params![
+                    app.as_str(),
+                    serde_json::to_string(&list).map_err(|e| Error::Internal(e.to_string()))?
+                ],
+            )?;
+            list
+        }
+    };
+    if let Some(outside) = release
+        .routes
+        .iter()
+        .find(|r| !origins.iter().any(|o| o == r.origin()))
+    {
+        return Err(Error::RouteOutsideOrigins {
+            route: outside.to_string(),
+            app: app.to_string(),
+            origins: origins.join(", "),
+        });
+    }
+    let mut stmt = tx.prepare(
+        "SELECT r.package, r.routes FROM releases r JOIN packages p ON p.id = r.package
+         WHERE p.app = ?1 AND r.package != ?2 AND r.routes IS NOT NULL",
+    )?;
+    let rows = stmt.query_map(params![app.as_str(), release.package.as_str()], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+    })?;
+    for row in rows {
+        let (owner, routes) = row?;
+        for taken in parse_routes(&routes)? {
+            if let Some(route) = release.routes.iter().find(|r| r.overlaps(&taken)) {
+                return Err(Error::RouteTaken {
+                    route: route.to_string(),
+                    taken: taken.to_string(),
+                    owner,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 fn insert_audit(tx: &Connection, audit: &AuditEntry) -> rusqlite::Result<()> {
@@ -434,9 +593,10 @@ impl MetaStore for SqliteMetaStore {
             if let Some(existing) = existing {
                 return Ok(Inserted::Existing(Box::new(existing)));
             }
+            check_routes(&tx, &app, &release)?;
             tx.execute(
                 &format!(
-                    "INSERT INTO releases ({RELEASE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+                    "INSERT INTO releases ({RELEASE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
                 ),
                 params![
                     release.package.as_str(),
@@ -452,6 +612,7 @@ impl MetaStore for SqliteMetaStore {
                     release.notes,
                     release.priority,
                     release.prefetch.as_str(),
+                    routes_json(&release.routes),
                 ],
             )?;
             insert_audit(&tx, &audit)?;
@@ -932,6 +1093,73 @@ impl MetaStore for SqliteMetaStore {
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             rows.sort_by(|a, b| (&a.package, &b.version).cmp(&(&b.package, &a.version)));
             Ok(rows)
+        })
+        .await
+    }
+
+    async fn app_origins(&self, app: &AppId) -> Result<Option<Vec<String>>> {
+        let app = app.clone();
+        self.with(move |c| {
+            let text: Option<String> = c
+                .query_row(
+                    "SELECT origins FROM apps WHERE app = ?1",
+                    [app.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            text.map(|t| {
+                serde_json::from_str(&t)
+                    .map_err(|e| Error::Internal(format!("stored origins of app {app}: {e}")))
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn set_app_origins(
+        &self,
+        app: &AppId,
+        origins: &[String],
+        audit: &AuditEntry,
+    ) -> Result<()> {
+        let (app, origins, audit) = (app.clone(), origins.to_vec(), audit.clone());
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut stmt = tx.prepare(
+                "SELECT r.package, r.version, r.routes FROM releases r
+                 JOIN packages p ON p.id = r.package WHERE p.app = ?1 AND r.routes IS NOT NULL",
+            )?;
+            let rows = stmt.query_map([app.as_str()], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })?;
+            for row in rows {
+                let (package, version, routes) = row?;
+                if let Some(route) = parse_routes(&routes)?
+                    .into_iter()
+                    .find(|r| !origins.iter().any(|o| o == r.origin()))
+                {
+                    return Err(Error::Conflict(format!(
+                        "release {package}@{version} of app {app} has route {route}, outside the \
+                         new origins; keep its origin"
+                    )));
+                }
+            }
+            drop(stmt);
+            tx.execute(
+                "INSERT INTO apps (app, origins) VALUES (?1, ?2)
+                 ON CONFLICT (app) DO UPDATE SET origins = excluded.origins",
+                params![
+                    app.as_str(),
+                    serde_json::to_string(&origins).map_err(|e| Error::Internal(e.to_string()))?
+                ],
+            )?;
+            insert_audit(&tx, &audit)?;
+            tx.commit()?;
+            Ok(())
         })
         .await
     }

@@ -36,6 +36,9 @@ fn record(package: &str, version: &str) -> ReleaseRecord {
         notes: "notes".into(),
         priority: 90,
         prefetch: Prefetch::WifiOnly,
+        routes: vec![
+            manifests::UrlPrefix::parse(&format!("https://m.example.com/{package}/")).unwrap(),
+        ],
     }
 }
 
@@ -555,7 +558,7 @@ async fn sqlite_meta_store_upgrades_a_version_1_database() {
         .unwrap()
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
 }
 
 #[tokio::test]

@@ -227,6 +227,21 @@ impl MetaStore for Counting {
         Ok(self.count("token", usize::from(r.is_some()), r))
     }
 
+    async fn app_origins(&self, app: &AppId) -> Result<Option<Vec<String>>> {
+        let r = self.inner.app_origins(app).await?;
+        Ok(self.count("app_origins", usize::from(r.is_some()), r))
+    }
+
+    async fn set_app_origins(
+        &self,
+        app: &AppId,
+        origins: &[String],
+        audit: &AuditEntry,
+    ) -> Result<()> {
+        let r = self.inner.set_app_origins(app, origins, audit).await;
+        self.write(r)
+    }
+
     async fn tokens(&self) -> Result<Vec<TokenRecord>> {
         let r = self.inner.tokens().await?;
         Ok(self.count("tokens", r.len(), r))
