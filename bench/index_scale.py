@@ -178,7 +178,7 @@ class Server:
             z.writestr("index.html", f"<!doctype html><h1>{package} {version}</h1>\n")
         query = f"version={version}&routes=https://m.example.com/{package}/"
         if promote:
-            query += f"&channel={CHANNEL}"
+            query += f"&channel={CHANNEL}&create_channel=true"
         status, body = self.request(
             "POST", f"/v1/admin/apps/{APP}/packages/{package}/releases?{query}", buf.getvalue(),
             {"Authorization": f"Bearer {self.token}", "Content-Type": "application/zip"})

@@ -247,6 +247,37 @@ pub struct ChangeOutcome {
 impl Service {
     /// Applies a release engineer's action and commits the channel's next sequence with the
     /// package's new index entry.
+    /// Checks that `app` has `channel`, unless `create` asks to make it.
+    ///
+    /// # Errors
+    /// [`Error::UnknownChannel`] listing the app's channels.
+    pub async fn check_channel(&self, app: &AppId, channel: &Channel, create: bool) -> Result<()> {
+        if create {
+            return Ok(());
+        }
+        let channels: Vec<Channel> = self
+            .meta
+            .channels()
+            .await?
+            .into_iter()
+            .filter(|(a, _)| a == app)
+            .map(|(_, c)| c)
+            .collect();
+        if channels.contains(channel) {
+            return Ok(());
+        }
+        let names: Vec<String> = channels.iter().map(ToString::to_string).collect();
+        Err(Error::UnknownChannel {
+            app: app.to_string(),
+            channel: channel.to_string(),
+            existing: if names.is_empty() {
+                "it has none yet".into()
+            } else {
+                format!("its channels: {}", names.join(", "))
+            },
+        })
+    }
+
     pub async fn change_channel(
         &self,
         package: &PackageId,

@@ -74,6 +74,18 @@ pub enum Error {
         /// The package that claims it.
         owner: String,
     },
+    /// A channel the app does not have, named without asking to make it.
+    #[error(
+        "app {app} has no channel {channel} ({existing}); to make it, pass --create-channel (\"create_channel\": true)"
+    )]
+    UnknownChannel {
+        /// The app.
+        app: String,
+        /// The channel asked for.
+        channel: String,
+        /// The app's channels, as `its channels: a, b` or `it has none yet`.
+        existing: String,
+    },
     /// The request conflicts with what exists (a version published with other content…).
     #[error("{0}")]
     Conflict(String),
@@ -131,7 +143,9 @@ impl Error {
             }
             Error::Unauthorized | Error::TokenRefused { .. } => StatusCode::UNAUTHORIZED,
             Error::Forbidden { .. } => StatusCode::FORBIDDEN,
-            Error::NotFound(_) | Error::DeltaUnavailable { .. } => StatusCode::NOT_FOUND,
+            Error::NotFound(_) | Error::DeltaUnavailable { .. } | Error::UnknownChannel { .. } => {
+                StatusCode::NOT_FOUND
+            }
             Error::Conflict(_) | Error::RouteTaken { .. } => StatusCode::CONFLICT,
             Error::RouteOutsideOrigins { .. } => StatusCode::FORBIDDEN,
             Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -153,6 +167,7 @@ impl Error {
             Error::TokenRefused { .. } => "token_refused",
             Error::Forbidden { .. } => "forbidden",
             Error::NotFound(_) => "not_found",
+            Error::UnknownChannel { .. } => "unknown_channel",
             Error::DeltaUnavailable { .. } => "delta_unavailable",
             Error::Conflict(_) => "conflict",
             Error::RouteTaken { .. } => "route_taken",

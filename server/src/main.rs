@@ -326,6 +326,10 @@ struct Target {
     /// Why (kept in the channel's history).
     #[arg(long, default_value = "")]
     reason: String,
+    /// Make the channel if the app has none of that name (else an unknown channel is an error
+    /// that lists the app's channels).
+    #[arg(long)]
+    create_channel: bool,
 }
 
 #[derive(Args)]
@@ -346,6 +350,9 @@ struct PublishArgs {
     /// Promote to this channel right away.
     #[arg(long)]
     channel: Option<Channel>,
+    /// Make the channel if the app has none of that name.
+    #[arg(long, requires = "channel")]
+    create_channel: bool,
     /// Supported host-app versions, a semver requirement such as ">=5.2, <7".
     #[arg(long)]
     requires: Option<String>,
@@ -931,6 +938,7 @@ fn change(target: &Target, action: Action) -> Result<()> {
     let request = ChangeRequest {
         action,
         reason: target.reason.clone(),
+        create_channel: target.create_channel,
     };
     let answer = client(&target.remote)?.change(&target.package, &target.channel, &request)?;
     print_answer(&target.remote, &answer, |a| {
@@ -1004,6 +1012,7 @@ fn publish(args: PublishArgs) -> Result<()> {
         routes: (!request.routes.is_empty()).then(|| request.routes.join(",")),
         priority: request.priority,
         prefetch: request.prefetch.clone(),
+        create_channel: args.create_channel.then_some(true),
         ..PublishQuery::default()
     };
     let answer = remote.publish(source, &args.app, &args.package, &query, !args.remote.json)?;

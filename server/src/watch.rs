@@ -119,6 +119,8 @@ fn publish(
     let mut query = PublishQuery {
         version: version.clone(),
         channel: Some(options.channel.to_string()),
+        // The channel of dev releases is named once, when the watch starts: it is made if new.
+        create_channel: Some(true),
         routes: (!options.routes.is_empty()).then(|| options.routes.join(",")),
         ..PublishQuery::default()
     };

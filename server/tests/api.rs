@@ -1480,3 +1480,72 @@ fn a_route_belongs_to_one_package_of_its_app_and_to_the_app_s_origins() {
     let log = s.admin_get("/v1/admin/audit").text();
     assert!(log.contains("app.origins"), "{log}");
 }
+
+#[test]
+fn an_unknown_channel_is_refused_with_the_app_s_channels() {
+    let s = TestServer::start();
+    let z = zip_build(&build("v1"));
+    let auth = format!("Bearer {}", s.admin);
+    let publish = |query: &str| {
+        request(
+            &s.base,
+            "POST",
+            &format!("/v1/admin/apps/shop/packages/checkout/releases?{query}&{ROUTE}"),
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/zip"),
+            ],
+            Some(&z),
+        )
+    };
+    let change = |channel: &str, body: serde_json::Value| {
+        let bytes = serde_json::to_vec(&body).unwrap();
+        request(
+            &s.base,
+            "POST",
+            &format!("/v1/admin/packages/checkout/channels/{channel}"),
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            Some(&bytes),
+        )
+    };
+    // A new app has no channel: publishing to one needs the flag, and nothing is published
+    // without it.
+    let r = publish("version=1.0.0&channel=production");
+    assert_eq!((r.status, r.code()), (404, "unknown_channel".to_owned()));
+    assert!(r.text().contains("it has none yet"), "{}", r.text());
+    assert_eq!(
+        s.admin_get("/v1/admin/packages/checkout/releases").status,
+        404
+    );
+    let r = publish("version=1.0.0&channel=production&create_channel=true");
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = change(
+        "staging",
+        json!({"action": "promote", "version": "1.0.0", "create_channel": true}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    // A typo is an error that lists the app's channels, and changes nothing.
+    let before = s.get("/v1/apps/shop/channels/production/index").text();
+    let r = change(
+        "prodution",
+        json!({"action": "promote", "version": "1.0.0"}),
+    );
+    assert_eq!((r.status, r.code()), (404, "unknown_channel".to_owned()));
+    assert!(
+        r.text().contains("its channels: production, staging"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(s.get("/v1/apps/shop/channels/prodution/index").status, 404);
+    assert_eq!(
+        s.get("/v1/apps/shop/channels/production/index").text(),
+        before
+    );
+    // An existing channel needs no flag.
+    let r = publish("version=1.1.0&channel=staging");
+    assert_eq!(r.status, 201, "{}", r.text());
+}

@@ -194,6 +194,7 @@ fn publish_rollout_and_rollback_through_the_cli() {
             "1.0.0",
             "--channel",
             "production",
+            "--create-channel",
             "--route",
             "https://m.example.com/checkout/",
             "--spa",
@@ -233,6 +234,7 @@ fn publish_rollout_and_rollback_through_the_cli() {
             "checkout",
             "--channel",
             "production",
+            "--create-channel",
             "--version",
             "1.1.0",
             "--percent",
@@ -282,6 +284,7 @@ fn publish_rollout_and_rollback_through_the_cli() {
             "checkout",
             "--channel",
             "production",
+            "--create-channel",
             "--version",
             "1.1.0",
             "--percent",
@@ -297,6 +300,7 @@ fn publish_rollout_and_rollback_through_the_cli() {
             "checkout",
             "--channel",
             "production",
+            "--create-channel",
             "--version",
             "9.0.0",
         ],
@@ -390,6 +394,7 @@ fn priority_and_prefetch_set_at_publish_reach_the_signed_index() {
         &[
             "--channel",
             "production",
+            "--create-channel",
             "--priority",
             "90",
             "--prefetch",
@@ -419,6 +424,7 @@ fn priority_and_prefetch_set_at_publish_reach_the_signed_index() {
             "checkout",
             "--channel",
             "production",
+            "--create-channel",
             "--version",
             "1.1.0",
             "--percent",
@@ -449,7 +455,11 @@ fn priority_and_prefetch_set_at_publish_reach_the_signed_index() {
     );
 
     // Unset, both follow the previous release; "always" is the default and left out.
-    let (out, _) = publish("three", "1.2.0", &["--channel", "production"]);
+    let (out, _) = publish(
+        "three",
+        "1.2.0",
+        &["--channel", "production", "--create-channel"],
+    );
     ok(&out);
     let entry = stable_entry();
     assert_eq!(
@@ -459,7 +469,13 @@ fn priority_and_prefetch_set_at_publish_reach_the_signed_index() {
     let (out, _) = publish(
         "four",
         "1.3.0",
-        &["--channel", "production", "--prefetch", "always"],
+        &[
+            "--channel",
+            "production",
+            "--create-channel",
+            "--prefetch",
+            "always",
+        ],
     );
     ok(&out);
     let entry = stable_entry();
@@ -597,6 +613,7 @@ fn started(dir: &Path) -> (Serve, String, String) {
             "1.0.0",
             "--channel",
             "production",
+            "--create-channel",
             "--route",
             "https://m.example.com/checkout/",
         ],
@@ -617,6 +634,7 @@ fn errors_name_what_the_user_did_not_the_api_path() {
             "checkout",
             "--channel",
             "production",
+            "--create-channel",
             "--version",
             "1.5.0",
             "--percent",
@@ -933,6 +951,7 @@ fn tables_line_up_and_empty_results_say_so() {
             "checkout",
             "--channel",
             "production",
+            "--create-channel",
             "--version",
             "1.10.0-beta.1",
             "--percent",
@@ -1304,6 +1323,7 @@ fn every_serve_setting_has_an_environment_variable_and_logs_can_be_json() {
                 version,
                 "--channel",
                 "production",
+                "--create-channel",
                 "--route",
                 "https://m.example.com/checkout/",
             ],

@@ -172,7 +172,8 @@ impl Server {
         ]
     }
 
-    /// Publishes a directory as `package@version` of app `shop`, optionally to a channel.
+    /// Publishes a directory as `package@version` of app `shop`, optionally to a channel (made
+    /// when new).
     pub fn publish(
         &self,
         dir: &Path,
@@ -192,6 +193,10 @@ impl Server {
             "--json",
         ];
         args.extend_from_slice(extra);
+        // Tests set channels up as they go: a publish to a channel makes it when new.
+        if extra.contains(&"--channel") && !extra.contains(&"--create-channel") {
+            args.push("--create-channel");
+        }
         serde_json::from_str(&baleen(&args, &self.env())).unwrap()
     }
 

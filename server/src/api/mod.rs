@@ -43,6 +43,9 @@ pub struct PublishQuery {
     /// Promote the release to this channel right away.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<String>,
+    /// Make `channel` if the app has no channel of that name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_channel: Option<bool>,
     /// A release to start from; the upload holds only added and changed files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<String>,
@@ -149,6 +152,10 @@ pub struct ChangeRequest {
     /// Why, kept in the channel's history.
     #[serde(default)]
     pub reason: String,
+    /// Make the channel if the app has no channel of that name (without it, an unknown channel
+    /// is refused with the app's channels listed, so a typo does not make a new channel).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub create_channel: bool,
 }
 
 /// What one channel says of one package (schema `ChannelPackage`).

@@ -25,6 +25,7 @@ fn channel_changes_are_tagged_by_action_with_a_reason() {
     let change = |action| ChangeRequest {
         action,
         reason: "staged".into(),
+        create_channel: false,
     };
     check_json(
         &change(Action::Rollout {

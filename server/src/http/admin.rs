@@ -51,8 +51,12 @@ pub async fn publish(
         let app_exists = !service.meta().app_packages(&app).await?.is_empty();
         caller.require_app(&app, owner.as_ref(), app_exists)?;
     }
-    if query.channel.is_some() {
+    if let Some(channel) = &query.channel {
         caller.require(Scope::Release, Some(&package), "publish to a channel")?;
+        let channel = Channel::parse(channel)?;
+        service
+            .check_channel(&app, &channel, query.create_channel.unwrap_or(false))
+            .await?;
     }
     let limit = service.settings().max_upload_bytes;
     let declared = headers
@@ -202,6 +206,11 @@ pub async fn change(
     }
     if body.reason.len() > 4096 {
         return Err(Error::BadRequest("reason longer than 4096 bytes".into()));
+    }
+    if let Some(app) = service.meta().package_app(&package).await? {
+        service
+            .check_channel(&app, &channel, body.create_channel)
+            .await?;
     }
     let outcome = service
         .change_channel(

@@ -166,9 +166,20 @@ impl TestServer {
         request(&self.base, "GET", path, &[("Authorization", &auth)], None)
     }
 
+    /// POSTs JSON. A channel change makes its channel when new (`create_channel`), as tests set
+    /// channels up as they go; `an_unknown_channel_is_refused_with_the_app_s_channels` tests the
+    /// flag itself, with `request`.
     pub fn post_json(&self, path: &str, token: &str, body: &serde_json::Value) -> Response {
         let auth = format!("Bearer {token}");
-        let body = serde_json::to_vec(body).unwrap();
+        let mut body = body.clone();
+        if path.contains("/channels/")
+            && let Some(object) = body.as_object_mut()
+        {
+            object
+                .entry("create_channel")
+                .or_insert(serde_json::Value::Bool(true));
+        }
+        let body = serde_json::to_vec(&body).unwrap();
         request(
             &self.base,
             "POST",
@@ -198,10 +209,16 @@ impl TestServer {
         zip: &[u8],
     ) -> Response {
         let auth = format!("Bearer {token}");
+        // A publish to a channel makes it when new, as `post_json` does.
+        let create = if query.contains("channel=") && !query.contains("create_channel") {
+            "&create_channel=true"
+        } else {
+            ""
+        };
         request(
             &self.base,
             "POST",
-            &format!("/v1/admin/apps/{app}/packages/{package}/releases?{query}"),
+            &format!("/v1/admin/apps/{app}/packages/{package}/releases?{query}{create}"),
             &[
                 ("Authorization", &auth),
                 ("Content-Type", "application/zip"),

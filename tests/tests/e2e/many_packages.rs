@@ -93,7 +93,7 @@ fn a_thousand_package_app_rolls_out_and_back_and_a_change_costs_what_changed() {
     let server = Server::start();
     for i in 0..PACKAGES {
         let route = format!(
-            "&channel=production&routes=https://m.example.com/{}/",
+            "&channel=production&create_channel=true&routes=https://m.example.com/{}/",
             name(i)
         );
         publish(&server, &name(i), "1.0.0", &route);
