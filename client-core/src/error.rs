@@ -1,7 +1,7 @@
 //! Errors: a rich internal [`Error`] for logs and tests, and a small public [`BaleenError`] whose
 //! variants are the actions a host app can take.
 
-use manifests::Digest;
+use manifests::{Digest, PackageId, ReleaseVersion};
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -51,6 +51,28 @@ pub enum Error {
     /// The request does not fit the current state.
     #[error("{0}")]
     Invalid(String),
+    /// A release claims a URL prefix that overlaps one another installed package answers for: a
+    /// URL prefix belongs to one package of an app, so it is not installed.
+    #[error(transparent)]
+    RouteTaken(Box<RouteConflict>),
+}
+
+/// A release's route that overlaps a route of another installed package.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "release {package}@{version} claims {route}, which overlaps {taken} of package {owner}; not installed"
+)]
+pub struct RouteConflict {
+    /// The package of the refused release.
+    pub package: PackageId,
+    /// Its version.
+    pub version: ReleaseVersion,
+    /// Its route (without scheme).
+    pub route: String,
+    /// The overlapping route (without scheme).
+    pub taken: String,
+    /// The package that answers for it.
+    pub owner: PackageId,
 }
 
 impl Error {
@@ -106,9 +128,10 @@ impl From<Error> for BaleenError {
         let detail = e.to_string();
         match e {
             Error::Network(_) | Error::TooLarge { .. } => BaleenError::Network { detail },
-            Error::Contract(_) | Error::BlobMismatch { .. } | Error::BadPack(_) => {
-                BaleenError::Verification { detail }
-            }
+            Error::Contract(_)
+            | Error::BlobMismatch { .. }
+            | Error::BadPack(_)
+            | Error::RouteTaken { .. } => BaleenError::Verification { detail },
             Error::Io { .. } => BaleenError::Storage { detail },
             _ => BaleenError::Other { detail },
         }

@@ -168,6 +168,25 @@ impl Table {
         self
     }
 
+    /// A route of another package than `package` that overlaps one of `prefixes` (both without
+    /// scheme; one holds the other), as `(prefix, taken, owner)`: a URL prefix belongs to one
+    /// package of an app. Evicted packages keep their routes.
+    pub fn overlapping(
+        &self,
+        package: &PackageId,
+        prefixes: &[String],
+    ) -> Option<(String, String, PackageId)> {
+        self.routes
+            .iter()
+            .filter(|r| &r.served.package != package)
+            .find_map(|r| {
+                prefixes
+                    .iter()
+                    .find(|p| p.starts_with(&r.prefix) || r.prefix.starts_with(p.as_str()))
+                    .map(|p| (p.clone(), r.prefix.clone(), r.served.package.clone()))
+            })
+    }
+
     /// The route with the longest prefix of `target` (`host/path`).
     fn route_for(&self, target: &str) -> Option<&Route> {
         self.routes.iter().find(|r| target.starts_with(&r.prefix))
@@ -215,6 +234,15 @@ impl Resolver {
     /// Files the current table answers for.
     pub fn file_count(&self) -> usize {
         self.table.load().file_count()
+    }
+
+    /// [`Table::overlapping`] on the current table.
+    pub fn overlapping(
+        &self,
+        package: &PackageId,
+        prefixes: &[String],
+    ) -> Option<(String, String, PackageId)> {
+        self.table.load().overlapping(package, prefixes)
     }
 
     /// Swaps in a new table; resolves already running finish on the old one.

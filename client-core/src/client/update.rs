@@ -156,6 +156,20 @@ impl Client {
     }
 
     fn install_release(&self, update: &Update, prepared: &Prepared<'_>) -> Result<Report> {
+        // A URL prefix belongs to one package of an app: a release that would answer for
+        // another installed package's pages is refused, whoever signed it.
+        if let Some((route, taken, owner)) = self
+            .resolver
+            .overlapping(&update.package, &prepared.served.route_prefixes())
+        {
+            return Err(Error::RouteTaken(Box::new(crate::error::RouteConflict {
+                package: update.package.clone(),
+                version: update.to.version.clone(),
+                route,
+                taken,
+                owner,
+            })));
+        }
         let active = lock(&self.core)
             .state()
             .packages

@@ -200,3 +200,48 @@ fn headers_name_the_release_and_an_empty_table_misses() {
             .is_none()
     );
 }
+
+#[test]
+fn a_prefix_held_by_one_package_overlaps_for_every_other() {
+    let table = Table::of_releases(
+        &[
+            release(
+                "checkout",
+                &["https://m.example.com/checkout/"],
+                false,
+                &["index.html"],
+            ),
+            release(
+                "search",
+                &["https://m.example.com/search/"],
+                false,
+                &["index.html"],
+            ),
+        ],
+        Path::new("/nonexistent"),
+    );
+    let b = PackageId::parse("b").unwrap();
+    let claim = |prefixes: &[&str], package: &PackageId| {
+        let prefixes: Vec<String> = prefixes.iter().map(|p| (*p).to_owned()).collect();
+        table.overlapping(package, &prefixes)
+    };
+    // Inside, above, or equal to checkout's prefix: taken.
+    for inside in [
+        "m.example.com/checkout/pay/",
+        "m.example.com/",
+        "m.example.com/checkout/",
+    ] {
+        let (route, taken, owner) = claim(&[inside], &b).expect(inside);
+        assert_eq!(
+            (route.as_str(), taken.as_str(), owner.as_str()),
+            (inside, "m.example.com/checkout/", "checkout")
+        );
+    }
+    // Beside it: free; and a package never conflicts with its own routes.
+    assert_eq!(
+        claim(&["m.example.com/checkout-b/", "pay.example.com/"], &b),
+        None
+    );
+    let checkout = PackageId::parse("checkout").unwrap();
+    assert_eq!(claim(&["m.example.com/checkout/pay/"], &checkout), None);
+}

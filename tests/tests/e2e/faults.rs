@@ -327,3 +327,93 @@ fn an_expired_index_is_refused_and_the_installed_release_keeps_serving() {
     assert!(err.to_string().contains("expired"), "{err}");
     assert_eq!(serving(&client), "1.0.0");
 }
+
+/// The signed part of a served envelope, as canonical bytes.
+fn signed_part(envelope: &[u8]) -> Vec<u8> {
+    let value = manifests::parse_strict(envelope).unwrap();
+    manifests::to_canonical_bytes(&value["signed"]).unwrap()
+}
+
+#[test]
+fn a_release_claiming_another_package_s_pages_is_refused_even_when_signed() {
+    // The server refuses such a release at publish; a device refuses it too, whoever signed it
+    // (here the server's own key, as a compromised or buggy server would).
+    let (server, client, tamper) = setup();
+    let b_build = server.dir.path().join("b");
+    write_build(&b_build, "b");
+    server.publish(
+        &b_build,
+        "b",
+        "1.0.0",
+        &[
+            "--channel",
+            "production",
+            "--route",
+            "https://m.example.com/b/",
+        ],
+    );
+    tamper.clear();
+    tests::update_now(&client).unwrap();
+    let b = manifests::PackageId::parse("b").unwrap();
+    client.mark_ready(&b).unwrap();
+
+    // b 1.0.1: b's files, but answering for checkout's payment pages.
+    let (_, index_bytes) = server.get("/v1/apps/shop/channels/production/index");
+    let mut index = manifests::parse_index_unverified(&signed_part(&index_bytes)).unwrap();
+    let b_ref = index.packages[&b].stable.clone().unwrap();
+    let (_, b_manifest) = server.get(&manifests::paths::manifest_path(&b_ref.manifest));
+    let mut release = manifests::parse_release_unverified(&signed_part(&b_manifest)).unwrap();
+    release.version = manifests::ReleaseVersion::parse("1.0.1").unwrap();
+    release.routes[0].prefix =
+        manifests::UrlPrefix::parse("https://m.example.com/checkout/pay/").unwrap();
+    let forged = release.sign(&[&server.key]).unwrap();
+    let entry = index.packages.get_mut(&b).unwrap();
+    entry.stable = Some(manifests::ReleaseRef {
+        version: release.version.clone(),
+        manifest: forged.digest,
+        ..b_ref
+    });
+    index.sequence += 10;
+    let forged_index = index.sign(&[&server.key]).unwrap().bytes;
+    let forged_path = manifests::paths::manifest_path(&forged.digest);
+    let forged_manifest = forged.bytes.clone();
+    tamper.set(move |request, response| {
+        let (status, body) = if request.url.contains("/index/delta/") {
+            (404, b"{}".to_vec())
+        } else if request.url.ends_with("/index") {
+            (200, forged_index.clone())
+        } else if request.url.ends_with(&forged_path) {
+            (200, forged_manifest.clone())
+        } else {
+            return;
+        };
+        response.status = status;
+        response.body = body;
+        response
+            .headers
+            .retain(|(k, _)| !k.eq_ignore_ascii_case("content-length"));
+    });
+    let err = client
+        .update(&client_core::Conditions::unrestricted())
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("claims m.example.com/checkout/pay/")
+            && text.contains("overlaps m.example.com/checkout/ of package checkout"),
+        "{text}"
+    );
+    assert!(matches!(kind(err), BaleenError::Verification { .. }));
+    // checkout still answers its payment pages; b stays on 1.0.0.
+    let status = client.status();
+    let version = |p: &str| {
+        status
+            .packages
+            .iter()
+            .find(|s| s.package.as_str() == p)
+            .and_then(|s| s.active.clone())
+            .map(|v| v.to_string())
+    };
+    assert_eq!(version("b").as_deref(), Some("1.0.0"));
+    assert_eq!(version("checkout").as_deref(), Some("1.1.0"));
+    assert!(client.resolve(&format!("{ROUTE}index.html")).is_some());
+}
