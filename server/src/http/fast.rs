@@ -196,27 +196,39 @@ pub(super) fn document_response(
         Some(gz) if accepts_gzip(headers) => (gz, true),
         _ => (&document.identity, false),
     };
-    let not_modified = not_modified(headers, &representation.etag);
-    let mut out = HeaderMap::with_capacity(8);
-    out.insert(header::ETAG, representation.etag.clone());
-    out.insert(header::CACHE_CONTROL, service.index_cache_control.clone());
-    out.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
-    if not_modified {
+    let (full, revalidated) = representation
+        .headers
+        .get_or_init(|| representation_headers(service, &representation.etag, gzip));
+    if not_modified(headers, &representation.etag) {
         let mut response = Response::new(Bytes::new());
         *response.status_mut() = StatusCode::NOT_MODIFIED;
-        *response.headers_mut() = out;
+        *response.headers_mut() = revalidated.clone();
         return response;
     }
-    out.insert(
+    let mut response = Response::new(representation.body.clone());
+    *response.headers_mut() = full.clone();
+    response
+}
+
+/// The headers of a `200` and of a `304` with a representation.
+fn representation_headers(
+    service: &Service,
+    etag: &HeaderValue,
+    gzip: bool,
+) -> (HeaderMap, HeaderMap) {
+    let mut revalidated = HeaderMap::with_capacity(4);
+    revalidated.insert(header::ETAG, etag.clone());
+    revalidated.insert(header::CACHE_CONTROL, service.index_cache_control.clone());
+    revalidated.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    let mut full = revalidated.clone();
+    full.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
     if gzip {
-        out.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        full.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
     }
-    let mut response = Response::new(representation.body.clone());
-    *response.headers_mut() = out;
-    response
+    (full, revalidated)
 }
 
 impl hyper::service::Service<Request<Incoming>> for Reads {
