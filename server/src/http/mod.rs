@@ -156,7 +156,8 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
 /// Serves the API on `listener` until `shutdown` resolves, re-signing indexes before they expire.
 ///
 /// Connections are served by hyper directly (not `axum::serve`) so that a client that sends its
-/// headers too slowly is cut off after [`crate::service::Settings::header_read_timeout`].
+/// headers too slowly is cut off after [`crate::service::Settings::header_read_timeout`], and so
+/// that the index and its deltas in memory are answered before the router (`fast`).
 /// On shutdown, requests in flight get up to ten seconds to finish.
 pub async fn serve(
     service: Arc<Service>,
