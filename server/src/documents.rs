@@ -15,10 +15,10 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Instant;
 
-use axum::http::HeaderValue;
+use axum::http::{HeaderMap, HeaderValue};
 use bytes::Bytes;
 use flate2::Compression;
 use flate2::write::GzEncoder;
@@ -39,6 +39,9 @@ pub struct Representation {
     pub body: Bytes,
     /// Its strong ETag.
     pub etag: HeaderValue,
+    /// The headers of a `200` and of a `304` with this representation, built on the first
+    /// request (they carry the service's `Cache-Control`) and cloned for each one after.
+    pub(crate) headers: OnceLock<(HeaderMap, HeaderMap)>,
 }
 
 /// A signed document ready to serve, in each representation.
@@ -87,6 +90,7 @@ impl ServedDocument {
             Some(Representation {
                 body: Bytes::from(gz),
                 etag: tag(".gz")?,
+                headers: OnceLock::new(),
             })
         } else {
             None
@@ -97,6 +101,7 @@ impl ServedDocument {
             identity: Representation {
                 body: Bytes::from(bytes),
                 etag: tag("")?,
+                headers: OnceLock::new(),
             },
             gzip,
         })
@@ -126,7 +131,7 @@ struct ChannelDocs {
     index: Option<Arc<ServedDocument>>,
     snapshot: Option<Arc<Snapshot>>,
     /// Deltas to `sequence`, by the sequence they start from.
-    deltas: HashMap<u64, Arc<ServedDocument>>,
+    deltas: FastMap<u64, Arc<ServedDocument>>,
 }
 
 impl ChannelDocs {
@@ -150,7 +155,11 @@ impl ChannelDocs {
 }
 
 /// Documents by `app`, then `channel`.
-type DocsMap = HashMap<String, HashMap<String, ChannelDocs>>;
+/// Looked up on every index request: a fast hasher, seeded per process, rather than SipHash (a
+/// few percent of the hot path); only channels that exist get an entry.
+type DocsMap = FastMap<String, FastMap<String, ChannelDocs>>;
+
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The in-memory documents of every channel, and one build at a time per channel.
 #[derive(Debug, Default)]

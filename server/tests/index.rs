@@ -470,3 +470,88 @@ fn a_store_from_before_per_package_entries_upgrades_on_open() {
         old.packages[&manifests::PackageId::parse("checkout").unwrap()]
     );
 }
+
+/// What a test compares of two answers that carry different keys and bytes: the status, which
+/// headers are there, the values that do not depend on the bytes, and whether a body came.
+fn shape(r: &Response) -> (u16, Vec<String>, Vec<Option<String>>, bool) {
+    let mut names: Vec<String> = r
+        .headers
+        .iter()
+        .map(|(name, _)| name.to_ascii_lowercase())
+        .filter(|name| name != "date")
+        .collect();
+    names.sort();
+    let values = ["content-type", "content-encoding", "cache-control", "vary"]
+        .map(|name| r.header(name).map(str::to_owned))
+        .to_vec();
+    (r.status, names, values, r.body.is_empty())
+}
+
+#[test]
+fn documents_in_memory_are_answered_as_the_router_answers_them() {
+    // Served from memory (the hot path), and read again on every request (the router's path).
+    let hot = TestServer::start();
+    let routed = TestServer::start_with(|settings| settings.index_cache = Duration::ZERO);
+    for s in [&hot, &routed] {
+        for i in 0..30 {
+            publish(s, &format!("p{i:02}"), "1.0.0", true);
+        }
+        publish(s, "p07", "1.1.0", true);
+    }
+    let from = (full_index(&hot).1.sequence - 1).to_string();
+    assert_eq!(from, (full_index(&routed).1.sequence - 1).to_string());
+    for path in [
+        "/v1/apps/shop/channels/production/index".to_owned(),
+        format!("/v1/apps/shop/channels/production/index/delta/{from}"),
+    ] {
+        let tags = |s: &TestServer| {
+            let identity = s.get(&path).header("etag").unwrap().to_owned();
+            let gzip = s
+                .get_with(&path, &[("Accept-Encoding", "gzip")])
+                .header("etag")
+                .unwrap()
+                .to_owned();
+            (identity, gzip)
+        };
+        let (hot_tags, routed_tags) = (tags(&hot), tags(&routed));
+        for method in ["GET", "HEAD"] {
+            for (encoding, revalidate) in [
+                (None, None),
+                (Some("br, gzip"), None),
+                (Some("gzip;q=0, identity"), None),
+                (None, Some(false)),
+                (Some("gzip"), Some(true)),
+                (Some("gzip"), Some(false)),
+                (None, Some(true)),
+            ] {
+                let answer = |s: &TestServer, (identity, gzip): &(String, String)| {
+                    let mut headers = Vec::new();
+                    if let Some(encoding) = encoding {
+                        headers.push(("Accept-Encoding", encoding));
+                    }
+                    if let Some(use_gzip) = revalidate {
+                        headers.push(("If-None-Match", if use_gzip { gzip } else { identity }));
+                    }
+                    harness::request(&s.base, method, &path, &headers, None)
+                };
+                let (h, r) = (answer(&hot, &hot_tags), answer(&routed, &routed_tags));
+                let case = format!("{method} {path} {encoding:?} {revalidate:?}");
+                assert_eq!(shape(&h), shape(&r), "{case}");
+                assert!(h.status == 200 || h.status == 304, "{case}: {}", h.status);
+                if method == "HEAD" && h.status == 200 {
+                    let full = hot.get_with(
+                        &path,
+                        &encoding
+                            .map(|e| vec![("Accept-Encoding", e)])
+                            .unwrap_or_default(),
+                    );
+                    assert_eq!(
+                        h.header("content-length"),
+                        Some(full.body.len().to_string().as_str()),
+                        "{case}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -18,6 +18,7 @@ use crate::service::Service;
 
 mod admin;
 mod error;
+mod fast;
 pub mod openapi;
 pub mod public;
 
@@ -166,7 +167,8 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
 /// Serves the API on `listener` until `shutdown` resolves, re-signing indexes before they expire.
 ///
 /// Connections are served by hyper directly (not `axum::serve`) so that a client that sends its
-/// headers too slowly is cut off after [`crate::service::Settings::header_read_timeout`].
+/// headers too slowly is cut off after [`crate::service::Settings::header_read_timeout`], and so
+/// that the index and its deltas in memory are answered before the router (`fast`).
 /// On shutdown, requests in flight get up to ten seconds to finish.
 pub async fn serve(
     service: Arc<Service>,
@@ -177,7 +179,7 @@ pub async fn serve(
     use hyper_util::server::conn::auto::Builder;
 
     let refresher = tokio::spawn(refresh_loop(service.clone()));
-    let app = router(service.clone());
+    let reads = fast::Reads::new(service.clone(), router(service.clone()));
     let mut builder = Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()
@@ -198,9 +200,8 @@ pub async fn serve(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let hyper_service = hyper_util::service::TowerToHyperService::new(app.clone());
                 let connection = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), hyper_service)
+                    .serve_connection_with_upgrades(TokioIo::new(stream), reads.clone())
                     .into_owned();
                 let connection = graceful.watch(connection);
                 tokio::spawn(async move {

@@ -85,45 +85,9 @@ pub async fn index_delta(
     Ok(serve_document(&service, &delta, &headers))
 }
 
-/// Serves a signed index or delta: gzip to clients that accept it, identity to the rest, each
-/// with its own strong ETag, `Vary: accept-encoding` and the index's short `max-age`.
+/// Serves a signed index or delta (see [`super::fast::document_response`]).
 fn serve_document(service: &Service, document: &ServedDocument, headers: &HeaderMap) -> Response {
-    let (representation, gzip) = match &document.gzip {
-        Some(gz) if accepts_gzip(headers) => (gz, true),
-        _ => (&document.identity, false),
-    };
-    let cache = service.index_cache_control.clone();
-    let vary = HeaderValue::from_static("accept-encoding");
-    if not_modified(headers, &representation.etag) {
-        return (
-            StatusCode::NOT_MODIFIED,
-            [
-                (header::ETAG, representation.etag.clone()),
-                (header::CACHE_CONTROL, cache),
-                (header::VARY, vary),
-            ],
-        )
-            .into_response();
-    }
-    let mut response = (
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            ),
-            (header::ETAG, representation.etag.clone()),
-            (header::CACHE_CONTROL, cache),
-            (header::VARY, vary),
-        ],
-        representation.body.clone(),
-    )
-        .into_response();
-    if gzip {
-        response
-            .headers_mut()
-            .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-    }
-    response
+    super::fast::document_response(service, document, headers).map(Body::from)
 }
 
 /// `GET /v1/manifests/{sha256}`
@@ -211,7 +175,7 @@ pub async fn blob(
 }
 
 /// Whether `Accept-Encoding` allows gzip (listed without `q=0`).
-fn accepts_gzip(headers: &HeaderMap) -> bool {
+pub(super) fn accepts_gzip(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::ACCEPT_ENCODING)
         .iter()
