@@ -41,7 +41,10 @@ GOAL_RESOLVE_P50_US = 2.0
 GOAL_RESOLVE_P99_US = 10.0
 GOAL_MEMORY_MB = 5.0
 GOAL_SO_FETCHER_MB = 2.0
-GOAL_SO_BARE_MB = 0.5
+# The library apps ship: host fetcher, release-mobile profile (issue 14).
+GOAL_SO_BARE_MB = 1.0
+# A 1,000-file install within this multiple of writing and fsyncing the same files (issue 14).
+GOAL_INSTALL_FLOOR = 1.5
 # O(K): at the same K, a package 5x larger may cost at most this much more time.
 GOAL_SIZE_INDEPENDENCE = 1.5
 MOBILE_TARGETS = ["aarch64-linux-android", "aarch64-apple-ios"]
@@ -354,13 +357,15 @@ def render(args, info: dict, R: dict, elapsed: float) -> tuple[str, list]:
         t, p = median(b1000["update_secs"]), median(b1000["peer_unzip_secs"])
         f = median(b1000.get("peer_fsync_secs", []))
         goals.append(("3. install K=1000 of 5,000 files", f"{t:.3f} s",
-                      f"unzip {p:.3f} s; write+fsync {f:.3f} s", f"{ratio(t, p)}; {ratio(t, f)}", "", None))
+                      f"unzip {p:.3f} s; write+fsync {f:.3f} s", f"{ratio(t, p)}; {ratio(t, f)}",
+                      f"≤ {GOAL_INSTALL_FLOOR}× write+fsync",
+                      None if f is None else t / f <= GOAL_INSTALL_FLOOR))
 
     # 4. size
     sz = R["size"]
     so_f, so_b = sz["builtin-fetcher"]["stripped"], sz["no-default-features"]["stripped"]
     goals.append(("4. stripped .so, built-in fetcher", mb(so_f), "", "", "≤ 2 MB", so_f / 1e6 <= GOAL_SO_FETCHER_MB))
-    goals.append(("4. stripped .so, --no-default-features", mb(so_b), "", "", "≤ 0.5 MB",
+    goals.append(("4. stripped .so, --no-default-features", mb(so_b), "", "", f"≤ {GOAL_SO_BARE_MB} MB",
                   so_b / 1e6 <= GOAL_SO_BARE_MB))
 
     w.append("### Goals\n")
@@ -471,18 +476,33 @@ def render(args, info: dict, R: dict, elapsed: float) -> tuple[str, list]:
                      f"the time and {median(b10['downloaded_bytes']) / median(s10['downloaded_bytes']):.2f}× "
                      f"the bytes of the 1,000-file one.")
         w.append("")
+    if b1000 and b1000.get("update_cpu_user_secs"):
+        t = median(b1000["update_secs"])
+        u, k = median(b1000["update_cpu_user_secs"]), median(b1000["update_cpu_sys_secs"])
+        f = median(b1000.get("peer_fsync_secs", []))
+        fw = median(b1000.get("peer_fsync_wait_secs", []))
+        w.append(f"Where the time of the K = 1,000 update goes ({t:.3f} s, median): the thread running "
+                 f"`update()` spends {u:.3f} s of CPU in user code (index and manifest checks, diff-pack "
+                 f"decoding and patching, sha256 of every blob, the resolver table) and {k:.3f} s in the "
+                 f"kernel (reading bases, writing files, creating inodes); the remaining "
+                 f"{max(t - u - k, 0):.3f} s it waits, for the loopback server and for the blobs' fsyncs, "
+                 f"which eight syncer threads run at once so that the file system commits them together "
+                 f"(client-core `store::BlobWriter`). The floor spends {fw:.3f} s of its {f:.3f} s inside "
+                 f"`fsync`, one journal commit per file: the disk's waits, not the installer's work, set "
+                 f"both figures, and they swing with other load on the machine, so compare the ratio.")
+        w.append("")
     w.append(f"How measured: `tests/src/bin/install_curve.rs` starts the release `baleen serve` on "
              f"127.0.0.1, publishes `big` (5,000 files of about 1.5 KB and three of 1 MiB) and `small` "
              f"(1,000 files), then releases changing K files in place. A template device installs both "
              f"first releases; each run copies that store, opens a client on the copy and times "
              f"`Client::update()` — the signed index, the manifest, the diff pack (built beforehand), "
              f"decoding, sha256 checks, every blob written with fsync, the state switch and the new "
-             f"resolver table — after the server went idle. Bytes are the response bodies the client "
+             f"resolver table — after the server went idle and the disk was settled (`sync`). Bytes are the response bodies the client "
              f"received (index and manifest included). The peer is `unzip -q -o` ({info['unzip'] or 'Info-ZIP'}) "
              f"of a `zip -q` of the same K changed files into an empty directory: no verification, "
              f"no fsync. The second peer is the least a durable installer does: the K files each "
              f"written to a temp file, fsynced and renamed, then the directory fsynced (in Rust, same "
-             f"disk). {inst.get('runs', runs)} run(s) per row. The K = 1,000 runs share the 2 CPUs "
+             f"disk, settled the same way). {inst.get('runs', runs)} run(s) per row. The K = 1,000 runs share the 2 CPUs "
              f"with the four resolver threads of section 1, so their time is an upper bound.")
     w.append("")
 
