@@ -211,6 +211,7 @@ def bench_size(target: Path, full: bool) -> dict:
             res["mobile_targets"][t] = {"staticlib": lib.stat().st_size}
         else:
             res["mobile_targets"][t] = {"error": r.stderr.strip().split("\n")[-1][:300]}
+    res["symbols"] = symbol_table(target) if full else None
     res["bloat"] = None
     if full and shutil.which("cargo-bloat"):
         # cargo-bloat needs symbols: the same profile unstripped, in a target dir of its own.
@@ -228,6 +229,53 @@ def bench_size(target: Path, full: bool) -> dict:
                 bloat[name] = {"error": (r.stderr or r.stdout)[-500:]}
         res["bloat"] = bloat
     return res
+
+
+# Sections of the stripped .so, grouped by what they hold.
+SECTION_GROUPS = [
+    ("code (.text)", [".text"]),
+    ("unwind tables (.eh_frame, .eh_frame_hdr, .gcc_except_table)",
+     [".eh_frame", ".eh_frame_hdr", ".gcc_except_table"]),
+    ("read-only data (.rodata, .data.rel.ro)", [".rodata", ".data.rel.ro"]),
+    ("relocations (.rela.dyn)", [".rela.dyn"]),
+]
+
+
+def crate_of(symbol: str) -> str:
+    """The crate a demangled symbol's path starts with (generic code counts where it is defined:
+    a `Vec<T>` method is `alloc`'s, a `drop_in_place` is `core`'s)."""
+    name = re.sub(r"^[<&*]+|^(dyn |mut |impl )", "", symbol)
+    m = re.match(r"([A-Za-z_][A-Za-z0-9_]*)::", name)
+    if m:
+        return m.group(1)
+    return "uniffi metadata" if symbol.startswith("UNIFFI_META") else "other symbols"
+
+
+def symbol_table(target: Path) -> dict | None:
+    """What remains in the shipped build (host fetcher): bytes per section group of the stripped
+    .so and per crate of the symbols, from the same profile built unstripped."""
+    if not (shutil.which("nm") and shutil.which("size") and shutil.which("strip")):
+        return None
+    tdir = target / "bench" / "size-symbols"
+    cargo(["build", "--profile", "release-mobile", "-p", "client-core", "--lib", "--no-default-features"],
+          tdir, {"CARGO_PROFILE_RELEASE_MOBILE_STRIP": "false"})
+    so = tdir / "release-mobile" / "libclient_core.so"
+    stripped = tdir / "stripped.so"
+    run(["strip", "--strip-all", "-o", str(stripped), str(so)])
+    sections = {}
+    for line in run(["size", "-A", str(stripped)]).stdout.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0].startswith(".") and parts[1].isdigit():
+            sections[parts[0]] = int(parts[1])
+    crates: dict = {}
+    for line in run(["nm", "--size-sort", "-S", "-C", str(so)]).stdout.splitlines():
+        parts = line.split(" ", 3)
+        if len(parts) < 4:
+            continue
+        crate = crate_of(parts[3])
+        crates[crate] = crates.get(crate, 0) + int(parts[1], 16)
+    return {"file": stripped.stat().st_size, "sections": sections,
+            "crates": sorted(crates.items(), key=lambda kv: -kv[1])}
 
 
 # --- report ------------------------------------------------------------------------------------
@@ -502,8 +550,10 @@ def render(args, info: dict, R: dict, elapsed: float) -> tuple[str, list]:
              f"of a `zip -q` of the same K changed files into an empty directory: no verification, "
              f"no fsync. The second peer is the least a durable installer does: the K files each "
              f"written to a temp file, fsynced and renamed, then the directory fsynced (in Rust, same "
-             f"disk, settled the same way). {inst.get('runs', runs)} run(s) per row. The K = 1,000 runs share the 2 CPUs "
-             f"with the four resolver threads of section 1, so their time is an upper bound.")
+             f"disk, settled the same way). {inst.get('runs', runs)} run(s) per row, each with the CPUs to itself like "
+             f"the peers; one more K = 1,000 run shares them with the four resolver threads of section 1 "
+             f"(its resolve latency is section 1's; its update took "
+             f"{', '.join(f'{x:.3f}' for x in (b1000 or {}).get('update_with_resolvers_secs', [])) or '–'} s).")
     w.append("")
 
     # details 4
@@ -532,6 +582,26 @@ def render(args, info: dict, R: dict, elapsed: float) -> tuple[str, list]:
         elif v:
             w.append(f"`{t}` is installed but the build failed: {v['error']}")
     w.append("")
+    sym = sz.get("symbols")
+    if sym:
+        secs = sym["sections"]
+        grouped = [(label, sum(secs.get(n, 0) for n in names)) for label, names in SECTION_GROUPS]
+        rest = sym["file"] - sum(b for _, b in grouped)
+        rows = [[label, f"{b:,}", f"{b / sym['file']:.0%}"] for label, b in grouped + [("the rest", rest)]]
+        w.append(f"What remains in the shipped build (`--no-default-features`, {sym['file']:,} bytes stripped), "
+                 f"by section:\n")
+        w.append(table(["part of the stripped .so", "bytes", "share"], rows, "lrr"))
+        w.append("")
+        total = sum(b for _, b in sym["crates"]) or 1
+        top = sym["crates"][:16]
+        other = total - sum(b for _, b in top)
+        rows = [[f"`{c}`" if " " not in c else c, f"{b:,}", f"{b / total:.0%}"] for c, b in top]
+        rows.append([f"{len(sym['crates']) - len(top)} more", f"{other:,}", f"{other / total:.0%}"])
+        w.append(f"By crate: the sized symbols of the same build unstripped (`nm --size-sort -S -C`; code "
+                 f"and data, {total:,} bytes; generic code counts for the crate defining it, so `alloc` "
+                 f"and `core` hold the collections and drops of every other crate's types):\n")
+        w.append(table(["crate", "bytes", "share"], rows, "lrr"))
+        w.append("")
     bloat = sz.get("bloat")
     if bloat:
         for name, d in bloat.items():
@@ -546,6 +616,20 @@ def render(args, info: dict, R: dict, elapsed: float) -> tuple[str, list]:
                      + ", ".join(f"{c['name']} {c['size'] / 1024:.0f} KiB ({c['size'] / total:.0%})" for c in top)
                      + ".")
             w.append("")
+    w.append("The shipped build is the one without the built-in fetcher (`ureq`, plain HTTP without TLS: a "
+             "test and desktop convenience behind the default `builtin-fetcher` feature; apps pass a "
+             "`HostFetcher` with their platform's HTTPS). Weighed and left: `panic = \"abort\"` would drop "
+             "the unwind tables and landing pads, but the pack decoder's guard turns a panic inside the zstd "
+             "decoder on a hostile pack into an error, and UniFFI and the C ABI turn a panic into an error for "
+             "the host; with abort either would end the app. `opt-level = \"z\"` came out larger than "
+             "`\"s\"` with fat LTO (2,069,856 against 1,987,304 bytes stripped, x86_64), so the profile keeps "
+             "`\"s\"`. A client-only `manifests` feature would save nothing: LTO already drops the server's "
+             "code (signing, diff planning, the pack writer), which the device never calls. What is left is "
+             "std's panic and backtrace machinery (`std`, `gimli`, `addr2line`, `rustc_demangle`, "
+             "`miniz_oxide`), the JSON formats (`serde_json`, `serde_path_to_error`, and their generic code "
+             "counted in `alloc` and `core`), the pack reader (`zip`, `crc32fast`, `ruzstd`), signatures "
+             "and hashes (`curve25519_dalek`, `sha2`) and the FFI (`uniffi_core`).")
+    w.append("")
     w.append("How measured: `cargo build --profile release-mobile -p client-core --lib` (`opt-level = "
              "\"s\"`, fat LTO, one codegen unit, `strip = true`), with default features and with "
              "`--no-default-features` (each in its own target dir: a cdylib's file name carries no "

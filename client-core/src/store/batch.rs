@@ -39,7 +39,9 @@ struct Staged {
 pub struct BlobWriter<'a> {
     store: &'a Store,
     queue: Option<Sender<Staged>>,
+    receive: Option<Arc<Mutex<Receiver<Staged>>>>,
     syncers: Vec<JoinHandle<Result<()>>>,
+    spawn_failed: bool,
     /// Fan-out directories known to exist.
     dirs: BTreeSet<PathBuf>,
     written: BTreeSet<Digest>,
@@ -51,7 +53,9 @@ impl Store {
         BlobWriter {
             store: self,
             queue: None,
+            receive: None,
             syncers: Vec::new(),
+            spawn_failed: false,
             dirs: BTreeSet::new(),
             written: BTreeSet::new(),
         }
@@ -113,27 +117,33 @@ impl BlobWriter<'_> {
         }
     }
 
-    /// The syncers' queue, started on first use; `None` if no thread could start (then each
-    /// blob is settled inline).
+    /// The syncers' queue, with one more syncer on each of the first [`SYNCERS`] calls (a
+    /// one-blob install starts one thread); `None` if no thread could start (then each blob is
+    /// settled inline).
     fn queue(&mut self) -> Option<&Sender<Staged>> {
-        if self.queue.is_none() && self.syncers.is_empty() {
-            let (send, receive) = channel::<Staged>();
-            let receive = Arc::new(Mutex::new(receive));
-            for n in 0..SYNCERS {
-                let receive = receive.clone();
-                let spawned = std::thread::Builder::new()
-                    .name(format!("baleen-sync-{n}"))
-                    .spawn(move || sync_all(&receive));
-                match spawned {
-                    Ok(handle) => self.syncers.push(handle),
-                    Err(_) => break,
+        if self.syncers.len() < SYNCERS && !self.spawn_failed {
+            let receive = match &self.receive {
+                Some(receive) => receive.clone(),
+                None => {
+                    let (send, receive) = channel::<Staged>();
+                    let receive = Arc::new(Mutex::new(receive));
+                    self.queue = Some(send);
+                    self.receive = Some(receive.clone());
+                    receive
                 }
-            }
-            if !self.syncers.is_empty() {
-                self.queue = Some(send);
+            };
+            let spawned = std::thread::Builder::new()
+                .name(format!("baleen-sync-{}", self.syncers.len()))
+                .spawn(move || sync_all(&receive));
+            match spawned {
+                Ok(handle) => self.syncers.push(handle),
+                Err(_) => self.spawn_failed = true,
             }
         }
-        self.queue.as_ref()
+        match self.syncers.is_empty() {
+            true => None,
+            false => self.queue.as_ref(),
+        }
     }
 
     /// Waits until every blob written is in place, then makes their names durable; returns the
@@ -157,6 +167,7 @@ impl BlobWriter<'_> {
 
     fn wait(&mut self) -> Result<()> {
         self.queue = None;
+        self.receive = None;
         let mut first = Ok(());
         for syncer in self.syncers.drain(..) {
             let result = syncer.join().unwrap_or_else(|_| {
