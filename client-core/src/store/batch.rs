@@ -78,7 +78,7 @@ impl BlobWriter<'_> {
                 context: context.to_owned(),
             });
         }
-        if !self.written.insert(*expected) {
+        if self.written.contains(expected) {
             return Ok(());
         }
         let dest = self.store.blob_path(expected);
@@ -102,19 +102,21 @@ impl BlobWriter<'_> {
         let written = std::fs::File::create(&staged.tmp).and_then(|mut f| f.write_all(bytes));
         if let Err(e) = written {
             let _ = std::fs::remove_file(&staged.tmp);
-            self.written.remove(expected);
             return Err(Error::io(format!("writing blob {expected}"), e));
         }
         match self.queue() {
+            // A syncer's failure is reported by `finish`.
             Some(queue) => {
-                // A send fails only when every syncer has gone, after an error: settle inline.
+                // A send fails only when every syncer has gone (panicked): settle inline.
                 if let Err(unsent) = queue.send(staged) {
                     settle(unsent.0)?;
                 }
-                Ok(())
             }
-            None => settle(staged),
+            None => settle(staged)?,
         }
+        // Counted only once handed over or in place, so a blob that failed is fetched again.
+        self.written.insert(*expected);
+        Ok(())
     }
 
     /// The syncers' queue, with one more syncer on each of the first [`SYNCERS`] calls (a
