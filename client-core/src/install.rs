@@ -8,7 +8,7 @@ use manifests::{Digest, ExpectedPack, PackError, PackReader, PackageId, ReleaseV
 
 use crate::error::{Error, Result};
 use crate::net::Net;
-use crate::store::{Installed, Store};
+use crate::store::{BlobWriter, Installed, Store};
 
 /// How the blobs arrived.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,8 +81,25 @@ pub(crate) fn install(
     if wanted.missing.is_empty() {
         return Ok(report);
     }
+    let mut writer = store.blob_writer();
+    let fetched = fetch_all(store, net, wanted, active, &mut writer, &mut report);
+    // Blobs verified before a failure stay for the next try, durably like the rest.
+    let finished = writer.finish();
+    fetched?;
+    finished?;
+    Ok(report)
+}
+
+/// The blobs of `wanted`: from the packs, then one by one, into `writer`.
+fn fetch_all(
+    store: &Store,
+    net: &Net,
+    wanted: &Wanted<'_>,
+    active: Option<&Installed>,
+    writer: &mut BlobWriter<'_>,
+    report: &mut Report,
+) -> Result<()> {
     let (package, to) = (wanted.package, wanted.version);
-    let mut written = BTreeSet::new();
     let diff = active.filter(|a| a.version != *to).map(|active| {
         let path = paths::diff_pack_path(package, &active.version, to);
         (path, Some(active.manifest), Method::DiffPack)
@@ -94,7 +111,7 @@ pub(crate) fn install(
         if report.method != Method::Nothing {
             break;
         }
-        match apply_pack(store, net, &path, wanted, from_manifest, &mut written) {
+        match apply_pack(store, net, &path, wanted, from_manifest, writer) {
             Ok((n, full)) => {
                 report.downloaded_bytes += n;
                 // A tiny release's diff request is answered with its full pack.
@@ -103,7 +120,7 @@ pub(crate) fn install(
             Err(e) => report.fallbacks.push(format!("{}: {e}", label(method))),
         }
     }
-    let rest = wanted.rest(&written);
+    let rest = wanted.rest(writer.written());
     if !rest.is_empty() && report.method == Method::Nothing {
         report.method = Method::Blobs;
     }
@@ -111,11 +128,9 @@ pub(crate) fn install(
         let path = paths::blob_path(&digest);
         let bytes = net.get_resumable(&path, size, &store.partial_dir())?;
         report.downloaded_bytes += bytes.len() as u64;
-        store.write_blob(&digest, &bytes, "blob download")?;
-        written.insert(digest);
+        writer.write(&digest, &bytes, "blob download")?;
     }
-    store.sync_blob_dirs(&written)?;
-    Ok(report)
+    Ok(())
 }
 
 fn label(method: Method) -> &'static str {
@@ -136,14 +151,14 @@ pub(crate) fn unpack_all(
     if wanted.missing.is_empty() {
         return Ok(());
     }
-    let mut written = BTreeSet::new();
-    unpack(store, full_pack, label, wanted, None, &mut written)?;
-    if let Some((missing, _)) = wanted.rest(&written).first() {
+    let mut writer = store.blob_writer();
+    unpack(store, full_pack, label, wanted, None, &mut writer)?;
+    if let Some((missing, _)) = wanted.rest(writer.written()).first() {
         return Err(Error::BadPack(format!(
             "{label}: blob {missing} is missing"
         )));
     }
-    store.sync_blob_dirs(&written)
+    writer.finish().map(drop)
 }
 
 /// Downloads a pack and stores the blobs it carries; returns the bytes downloaded and whether
@@ -154,10 +169,10 @@ fn apply_pack(
     path: &str,
     wanted: &Wanted<'_>,
     from_manifest: Option<Digest>,
-    written: &mut BTreeSet<Digest>,
+    writer: &mut BlobWriter<'_>,
 ) -> Result<(u64, bool)> {
     let bytes = net.get_resumable(path, wanted.pack_limit(), &store.partial_dir())?;
-    let full = unpack(store, &bytes, path, wanted, from_manifest, written)?;
+    let full = unpack(store, &bytes, path, wanted, from_manifest, writer)?;
     Ok((bytes.len() as u64, full))
 }
 
@@ -170,7 +185,7 @@ fn unpack(
     label: &str,
     wanted: &Wanted<'_>,
     from_manifest: Option<Digest>,
-    written: &mut BTreeSet<Digest>,
+    writer: &mut BlobWriter<'_>,
 ) -> Result<bool> {
     let bad = |e: PackError| match e {
         PackError::NotInRelease { .. } => Error::BadPack(format!(
@@ -186,15 +201,16 @@ fn unpack(
     };
     let mut reader = PackReader::open(bytes, &expected).map_err(bad)?;
     let full = reader.index().from_manifest.is_none();
+    // `missing` was looked up once, after the claim: the other blobs are there and stay.
+    let already = writer.written().clone();
     let blobs = reader.blobs(
-        |blob| !store.has_blob(blob),
+        |blob| wanted.missing.contains_key(blob) && !already.contains(blob),
         |base| store.read_blob(base).ok(),
     );
     for blob in blobs {
         let (sha256, bytes) = blob.map_err(bad)?;
-        // The pack is only a hint: the store checks the sha256 the signed manifest lists.
-        store.write_blob(&sha256, &bytes, label)?;
-        written.insert(sha256);
+        // The pack is only a hint: the writer checks the sha256 the signed manifest lists.
+        writer.write(&sha256, &bytes, label)?;
     }
     Ok(full)
 }

@@ -1,4 +1,6 @@
-//! A blocking HTTP/1.1 fetcher built on `ureq`, for tests and simple hosts.
+//! A blocking HTTP/1.1 fetcher built on `ureq`, for tests, desktop tools and the C ABI. It speaks
+//! plain HTTP only (no TLS, so no certificate checks): the library apps ship is built without it
+//! (`--no-default-features`) and uses the host's `HostFetcher`.
 
 use std::io::Read;
 use std::time::Duration;

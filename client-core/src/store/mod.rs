@@ -21,9 +21,11 @@ use manifests::Digest;
 
 use crate::error::{Error, Result};
 
+mod batch;
 pub mod state;
 
 pub use crate::device::{Evicted, Installed, PackageState, State};
+pub use batch::BlobWriter;
 pub use state::{Recovery, StateFile};
 
 /// How long the bytes of a cut download are kept for a resume.

@@ -45,3 +45,59 @@ fn garbage_collection_asks_about_each_file_and_keeps_what_it_is_told() {
     assert!(store.has_blob(&Digest::of(&a)));
     assert!(!store.has_blob(&Digest::of(&b)));
 }
+
+#[test]
+fn a_blob_writer_puts_every_blob_in_place_and_leaves_no_temp_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _, _) = Store::open(dir.path()).unwrap();
+    let blobs: Vec<Vec<u8>> = (0..300u32)
+        .map(|i| format!("blob {i}").into_bytes())
+        .collect();
+    let mut writer = store.blob_writer();
+    for bytes in &blobs {
+        writer.write(&Digest::of(bytes), bytes, "test").unwrap();
+    }
+    // The same blob twice is written once.
+    writer
+        .write(&Digest::of(&blobs[0]), &blobs[0], "test")
+        .unwrap();
+    let written = writer.finish().unwrap();
+    assert_eq!(written.len(), blobs.len());
+    for bytes in &blobs {
+        assert_eq!(store.read_blob(&Digest::of(bytes)).unwrap(), *bytes);
+    }
+    assert!(store.temp_files().unwrap().is_empty());
+}
+
+#[test]
+fn a_blob_writer_refuses_bytes_that_are_not_the_blob_and_writes_nothing_for_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _, _) = Store::open(dir.path()).unwrap();
+    let (good, bad) = (b"good".to_vec(), b"bad".to_vec());
+    let mut writer = store.blob_writer();
+    writer.write(&Digest::of(&good), &good, "test").unwrap();
+    let err = writer.write(&Digest::of(&good), &bad, "test");
+    assert!(matches!(err, Err(Error::BlobMismatch { .. })), "{err:?}");
+    let err = writer.write(&Digest::of(&bad), &good, "test");
+    assert!(matches!(err, Err(Error::BlobMismatch { .. })), "{err:?}");
+    assert_eq!(writer.finish().unwrap().len(), 1);
+    assert!(store.has_blob(&Digest::of(&good)));
+    assert!(!store.has_blob(&Digest::of(&bad)));
+    assert!(store.temp_files().unwrap().is_empty());
+}
+
+#[test]
+fn a_blob_writer_dropped_unfinished_still_lands_each_blob_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _, _) = Store::open(dir.path()).unwrap();
+    let blobs: Vec<Vec<u8>> = (0..50u32).map(|i| vec![i as u8; 10_000]).collect();
+    let mut writer = store.blob_writer();
+    for bytes in &blobs {
+        writer.write(&Digest::of(bytes), bytes, "test").unwrap();
+    }
+    drop(writer);
+    for bytes in &blobs {
+        assert_eq!(store.read_blob(&Digest::of(bytes)).unwrap(), *bytes);
+    }
+    assert!(store.temp_files().unwrap().is_empty());
+}

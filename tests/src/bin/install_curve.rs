@@ -8,13 +8,20 @@
 //! client on the copy and times `Client::update()` (index check, manifest, diff pack, verify, write
 //! with fsync, state switch) after the channel was moved to the K release and its diff pack built.
 //! Downloaded bytes are the response bodies the client's fetcher received. K = 0 is an update with
-//! nothing new (the index check alone). During the K = 1000 runs four threads resolve URLs of `big`
-//! through the same client, so the resolve latency is measured while a real install runs.
+//! nothing new (the index check alone). At K = 1000 one more run has four threads resolve URLs of
+//! `big` through the same client, so the resolve latency is measured while a real install runs;
+//! its time is reported apart, and the timed runs have the CPUs to themselves like the peers.
 //!
 //! The peer is `unzip -q -o` of a zip of the same K changed files (deflate, `zip -q`) into a fresh
 //! directory: writing K files from a compressed archive, without verification or fsync.
 //!
-//! Prints one JSON document on stdout; progress on stderr.
+//! Where an update's time goes: the CPU seconds (user, system) of the thread running it (decode,
+//! patch, hash, write calls, manifest and state work), the rest being waits for the network and
+//! the disk; the fsync peer reports its time inside `fsync` apart. The disk is settled (`sync`)
+//! before every timed part, so none pays for the writeback of another.
+//!
+//! Prints one JSON document on stdout; progress on stderr. `INSTALL_CURVE_CASES=big:1000,big:1`
+//! runs only the cases named (for profiling one of them).
 
 #![forbid(unsafe_code)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -141,6 +148,28 @@ fn ticks(pid: u32) -> Option<u64> {
     Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
 }
 
+/// CPU seconds (user, system) this process's main thread, which runs `Client::update()`, spent.
+fn main_thread_cpu() -> (f64, f64) {
+    let pid = std::process::id();
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/stat")) else {
+        return (0.0, 0.0);
+    };
+    let rest = stat.rfind(')').map_or("", |i| &stat[i + 2..]);
+    let fields: Vec<f64> = rest
+        .split_whitespace()
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    // Clock ticks; 100 per second on Linux.
+    let tick = |i: usize| fields.get(i).copied().unwrap_or(0.0) / 100.0;
+    (tick(11), tick(12))
+}
+
+/// Writes back everything dirty (the template copy, the last run's deletions), so each timed
+/// part starts on a settled disk and pays only for its own writes.
+fn settle_disk() {
+    let _ = Command::new("sync").status();
+}
+
 /// The pid of the `baleen serve` whose command line names `data_dir`.
 fn server_pid(data_dir: &Path) -> Option<u32> {
     let needle = data_dir.to_str()?;
@@ -236,6 +265,16 @@ fn main() {
             k: 100,
         },
     ];
+    let only = std::env::var("INSTALL_CURVE_CASES").ok();
+    let cases: Vec<Case> = cases
+        .into_iter()
+        .filter(|c| {
+            only.as_deref().is_none_or(|only| {
+                only.split(',')
+                    .any(|name| name == format!("{}:{}", c.package, c.k))
+            })
+        })
+        .collect();
     let has_zip = Command::new("zip").arg("-v").output().is_ok()
         && Command::new("unzip").arg("-v").output().is_ok();
 
@@ -297,14 +336,20 @@ fn main() {
         let mut secs = Vec::new();
         let mut bytes = Vec::new();
         let mut requests = Vec::new();
-        for run in 0..runs {
+        let (mut cpu_user, mut cpu_sys) = (Vec::new(), Vec::new());
+        let mut with_resolvers = Vec::new();
+        // At K = 1000, one more run with resolver threads: the timed runs get the CPUs to
+        // themselves, as the fsync peer does.
+        let extra = usize::from(case.k == 1000);
+        for run in 0..runs + extra {
+            let resolving = run == runs;
             let store = work.join(format!("run-{}-{}-{run}", case.package, case.k));
             copy_dir(&template, &store);
             let fetcher = Arc::new(Counting::default());
             let client = Arc::new(Client::open(config(&server, &store), fetcher.clone()).unwrap());
             let stop = Arc::new(AtomicBool::new(false));
             let samples = Arc::new(Mutex::new(Vec::new()));
-            let resolvers: Vec<_> = if case.k == 1000 {
+            let resolvers: Vec<_> = if resolving {
                 (0..4u64)
                     .map(|t| {
                         let (client, stop, samples) =
@@ -332,9 +377,12 @@ fn main() {
             } else {
                 Vec::new()
             };
+            settle_disk();
+            let cpu0 = main_thread_cpu();
             let t0 = Instant::now();
             let done = tests::update_now(&client).unwrap();
             let elapsed = t0.elapsed().as_secs_f64();
+            let cpu1 = main_thread_cpu();
             stop.store(true, Ordering::Relaxed);
             for r in resolvers {
                 r.join().unwrap();
@@ -352,9 +400,15 @@ fn main() {
                 resolve_p99.push(lat[(lat.len() - 1) * 99 / 100] as f64);
                 resolve_n += lat.len();
             }
-            secs.push(elapsed);
-            bytes.push(fetcher.bytes.load(Ordering::Relaxed) as f64);
-            requests.push(fetcher.requests.load(Ordering::Relaxed) as f64);
+            if resolving {
+                with_resolvers.push(elapsed);
+            } else {
+                secs.push(elapsed);
+                cpu_user.push(cpu1.0 - cpu0.0);
+                cpu_sys.push(cpu1.1 - cpu0.1);
+                bytes.push(fetcher.bytes.load(Ordering::Relaxed) as f64);
+                requests.push(fetcher.requests.load(Ordering::Relaxed) as f64);
+            }
             drop(client);
             std::fs::remove_dir_all(&store).unwrap();
         }
@@ -365,22 +419,28 @@ fn main() {
         // Peer 2: what a durable installer must do at least, K files each written to a temp
         // file, fsynced and renamed into place, then the directory fsynced.
         let mut fsync_peer = Vec::new();
+        let mut fsync_peer_waits = Vec::new();
         if case.k > 0 {
             for run in 0..runs {
                 let dest = work.join(format!("fsync-{run}"));
                 std::fs::create_dir_all(&dest).unwrap();
+                settle_disk();
                 let t0 = Instant::now();
+                let mut waits = Duration::ZERO;
                 for i in 0..case.k {
                     let tmp = dest.join(format!("{i}.part"));
                     let mut f = std::fs::File::create(&tmp).unwrap();
                     f.write_all(small_content(case.package, i, case.k).as_bytes())
                         .unwrap();
+                    let w0 = Instant::now();
                     f.sync_all().unwrap();
+                    waits += w0.elapsed();
                     drop(f);
                     std::fs::rename(&tmp, dest.join(i.to_string())).unwrap();
                 }
                 std::fs::File::open(&dest).unwrap().sync_all().unwrap();
                 fsync_peer.push(t0.elapsed().as_secs_f64());
+                fsync_peer_waits.push(waits.as_secs_f64());
                 std::fs::remove_dir_all(&dest).unwrap();
             }
         }
@@ -415,7 +475,7 @@ fn main() {
             median(&mut bytes.clone())
         ));
         out.push(format!(
-            "{{\"package\":\"{}\",\"files\":{},\"k\":{},\"update_secs\":{},\"downloaded_bytes\":{},\"requests\":{},\"diff_pack_bytes\":{pack_bytes},\"peer_unzip_secs\":{},\"peer_zip_bytes\":{peer_bytes},\"peer_fsync_secs\":{}}}",
+            "{{\"package\":\"{}\",\"files\":{},\"k\":{},\"update_secs\":{},\"downloaded_bytes\":{},\"requests\":{},\"diff_pack_bytes\":{pack_bytes},\"peer_unzip_secs\":{},\"peer_zip_bytes\":{peer_bytes},\"peer_fsync_secs\":{},\"peer_fsync_wait_secs\":{},\"update_cpu_user_secs\":{},\"update_cpu_sys_secs\":{},\"update_with_resolvers_secs\":{}}}",
             case.package,
             case.files,
             case.k,
@@ -424,6 +484,10 @@ fn main() {
             list(&requests),
             list(&peer),
             list(&fsync_peer),
+            list(&fsync_peer_waits),
+            list(&cpu_user),
+            list(&cpu_sys),
+            list(&with_resolvers),
         ));
     }
     println!(
