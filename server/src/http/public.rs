@@ -75,7 +75,7 @@ pub async fn index_delta(
             let (app, channel) = (AppId::parse(&app)?, Channel::parse(&channel)?);
             let Some(sequence) = sequence else {
                 return Err(Error::DeltaUnavailable {
-                    scope: format!("{app}/{channel}"),
+                    scope: format!("the index of {app}/{channel}"),
                     from,
                     reason: "not a sequence".into(),
                 });
