@@ -1,7 +1,7 @@
 //! A device that updates once and reports every request it made, for the bytes-per-update
 //! benchmark (`bench/update_bytes.py`): the built-in fetcher, wrapped so that each response's
 //! status line, headers and body are counted as they arrived (the body as sent, before any
-//! decoding), and the wall time of the whole `update()`.
+//! decoding) with when it started and ended, and the wall time of the whole `update()`.
 //!
 //! Usage: `update_bytes STORE_DIR SERVER_URL PUBLIC_KEY_HEX APP`; prints one JSON object.
 
@@ -22,11 +22,22 @@ use serde_json::{Value, json};
 struct Counting {
     inner: BuiltinFetcher,
     log: Mutex<Vec<Value>>,
+    /// When `update()` started, for each request's start and end times.
+    started: Mutex<Option<Instant>>,
+}
+
+impl Counting {
+    fn since_start_ms(&self) -> f64 {
+        let started = self.started.lock().ok().and_then(|s| *s);
+        started.map_or(0.0, |s| s.elapsed().as_secs_f64() * 1000.0)
+    }
 }
 
 impl Fetcher for Counting {
     fn fetch(&self, request: &FetchRequest) -> Result<FetchResponse, FetchError> {
+        let start_ms = self.since_start_ms();
         let response = self.inner.fetch(request)?;
+        let end_ms = self.since_start_ms();
         // "HTTP/1.1 200 OK\r\n", each "name: value\r\n", the blank line.
         let head = 17
             + response
@@ -42,6 +53,8 @@ impl Fetcher for Counting {
             "head_bytes": head,
             "body_bytes": response.body.len(),
             "encoding": response.header("content-encoding"),
+            "start_ms": start_ms,
+            "end_ms": end_ms,
         });
         if let Ok(mut log) = self.log.lock() {
             log.push(entry);
@@ -73,6 +86,9 @@ fn main() -> ExitCode {
         let fetcher = Arc::new(Counting::default());
         let client = Client::open(config, fetcher.clone()).map_err(|e| e.to_string())?;
         let started = Instant::now();
+        if let Ok(mut s) = fetcher.started.lock() {
+            *s = Some(started);
+        }
         let outcome = client
             .update(&Conditions::unrestricted())
             .map_err(|e| e.to_string())?;
