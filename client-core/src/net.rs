@@ -27,18 +27,7 @@ pub(crate) struct Net {
 }
 
 impl Net {
-    /// GETs `path`, retrying transport failures and 5xx with exponential backoff.
-    pub(crate) fn get(&self, path: &str, max_bytes: u64) -> Result<Vec<u8>> {
-        let response = self.request("GET", path, &[], Vec::new(), max_bytes)?;
-        if response.status != 200 {
-            return Err(Error::Network(format!(
-                "GET {path}: HTTP {}",
-                response.status
-            )));
-        }
-        Ok(response.body)
-    }
-
+    /// Sends a request, retrying transport failures and 5xx with exponential backoff.
     pub(crate) fn request(
         &self,
         method: &str,

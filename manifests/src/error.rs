@@ -208,6 +208,23 @@ pub enum Error {
         /// The delta's sequence.
         sequence: u64,
     },
+    /// A release delta starts from another manifest than the one the device holds.
+    #[error("release delta starts from manifest {found}, but the device holds {held}")]
+    ReleaseDeltaBase {
+        /// The digest of the manifest held.
+        held: Digest,
+        /// The digest the delta starts from.
+        found: Digest,
+    },
+    /// A manifest rebuilt from a release delta is not the one wanted: the delta leads elsewhere,
+    /// or its entries were forged.
+    #[error("the manifest rebuilt from a release delta is {actual}, not {expected}")]
+    ReleaseDeltaMismatch {
+        /// The digest wanted (the one the index names).
+        expected: Digest,
+        /// The digest of what the delta rebuilt.
+        actual: Digest,
+    },
     /// The last segment of a pack's URL path is not a pack name.
     #[error("invalid pack name {name:?}: {reason}")]
     InvalidPackName {
@@ -253,6 +270,8 @@ impl Error {
             Error::Replay { .. } => "replay",
             Error::DeltaBase { .. } => "delta_base",
             Error::DeltaMismatch { .. } => "delta_mismatch",
+            Error::ReleaseDeltaBase { .. } => "release_delta_base",
+            Error::ReleaseDeltaMismatch { .. } => "release_delta_mismatch",
             Error::Expired { .. } => "expired",
             Error::PlanMismatch { .. } => "plan_mismatch",
             Error::InvalidPackName { .. } => "invalid_pack_name",

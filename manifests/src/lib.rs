@@ -31,6 +31,7 @@ mod pack;
 mod path;
 pub mod paths;
 mod release;
+mod release_delta;
 pub mod rollout;
 mod target;
 mod time;
@@ -61,7 +62,7 @@ pub use keys::{KeyId, KeyPair, PublicKey, TrustedKeys};
 pub use pack::{
     DecodeError, Encoding, ExpectedPack, MAX_CONTENT_BYTES, MAX_PACK_INDEX_BYTES, MAX_WINDOW_LOG,
     PACK_DATA_ENTRY, PACK_FORMAT, PACK_INDEX_ENTRY, PackBlob, PackBlobs, PackIndex, PackReader,
-    decode_frame, decode_patch, max_frame_bytes, parse_pack_index, write_pack,
+    decode_bounded, decode_frame, decode_patch, max_frame_bytes, parse_pack_index, write_pack,
 };
 pub use path::{MAX_DEPTH, MAX_PATH_LEN, MAX_SEGMENT_LEN, RelPath, check_collisions};
 pub use paths::PackName;
@@ -70,6 +71,7 @@ pub use release::{
     Release, Route, UrlPrefix, VerifiedRelease, check_origin, parse_release_unverified,
     verify_release,
 };
+pub use release_delta::{RELEASE_DELTA_FORMAT, ReleaseDelta, apply_release_delta};
 pub use target::{Reason, Selection, select, select_all};
 pub use time::Timestamp;
 

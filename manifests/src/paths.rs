@@ -19,6 +19,10 @@ pub const INDEX: &str = "/v1/apps/{app}/channels/{channel}/index";
 pub const INDEX_DELTA: &str = "/v1/apps/{app}/channels/{channel}/index/delta/{from}";
 /// `GET`: a signed release manifest by digest.
 pub const MANIFEST: &str = "/v1/manifests/{digest}";
+/// `GET`: the signed manifest `{digest}` as a [`crate::ReleaseDelta`] from the manifest `{from}`
+/// the device holds; `404` with code `delta_unavailable` when the server does not know `{from}`
+/// or it belongs to another package (the device fetches the whole manifest instead).
+pub const MANIFEST_DELTA: &str = "/v1/manifests/{digest}/delta/{from}";
 /// `GET`: a blob by digest.
 pub const BLOB: &str = "/v1/blobs/{digest}";
 /// `GET`: a full (`{to}.zip`) or diff (`{from}..{to}.zip`) pack; `{name}` is a [`PackName`].
@@ -85,6 +89,11 @@ pub fn index_delta_path(app: &AppId, channel: &Channel, from: u64) -> String {
 /// The path of the signed manifest whose signed part has this digest ([`MANIFEST`]).
 pub fn manifest_path(digest: &Digest) -> String {
     format!("/v1/manifests/{digest}")
+}
+
+/// The path of the manifest `digest` as a delta from the manifest `from` ([`MANIFEST_DELTA`]).
+pub fn manifest_delta_path(digest: &Digest, from: &Digest) -> String {
+    format!("/v1/manifests/{digest}/delta/{from}")
 }
 
 /// The path of a blob ([`BLOB`]).

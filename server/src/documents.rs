@@ -361,7 +361,7 @@ impl Service {
         }
         let _build = self.documents.build_lock(app, channel).await;
         let unavailable = |reason: String| Error::DeltaUnavailable {
-            scope: format!("{app}/{channel}"),
+            scope: format!("the index of {app}/{channel}"),
             from: from.to_string(),
             reason,
         };

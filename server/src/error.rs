@@ -41,7 +41,7 @@ pub enum Error {
     #[error("{0} not found")]
     NotFound(String),
     /// No index delta can start from the sequence a device holds; it fetches the full index.
-    #[error("no index delta of {scope} from {from:?}: {reason}; fetch the full index")]
+    #[error("no delta of {scope} from {from:?}: {reason}; fetch it whole")]
     DeltaUnavailable {
         /// `app/channel`.
         scope: String,

@@ -22,6 +22,7 @@ pub mod error;
 pub mod http;
 pub mod ingest;
 pub mod keys;
+pub mod manifest_docs;
 pub mod meta_store;
 pub mod metrics;
 pub mod pack;

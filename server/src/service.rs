@@ -128,6 +128,8 @@ pub struct Service {
     publish_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Signed indexes and deltas, built when first asked for, by (app, channel).
     pub(crate) documents: crate::documents::Documents,
+    /// Signed manifests and release deltas, encoded when first asked for.
+    pub(crate) manifest_docs: crate::manifest_docs::ManifestDocs,
     /// Pack builds are CPU-heavy: one at a time.
     pub(crate) pack_builds: tokio::sync::Semaphore,
     /// Prometheus metrics.
@@ -155,6 +157,7 @@ impl Service {
             key,
             publish_locks: Mutex::default(),
             documents: crate::documents::Documents::default(),
+            manifest_docs: crate::manifest_docs::ManifestDocs::default(),
             pack_builds: tokio::sync::Semaphore::new(1),
             metrics: crate::metrics::Metrics::default(),
             in_flight: Arc::new(tokio::sync::Semaphore::new(

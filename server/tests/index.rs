@@ -251,7 +251,7 @@ fn a_delta_from_a_sequence_the_server_cannot_answer_is_delta_unavailable() {
             r.json()["error"]["message"]
                 .as_str()
                 .unwrap()
-                .contains("full index")
+                .contains("fetch it whole")
         );
     }
     for from in ["1", "2"] {

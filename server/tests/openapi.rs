@@ -751,6 +751,8 @@ const RESPONSE_PATTERNS: &[&str] = &[
     "/components/headers/ETag/schema",
     "/components/headers/BlobETag/schema",
     "/components/headers/DocumentETag/schema",
+    "/components/headers/ManifestETag/schema",
+    "/components/headers/ManifestDeltaETag/schema",
     "/components/schemas/Signature/properties/sig",
 ];
 

@@ -204,6 +204,23 @@ pub fn decode_frame(frame: &[u8], size: u64) -> Result<Vec<u8>, DecodeError> {
     guarded(|| decode(frame, None, size))
 }
 
+/// Decodes one whole zstd frame that declares its content size, of at most `max_bytes`: a
+/// compressed HTTP body (`Content-Encoding: zstd`), whose size no signed document gives.
+///
+/// # Errors
+/// [`DecodeError::DeclaredSize`] for a frame that declares no size (`expected_bytes` is then
+/// `max_bytes`) or one above `max_bytes`, refused before any block is decoded (a decompression
+/// bomb); otherwise as [`decode_frame`].
+pub fn decode_bounded(frame: &[u8], max_bytes: u64) -> Result<Vec<u8>, DecodeError> {
+    match header(frame)?.content_size {
+        Some(size) if size <= max_bytes => decode_frame(frame, size),
+        declared => Err(DecodeError::DeclaredSize {
+            declared_bytes: declared.unwrap_or(u64::MAX),
+            expected_bytes: max_bytes,
+        }),
+    }
+}
+
 /// Decodes a patch frame against `base`, its raw-content reference prefix
 /// (`zstd --patch-from`), that must yield exactly `size` bytes.
 ///

@@ -30,7 +30,8 @@ mod read;
 mod write;
 
 pub use decode::{
-    DecodeError, MAX_CONTENT_BYTES, MAX_WINDOW_LOG, decode_frame, decode_patch, max_frame_bytes,
+    DecodeError, MAX_CONTENT_BYTES, MAX_WINDOW_LOG, decode_bounded, decode_frame, decode_patch,
+    max_frame_bytes,
 };
 pub use read::{ExpectedPack, PackBlobs, PackReader};
 pub use write::write_pack;

@@ -30,6 +30,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", paths::INDEX),
     ("GET", paths::INDEX_DELTA),
     ("GET", paths::MANIFEST),
+    ("GET", paths::MANIFEST_DELTA),
     ("GET", paths::BLOB),
     ("GET", paths::PACK),
     ("GET", paths::HEALTHZ),
@@ -61,6 +62,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route(paths::INDEX, get(public::index))
         .route(paths::INDEX_DELTA, get(public::index_delta))
         .route(paths::MANIFEST, get(public::manifest))
+        .route(paths::MANIFEST_DELTA, get(public::manifest_delta))
         .route(paths::BLOB, get(public::blob))
         .route(paths::PACK, get(public::pack))
         .route(paths::HEALTHZ, get(|| async { "ok\n" }))

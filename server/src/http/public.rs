@@ -12,6 +12,7 @@ use tokio_util::io::ReaderStream;
 
 use crate::documents::ServedDocument;
 use crate::error::{Error, Result};
+use crate::manifest_docs::{Coding, Encoded};
 use crate::service::Service;
 
 /// Bytes read from storage per chunk of a streamed body: large enough that a 2 MiB blob takes two
@@ -74,7 +75,7 @@ pub async fn index_delta(
             let (app, channel) = (AppId::parse(&app)?, Channel::parse(&channel)?);
             let Some(sequence) = sequence else {
                 return Err(Error::DeltaUnavailable {
-                    scope: format!("{app}/{channel}"),
+                    scope: format!("the index of {app}/{channel}"),
                     from,
                     reason: "not a sequence".into(),
                 });
@@ -90,23 +91,48 @@ fn serve_document(service: &Service, document: &ServedDocument, headers: &Header
     super::fast::document_response(service, document, headers).map(Body::from)
 }
 
-/// `GET /v1/manifests/{sha256}`
+/// `GET /v1/manifests/{sha256}`, zstd or gzip to clients that accept them.
 pub async fn manifest(
     State(service): State<Arc<Service>>,
     Path(digest): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response> {
     let digest = parse_digest(&digest)?;
-    let record = service
-        .meta()
-        .release_by_manifest(&digest)
-        .await?
-        .ok_or_else(|| Error::NotFound(format!("manifest {digest}")))?;
-    let tag = etag(&digest);
-    if not_modified(&headers, &tag) {
-        return Ok(immutable_not_modified(tag));
+    let encoded = service.manifest_document(&digest).await?;
+    Ok(serve_encoded(&encoded, &headers))
+}
+
+/// `GET /v1/manifests/{sha256}/delta/{from}`: the manifest as a release delta from `from`.
+pub async fn manifest_delta(
+    State(service): State<Arc<Service>>,
+    Path((digest, from)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let digest = parse_digest(&digest)?;
+    let from_digest = Digest::parse(&from).map_err(|_| Error::DeltaUnavailable {
+        scope: format!("manifest {digest}"),
+        from: from.clone(),
+        reason: "not a manifest digest".into(),
+    })?;
+    let encoded = service.manifest_delta(&digest, &from_digest).await?;
+    Ok(serve_encoded(&encoded, &headers))
+}
+
+/// Serves an immutable encoded document in the smallest coding the client accepts, with
+/// `Vary: accept-encoding` and the representation's strong ETag.
+fn serve_encoded(encoded: &Encoded, headers: &HeaderMap) -> Response {
+    let accepted: Vec<Coding> = [Coding::Zstd, Coding::Gzip]
+        .into_iter()
+        .filter(|c| c.header().is_some_and(|name| accepts(headers, name)))
+        .collect();
+    let (coding, body, tag) = encoded.pick(&accepted);
+    let vary = HeaderValue::from_static("accept-encoding");
+    if not_modified(headers, &tag) {
+        let mut response = immutable_not_modified(tag);
+        response.headers_mut().insert(header::VARY, vary);
+        return response;
     }
-    Ok((
+    let mut response = (
         [
             (
                 header::CONTENT_TYPE,
@@ -114,10 +140,17 @@ pub async fn manifest(
             ),
             (header::ETAG, tag),
             (header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE)),
+            (header::VARY, vary),
         ],
-        record.manifest,
+        body,
     )
-        .into_response())
+        .into_response();
+    if let Some(name) = coding.header() {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_ENCODING, HeaderValue::from_static(name));
+    }
+    response
 }
 
 fn immutable_not_modified(tag: HeaderValue) -> Response {
@@ -176,19 +209,25 @@ pub async fn blob(
 
 /// Whether `Accept-Encoding` allows gzip (listed without `q=0`).
 pub(super) fn accepts_gzip(headers: &HeaderMap) -> bool {
+    accepts(headers, "gzip")
+}
+
+/// Whether `Accept-Encoding` accepts `coding` by name (or gzip by `*`), with a non-zero weight;
+/// zstd only by name, since clients that send `*` have long meant gzip by it.
+fn accepts(headers: &HeaderMap, coding: &str) -> bool {
     headers
         .get_all(header::ACCEPT_ENCODING)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|coding| {
-            let mut parts = coding.split(';').map(str::trim);
+        .any(|item| {
+            let mut parts = item.split(';').map(str::trim);
             let name = parts.next().unwrap_or("");
             let q_zero = parts.any(|p| {
                 p.strip_prefix("q=")
                     .is_some_and(|q| q.parse::<f32>().is_ok_and(|q| q == 0.0))
             });
-            (name.eq_ignore_ascii_case("gzip") || name == "*") && !q_zero
+            (name.eq_ignore_ascii_case(coding) || (name == "*" && coding == "gzip")) && !q_zero
         })
 }
 

@@ -269,3 +269,118 @@ fn a_proxy_that_flips_truncates_or_swaps_content_cannot_get_an_install_through()
         assert_eq!(&std::fs::read(hit.path).unwrap(), bytes, "{path}");
     }
 }
+
+fn is_manifest_delta(path: &str) -> bool {
+    path.starts_with("/v1/manifests/") && path.contains("/delta/")
+}
+
+/// The manifest paths a device asked for: whole (`/v1/manifests/{d}`) or delta (`…/delta/{from}`).
+fn manifest_requests(proxy: &Proxy) -> Vec<String> {
+    proxy
+        .requests()
+        .into_iter()
+        .filter(|p| p.starts_with("/v1/manifests/"))
+        .collect()
+}
+
+#[test]
+fn an_update_fetches_the_manifest_as_a_delta_and_falls_back_to_the_whole_one() {
+    let (server, build) = Server::with_first_release("one");
+    let proxy = Proxy::start(&server.base);
+    let open = |name: &str| {
+        let mut config = server.client_config(&server.dir.path().join(name), name, "6.0");
+        config.server = proxy.base.clone();
+        Client::open(config, Arc::new(BuiltinFetcher::default())).unwrap()
+    };
+    let client = open("device-1");
+    assert_eq!(tests::update_now(&client).unwrap().len(), 1);
+    // No release held: the whole manifest.
+    let first = manifest_requests(&proxy);
+    assert!(
+        first.len() == 1 && !first[0].contains("/delta/"),
+        "{first:?}"
+    );
+    let v1_manifest = first[0].trim_start_matches("/v1/manifests/").to_owned();
+
+    // Each release of the package as a delta from 1.0.0; every way the delta can fail falls back
+    // to the whole manifest, verified on its own, and the update goes through.
+    let cases: [(&str, Rule); 5] = [
+        ("delta", Box::new(|_: &str| Act::Pass)),
+        (
+            "server without deltas",
+            Box::new(|path: &str| match is_manifest_delta(path) {
+                true => Act::Serve("/v1/manifests/not-a-route/delta".into()),
+                false => Act::Pass,
+            }),
+        ),
+        (
+            "flipped delta",
+            Box::new(|path: &str| match is_manifest_delta(path) {
+                true => Act::Flip,
+                false => Act::Pass,
+            }),
+        ),
+        (
+            "truncated delta",
+            Box::new(|path: &str| match is_manifest_delta(path) {
+                true => Act::Truncate,
+                false => Act::Pass,
+            }),
+        ),
+        (
+            "a manifest in place of the delta",
+            Box::new(move |path: &str| match is_manifest_delta(path) {
+                true => Act::Serve(path.split("/delta/").next().unwrap().to_owned()),
+                false => Act::Pass,
+            }),
+        ),
+    ];
+    for (n, (case, rule)) in cases.into_iter().enumerate() {
+        let device = open(&format!("device-{}", n + 2));
+        proxy.set(|_| Act::Pass);
+        tests::update_now(&device).unwrap();
+        let version = format!("1.{}.0", n + 1);
+        write_build(&build, &format!("variant-{n}"));
+        server.publish(&build, "checkout", &version, &["--channel", "production"]);
+        proxy.set(rule);
+        proxy.requests();
+        let installed = tests::update_now(&device)
+            .unwrap_or_else(|e| panic!("{case}: {e} after {:?}", proxy.requests()));
+        assert_eq!(installed.len(), 1, "{case}");
+        assert_eq!(active_version(&device), version, "{case}");
+        let asked = manifest_requests(&proxy);
+        let digest = installed[0].0.to.manifest;
+        let delta_path = format!("/v1/manifests/{digest}/delta/");
+        assert!(asked[0].starts_with(&delta_path), "{case}: {asked:?}");
+        match case {
+            "delta" => assert_eq!(asked.len(), 1, "{case}: {asked:?}"),
+            _ => assert_eq!(asked[1..], [format!("/v1/manifests/{digest}")], "{case}"),
+        }
+        for (path, bytes) in files_of(&build) {
+            let hit = device.resolve(&format!("{ROUTE}{path}")).unwrap();
+            assert_eq!(std::fs::read(hit.path).unwrap(), bytes, "{case}: {path}");
+        }
+        // A device without the base release gets the whole manifest.
+        let fresh = open(&format!("fresh-{n}"));
+        proxy.requests();
+        tests::update_now(&fresh).unwrap();
+        assert_eq!(
+            manifest_requests(&proxy),
+            [format!("/v1/manifests/{digest}")]
+        );
+    }
+    assert!(!v1_manifest.is_empty());
+
+    // Every manifest answer forged: the update is refused and the device keeps its release.
+    let device = open("device-2");
+    let before = active_version(&device);
+    write_build(&build, "last");
+    server.publish(&build, "checkout", "2.0.0", &["--channel", "production"]);
+    proxy.set(|path| match path.starts_with("/v1/manifests/") {
+        true => Act::Flip,
+        false => Act::Pass,
+    });
+    let err = tests::update_now(&device).unwrap_err();
+    eprintln!("every manifest flipped: {err}");
+    assert_eq!(active_version(&device), before);
+}

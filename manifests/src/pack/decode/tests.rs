@@ -222,6 +222,26 @@ fn frames_without_a_content_size_decode_within_the_limit() {
     );
 }
 
+#[test]
+fn bounded_frames_decode_within_their_limit_and_bombs_are_refused_unread() {
+    let data = text(5, 50_000);
+    let frame = zstd::bulk::compress(&data, 19).unwrap();
+    assert!(decode_bounded(&frame, 50_000).unwrap() == data);
+    check_error(
+        decode_bounded(&frame, 49_999),
+        expect![[r#"
+            DeclaredSize { declared_bytes: 50000, expected_bytes: 49999 }
+            zstd frame declares 50000 bytes, expected 49999"#]],
+    );
+    // A frame that declares no size is refused: its size cannot be bounded before decoding.
+    check_error(
+        decode_bounded(&streamed(&data, 3, 20), 1 << 20),
+        expect![[r#"
+            DeclaredSize { declared_bytes: 18446744073709551615, expected_bytes: 1048576 }
+            zstd frame declares 18446744073709551615 bytes, expected 1048576"#]],
+    );
+}
+
 /// A 10 MB file patched against its predecessor, with a rough speed comparison against libzstd
 /// (unoptimised test build: the figures are a sanity print, not a benchmark).
 #[test]
