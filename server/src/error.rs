@@ -51,6 +51,15 @@ pub enum Error {
         /// The cap.
         limit_bytes: u64,
     },
+    /// The pack is being built (or too many requested builds wait); the device takes its next
+    /// source now and may ask again after `retry_after_secs`.
+    #[error("pack {pack} is not ready; retry in {retry_after_secs} s or fetch the blobs")]
+    PackNotReady {
+        /// Which pack.
+        pack: String,
+        /// The `Retry-After`.
+        retry_after_secs: u64,
+    },
     /// Too many requests in flight; the client should retry after a moment.
     #[error("server busy; retry in a moment")]
     Overloaded,
@@ -102,7 +111,7 @@ impl Error {
             Error::NotFound(_) | Error::DeltaUnavailable { .. } => StatusCode::NOT_FOUND,
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Overloaded | Error::PackNotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::Meta(_)
             | Error::Io { .. }
             | Error::InvalidSetting { .. }
@@ -123,6 +132,7 @@ impl Error {
             Error::Conflict(_) => "conflict",
             Error::TooLarge { .. } => "too_large",
             Error::Overloaded => "overloaded",
+            Error::PackNotReady { .. } => "pack_not_ready",
             Error::Meta(_) => "meta_store",
             Error::Io { .. } => "io",
             Error::InvalidSetting { .. } => "invalid_setting",

@@ -58,7 +58,7 @@ fn diff_pack() -> Built {
     };
     let bases = BTreeMap::from([(Digest::of(&base), base)]);
     let targets = vec![(fetch[0].clone(), solid), (fetch[1].clone(), changed)];
-    let pack = encode(index, targets, &bases).unwrap();
+    let pack = encode(index, targets, &bases, delta::LEVEL).unwrap();
     let sizes = fetch.iter().map(|f| (f.sha256, f.size)).collect();
     (pack, fetch, bases, sizes)
 }
