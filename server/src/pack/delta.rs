@@ -18,9 +18,11 @@ use crate::error::{Error, Result};
 /// Compression level of final packs: slow to build (once, in the background), fast to decode.
 pub const LEVEL: i32 = 19;
 
-/// Compression level of fast packs, served until the final pack replaces them: two orders of
-/// magnitude quicker to build than [`LEVEL`], for packs about a third larger.
-pub const FAST_LEVEL: i32 = 3;
+/// Compression level of fast packs, served until the final pack replaces them. With
+/// long-distance matching, level 1 compresses a 150 MB bundler output in about half a second on
+/// one core to within 15 % of level 3 (`zstd -3 --long`), which takes twice as long; level 19
+/// takes minutes.
+pub const FAST_LEVEL: i32 = 1;
 
 fn zstd_error(what: &str, code: usize) -> Error {
     Error::Internal(format!("zstd {what}: {}", zstd_safe::get_error_name(code)))
@@ -37,9 +39,9 @@ fn cctx(level: i32, window_for: usize) -> Result<CCtx<'static>> {
     for param in [
         CParameter::CompressionLevel(level),
         CParameter::WindowLog(window_log(window_for)),
-        // Long-distance matching finds repeats across a whole release; it costs more time than
-        // a fast pack can spend.
-        CParameter::EnableLongDistanceMatching(level >= LEVEL),
+        // Long-distance matching finds repeats across a whole release and in a patch's base; at
+        // low levels it saves time too, as there is less left to match and encode.
+        CParameter::EnableLongDistanceMatching(true),
         CParameter::ChecksumFlag(true),
         CParameter::ContentSizeFlag(true),
     ] {
