@@ -29,6 +29,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -91,16 +92,19 @@ def synthetic(webapps: Path, apps: dict[str, list[str]], out: Path, files: int,
     i = 0
     while taken < 2 * files:
         old, newer = sources[i % len(sources)]
+        turn = i // len(sources)
         i += 1
         body_a = old.read_bytes()
         if len(body_a) < per_file // 4:
             continue
-        # Big files are cut so that the release reaches its file count and size together.
-        body_a = body_a[: per_file * 4]
-        body_b = (newer.read_bytes()[: per_file * 4] if newer else body_a)
+        # Big files are cut so that the release reaches its file count and size together; a file
+        # taken again on a later turn gets a banner, as a bundler's other entry point would.
+        mark = f"/* entry {turn} */\n".encode() if turn else b""
+        body_a = mark + body_a[: per_file * 8]
+        body_b = mark + (newer.read_bytes()[: per_file * 8] if newer else body_a[len(mark):])
         ext = old.suffix or ".bin"
         stem = re.sub(r"[^A-Za-z0-9_-]", "_", old.stem)[:40]
-        folder = f"chunks/{taken % 20:02d}"
+        folder = f"chunks/{turn}/{taken % 20:02d}"
         for d, body, tag in ((a, body_a, b"a"), (b, body_b, b"b")):
             digest = hashlib.sha256(tag + body).hexdigest()[:8]
             path = d / folder / f"{stem}-{digest}{ext}"
@@ -162,8 +166,10 @@ class Server:
         return time.perf_counter() - t0
 
 
-def timeline(server: Server, package: str, old: str, new: str, limit: float) -> dict:
-    """Polls both packs of `new` from the moment the publish returned."""
+def timeline(server: Server, package: str, old: str, new: str, limit: float,
+             until: str = "final") -> dict:
+    """Polls both packs of `new` from the moment the publish returned, until each has reached
+    stage `until` (`fast`: any pack servable)."""
     host = urllib.parse.urlsplit(server.url)
     conn = http.client.HTTPConnection(host.hostname, host.port, timeout=120)
     packs = {"diff": f"/v1/packs/{package}/{old}..{new}.zip", "full": f"/v1/packs/{package}/{new}.zip"}
@@ -191,7 +197,7 @@ def timeline(server: Server, package: str, old: str, new: str, limit: float) -> 
             if stage not in seen[name]:
                 seen[name][stage] = {"secs": got - t0,
                                      "bytes": int(r.getheader("content-length") or 0)}
-        if all("final" in s for s in seen.values()):
+        if all(("final" in s) if until == "final" else bool(s) for s in seen.values()):
             break
         time.sleep(POLL_SECS)
     conn.close()
@@ -199,20 +205,34 @@ def timeline(server: Server, package: str, old: str, new: str, limit: float) -> 
 
 
 def run_case(baleen: str, work: Path, name: str, a: Path, b: Path, old: str, new: str,
-             limit: float) -> dict:
+             limit: float, runs: int) -> dict:
+    """The first run follows both packs until final; later runs, on fresh servers, only until
+    both are servable (the goals), for medians."""
     files, size = len(files_of(b)), size_of(b)
-    log(f"{name}: {files} files, {size / 1e6:.1f} MB")
-    server = Server(baleen, work / f"data-{name}")
-    try:
-        server.publish(a, "app", old)
-        # The first release's own packs are not what is measured: let them finish.
-        time.sleep(1)
-        publish_secs = server.publish(b, "app", new)
-        result = timeline(server, "app", old, new, limit)
-    finally:
-        server.stop()
-    result.update(name=name, files=files, bytes=size, publish_secs=publish_secs)
-    log(f"{name}: {json.dumps(result)}")
+    log(f"{name}: {files} files, {size / 1e6:.1f} MB, {runs} run(s)")
+    results = []
+    for i in range(runs):
+        data = work / f"data-{re.sub(r'[^A-Za-z0-9]', '-', name)}-{i}"
+        server = Server(baleen, data)
+        try:
+            server.publish(a, "app", old)
+            # The first release's own packs are not what is measured: let them finish.
+            time.sleep(1)
+            publish_secs = server.publish(b, "app", new)
+            results.append(timeline(server, "app", old, new, limit, "final" if i == 0 else "fast"))
+        finally:
+            server.stop()
+            shutil.rmtree(data, ignore_errors=True)
+        results[-1]["publish_secs"] = publish_secs
+        log(f"{name} run {i + 1}: {json.dumps(results[-1])}")
+    result = results[0]
+    for pack in ("diff", "full"):
+        fast = [r["packs"][pack]["fast"]["secs"] for r in results if "fast" in r["packs"][pack]]
+        if fast:
+            result["packs"][pack]["fast"]["median_secs"] = statistics.median(fast)
+            result["packs"][pack]["fast"]["all_secs"] = fast
+    result.update(name=name, files=files, bytes=size, runs=runs,
+                  longest_wait_secs=max(r["longest_wait_secs"] for r in results))
     return result
 
 
@@ -221,8 +241,13 @@ def render(results: list[dict], command: str, quick: bool) -> str:
     out.append(f"Command: `{command}` (bench/pack_timeline.py). After `baleen publish` of the "
                "second release returns, the diff pack from the first release and the full pack "
                "are asked for with `HEAD` every 100 ms until both are final; each request is "
-               "timed. Fast packs (zstd level 3) are served with `max-age=30`, final ones "
+               "timed. Fast packs (zstd level 1) are served with `max-age=30`, final ones "
                "(level 19) as immutable.")
+    out.append("")
+    out.append("Fast servable is the median of the runs (the first run also follows the final "
+               "packs); the goal is checked on the slowest run. The longest wait is over all runs: "
+               "a request that arrives while a pack's fast build runs waits for it at most "
+               "`--pack-wait-ms` (500 ms), then gets the pack or `503` with `Retry-After`.")
     out.append("")
     out.append("| release | files | MB | pack | fast servable | fast size | final servable | "
                "final size | longest request wait |")
@@ -231,16 +256,23 @@ def render(results: list[dict], command: str, quick: bool) -> str:
     for r in results:
         for pack in ("diff", "full"):
             p = r["packs"][pack]
-            first = min((s["secs"] for s in p.values()), default=None)
+            first = max(p["fast"]["all_secs"]) if "fast" in p else p.get("final", {}).get("secs")
             met_ready &= first is not None and first <= GOAL_SERVABLE_SECS
-            cell = lambda st, key: (f"{p[st][key]:.1f} s" if key == "secs" else
-                                    f"{p[st][key] / 1e6:.2f} MB") if st in p else "—"
+            def cell(st: str, key: str) -> str:
+                if st not in p:
+                    return "—"
+                v = p[st].get(key, p[st].get("secs"))
+                if key.endswith("secs"):
+                    return f"{v:.1f} s"
+                return f"{v / 1e6:.2f} MB" if v >= 1e6 else f"{v / 1e3:.1f} KB"
             out.append(f"| {r['name']} | {r['files']:,} | {r['bytes'] / 1e6:.0f} | {pack} | "
-                       f"{cell('fast', 'secs')} | {cell('fast', 'bytes')} | "
+                       f"{cell('fast', 'median_secs')} | {cell('fast', 'bytes')} | "
                        f"{cell('final', 'secs')} | {cell('final', 'bytes')} | "
                        f"{r['longest_wait_secs'] * 1000:.0f} ms |")
         met_wait &= r["longest_wait_secs"] <= GOAL_WAIT_SECS
     out.append("")
+    runs = results[0]["runs"] if results else 0
+    out.append(f"- Runs per release: {runs}.")
     out.append(f"- Every pack servable within {GOAL_SERVABLE_SECS:.0f} s of the publish: "
                f"**{'met' if met_ready else 'missed'}**.")
     out.append(f"- No request waits more than {GOAL_WAIT_SECS:.0f} s: "
@@ -266,17 +298,18 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     apps = {a: v for a, v in read_lock().items() if tree(args.webapps, a, v[0]).is_dir()}
     limit = 300.0 if args.quick else 900.0
+    runs = 1 if args.quick else 3
     results = []
     pairs = [(a, v) for a, v in apps.items() if len(v) > 1 and tree(args.webapps, a, v[-1]).is_dir()]
     if pairs:
         app, versions = max(pairs, key=lambda p: size_of(tree(args.webapps, p[0], p[1][-1])))
         results.append(run_case(args.baleen, work, f"{app} {versions[0]} → {versions[-1]}",
                                 tree(args.webapps, app, versions[0]),
-                                tree(args.webapps, app, versions[-1]), "1.0.0", "1.1.0", limit))
+                                tree(args.webapps, app, versions[-1]), "1.0.0", "1.1.0", limit, runs))
     files, total = (300, 30_000_000) if args.quick else (1_500, 150_000_000)
     a, b = synthetic(args.webapps, apps, work, files, total)
     results.append(run_case(args.baleen, work, "synthetic bundler output", a, b, "1.0.0", "1.1.0",
-                            limit))
+                            limit, runs))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(render(results, args.command, args.quick))
     if args.results:
