@@ -288,6 +288,7 @@ def main() -> int:
     ap.add_argument("--baleen", required=True)
     ap.add_argument("--webapps", required=True, type=Path)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--runs", type=int, help="runs per release (default: 3, quick: 1)")
     ap.add_argument("--work", type=Path)
     ap.add_argument("--command", default="bench/pack_timeline.py")
     ap.add_argument("--results", type=Path)
@@ -298,7 +299,7 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     apps = {a: v for a, v in read_lock().items() if tree(args.webapps, a, v[0]).is_dir()}
     limit = 300.0 if args.quick else 900.0
-    runs = 1 if args.quick else 3
+    runs = args.runs or (1 if args.quick else 3)
     results = []
     pairs = [(a, v) for a, v in apps.items() if len(v) > 1 and tree(args.webapps, a, v[-1]).is_dir()]
     if pairs:
