@@ -171,7 +171,7 @@ fn apply_pack(
     from_manifest: Option<Digest>,
     writer: &mut BlobWriter<'_>,
 ) -> Result<(u64, bool)> {
-    let bytes = net.get_resumable(path, wanted.pack_limit(), &store.partial_dir())?;
+    let bytes = net.get_pack(path, wanted.pack_limit(), &store.partial_dir())?;
     let full = unpack(store, &bytes, path, wanted, from_manifest, writer)?;
     Ok((bytes.len() as u64, full))
 }

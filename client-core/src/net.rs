@@ -74,6 +74,29 @@ impl Net {
         max_bytes: u64,
         partial_dir: &Path,
     ) -> Result<Vec<u8>> {
+        self.resumable(path, max_bytes, partial_dir, Unavailable::Retry)
+    }
+
+    /// GETs a pack like [`Net::get_resumable`], except that `503 Service Unavailable` (the pack
+    /// is still being built, or the server sheds load) ends the call at once with
+    /// [`Error::Network`]: the caller takes its next source (another pack, or the blobs) now
+    /// instead of backing off for a pack that may take minutes.
+    pub(crate) fn get_pack(
+        &self,
+        path: &str,
+        max_bytes: u64,
+        partial_dir: &Path,
+    ) -> Result<Vec<u8>> {
+        self.resumable(path, max_bytes, partial_dir, Unavailable::NextSource)
+    }
+
+    fn resumable(
+        &self,
+        path: &str,
+        max_bytes: u64,
+        partial_dir: &Path,
+        unavailable: Unavailable,
+    ) -> Result<Vec<u8>> {
         let part = partial_path(partial_dir, path);
         let mut have = match std::fs::read(&part) {
             Ok(bytes) if bytes.len() as u64 <= max_bytes => bytes,
@@ -97,6 +120,11 @@ impl Net {
             }
             let request = self.make("GET", path, &headers, Vec::new(), max_bytes);
             let outcome = match self.fetcher.fetch(&request) {
+                Ok(response)
+                    if response.status == 503 && unavailable == Unavailable::NextSource =>
+                {
+                    Step::GiveUp(format!("GET {path}: HTTP 503 (not ready)"))
+                }
                 Ok(response) => self.take(path, response, &mut have, max_bytes)?,
                 Err(e) => Step::Retry(e.message),
             };
@@ -106,6 +134,10 @@ impl Net {
                     return Ok(have);
                 }
                 Step::Retry(why) => last = why,
+                Step::GiveUp(why) => {
+                    last = why;
+                    break;
+                }
             }
             if have.len() > before {
                 failures = 0;
@@ -217,6 +249,17 @@ impl Net {
 enum Step {
     Done,
     Retry(String),
+    /// Stop now; the caller has another source.
+    GiveUp(String),
+}
+
+/// What a `503` means to a download.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Unavailable {
+    /// Back off and ask again (a blob: there is no other source).
+    Retry,
+    /// Take the next source now (a pack that is being built).
+    NextSource,
 }
 
 fn check_size(response: &FetchResponse, method: &str, path: &str, max_bytes: u64) -> Result<()> {

@@ -95,6 +95,15 @@ pub enum Error {
         /// The cap.
         limit_bytes: u64,
     },
+    /// The pack is being built (or too many requested builds wait); the device takes its next
+    /// source now and may ask again after `retry_after_secs`.
+    #[error("pack {pack} is not ready; retry in {retry_after_secs} s or fetch the blobs")]
+    PackNotReady {
+        /// Which pack.
+        pack: String,
+        /// The `Retry-After`.
+        retry_after_secs: u64,
+    },
     /// Too many requests in flight; the client should retry after a moment.
     #[error("server busy; retry in a moment")]
     Overloaded,
@@ -149,7 +158,7 @@ impl Error {
             Error::Conflict(_) | Error::RouteTaken { .. } => StatusCode::CONFLICT,
             Error::RouteOutsideOrigins { .. } => StatusCode::FORBIDDEN,
             Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Overloaded | Error::PackNotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Error::Meta(_)
             | Error::Io { .. }
             | Error::InvalidSetting { .. }
@@ -174,6 +183,7 @@ impl Error {
             Error::RouteOutsideOrigins { .. } => "route_outside_origins",
             Error::TooLarge { .. } => "too_large",
             Error::Overloaded => "overloaded",
+            Error::PackNotReady { .. } => "pack_not_ready",
             Error::Meta(_) => "meta_store",
             Error::Io { .. } => "io",
             Error::InvalidSetting { .. } => "invalid_setting",

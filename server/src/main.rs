@@ -205,6 +205,10 @@ struct ServeArgs {
     /// Largest accepted upload, in bytes.
     #[arg(long, env = "BALEEN_MAX_UPLOAD_BYTES", default_value_t = 256 * 1024 * 1024)]
     max_upload_bytes: u64,
+    /// How long a pack request waits for a build under way before it is answered 503 with
+    /// Retry-After, in milliseconds.
+    #[arg(long, env = "BALEEN_PACK_WAIT_MS", default_value_t = 500)]
+    pack_wait_ms: u64,
     /// Print the address (and the demo's details) as one JSON object.
     #[arg(long)]
     json: bool,
@@ -1042,6 +1046,7 @@ fn settings(data: &DataDir, args: &ServeArgs) -> Result<Settings> {
     let mut settings = data.settings();
     settings.index_ttl_secs = args.index_ttl_secs;
     settings.max_upload_bytes = args.max_upload_bytes;
+    settings.pack_wait = std::time::Duration::from_millis(args.pack_wait_ms);
     match settings.check() {
         Ok(()) => Ok(settings),
         Err(server::Error::InvalidSetting {

@@ -44,6 +44,14 @@ pub struct Settings {
     pub max_concurrent_requests: usize,
     /// Where uploads are staged (on the same file system as the blobs, so moves are renames).
     pub staging_dir: PathBuf,
+    /// How long a pack request waits for a build under way before it is answered `503` with
+    /// `Retry-After` (the device then takes its next source at once).
+    pub pack_wait: Duration,
+    /// Pack builds at once, per stage: one per core.
+    pub pack_build_threads: usize,
+    /// Pack build jobs that requests may have queued or running at once; past it, a request for
+    /// a pack that is not built gets `503` and starts nothing.
+    pub max_requested_pack_builds: usize,
 }
 
 impl Settings {
@@ -58,6 +66,9 @@ impl Settings {
             header_read_timeout: Duration::from_secs(10),
             max_concurrent_requests: 4096,
             staging_dir,
+            pack_wait: Duration::from_millis(500),
+            pack_build_threads: std::thread::available_parallelism().map_or(1, usize::from),
+            max_requested_pack_builds: 16,
         }
     }
 }
@@ -130,8 +141,8 @@ pub struct Service {
     pub(crate) documents: crate::documents::Documents,
     /// Signed manifests and release deltas, encoded when first asked for.
     pub(crate) manifest_docs: crate::manifest_docs::ManifestDocs,
-    /// Pack builds are CPU-heavy: one at a time.
-    pub(crate) pack_builds: tokio::sync::Semaphore,
+    /// Pack build jobs and the fast packs they hold.
+    pub(crate) packs: crate::pack::Builds,
     /// Prometheus metrics.
     pub(crate) metrics: crate::metrics::Metrics,
     /// Permits for requests in flight.
@@ -158,7 +169,10 @@ impl Service {
             publish_locks: Mutex::default(),
             documents: crate::documents::Documents::default(),
             manifest_docs: crate::manifest_docs::ManifestDocs::default(),
-            pack_builds: tokio::sync::Semaphore::new(1),
+            packs: crate::pack::Builds::new(
+                settings.pack_build_threads,
+                settings.max_requested_pack_builds,
+            ),
             metrics: crate::metrics::Metrics::default(),
             in_flight: Arc::new(tokio::sync::Semaphore::new(
                 settings.max_concurrent_requests,

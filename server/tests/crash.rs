@@ -79,7 +79,7 @@ fn build_zip(iteration: u64) -> Vec<u8> {
 fn send_publish(addr: &str, token: &str, version: &str, zip: &[u8]) -> std::net::TcpStream {
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     let head = format!(
-        "POST /v1/admin/apps/shop/packages/checkout/releases?version={version}&channel=production\
+        "POST /v1/admin/apps/shop/packages/checkout/releases?version={version}&channel=production&create_channel=true\
          &routes=https://m.example.com/checkout/ HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
          Content-Type: application/zip\r\nContent-Length: {}\r\n\r\n",
         zip.len()

@@ -136,6 +136,8 @@ fn a_diff_pack_carries_patches_for_changed_and_renamed_files() {
     );
     let (r1, r2) = (release(&s, "1.0.0"), release(&s, "1.1.0"));
 
+    // The final packs, built in the background after the publish.
+    s.settle_packs();
     let diff = s.get("/v1/packs/app/1.0.0..1.1.0.zip");
     assert_eq!(diff.status, 200, "{}", diff.text());
     assert_eq!(diff.header("content-type"), Some("application/zip"));
@@ -241,6 +243,7 @@ fn a_tiny_release_answers_its_diff_request_with_the_smaller_full_pack() {
         .status,
         201
     );
+    s.settle_packs();
     let full = s.get("/v1/packs/app/1.0.1.zip");
     let diff = s.get("/v1/packs/app/1.0.0..1.0.1.zip");
     assert_eq!((full.status, diff.status), (200, 200));
@@ -320,6 +323,7 @@ fn real_release_diff_pack_is_a_small_fraction_of_a_zip() {
         assert_eq!(r.status, 201, "{query}: {}", r.text());
     }
     let (r1, r2) = (release(&s, "5.33.3"), release(&s, "5.34.0"));
+    s.settle_packs();
     let diff = s.get("/v1/packs/app/5.33.3..5.34.0.zip").body;
     let held = blobs_of(&s, &r1);
     let (_, delivered) = unpack(&diff, &held);
@@ -333,4 +337,130 @@ fn real_release_diff_pack_is_a_small_fraction_of_a_zip() {
         new_zip.len()
     );
     assert!(ratio < 0.1, "diff pack is {ratio:.3} of a zip");
+}
+
+/// Releases 1.0.0, 1.1.0, … of a page large enough for the fast and the final packs to differ.
+fn publish_releases(s: &TestServer, count: usize) {
+    let v1 = lorem(11, 60_000);
+    for n in 0..count {
+        let body = v1.replacen("render", "paint", n * 5) + &" and more".repeat(n);
+        let query = match n {
+            0 => format!("version=1.0.0&{ROUTE}"),
+            n => format!("version=1.{n}.0"),
+        };
+        let files = zip(&[
+            ("index.html", b"<script src=app.js></script>".as_slice()),
+            ("app.js", body.as_bytes()),
+            ("vendor.js", lorem(12, 40_000).as_bytes()),
+        ]);
+        let r = s.publish(&s.admin, "shop", "app", &query, &files);
+        assert_eq!(r.status, 201, "{query}: {}", r.text());
+    }
+}
+
+fn publish_two(s: &TestServer) {
+    publish_releases(s, 2);
+}
+
+#[test]
+fn the_fast_pack_answers_until_the_final_pack_replaces_it_and_both_read_back() {
+    let s =
+        TestServer::start_with(|settings| settings.pack_wait = std::time::Duration::from_secs(60));
+    // No final build may start yet: the fast packs are all there is.
+    let held_finals = s
+        .block_on(s.service.pack_builds().hold_final_builds())
+        .unwrap();
+    publish_two(&s);
+    let (r1, r2) = (release(&s, "1.0.0"), release(&s, "1.1.0"));
+    let held = blobs_of(&s, &r1);
+    let path = "/v1/packs/app/1.0.0..1.1.0.zip";
+
+    let fast = s.get(path);
+    assert_eq!(fast.status, 200, "{}", fast.text());
+    // Caches keep the fast pack briefly only; its ETag names its bytes.
+    assert_eq!(fast.header("cache-control"), Some("public, max-age=30"));
+    let fast_tag = fast.header("etag").unwrap().to_owned();
+    assert_eq!(fast_tag, format!("\"{}\"", Digest::of(&fast.body)));
+    let (index, delivered) = unpack(&fast.body, &held);
+    assert_eq!(index.from.as_ref().unwrap().to_string(), "1.0.0");
+    for file in r2.files.values() {
+        assert!(delivered.contains_key(&file.sha256) || held.contains_key(&file.sha256));
+    }
+    assert_eq!(
+        s.get_with(path, &[("If-None-Match", &fast_tag)]).status,
+        304
+    );
+
+    drop(held_finals);
+    s.settle_packs();
+    let last = s.get(path);
+    assert_eq!(last.status, 200);
+    assert_eq!(
+        last.header("cache-control"),
+        Some("public, max-age=31536000, immutable")
+    );
+    assert_ne!(last.body, fast.body, "the final pack replaced the fast one");
+    assert!(last.body.len() <= fast.body.len());
+    // A cache revalidating with the fast pack's ETag gets the final pack.
+    let revalidated = s.get_with(path, &[("If-None-Match", &fast_tag)]);
+    assert_eq!((revalidated.status, &revalidated.body), (200, &last.body));
+    let (index, delivered) = unpack(&last.body, &held);
+    assert_eq!(index.to_manifest, unpack(&fast.body, &held).0.to_manifest);
+    for file in r2.files.values() {
+        assert!(delivered.contains_key(&file.sha256) || held.contains_key(&file.sha256));
+    }
+}
+
+#[test]
+fn a_pack_not_ready_is_answered_503_at_once_and_requests_start_a_bounded_number_of_builds() {
+    // Requests may start no build, and wait for none.
+    let s = TestServer::start_with(|settings| {
+        settings.pack_wait = std::time::Duration::ZERO;
+        settings.max_requested_pack_builds = 0;
+    });
+    publish_two(&s);
+    s.settle_packs();
+    // A pack no publish builds: the way back from 1.1.0 to 1.0.0.
+    let path = "/v1/packs/app/1.1.0..1.0.0.zip";
+    let r = s.get(path);
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (503, "pack_not_ready"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(r.header("retry-after"), Some("5"));
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    assert_eq!(
+        s.service.pack_builds().jobs(),
+        0,
+        "the bound let nothing start"
+    );
+    // Packs of releases that do not exist are still 404, not "not ready".
+    assert_eq!(s.get("/v1/packs/app/0.1.0..1.0.0.zip").status, 404);
+
+    // With room for one requested build, the request starts it and is answered at once; the build
+    // goes on without the request, and the pack is served once it is done.
+    let s = TestServer::start_with(|settings| {
+        settings.pack_wait = std::time::Duration::ZERO;
+        settings.max_requested_pack_builds = 1;
+    });
+    publish_releases(&s, 3);
+    s.settle_packs();
+    let held_finals = s
+        .block_on(s.service.pack_builds().hold_final_builds())
+        .unwrap();
+    let first = s.get(path);
+    assert_eq!(first.status, 503, "{}", first.text());
+    assert_eq!(s.service.pack_builds().jobs(), 1);
+    // The one room is taken (the job waits for its final stage): another pack starts nothing.
+    let other = s.get("/v1/packs/app/1.2.0..1.0.0.zip");
+    assert_eq!(other.status, 503, "{}", other.text());
+    assert_eq!(s.service.pack_builds().jobs(), 1);
+    drop(held_finals);
+    s.settle_packs();
+    let built = s.get(path);
+    assert_eq!(built.status, 200, "{}", built.text());
+    let (index, _) = unpack(&built.body, &blobs_of(&s, &release(&s, "1.1.0")));
+    assert_eq!(index.to.to_string(), "1.0.0");
 }

@@ -21,6 +21,8 @@ enum Act {
     Longer,
     /// No answer: a transport failure.
     Drop,
+    /// Answers `503` with `Retry-After` (a pack still being built).
+    NotReady,
 }
 
 #[derive(Debug)]
@@ -82,6 +84,7 @@ impl Fetcher for Fake {
                 message: "connection reset".into(),
             }),
             (Act::Unsatisfiable, _) => ok(416, b"", 0, Vec::new()),
+            (Act::NotReady, _) => ok(503, b"", 0, vec![("Retry-After".into(), "5".into())]),
             (Act::IgnoreRange, _) | (Act::Serve, None) => ok(200, &self.object, total, Vec::new()),
             (Act::Serve, Some(s)) => partial(s, &self.object[s..], total - s),
             (Act::Cut(n), None) => ok(200, &self.object[..n], total, Vec::new()),
@@ -208,4 +211,29 @@ fn content_ranges_are_parsed_strictly() {
     assert_eq!(content_range("bytes 5-10/10"), None);
     assert_eq!(content_range("bytes */10"), None);
     assert_eq!(content_range("items 0-1/2"), None);
+}
+
+#[test]
+fn a_pack_not_ready_gives_way_to_the_next_source_at_once_and_a_blob_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = object();
+
+    // A pack: one request, no backoff, a network error the install falls back from.
+    let pack = Fake::new(&data, &[Act::NotReady, Act::Serve]);
+    let err = net(pack.clone(), 3)
+        .get_pack("/v1/packs/a/1.0.0.zip", 1 << 20, dir.path())
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Network(m) if m.contains("503")),
+        "{err}"
+    );
+    assert_eq!(pack.ranges().len(), 1, "asked once");
+
+    // A blob has no other source: a 503 is retried as before.
+    let blob = Fake::new(&data, &[Act::NotReady, Act::Serve]);
+    let got = net(blob.clone(), 3)
+        .get_resumable("/v1/blobs/x", 1 << 20, dir.path())
+        .unwrap();
+    assert_eq!(got, data);
+    assert_eq!(blob.ranges().len(), 2);
 }

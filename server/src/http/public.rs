@@ -13,6 +13,7 @@ use tokio_util::io::ReaderStream;
 use crate::documents::ServedDocument;
 use crate::error::{Error, Result};
 use crate::manifest_docs::{Coding, Encoded};
+use crate::pack::{FastPack, Servable};
 use crate::service::Service;
 
 /// Bytes read from storage per chunk of a streamed body: large enough that a 2 MiB blob takes two
@@ -231,8 +232,13 @@ fn accepts(headers: &HeaderMap, coding: &str) -> bool {
         })
 }
 
+/// `Cache-Control` of a fast pack: the final pack replaces it under the same URL within minutes,
+/// so caches keep it briefly and ask again (the ETag, its sha256, tells the two apart).
+pub const FAST_PACK_CACHE_CONTROL: &str = "public, max-age=30";
+
 /// `GET /v1/packs/{package}/{to}.zip` (full pack) or `/v1/packs/{package}/{from}..{to}.zip`
-/// (diff pack); built on first request if it was not built at publish.
+/// (diff pack): the final pack (immutable), else the fast pack (cached briefly), else `503` with
+/// `Retry-After` after at most a short wait, the build going on in the background.
 pub async fn pack(
     State(service): State<Arc<Service>>,
     Path((package, name)): Path<(String, String)>,
@@ -243,8 +249,39 @@ pub async fn pack(
         manifests::Error::InvalidPackName { .. } => Error::NotFound(format!("pack {name:?}")),
         other => other.into(),
     })?;
-    let record = service.pack(&package, name.from(), name.to()).await?;
-    serve_blob(&service, &record.digest, &headers, "application/zip").await
+    match service
+        .servable_pack(&package, name.from(), name.to())
+        .await?
+    {
+        Servable::Final(record) => {
+            serve_blob(&service, &record.digest, &headers, "application/zip").await
+        }
+        Servable::Fast(fast) => Ok(serve_fast_pack(&fast, &headers)),
+    }
+}
+
+/// Serves a fast pack from memory, whole: it ignores `Range`, so a download resumed after the
+/// final pack replaced it cannot be stitched from the two.
+fn serve_fast_pack(fast: &FastPack, headers: &HeaderMap) -> Response {
+    let tag = etag(&fast.digest);
+    let cache = HeaderValue::from_static(FAST_PACK_CACHE_CONTROL);
+    if not_modified(headers, &tag) {
+        return (
+            StatusCode::NOT_MODIFIED,
+            [(header::ETAG, tag), (header::CACHE_CONTROL, cache)],
+        )
+            .into_response();
+    }
+    let mut response = Response::new(Body::from(fast.bytes.clone()));
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/zip"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(fast.bytes.len()));
+    h.insert(header::ETAG, tag);
+    h.insert(header::CACHE_CONTROL, cache);
+    response
 }
 
 /// Serves a stored blob with its digest as strong ETag, `Range` and immutable caching.

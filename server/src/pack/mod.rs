@@ -1,8 +1,10 @@
 //! Packs: a full pack per release and diff packs between releases, built once, stored as blobs,
 //! and served by version (`/v1/packs/{package}/{to}.zip`, `/v1/packs/{package}/{from}..{to}.zip`).
 //!
-//! Building is deterministic (sorted entries, fixed zip timestamps, single-threaded zstd), so two
-//! replicas that build the same pack produce the same bytes. The container is written by
+//! Each pack is built twice (see [`builds`]): a fast pack at once, served until the final pack
+//! replaces it. Building is deterministic at each stage (sorted entries, fixed zip timestamps,
+//! single-threaded zstd at a fixed level), so two replicas that build the same pack produce the
+//! same bytes; builds of different packs run in parallel, one per core. The container is written by
 //! `manifests::write_pack`, and every pack is read back with `manifests::PackReader`, the
 //! device's reader and decoder, before it is stored: a pack devices cannot read is never served.
 
@@ -20,7 +22,14 @@ use crate::error::{Error, Result};
 use crate::meta_store::{PackRecord, ReleaseRecord};
 use crate::service::Service;
 
+pub mod builds;
 pub mod delta;
+
+use builds::Joined;
+pub use builds::{Builds, FastPack, PackKey};
+
+/// `Retry-After` of a pack that is not ready: a fast pack of the largest releases takes seconds.
+pub const PACK_RETRY_AFTER_SECS: u64 = 5;
 
 /// How many earlier releases get a diff pack built right after a publish.
 pub const DIFF_PACKS_AT_PUBLISH: usize = 5;
@@ -36,23 +45,153 @@ pub(crate) fn release_of(record: &ReleaseRecord) -> Result<Release> {
     )?)
 }
 
+/// The two stages of a pack: built fast to be servable at once, then small for good.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// zstd level [`delta::FAST_LEVEL`], no long-distance matching; held in memory.
+    Fast,
+    /// zstd level [`delta::LEVEL`]; stored and served from then on.
+    Final,
+}
+
+impl Stage {
+    fn level(self) -> i32 {
+        match self {
+            Stage::Fast => delta::FAST_LEVEL,
+            Stage::Final => delta::LEVEL,
+        }
+    }
+}
+
+/// What a device asking for a pack gets.
+#[derive(Debug)]
+pub enum Servable {
+    /// The final pack, stored: immutable.
+    Final(PackRecord),
+    /// The fast pack, until the final one replaces it: cached briefly only.
+    Fast(Arc<FastPack>),
+}
+
 impl Service {
-    /// The pack from `from` (none: full pack) to `to`, built now if it was not built before.
-    pub async fn pack(
-        &self,
+    /// The pack from `from` (none: full pack) to `to` as a device's request gets it: the final
+    /// pack if stored, else the fast one if built. Otherwise a build job is started (or joined)
+    /// and the request waits at most [`crate::service::Settings::pack_wait`] for its fast pack.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for releases that do not exist; [`Error::PackNotReady`] when no pack is
+    /// servable yet (or too many requested builds wait already).
+    pub async fn servable_pack(
+        self: &Arc<Self>,
         package: &PackageId,
         from: Option<&ReleaseVersion>,
         to: &ReleaseVersion,
-    ) -> Result<PackRecord> {
-        if let Some(record) = self.meta.pack(package, from, to).await? {
-            return Ok(record);
+    ) -> Result<Servable> {
+        let key = PackKey::new(package, from, to);
+        if let Some(ready) = self.ready_pack(&key).await? {
+            return Ok(ready);
         }
+        // Refuses names of packs that cannot exist before anything is queued.
+        self.releases_of(&key).await?;
+        let not_ready = Error::PackNotReady {
+            pack: key.to_string(),
+            retry_after_secs: PACK_RETRY_AFTER_SECS,
+        };
+        let mut ready = match self.packs.join_or_start(&key, true) {
+            Joined::Full => return Err(not_ready),
+            Joined::Running { ready, started } => {
+                if started {
+                    tokio::spawn(self.clone().run_pack_job(key.clone()));
+                }
+                ready
+            }
+        };
+        // The job may have finished a stage between the first look and the subscription.
+        if let Some(ready) = self.ready_pack(&key).await? {
+            return Ok(ready);
+        }
+        let wait = self.settings.pack_wait;
+        if !wait.is_zero() {
+            let deadline = tokio::time::Instant::now() + wait;
+            while tokio::time::timeout_at(deadline, ready.changed())
+                .await
+                .is_ok_and(|r| r.is_ok())
+            {
+                if let Some(ready) = self.ready_pack(&key).await? {
+                    return Ok(ready);
+                }
+            }
+            if let Some(ready) = self.ready_pack(&key).await? {
+                return Ok(ready);
+            }
+        }
+        Err(not_ready)
+    }
+
+    /// The fast pack held for `key`, else its stored final pack. The fast pack is looked at
+    /// first: a job stores the final pack before it drops the fast one, so one of them is found.
+    async fn ready_pack(&self, key: &PackKey) -> Result<Option<Servable>> {
+        if let Some(fast) = self.packs.fast(key) {
+            return Ok(Some(Servable::Fast(fast)));
+        }
+        Ok(self
+            .meta
+            .pack(&key.package, key.from.as_ref(), &key.to)
+            .await?
+            .map(Servable::Final))
+    }
+
+    /// The pack builds of this process.
+    pub fn pack_builds(&self) -> &Builds {
+        &self.packs
+    }
+
+    /// Starts the job of `key` unless one runs; publish-started jobs are not bounded.
+    fn start_pack_job(self: &Arc<Self>, key: PackKey) {
+        if let Joined::Running { started: true, .. } = self.packs.join_or_start(&key, false) {
+            tokio::spawn(self.clone().run_pack_job(key));
+        }
+    }
+
+    /// One pack job: the fast pack (unless the final pack exists), then, once no fast build
+    /// waits anywhere, the final pack. Failures are logged: a device falls back to the next
+    /// source, and a later request starts the job again.
+    async fn run_pack_job(self: Arc<Self>, key: PackKey) {
+        let stored = self
+            .meta
+            .pack(&key.package, key.from.as_ref(), &key.to)
+            .await;
+        let needed = match stored {
+            Ok(stored) => stored.is_none(),
+            Err(e) => {
+                tracing::error!(pack = %key, error = %e, "looking up a pack failed");
+                false
+            }
+        };
+        if needed {
+            match self.fast_pack(&key).await {
+                Ok(_) => self.packs.notify(&key),
+                Err(e) => tracing::error!(pack = %key, error = %e, "building a fast pack failed"),
+            }
+        }
+        self.packs.fast_done();
+        if needed {
+            self.packs.fast_settled().await;
+            if let Err(e) = self.pack(&key.package, key.from.as_ref(), &key.to).await {
+                tracing::error!(pack = %key, error = %e, "building a pack failed");
+            }
+        }
+        self.packs.finish(&key);
+    }
+
+    /// The releases a pack goes between.
+    async fn releases_of(&self, key: &PackKey) -> Result<(Option<ReleaseRecord>, ReleaseRecord)> {
+        let (package, to) = (&key.package, &key.to);
         let to_record = self
             .meta
             .release(package, to)
             .await?
             .ok_or_else(|| Error::NotFound(format!("release {package}@{to}")))?;
-        let from_record = match from {
+        let from_record = match &key.from {
             // A well-formed name, but no such pack exists: a diff needs two releases.
             Some(v) if v == to => {
                 return Err(Error::NotFound(format!(
@@ -67,37 +206,94 @@ impl Service {
             ),
             None => None,
         };
-        // One build per pack at a time; whoever waited finds it built.
-        let _guard = self
-            .publish_lock(&format!(
-                "pack:{package}:{}:{to}",
-                from.map(ToString::to_string).unwrap_or_default()
-            ))
-            .await;
+        Ok((from_record, to_record))
+    }
+
+    /// Builds the bytes of `key` at `stage`, timed in the metrics.
+    async fn build_stage(
+        &self,
+        key: &PackKey,
+        from: Option<&ReleaseRecord>,
+        to: &ReleaseRecord,
+        stage: Stage,
+    ) -> Result<Vec<u8>> {
+        let permits = match stage {
+            Stage::Fast => &self.packs.fast_builds,
+            Stage::Final => &self.packs.final_builds,
+        };
+        let _permit = permits
+            .acquire()
+            .await
+            .map_err(|_| Error::Internal("pack builder closed".into()))?;
+        let started = std::time::Instant::now();
+        let bytes = build(self.blobs.clone(), from, to, stage).await?;
+        self.metrics.pack_builds.inc();
+        self.metrics
+            .pack_build_seconds
+            .observe(started.elapsed().as_secs_f64());
+        tracing::info!(pack = %key, ?stage, size_bytes = bytes.len(), seconds = started.elapsed().as_secs_f64(), "pack built");
+        Ok(bytes)
+    }
+
+    /// Whether a diff pack of `size_bytes` should give way to the full pack (when that is no
+    /// larger): a diff that carries most of a release (a tiny release, or one that changed whole)
+    /// may be no smaller than the full pack, and then the full pack answers for it, so a device
+    /// asking for the diff downloads the smaller one with its one request.
+    fn full_may_answer(key: &PackKey, size_bytes: u64, to: &ReleaseRecord) -> Result<bool> {
+        Ok(key.from.is_some() && size_bytes.saturating_mul(4) >= release_of(to)?.size_bytes())
+    }
+
+    /// The fast pack of `key`, built now (and held) unless held already.
+    async fn fast_pack(&self, key: &PackKey) -> Result<Arc<FastPack>> {
+        if let Some(fast) = self.packs.fast(key) {
+            return Ok(fast);
+        }
+        let (from_record, to_record) = self.releases_of(key).await?;
+        let _guard = self.publish_lock(&format!("fast-pack:{key}")).await;
+        if let Some(fast) = self.packs.fast(key) {
+            return Ok(fast);
+        }
+        let bytes = self
+            .build_stage(key, from_record.as_ref(), &to_record, Stage::Fast)
+            .await?;
+        let mut pack = Arc::new(FastPack {
+            digest: Digest::of(&bytes),
+            bytes: bytes.into(),
+        });
+        if Self::full_may_answer(key, pack.bytes.len() as u64, &to_record)? {
+            let full = Box::pin(self.fast_pack(&key.full())).await?;
+            if full.bytes.len() <= pack.bytes.len() {
+                pack = full;
+            }
+        }
+        self.packs.put_fast(key.clone(), pack.clone());
+        Ok(pack)
+    }
+
+    /// The final pack from `from` (none: full pack) to `to`, built now if it was not built
+    /// before; its fast pack, if one was held, is dropped once it is stored.
+    pub async fn pack(
+        &self,
+        package: &PackageId,
+        from: Option<&ReleaseVersion>,
+        to: &ReleaseVersion,
+    ) -> Result<PackRecord> {
         if let Some(record) = self.meta.pack(package, from, to).await? {
             return Ok(record);
         }
-        let bytes = {
-            let _permit = self
-                .pack_builds
-                .acquire()
-                .await
-                .map_err(|_| Error::Internal("pack builder closed".into()))?;
-            let started = std::time::Instant::now();
-            let bytes = build(self.blobs.clone(), from_record.as_ref(), &to_record).await?;
-            self.metrics.pack_builds.inc();
-            self.metrics
-                .pack_build_seconds
-                .observe(started.elapsed().as_secs_f64());
-            bytes
-        };
-        // A diff that carries most of a release (a tiny release, or one that changed whole) may
-        // be no smaller than the full pack: then the full pack answers for it, so a device asking
-        // for the diff downloads the smaller one with its one request.
+        let key = PackKey::new(package, from, to);
+        let (from_record, to_record) = self.releases_of(&key).await?;
+        // One build per pack at a time; whoever waited finds it built.
+        let _guard = self.publish_lock(&format!("pack:{key}")).await;
+        if let Some(record) = self.meta.pack(package, from, to).await? {
+            return Ok(record);
+        }
+        let bytes = self
+            .build_stage(&key, from_record.as_ref(), &to_record, Stage::Final)
+            .await?;
         let size_bytes = bytes.len() as u64;
-        let release_bytes = release_of(&to_record)?.size_bytes();
         let mut full = None;
-        if from.is_some() && size_bytes.saturating_mul(4) >= release_bytes {
+        if Self::full_may_answer(&key, size_bytes, &to_record)? {
             let built = Box::pin(self.pack(package, None, to)).await?;
             full = Some(built).filter(|f| f.size_bytes <= size_bytes);
         }
@@ -109,21 +305,16 @@ impl Service {
             },
         };
         self.meta.insert_pack(package, from, to, &record).await?;
-        tracing::info!(
-            %package,
-            from = from.map(ToString::to_string).unwrap_or_else(|| "-".into()),
-            %to,
-            size_bytes = record.size_bytes,
-            "pack built"
-        );
+        self.packs.forget_fast(&key);
         Ok(record)
     }
 
-    /// Builds the diff packs to `to` from up to [`DIFF_PACKS_AT_PUBLISH`] earlier releases
-    /// (newest first), then its full pack, then precompresses its text blobs, logging failures (a
-    /// device falls back to blobs, or a request builds the pack). Diff packs go first: devices
-    /// that already run the package, most of them, ask for one as soon as the release is out,
-    /// and builds run one at a time.
+    /// Starts the pack jobs of a new release: the diff packs to `to` from up to
+    /// [`DIFF_PACKS_AT_PUBLISH`] earlier releases (newest first), then its full pack. Diff packs
+    /// go first: devices that already run the package, most of them, ask for one as soon as the
+    /// release is out. Once every fast pack is built, precompresses the release's text blobs
+    /// (the final packs follow in the background). Failures are logged: a device falls back to
+    /// the next source, or a request starts the job again.
     pub async fn build_packs_after_publish(
         self: Arc<Self>,
         package: PackageId,
@@ -137,18 +328,15 @@ impl Service {
                     .filter(|v| *v < to)
                     .take(DIFF_PACKS_AT_PUBLISH);
                 for from in earlier {
-                    if let Err(e) = self.pack(&package, Some(&from), &to).await {
-                        tracing::error!(%package, %from, %to, error = %e, "building a diff pack failed");
-                    }
+                    self.start_pack_job(PackKey::new(&package, Some(&from), &to));
                 }
             }
             Err(e) => {
                 tracing::error!(%package, error = %e, "listing releases for diff packs failed");
             }
         }
-        if let Err(e) = self.pack(&package, None, &to).await {
-            tracing::error!(%package, %to, error = %e, "building the full pack failed");
-        }
+        self.start_pack_job(PackKey::new(&package, None, &to));
+        self.packs.fast_settled().await;
         match self.precompress(&package, &to).await {
             Ok(n) => tracing::debug!(%package, %to, blobs = n, "precompressed"),
             Err(e) => tracing::error!(%package, %to, error = %e, "precompressing failed"),
@@ -156,11 +344,12 @@ impl Service {
     }
 }
 
-/// Builds the bytes of a pack and checks them with the device's reader.
+/// Builds the bytes of a pack at `stage` and checks them with the device's reader.
 async fn build(
     blobs: Arc<dyn BlobStore>,
     from: Option<&ReleaseRecord>,
     to: &ReleaseRecord,
+    stage: Stage,
 ) -> Result<Vec<u8>> {
     let to_release = release_of(to)?;
     let from_release = from.map(release_of).transpose()?;
@@ -206,7 +395,7 @@ async fn build(
         .collect();
     let (to_manifest, from_manifest) = (index_head.to_manifest, index_head.from_manifest);
     blocking(move || {
-        let pack = encode(index_head, targets, &bases)?;
+        let pack = encode(index_head, targets, &bases, stage.level())?;
         let expected = ExpectedPack {
             to_manifest,
             from_manifest,
@@ -232,6 +421,7 @@ fn encode(
     mut index: PackIndex,
     targets: Vec<(Fetch, Vec<u8>)>,
     bases: &BTreeMap<Digest, Vec<u8>>,
+    level: i32,
 ) -> Result<Vec<u8>> {
     let mut solid = Vec::new();
     let mut patched = Vec::new();
@@ -242,10 +432,10 @@ fn encode(
             .and_then(|b| bases.get(&b).map(|bytes| (b, bytes)))
         {
             Some((base, base_bytes)) => {
-                let p = delta::patch(base_bytes, &target)?;
+                let p = delta::patch(base_bytes, &target, level)?;
                 // A patch that saves little may lose to whole compression among the other files.
                 let worth =
-                    p.len() * 2 <= target.len() || p.len() < delta::compress(&target)?.len();
+                    p.len() * 2 <= target.len() || p.len() < delta::compress(&target, level)?.len();
                 worth.then_some((base, p))
             }
             None => None,
@@ -274,7 +464,7 @@ fn encode(
     let data = if solid.is_empty() {
         None
     } else {
-        Some(delta::compress(&solid)?)
+        Some(delta::compress(&solid, level)?)
     };
     write_pack(&index, data.as_deref(), &patches).map_err(|e| pack_error("writing", &e))
 }

@@ -28,6 +28,11 @@ type Built = (
 
 /// A diff pack of one solid and one patched blob, with what checking it needs.
 fn diff_pack() -> Built {
+    diff_pack_at(delta::LEVEL)
+}
+
+/// [`diff_pack`] at a compression level.
+fn diff_pack_at(level: i32) -> Built {
     let solid = text(1, 5_000);
     let changed = text(2, 50_000);
     let mut base = changed.clone();
@@ -58,7 +63,7 @@ fn diff_pack() -> Built {
     };
     let bases = BTreeMap::from([(Digest::of(&base), base)]);
     let targets = vec![(fetch[0].clone(), solid), (fetch[1].clone(), changed)];
-    let pack = encode(index, targets, &bases).unwrap();
+    let pack = encode(index, targets, &bases, level).unwrap();
     let sizes = fetch.iter().map(|f| (f.sha256, f.size)).collect();
     (pack, fetch, bases, sizes)
 }
@@ -112,4 +117,15 @@ fn a_pack_devices_would_refuse_fails_the_check() {
     other.to_manifest = Digest::of(b"other");
     let e = check(&pack, &other, &fetch, &bases).unwrap_err();
     assert!(e.to_string().contains("other releases"), "{e}");
+}
+
+#[test]
+fn each_stage_builds_the_same_bytes_every_time_and_both_read_back() {
+    for level in [delta::FAST_LEVEL, delta::LEVEL] {
+        let (a, fetch, bases, sizes) = diff_pack_at(level);
+        let (b, ..) = diff_pack_at(level);
+        assert_eq!(a, b, "level {level} is deterministic");
+        check(&a, &expected(&sizes), &fetch, &bases).unwrap();
+    }
+    assert_ne!(diff_pack_at(delta::FAST_LEVEL).0, diff_pack().0);
 }

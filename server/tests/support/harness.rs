@@ -112,6 +112,16 @@ impl TestServer {
         }
     }
 
+    /// Runs `f` on the server's runtime.
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.runtime.block_on(f)
+    }
+
+    /// Waits until every pack job (fast and final stages) is over.
+    pub fn settle_packs(&self) {
+        self.runtime.block_on(self.service.pack_builds().settled());
+    }
+
     pub fn trusted(&self) -> TrustedKeys {
         TrustedKeys::single(self.key.public().clone())
     }

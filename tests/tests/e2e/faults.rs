@@ -417,3 +417,37 @@ fn a_release_claiming_another_package_s_pages_is_refused_even_when_signed() {
     assert_eq!(version("checkout").as_deref(), Some("1.1.0"));
     assert!(client.resolve(&format!("{ROUTE}index.html")).is_some());
 }
+
+#[test]
+fn a_pack_not_ready_sends_the_device_to_the_blobs_at_once_and_it_installs_correctly() {
+    // Pack requests wait for no build: a pack not built yet is answered 503 at once.
+    let (server, build) = Server::with_first_release_using("one", &["--pack-wait-ms", "0"]);
+    let config = server.client_config(&server.dir.path().join("device"), "device-1", "6.0");
+    let client = Client::open(config, Arc::new(BuiltinFetcher::default())).unwrap();
+    tests::update_now(&client).unwrap();
+    let package = manifests::PackageId::parse("checkout").unwrap();
+    client.mark_ready(&package).unwrap();
+    // Six releases later, the diff pack from the device's 1.0.0 is not among those a publish
+    // builds (the five newest earlier releases), and two changed files are not worth the full
+    // pack: the one pack the device asks for is being built when it asks.
+    for n in 1..=6 {
+        write_build(&build, &format!("release {n}"));
+        server.publish(
+            &build,
+            "checkout",
+            &format!("1.{n}.0"),
+            &["--channel", "production"],
+        );
+    }
+    let outcome = client.check().unwrap();
+    let report = client.install(&outcome.updates[0]).unwrap();
+    assert_eq!(report.method, client_core::install::Method::Blobs);
+    assert!(
+        report.fallbacks.iter().any(|f| f.contains("503")),
+        "{:?}",
+        report.fallbacks
+    );
+    assert_eq!(active_version(&client), "1.6.0");
+    let hit = client.resolve(&format!("{ROUTE}index.html")).unwrap();
+    assert!(std::fs::read(hit.path).unwrap().ends_with(b"release 6"));
+}
