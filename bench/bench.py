@@ -491,7 +491,7 @@ class Baleen:
                 "--version", rel.version, "--route", f"https://m.example.com/{package}/",
                 "--entry", entry or rel.entry, "--server", self.url, "--token", self.token, "--json"]
         if channel:
-            argv += ["--channel", channel]
+            argv += ["--channel", channel, "--create-channel"]
         t0 = time.perf_counter()
         out = self.ctx.procs.run(argv, f"baleen publish {package}@{rel.version}")
         seconds = time.perf_counter() - t0

@@ -215,7 +215,7 @@ class Baleen:
 
     def publish(self, app: WebApp, build: Path) -> None:
         run([str(self.binary), "publish", str(build), "--app", APP, "--package", app.package,
-             "--version", app.version, "--channel", CHANNEL, "--route", app.route, "--json"],
+             "--version", app.version, "--channel", CHANNEL, "--create-channel", "--route", app.route, "--json"],
             env={"BALEEN_SERVER": self.base, "BALEEN_TOKEN": self.token})
 
     def release_files(self, package: str) -> dict[str, dict[str, Any]]:

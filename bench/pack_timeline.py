@@ -160,7 +160,7 @@ class Server:
         argv = [self.baleen, "publish", str(dirpath), "--app", "shop", "--package", package,
                 "--version", version, "--route", f"https://m.example.com/{package}/",
                 "--entry", "index.html" if (dirpath / "index.html").is_file() else "package.json",
-                "--server", self.url, "--token", self.token, "--json", "--channel", "production"]
+                "--server", self.url, "--token", self.token, "--json", "--channel", "production", "--create-channel"]
         t0 = time.perf_counter()
         subprocess.run(argv, check=True, capture_output=True, timeout=900)
         return time.perf_counter() - t0
