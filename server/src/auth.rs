@@ -118,19 +118,28 @@ pub struct NewToken {
     pub record: TokenRecord,
 }
 
-/// Creates a token and returns its secret, which is shown only this once.
+/// Checks a token's name: 1 to 64 characters, none of them a control character.
 ///
 /// # Errors
-/// [`Error::BadRequest`] for a bad name, a lifetime out of range, an app without a package, or
-/// a package bound without an app that cannot be found from the package;
-/// [`Error::Conflict`] for a name in use, or an app that is not the package's.
-pub async fn create_token(meta: &dyn MetaStore, spec: &TokenSpec, actor: &str) -> Result<NewToken> {
-    let name = &spec.name;
-    if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+/// [`Error::BadRequest`] saying so.
+pub fn check_token_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
         return Err(Error::BadRequest(
             "token name must be 1 to 64 characters without control characters".into(),
         ));
     }
+    Ok(())
+}
+
+/// Creates a token and returns its secret, which is shown only this once.
+///
+/// # Errors
+/// [`Error::BadRequest`] for a bad name, a lifetime out of range or an app without a package;
+/// [`Error::NotFound`] for a package bound without an app that does not exist yet;
+/// [`Error::Conflict`] for a name in use, or an app that is not the package's.
+pub async fn create_token(meta: &dyn MetaStore, spec: &TokenSpec, actor: &str) -> Result<NewToken> {
+    let name = &spec.name;
+    check_token_name(name)?;
     if let Some(secs) = spec.expires_in_secs
         && !(1..=MAX_TOKEN_LIFETIME_SECS).contains(&secs)
     {
@@ -153,8 +162,8 @@ pub async fn create_token(meta: &dyn MetaStore, spec: &TokenSpec, actor: &str) -
             (Some(owner), _) => Some(owner),
             (None, Some(app)) => Some(app.clone()),
             (None, None) => {
-                return Err(Error::BadRequest(format!(
-                    "package {package} does not exist yet: name the app it will belong to"
+                return Err(Error::NotFound(format!(
+                    "package {package} (a token for a package not published yet names its app)"
                 )));
             }
         },

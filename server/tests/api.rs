@@ -1210,7 +1210,7 @@ fn tokens_are_made_listed_expired_and_revoked_through_the_api() {
         ),
         (
             json!({"name": "x", "scope": "publish", "package": "new"}),
-            "bad_request",
+            "not_found",
         ),
         (
             json!({"name": "release-eng", "scope": "publish"}),

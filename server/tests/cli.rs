@@ -1452,7 +1452,7 @@ fn tokens_are_listed_revoked_and_every_use_is_audited() {
     );
     assert!(!out.status.success());
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("name the app it will belong to"),
+        String::from_utf8_lossy(&out.stderr).contains("names its app"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

@@ -742,6 +742,13 @@ fn request_patterns() -> Vec<(&'static str, Parser)> {
         ("/components/parameters/packName/schema", |t| {
             manifests::PackName::parse(t).is_ok()
         }),
+        (
+            "/components/schemas/Origins/properties/origins/items",
+            |t| manifests::check_origin(t).is_ok(),
+        ),
+        ("/components/schemas/TokenRequest/properties/name", |t| {
+            server::auth::check_token_name(t).is_ok()
+        }),
     ]
 }
 

@@ -317,8 +317,37 @@ pub struct TokenRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub package: Option<String>,
     /// Seconds from now until the token expires (default: never).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole_seconds"
+    )]
     pub expires_in_secs: Option<u64>,
+}
+
+/// Reads seconds as JSON Schema reads an integer: `3600` and `3600.0` alike; a fraction or a
+/// negative number is refused.
+fn whole_seconds<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<u64>, D::Error> {
+    use serde::de::Error as _;
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    let whole = number.as_u64().or_else(|| {
+        number
+            .as_f64()
+            .filter(|f| f.fract() == 0.0 && (0.0..=9.0e15).contains(f))
+            // Whole and below 2^53: the cast is exact.
+            .map(|f| {
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let secs = f as u64;
+                secs
+            })
+    });
+    whole
+        .map(Some)
+        .ok_or_else(|| D::Error::custom(format!("{number} is not a whole number of seconds")))
 }
 
 /// What is known of a token; never its secret (schema `TokenSummary`).
