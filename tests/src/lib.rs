@@ -277,6 +277,33 @@ pub fn http_get(url: &str) -> (u16, Vec<u8>) {
     (status, body)
 }
 
+/// Waits (up to a minute) until the server serves `path`, a pack, as its final, immutable bytes
+/// rather than the fast pack it serves first: for tests that compare a device's download with
+/// the pack's bytes.
+pub fn wait_for_final_pack(base: &str, path: &str) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let response = agent.get(&format!("{base}{path}")).call().unwrap();
+        let immutable = response
+            .headers()
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("immutable"));
+        if response.status().as_u16() == 200 && immutable {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{path} was not final within a minute"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// The active release of the device's first (in these tests, only) package.
 pub fn active_version(client: &Client) -> String {
     client.status().packages[0]
