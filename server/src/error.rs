@@ -29,6 +29,9 @@ pub enum Error {
         /// `was revoked at …` or `expired at …`.
         reason: String,
     },
+    /// Reading this needs a token: it was never released to devices.
+    #[error("{0}; reading it needs a token")]
+    NeedsToken(String),
     /// The token may not do this.
     #[error("token scope {scope} may not {action}")]
     Forbidden {
@@ -150,7 +153,9 @@ impl Error {
             Error::Contract(_) | Error::Ingest(_) | Error::BadRequest(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            Error::Unauthorized | Error::TokenRefused { .. } => StatusCode::UNAUTHORIZED,
+            Error::Unauthorized | Error::TokenRefused { .. } | Error::NeedsToken(_) => {
+                StatusCode::UNAUTHORIZED
+            }
             Error::Forbidden { .. } => StatusCode::FORBIDDEN,
             Error::NotFound(_) | Error::DeltaUnavailable { .. } | Error::UnknownChannel { .. } => {
                 StatusCode::NOT_FOUND
@@ -172,7 +177,7 @@ impl Error {
             Error::Contract(e) => e.code(),
             Error::Ingest(e) => e.code(),
             Error::BadRequest(_) => "bad_request",
-            Error::Unauthorized => "unauthorized",
+            Error::Unauthorized | Error::NeedsToken(_) => "unauthorized",
             Error::TokenRefused { .. } => "token_refused",
             Error::Forbidden { .. } => "forbidden",
             Error::NotFound(_) => "not_found",

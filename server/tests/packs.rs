@@ -28,7 +28,7 @@ fn release(s: &TestServer, version: &str) -> Release {
         .as_str()
         .unwrap()
         .to_owned();
-    let manifest = s.get(&format!("/v1/manifests/{digest}"));
+    let manifest = s.admin_get(&format!("/v1/manifests/{digest}"));
     verify_release(
         &manifest.body,
         &s.trusted(),
@@ -138,7 +138,7 @@ fn a_diff_pack_carries_patches_for_changed_and_renamed_files() {
 
     // The final packs, built in the background after the publish.
     s.settle_packs();
-    let diff = s.get("/v1/packs/app/1.0.0..1.1.0.zip");
+    let diff = s.admin_get("/v1/packs/app/1.0.0..1.1.0.zip");
     assert_eq!(diff.status, 200, "{}", diff.text());
     assert_eq!(diff.header("content-type"), Some("application/zip"));
     assert_eq!(
@@ -185,7 +185,7 @@ fn a_diff_pack_carries_patches_for_changed_and_renamed_files() {
         assert_eq!(Digest::of(bytes), file.sha256);
     }
 
-    let full = s.get("/v1/packs/app/1.1.0.zip");
+    let full = s.admin_get("/v1/packs/app/1.1.0.zip");
     assert_eq!(full.status, 200);
     let (full_index, all) = unpack(&full.body, &BTreeMap::new());
     assert!(full_index.from.is_none());
@@ -198,18 +198,18 @@ fn a_diff_pack_carries_patches_for_changed_and_renamed_files() {
     );
 
     // A second request gets the stored pack.
-    let again = s.get("/v1/packs/app/1.0.0..1.1.0.zip");
+    let again = s.admin_get("/v1/packs/app/1.0.0..1.1.0.zip");
     assert_eq!(again.body, diff.body);
     let etag = again.header("etag").unwrap().to_owned();
     assert_eq!(
-        s.get_with(
+        s.admin_get_with(
             "/v1/packs/app/1.0.0..1.1.0.zip",
             &[("If-None-Match", &etag)]
         )
         .status,
         304
     );
-    let part = s.get_with("/v1/packs/app/1.1.0.zip", &[("Range", "bytes=0-99")]);
+    let part = s.admin_get_with("/v1/packs/app/1.1.0.zip", &[("Range", "bytes=0-99")]);
     assert_eq!(
         (part.status, part.body.as_slice()),
         (206, &full.body[..100])
@@ -244,8 +244,8 @@ fn a_tiny_release_answers_its_diff_request_with_the_smaller_full_pack() {
         201
     );
     s.settle_packs();
-    let full = s.get("/v1/packs/app/1.0.1.zip");
-    let diff = s.get("/v1/packs/app/1.0.0..1.0.1.zip");
+    let full = s.admin_get("/v1/packs/app/1.0.1.zip");
+    let diff = s.admin_get("/v1/packs/app/1.0.0..1.0.1.zip");
     assert_eq!((full.status, diff.status), (200, 200));
     // The diff would carry the whole page and a pack.json naming both releases: no smaller than
     // the full pack, so the full pack answers for it.
@@ -278,7 +278,7 @@ fn bad_pack_requests_are_refused() {
         ("/v1/packs/app/1.0.0.tar", 404, "not_found"),
         ("/v1/packs/app/one.zip", 422, "invalid_version"),
     ] {
-        let r = s.get(path);
+        let r = s.admin_get(path);
         assert_eq!(
             (r.status, r.code().as_str()),
             (status, code),
@@ -324,7 +324,7 @@ fn real_release_diff_pack_is_a_small_fraction_of_a_zip() {
     }
     let (r1, r2) = (release(&s, "5.33.3"), release(&s, "5.34.0"));
     s.settle_packs();
-    let diff = s.get("/v1/packs/app/5.33.3..5.34.0.zip").body;
+    let diff = s.admin_get("/v1/packs/app/5.33.3..5.34.0.zip").body;
     let held = blobs_of(&s, &r1);
     let (_, delivered) = unpack(&diff, &held);
     for file in r2.files.values() {
@@ -375,7 +375,7 @@ fn the_fast_pack_answers_until_the_final_pack_replaces_it_and_both_read_back() {
     let held = blobs_of(&s, &r1);
     let path = "/v1/packs/app/1.0.0..1.1.0.zip";
 
-    let fast = s.get(path);
+    let fast = s.admin_get(path);
     assert_eq!(fast.status, 200, "{}", fast.text());
     // Caches keep the fast pack briefly only; its ETag names its bytes.
     assert_eq!(fast.header("cache-control"), Some("public, max-age=30"));
@@ -387,13 +387,14 @@ fn the_fast_pack_answers_until_the_final_pack_replaces_it_and_both_read_back() {
         assert!(delivered.contains_key(&file.sha256) || held.contains_key(&file.sha256));
     }
     assert_eq!(
-        s.get_with(path, &[("If-None-Match", &fast_tag)]).status,
+        s.admin_get_with(path, &[("If-None-Match", &fast_tag)])
+            .status,
         304
     );
 
     drop(held_finals);
     s.settle_packs();
-    let last = s.get(path);
+    let last = s.admin_get(path);
     assert_eq!(last.status, 200);
     assert_eq!(
         last.header("cache-control"),
@@ -402,7 +403,7 @@ fn the_fast_pack_answers_until_the_final_pack_replaces_it_and_both_read_back() {
     assert_ne!(last.body, fast.body, "the final pack replaced the fast one");
     assert!(last.body.len() <= fast.body.len());
     // A cache revalidating with the fast pack's ETag gets the final pack.
-    let revalidated = s.get_with(path, &[("If-None-Match", &fast_tag)]);
+    let revalidated = s.admin_get_with(path, &[("If-None-Match", &fast_tag)]);
     assert_eq!((revalidated.status, &revalidated.body), (200, &last.body));
     let (index, delivered) = unpack(&last.body, &held);
     assert_eq!(index.to_manifest, unpack(&fast.body, &held).0.to_manifest);
@@ -422,7 +423,7 @@ fn a_pack_not_ready_is_answered_503_at_once_and_requests_start_a_bounded_number_
     s.settle_packs();
     // A pack no publish builds: the way back from 1.1.0 to 1.0.0.
     let path = "/v1/packs/app/1.1.0..1.0.0.zip";
-    let r = s.get(path);
+    let r = s.admin_get(path);
     assert_eq!(
         (r.status, r.code().as_str()),
         (503, "pack_not_ready"),
@@ -437,7 +438,7 @@ fn a_pack_not_ready_is_answered_503_at_once_and_requests_start_a_bounded_number_
         "the bound let nothing start"
     );
     // Packs of releases that do not exist are still 404, not "not ready".
-    assert_eq!(s.get("/v1/packs/app/0.1.0..1.0.0.zip").status, 404);
+    assert_eq!(s.admin_get("/v1/packs/app/0.1.0..1.0.0.zip").status, 404);
 
     // With room for one requested build, the request starts it and is answered at once; the build
     // goes on without the request, and the pack is served once it is done.
@@ -450,17 +451,83 @@ fn a_pack_not_ready_is_answered_503_at_once_and_requests_start_a_bounded_number_
     let held_finals = s
         .block_on(s.service.pack_builds().hold_final_builds())
         .unwrap();
-    let first = s.get(path);
+    let first = s.admin_get(path);
     assert_eq!(first.status, 503, "{}", first.text());
     assert_eq!(s.service.pack_builds().jobs(), 1);
     // The one room is taken (the job waits for its final stage): another pack starts nothing.
-    let other = s.get("/v1/packs/app/1.2.0..1.0.0.zip");
+    let other = s.admin_get("/v1/packs/app/1.2.0..1.0.0.zip");
     assert_eq!(other.status, 503, "{}", other.text());
     assert_eq!(s.service.pack_builds().jobs(), 1);
     drop(held_finals);
     s.settle_packs();
-    let built = s.get(path);
+    let built = s.admin_get(path);
     assert_eq!(built.status, 200, "{}", built.text());
     let (index, _) = unpack(&built.body, &blobs_of(&s, &release(&s, "1.1.0")));
     assert_eq!(index.to.to_string(), "1.0.0");
+}
+
+#[test]
+fn without_a_token_only_what_was_released_to_devices_is_readable() {
+    let s = TestServer::start();
+    let publish = |version: &str, channel: bool| {
+        let files = zip_build(&[("index.html".to_owned(), version.as_bytes().to_vec())]);
+        let to_channel = if channel { "&channel=production" } else { "" };
+        let r = s.publish(
+            &s.admin,
+            "shop",
+            "app",
+            &format!("version={version}{to_channel}&{ROUTE}"),
+            &files,
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        r.json()["release"]["manifest_digest"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let m1 = publish("1.0.0", true);
+    let m2 = publish("1.1.0", false); // a dev build, never on a channel
+    let m3 = publish("1.2.0", true);
+    s.settle_packs();
+
+    // Released: readable by devices.
+    assert_eq!(s.get(&format!("/v1/manifests/{m1}")).status, 200);
+    assert_eq!(s.get(&format!("/v1/manifests/{m3}")).status, 200);
+    assert_eq!(s.get("/v1/packs/app/1.0.0..1.2.0.zip").status, 200);
+    assert_eq!(s.get("/v1/packs/app/1.2.0.zip").status, 200);
+    assert_eq!(s.get(&format!("/v1/manifests/{m3}/delta/{m1}")).status, 200);
+    // Never released: no manifest, delta or pack without a token, and nothing is built.
+    let builds = |s: &TestServer| s.admin_get("/metrics").text();
+    let before = builds(&s);
+    for path in [
+        format!("/v1/manifests/{m2}"),
+        format!("/v1/manifests/{m3}/delta/{m2}"),
+        "/v1/packs/app/1.1.0.zip".to_owned(),
+        "/v1/packs/app/1.0.0..1.1.0.zip".to_owned(),
+        "/v1/packs/app/1.1.0..1.2.0.zip".to_owned(),
+    ] {
+        let r = s.get(&path);
+        assert_eq!(
+            (r.status, r.code()),
+            (401, "unauthorized".to_owned()),
+            "{path}"
+        );
+        assert!(r.text().contains("needs a token"), "{path}: {}", r.text());
+    }
+    let after = builds(&s);
+    let count = |text: &str| {
+        text.lines()
+            .find(|l| l.starts_with("baleen_pack_builds_total"))
+            .map(str::to_owned)
+    };
+    assert!(count(&before).is_some(), "{before}");
+    assert_eq!(count(&before), count(&after), "no build was started");
+    // A bad token is refused, not taken for none; a good one reads everything.
+    let bad = s.get_with(
+        "/v1/packs/app/1.1.0.zip",
+        &[("Authorization", "Bearer baleen_00")],
+    );
+    assert_eq!(bad.status, 401);
+    assert_eq!(s.admin_get(&format!("/v1/manifests/{m2}")).status, 200);
+    assert_eq!(s.admin_get("/v1/packs/app/1.0.0..1.1.0.zip").status, 200);
 }

@@ -99,6 +99,7 @@ pub async fn manifest(
     headers: HeaderMap,
 ) -> Result<Response> {
     let digest = parse_digest(&digest)?;
+    service.check_manifest_access(&headers, &[&digest]).await?;
     let encoded = service.manifest_document(&digest).await?;
     Ok(serve_encoded(&encoded, &headers))
 }
@@ -115,6 +116,9 @@ pub async fn manifest_delta(
         from: from.clone(),
         reason: "not a manifest digest".into(),
     })?;
+    service
+        .check_manifest_access(&headers, &[&digest, &from_digest])
+        .await?;
     let encoded = service.manifest_delta(&digest, &from_digest).await?;
     Ok(serve_encoded(&encoded, &headers))
 }
@@ -249,6 +253,9 @@ pub async fn pack(
         manifests::Error::InvalidPackName { .. } => Error::NotFound(format!("pack {name:?}")),
         other => other.into(),
     })?;
+    service
+        .check_pack_access(&headers, &package, name.from(), name.to())
+        .await?;
     match service
         .servable_pack(&package, name.from(), name.to())
         .await?

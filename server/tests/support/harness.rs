@@ -171,6 +171,14 @@ impl TestServer {
         request(&self.base, "GET", path, headers, None)
     }
 
+    /// GET with the admin token and `headers`.
+    pub fn admin_get_with(&self, path: &str, headers: &[(&str, &str)]) -> Response {
+        let auth = format!("Bearer {}", self.admin);
+        let mut all = vec![("Authorization", auth.as_str())];
+        all.extend_from_slice(headers);
+        request(&self.base, "GET", path, &all, None)
+    }
+
     pub fn admin_get(&self, path: &str) -> Response {
         let auth = format!("Bearer {}", self.admin);
         request(&self.base, "GET", path, &[("Authorization", &auth)], None)
