@@ -107,6 +107,9 @@ pub enum Error {
         /// The `Retry-After`.
         retry_after_secs: u64,
     },
+    /// The client sent its request too slowly.
+    #[error("{0}")]
+    Timeout(String),
     /// Too many requests in flight; the client should retry after a moment.
     #[error("server busy; retry in a moment")]
     Overloaded,
@@ -164,6 +167,7 @@ impl Error {
             Error::RouteOutsideOrigins { .. } => StatusCode::FORBIDDEN,
             Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Overloaded | Error::PackNotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             Error::Meta(_)
             | Error::Io { .. }
             | Error::InvalidSetting { .. }
@@ -188,6 +192,7 @@ impl Error {
             Error::RouteOutsideOrigins { .. } => "route_outside_origins",
             Error::TooLarge { .. } => "too_large",
             Error::Overloaded => "overloaded",
+            Error::Timeout(_) => "timeout",
             Error::PackNotReady { .. } => "pack_not_ready",
             Error::Meta(_) => "meta_store",
             Error::Io { .. } => "io",

@@ -41,7 +41,18 @@ pub struct Settings {
     /// How long a client may take to send a request's headers (slow-loris defence).
     pub header_read_timeout: Duration,
     /// Requests served at once; more get `503` with `Retry-After` at once instead of queueing.
+    /// A request holds its slot only once its body has arrived.
     pub max_concurrent_requests: usize,
+    /// Connections open at once; past it a new connection is closed as soon as it is accepted.
+    pub max_connections: usize,
+    /// How long a client may take to send a whole request body (other than an upload's); past
+    /// it the request is answered `408` and the connection closed.
+    pub body_read_timeout: Duration,
+    /// How long an upload may go without sending a byte.
+    pub upload_idle_timeout: Duration,
+    /// How long a response may go without the client taking a byte of it (slow readers); past
+    /// it the connection is closed.
+    pub write_timeout: Duration,
     /// Where uploads are staged (on the same file system as the blobs, so moves are renames).
     pub staging_dir: PathBuf,
     /// How long a pack request waits for a build under way before it is answered `503` with
@@ -65,6 +76,10 @@ impl Settings {
             limits: Limits::default(),
             header_read_timeout: Duration::from_secs(10),
             max_concurrent_requests: 4096,
+            max_connections: 16_384,
+            body_read_timeout: Duration::from_secs(10),
+            upload_idle_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(60),
             staging_dir,
             pack_wait: Duration::from_millis(500),
             pack_build_threads: std::thread::available_parallelism().map_or(1, usize::from),

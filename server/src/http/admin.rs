@@ -69,7 +69,7 @@ pub async fn publish(
     let upload_dir = unique_dir(&service.settings().staging_dir)?;
     let result = async {
         let zip = upload_dir.join("upload.zip");
-        receive(body, &zip, limit).await?;
+        receive(body, &zip, limit, service.settings().upload_idle_timeout).await?;
         let request = PublishRequest {
             version: query.version.clone(),
             requires: query.requires.clone(),
@@ -138,13 +138,26 @@ pub async fn publish(
 }
 
 /// Streams a request body into a new file, refusing more than `limit` bytes.
-async fn receive(body: Body, path: &std::path::Path, limit: u64) -> Result<()> {
+async fn receive(
+    body: Body,
+    path: &std::path::Path,
+    limit: u64,
+    idle: std::time::Duration,
+) -> Result<()> {
     let mut file = tokio::fs::File::create(path)
         .await
         .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
     let mut body = body;
     let mut received: u64 = 0;
-    while let Some(frame) = body.frame().await {
+    while let Some(frame) = tokio::time::timeout(idle, body.frame())
+        .await
+        .map_err(|_| {
+            Error::Timeout(format!(
+                "the upload sent nothing for {} s",
+                idle.as_secs_f64()
+            ))
+        })?
+    {
         let frame = frame.map_err(|e| Error::BadRequest(format!("upload interrupted: {e}")))?;
         if let Ok(data) = frame.into_data() {
             received += data.len() as u64;

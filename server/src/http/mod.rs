@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::service::Service;
 
 mod admin;
+mod edge;
 mod error;
 mod fast;
 pub mod openapi;
@@ -100,6 +101,9 @@ pub fn router(service: Arc<Service>) -> Router {
     }
 }
 
+/// The largest request body of an admin route other than an upload (JSON).
+const ADMIN_BODY_LIMIT: usize = 2 * 1024 * 1024;
+
 /// Admits a routed request and counts it: answers `503` with `Retry-After` at once when too many
 /// requests are in flight, rather than queueing them until every client times out (a thundering
 /// herd on launch); otherwise counts the request and its latency under its route pattern.
@@ -110,8 +114,76 @@ async fn admit(
     next: axum::middleware::Next,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let Ok(_permit) = service.in_flight.clone().try_acquire_owned() else {
-        return Error::Overloaded.into_response();
+    let upload = matched
+        .as_ref()
+        .is_some_and(|m| m.as_str() == paths::PUBLISH);
+    // A body arrives before the request takes a slot, within a deadline and a cap, so clients
+    // trickling bodies hold connections, not slots. Uploads stream to disk under their own cap
+    // and idle timeout, and take no slot (their token is checked before the body is read).
+    let request = if upload || request.method() == axum::http::Method::GET {
+        request
+    } else {
+        let (parts, body) = request.into_parts();
+        let limit = if matched
+            .as_ref()
+            .is_some_and(|m| m.as_str() == paths::EVENTS)
+        {
+            public::EVENTS_BODY_LIMIT
+        } else {
+            ADMIN_BODY_LIMIT
+        };
+        // A body declared too large is refused from its length, before a byte of it is read.
+        let declared = parts
+            .headers
+            .get(axum::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Error::TooLarge {
+                limit_bytes: limit as u64,
+            }
+            .into_response();
+        }
+        let read = tokio::time::timeout(
+            service.settings().body_read_timeout,
+            axum::body::to_bytes(body, limit),
+        )
+        .await;
+        match read {
+            Ok(Ok(bytes)) => {
+                axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes))
+            }
+            Ok(Err(e)) => {
+                let inner = e.into_inner();
+                return if inner.is::<http_body_util::LengthLimitError>() {
+                    Error::TooLarge {
+                        limit_bytes: limit as u64,
+                    }
+                } else {
+                    Error::BadRequest(format!("request body: {inner}"))
+                }
+                .into_response();
+            }
+            Err(_) => {
+                let mut response = Error::Timeout(format!(
+                    "the request body took longer than {} s",
+                    service.settings().body_read_timeout.as_secs_f64()
+                ))
+                .into_response();
+                response.headers_mut().insert(
+                    axum::http::header::CONNECTION,
+                    axum::http::HeaderValue::from_static("close"),
+                );
+                return response;
+            }
+        }
+    };
+    let _permit = match upload {
+        true => None,
+        false => match service.in_flight.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => return Error::Overloaded.into_response(),
+        },
     };
     // Static labels: no allocation per request.
     let route = matched
@@ -188,6 +260,10 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(service.settings().header_read_timeout);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let connections = Arc::new(tokio::sync::Semaphore::new(
+        service.settings().max_connections,
+    ));
+    let write_timeout = service.settings().write_timeout;
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -201,7 +277,14 @@ pub async fn serve(
                         continue;
                     }
                 };
+                // Past the cap a connection is closed at once, rather than left in the backlog.
+                let Ok(slot) = connections.clone().try_acquire_owned() else {
+                    tracing::debug!("connection refused: too many open");
+                    drop(stream);
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
+                let stream = edge::WriteTimeout::new(stream, write_timeout);
                 let connection = builder
                     .serve_connection_with_upgrades(TokioIo::new(stream), reads.clone())
                     .into_owned();
@@ -210,6 +293,7 @@ pub async fn serve(
                     if let Err(e) = connection.await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
+                    drop(slot);
                 });
             }
             () = &mut shutdown => break,
