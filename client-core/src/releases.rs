@@ -19,14 +19,14 @@ use crate::store::{Installed, Store};
 /// The cache.
 #[derive(Debug)]
 pub(crate) struct Releases {
-    trusted: TrustedKeys,
+    trusted: Mutex<TrustedKeys>,
     verified: Mutex<HashMap<Digest, Arc<Served>>>,
 }
 
 impl Releases {
     pub(crate) fn new(trusted: TrustedKeys) -> Releases {
         Releases {
-            trusted,
+            trusted: Mutex::new(trusted),
             verified: Mutex::new(HashMap::new()),
         }
     }
@@ -58,7 +58,7 @@ impl Releases {
         if let Some(served) = self.cached(digest) {
             return Ok(served);
         }
-        let release = verify_release(bytes, &self.trusted, Some(digest))?.release;
+        let release = verify_release(bytes, &self.trusted(), Some(digest))?.release;
         if release.package != *package || release.version != *version {
             return Err(Error::BadPack(format!(
                 "manifest {digest} is {}@{}, expected {package}@{version}",
@@ -74,7 +74,7 @@ impl Releases {
     /// # Errors
     /// A bad signature.
     pub(crate) fn verify_any(&self, bytes: &[u8]) -> Result<(Digest, Arc<Served>)> {
-        let verified = verify_release(bytes, &self.trusted, None)?;
+        let verified = verify_release(bytes, &self.trusted(), None)?;
         Ok((
             verified.digest,
             self.keep(verified.digest, &verified.release),
@@ -117,7 +117,19 @@ impl Releases {
     }
 
     /// The keys manifests must be signed with.
-    pub(crate) fn trusted(&self) -> &TrustedKeys {
-        &self.trusted
+    pub(crate) fn trusted(&self) -> TrustedKeys {
+        self.trusted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Moves to other release keys: every manifest is verified again under them.
+    pub(crate) fn set_trusted(&self, trusted: TrustedKeys) {
+        *self
+            .trusted
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = trusted;
+        self.map().clear();
     }
 }

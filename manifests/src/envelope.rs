@@ -212,3 +212,70 @@ pub(crate) fn from_value<T: serde::de::DeserializeOwned>(
         reason: e.into_inner().to_string(),
     })
 }
+
+/// The canonical bytes a signature of this envelope covers (its `signed` part), unverified: what
+/// a key holder signs after checking the document.
+///
+/// # Errors
+/// [`Error::Json`] / [`Error::Schema`] for a malformed envelope.
+pub fn signed_bytes(envelope: &[u8]) -> Result<Vec<u8>> {
+    let value = parse_strict(envelope)?;
+    let signed = value
+        .get("signed")
+        .filter(|s| s.is_object())
+        .ok_or_else(|| Error::Schema {
+            doc: "envelope",
+            at: "$.signed".to_owned(),
+            reason: "missing or not an object".to_owned(),
+        })?;
+    to_canonical_bytes(signed)
+}
+
+/// Adds a signature by `key` (a 64-byte Ed25519 signature over [`signed_bytes`]) to an envelope,
+/// after checking it verifies. A key that signed already is replaced; the document's digest does
+/// not change.
+///
+/// # Errors
+/// [`Error::BadSignature`] when the signature does not verify, and the errors of
+/// [`signed_bytes`].
+pub fn add_signature(
+    envelope: &[u8],
+    key: &crate::PublicKey,
+    signature: &[u8; 64],
+) -> Result<SignedDocument> {
+    let message = signed_bytes(envelope)?;
+    if !key.verifies(&message, signature) {
+        return Err(Error::BadSignature { keyid: key.id() });
+    }
+    let Value::Object(mut map) = parse_strict(envelope)? else {
+        return Err(Error::Schema {
+            doc: "envelope",
+            at: "$".to_owned(),
+            reason: "expected an object".to_owned(),
+        });
+    };
+    let keyid = Value::String(key.id().to_string());
+    let mut signatures = match map.remove("signatures") {
+        Some(Value::Array(s)) => s,
+        _ => Vec::new(),
+    };
+    signatures.retain(|s| s.get("keyid") != Some(&keyid));
+    let mut entry = Map::new();
+    entry.insert("keyid".to_owned(), keyid);
+    entry.insert("sig".to_owned(), Value::String(encode_hex(signature)));
+    signatures.push(Value::Object(entry));
+    map.insert("signatures".to_owned(), Value::Array(signatures));
+    Ok(SignedDocument {
+        bytes: to_canonical_bytes(&Value::Object(map))?,
+        digest: Digest::of(&message),
+    })
+}
+
+/// Adds `key`'s signature to an envelope (see [`add_signature`]).
+///
+/// # Errors
+/// As [`signed_bytes`].
+pub fn cosign(envelope: &[u8], key: &KeyPair) -> Result<SignedDocument> {
+    let signature = key.sign(&signed_bytes(envelope)?);
+    add_signature(envelope, key.public(), &signature)
+}

@@ -26,6 +26,7 @@ mod events;
 mod ids;
 mod index;
 mod index_delta;
+mod key_list;
 mod keys;
 mod pack;
 mod path;
@@ -41,7 +42,7 @@ pub use canonical::{
 };
 pub use diff::{DiffPlan, Fetch, Files, plan_diff, rename_key};
 pub use digest::{Digest, Hasher};
-pub use envelope::{Opened, SignedDocument, open, sign_value};
+pub use envelope::{Opened, SignedDocument, add_signature, cosign, open, sign_value, signed_bytes};
 pub use error::{Error, PackError, Result};
 pub use events::{
     Event, EventBatch, EventKind, MAX_COUNT, MAX_EVENTS_PER_BATCH, parse_event_batch,
@@ -57,6 +58,10 @@ pub use index::{
 pub use index_delta::{
     INDEX_DELTA_FORMAT, IndexDelta, apply_index_delta, packages_digest, rebuilt_index_bytes,
     verify_rebuilt_index,
+};
+pub use key_list::{
+    KEY_LIST_FORMAT, KeyList, MAX_CHAIN, MAX_KEYS, Role, RoleName, Roles, TrustedKeyList,
+    check_role, follow_key_chain, parse_key_list_unverified, split_key_chain,
 };
 pub use keys::{KeyId, KeyPair, PublicKey, TrustedKeys};
 pub use pack::{

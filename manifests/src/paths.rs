@@ -17,6 +17,18 @@ pub const INDEX: &str = "/v1/apps/{app}/channels/{channel}/index";
 /// ([`crate::IndexDelta`]); `404` with code `delta_unavailable` when the server cannot tell what
 /// changed since then (the device fetches the whole index instead).
 pub const INDEX_DELTA: &str = "/v1/apps/{app}/channels/{channel}/index/delta/{from}";
+/// `GET`: the chain of an app's signed key lists ([`crate::KeyList`]), oldest first, as a JSON
+/// array.
+pub const KEYS: &str = "/v1/apps/{app}/keys";
+/// The response header of an index or index delta naming the version of the app's key list it
+/// was signed under: a device holding an older list fetches [`KEYS`]. A hint only: what the
+/// device fetches is verified from its pinned root.
+pub const KEYS_HEADER: &str = "baleen-keys";
+/// `POST`: the next version of an app's key list, signed by its old and new root keys.
+pub const ADMIN_KEYS: &str = "/v1/admin/apps/{app}/keys";
+/// `POST`: a signature by a release key added to a published release's manifest.
+pub const RELEASE_SIGNATURES: &str =
+    "/v1/admin/apps/{app}/packages/{package}/releases/{version}/signatures";
 /// `GET`: a signed release manifest by digest.
 pub const MANIFEST: &str = "/v1/manifests/{digest}";
 /// `GET`: the signed manifest `{digest}` as a [`crate::ReleaseDelta`] from the manifest `{from}`
@@ -59,6 +71,25 @@ pub const STATS: &str = "/v1/admin/apps/{app}/channels/{channel}/stats";
 /// The path of the signed index of `app` on `channel` ([`INDEX`]).
 pub fn index_path(app: &AppId, channel: &Channel) -> String {
     format!("/v1/apps/{app}/channels/{channel}/index")
+}
+
+/// The path of the key chain of `app` ([`KEYS`]).
+pub fn keys_path(app: &AppId) -> String {
+    format!("/v1/apps/{app}/keys")
+}
+
+/// The path where the next key list of `app` is posted ([`ADMIN_KEYS`]).
+pub fn admin_keys_path(app: &AppId) -> String {
+    format!("/v1/admin/apps/{app}/keys")
+}
+
+/// The path where a signature of a release's manifest is posted ([`RELEASE_SIGNATURES`]).
+pub fn release_signatures_path(
+    app: &AppId,
+    package: &PackageId,
+    version: &ReleaseVersion,
+) -> String {
+    format!("/v1/admin/apps/{app}/packages/{package}/releases/{version}/signatures")
 }
 
 /// The path of the origins of `app` ([`APP_ORIGINS`]).

@@ -303,6 +303,17 @@ impl Service {
                 |v| releases.iter().any(|r| &r.version == v),
                 previous.as_ref(),
             )?;
+            for version in [&next.stable, &next.candidate].into_iter().flatten() {
+                if current.stable.as_ref() == Some(version)
+                    || current.candidate.as_ref() == Some(version)
+                {
+                    continue;
+                }
+                if let Some(r) = releases.iter().find(|r| &r.version == version) {
+                    self.check_release_signed(&app, package, version, &r.manifest)
+                        .await?;
+                }
+            }
             let at = now();
             let sequence = current_sequence + 1;
             let (from_version, to_version) = match action {
@@ -378,13 +389,29 @@ impl Service {
     /// fresh lifetime, so that devices never see an expired index from a healthy server. Touches
     /// no package: devices get the new expiry from a delta without changes.
     pub async fn refresh_indexes(&self) -> Result<usize> {
-        let mut refreshed = 0;
         let half = self.settings.index_ttl_secs / 2;
+        self.bump_channels(|_, head| head.expires_at.unix_secs() <= now().unix_secs() + half)
+            .await
+    }
+
+    /// Moves every channel of `app` to a new sequence, so that its index is signed again (under
+    /// a new key list).
+    pub(crate) async fn resign_indexes(&self, app: &AppId) -> Result<usize> {
+        self.bump_channels(|a, _| a == app).await
+    }
+
+    /// Moves each channel `pick` chooses to a higher sequence with a fresh lifetime, touching no
+    /// package.
+    async fn bump_channels(
+        &self,
+        pick: impl Fn(&AppId, &crate::meta_store::ChannelHead) -> bool,
+    ) -> Result<usize> {
+        let mut moved = 0;
         for (app, channel) in self.meta.channels().await? {
             let Some(head) = self.meta.channel_head(&app, &channel).await? else {
                 continue;
             };
-            if head.expires_at.unix_secs() > now().unix_secs() + half {
+            if !pick(&app, &head) {
                 continue;
             }
             let issued_at = now();
@@ -401,10 +428,10 @@ impl Service {
             };
             if self.meta.commit_channel(&commit).await? {
                 self.documents.advanced(&app, &channel, commit.sequence);
-                refreshed += 1;
+                moved += 1;
             }
         }
-        Ok(refreshed)
+        Ok(moved)
     }
 
     /// The index entry of a package on a channel now, from its releases and history (for rows of

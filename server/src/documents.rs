@@ -55,6 +55,9 @@ pub struct ServedDocument {
     pub identity: Representation,
     /// The same bytes gzip-compressed, when that is smaller.
     pub gzip: Option<Representation>,
+    /// The version of the app's key list it was signed under, sent as `Baleen-Keys` so that a
+    /// device holding an older list fetches the new one (0: not sent).
+    pub keys_version: u64,
 }
 
 impl ServedDocument {
@@ -104,6 +107,7 @@ impl ServedDocument {
                 headers: OnceLock::new(),
             },
             gzip,
+            keys_version: 0,
         })
     }
 }
@@ -290,10 +294,16 @@ impl Service {
         }) {
             return Ok(Some(index));
         }
+        let keys_version = self.app_keys(app).await?.list.version;
         let index = match self.meta.index(app, channel).await? {
             Some(stored) if stored.sequence == head.sequence => Arc::new(
-                blocking(move || ServedDocument::new(stored.sequence, stored.digest, stored.bytes))
-                    .await?,
+                blocking(move || {
+                    let mut served =
+                        ServedDocument::new(stored.sequence, stored.digest, stored.bytes)?;
+                    served.keys_version = keys_version;
+                    Ok(served)
+                })
+                .await?,
             ),
             _ => self.build_index(app, channel, &head).await?,
         };
@@ -319,11 +329,14 @@ impl Service {
             expires_at: snapshot.head.expires_at,
             packages: snapshot.packages.clone(),
         };
-        let key = self.key.clone();
+        let keys = self.index_signers(app).await?;
+        let keys_version = self.app_keys(app).await?.list.version;
         // Signing and compressing a thousand entries takes milliseconds: off the async workers.
         let (signed, served) = blocking(move || {
-            let signed = index.sign(&[&key])?;
-            let served = ServedDocument::new(index.sequence, signed.digest, signed.bytes.clone())?;
+            let signed = index.sign(&keys.iter().collect::<Vec<_>>())?;
+            let mut served =
+                ServedDocument::new(index.sequence, signed.digest, signed.bytes.clone())?;
+            served.keys_version = keys_version;
             Ok((signed, served))
         })
         .await?;
@@ -407,7 +420,8 @@ impl Service {
             removed,
             packages_digest: snapshot.packages_digest,
         };
-        let key = self.key.clone();
+        let keys = self.index_signers(app).await?;
+        let keys_version = self.app_keys(app).await?.list.version;
         // The ETag names the index the delta leads to, not the delta: a device that applied any
         // delta to this sequence and asks for the delta from it (nothing changed) gets a 304.
         let target = format!(
@@ -417,13 +431,15 @@ impl Service {
         // A delta from far back can hold every entry: signed and compressed off the async workers.
         let served = Arc::new(
             blocking(move || {
-                let signed = delta.sign(&[&key])?;
-                ServedDocument::tagged(
+                let signed = delta.sign(&keys.iter().collect::<Vec<_>>())?;
+                let mut served = ServedDocument::tagged(
                     delta.sequence,
                     signed.digest,
                     Digest::of(target.as_bytes()),
                     signed.bytes,
-                )
+                )?;
+                served.keys_version = keys_version;
+                Ok(served)
             })
             .await?,
         );

@@ -92,6 +92,20 @@ pub enum Error {
     /// The request conflicts with what exists (a version published with other content…).
     #[error("{0}")]
     Conflict(String),
+    /// A release whose manifest lacks the signatures the app's release role needs, asked to go
+    /// out to devices (which would refuse it).
+    #[error(
+        "release {release} is not signed by the app's release keys ({reason}); sign it with `baleen sign` or publish with --sign-with"
+    )]
+    ReleaseUnsigned {
+        /// `package@version`.
+        release: String,
+        /// What is missing.
+        reason: String,
+    },
+    /// A key list the server could not sign indexes under: it holds too few of its index keys.
+    #[error("{0}")]
+    KeyNotHeld(String),
     /// The upload is larger than allowed.
     #[error("upload larger than {limit_bytes} bytes")]
     TooLarge {
@@ -163,7 +177,10 @@ impl Error {
             Error::NotFound(_) | Error::DeltaUnavailable { .. } | Error::UnknownChannel { .. } => {
                 StatusCode::NOT_FOUND
             }
-            Error::Conflict(_) | Error::RouteTaken { .. } => StatusCode::CONFLICT,
+            Error::Conflict(_)
+            | Error::RouteTaken { .. }
+            | Error::ReleaseUnsigned { .. }
+            | Error::KeyNotHeld(_) => StatusCode::CONFLICT,
             Error::RouteOutsideOrigins { .. } => StatusCode::FORBIDDEN,
             Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Overloaded | Error::PackNotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -189,6 +206,8 @@ impl Error {
             Error::DeltaUnavailable { .. } => "delta_unavailable",
             Error::Conflict(_) => "conflict",
             Error::RouteTaken { .. } => "route_taken",
+            Error::ReleaseUnsigned { .. } => "release_unsigned",
+            Error::KeyNotHeld(_) => "key_not_held",
             Error::RouteOutsideOrigins { .. } => "route_outside_origins",
             Error::TooLarge { .. } => "too_large",
             Error::Overloaded => "overloaded",

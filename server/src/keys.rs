@@ -45,10 +45,95 @@ pub fn generate(dir: &Path, name: &str) -> Result<GeneratedKey> {
     })
 }
 
-/// Loads a private key file.
+/// Loads a private key file, refusing one that others than its owner may read: a signing key
+/// that leaked is revoked by a new key list, but one left readable is as good as leaked.
 pub fn load(path: &Path) -> Result<KeyPair> {
+    check_private(path)?;
     let bytes = fs::read(path).with_context(|| format!("reading key {}", path.display()))?;
     KeyPair::from_file_bytes(&bytes).with_context(|| format!("key file {}", path.display()))
+}
+
+/// Refuses a private key file readable or writable by its group or by others.
+fn check_private(path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(path)
+            .with_context(|| format!("reading key {}", path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            bail!(
+                "key {} is accessible to its group or others (mode {:o}); a private key must be \
+                 readable by its owner only: chmod 600 {}",
+                path.display(),
+                mode & 0o777,
+                path.display()
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+/// Loads a public key file (or the public half of a private key file, checked like [`load`]).
+pub fn load_public(path: &Path) -> Result<manifests::PublicKey> {
+    let bytes = fs::read(path).with_context(|| format!("reading key {}", path.display()))?;
+    match manifests::PublicKey::from_file_bytes(&bytes) {
+        Ok(key) => Ok(key),
+        Err(public_error) => match KeyPair::from_file_bytes(&bytes) {
+            Ok(_) => Ok(load(path)?.public().clone()),
+            Err(_) => Err(public_error).with_context(|| format!("key file {}", path.display())),
+        },
+    }
+}
+
+/// The keys and threshold of one role of a key list being made.
+#[derive(Debug)]
+pub struct RoleSpec {
+    /// Public key files.
+    pub keys: Vec<PathBuf>,
+    /// How many must sign (default: 1).
+    pub threshold: u32,
+}
+
+/// Makes version `version` of `app`'s key list from public key files, signed by `signers`.
+pub fn make_key_list(
+    app: &manifests::AppId,
+    version: u64,
+    roles: [&RoleSpec; 3],
+    signers: &[KeyPair],
+) -> Result<Vec<u8>> {
+    let mut keys = std::collections::BTreeMap::new();
+    let mut role = |spec: &RoleSpec| -> Result<manifests::Role> {
+        let mut keyids = std::collections::BTreeSet::new();
+        for path in &spec.keys {
+            let key = load_public(path)?;
+            keyids.insert(key.id());
+            keys.insert(key.id(), key.to_hex());
+        }
+        Ok(manifests::Role {
+            keyids,
+            threshold: spec.threshold,
+        })
+    };
+    let roles = manifests::Roles {
+        root: role(roles[0])?,
+        index: role(roles[1])?,
+        release: role(roles[2])?,
+    };
+    let list = manifests::KeyList {
+        app: app.clone(),
+        version,
+        keys,
+        roles,
+    };
+    let signers: Vec<&KeyPair> = signers.iter().collect();
+    Ok(list
+        .sign(&signers)
+        .context("signing the key list (root keys must sign it)")?
+        .bytes)
 }
 
 fn write_new(path: &Path, bytes: &[u8], secret: bool) -> Result<()> {

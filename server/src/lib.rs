@@ -32,6 +32,7 @@ pub mod publish;
 pub mod remote;
 pub mod service;
 pub mod stats;
+pub mod trust;
 pub mod watch;
 
 pub use error::{Error, Result};

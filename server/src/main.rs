@@ -63,6 +63,27 @@ enum Command {
     },
     /// Publish a build (a directory or a zip) as a new release.
     Publish(PublishArgs),
+    /// Sign a published release with a release key, after checking its manifest against the
+    /// build.
+    Sign {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// The host app.
+        #[arg(long)]
+        app: AppId,
+        /// The package.
+        #[arg(long)]
+        package: PackageId,
+        /// The release.
+        #[arg(long)]
+        version: ReleaseVersion,
+        /// The release key's private key file.
+        #[arg(long = "sign-with")]
+        sign_with: PathBuf,
+        /// The build (a directory or zip) the manifest must match.
+        #[arg(long)]
+        build: Option<PathBuf>,
+    },
     /// Publish a folder as a new dev release shortly after every change, uploading only what changed.
     Watch {
         /// The build folder.
@@ -196,6 +217,10 @@ struct ServeArgs {
     /// Signing key (default: DATA_DIR/keys/signing.private.json).
     #[arg(long, env = "BALEEN_KEY")]
     key: Option<PathBuf>,
+    /// More private keys the server holds (repeatable): the new index key of a rotation, or
+    /// release keys.
+    #[arg(long = "extra-key")]
+    extra_keys: Vec<PathBuf>,
     /// Start with a temporary data dir and key, and publish a demo package.
     #[arg(long, env = "BALEEN_DEMO")]
     demo: bool,
@@ -228,6 +253,61 @@ enum KeysCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Make and sign a version of an app's key list (offline, with the root keys).
+    List(KeyListArgs),
+    /// Add signatures to a key list file (each root key holder in turn).
+    Sign {
+        /// The key list file; signatures are added in place.
+        file: PathBuf,
+        /// Private key file to sign with (repeatable).
+        #[arg(long = "sign-with", required = true)]
+        sign_with: Vec<PathBuf>,
+    },
+    /// Send the next version of an app's key list to the server (needs an admin token).
+    Post {
+        /// The signed key list file.
+        file: PathBuf,
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// The app.
+        #[arg(long)]
+        app: AppId,
+    },
+}
+
+#[derive(Args)]
+struct KeyListArgs {
+    /// The app.
+    #[arg(long)]
+    app: AppId,
+    /// The version: one more than the app's newest (the server's own list is version 1).
+    #[arg(long)]
+    version: u64,
+    /// Root public key files (repeatable).
+    #[arg(long = "root", required = true)]
+    root: Vec<PathBuf>,
+    /// Root keys that must sign a key list.
+    #[arg(long, default_value_t = 1)]
+    root_threshold: u32,
+    /// Index public key files (repeatable): keys the server holds.
+    #[arg(long = "index", required = true)]
+    index: Vec<PathBuf>,
+    /// Index keys that must sign an index.
+    #[arg(long, default_value_t = 1)]
+    index_threshold: u32,
+    /// Release public key files (repeatable): the server's, the publishers', or both.
+    #[arg(long = "release", required = true)]
+    release: Vec<PathBuf>,
+    /// Release keys that must sign a manifest.
+    #[arg(long, default_value_t = 1)]
+    release_threshold: u32,
+    /// Private key files to sign with: the new root keys (and the old ones the server does not
+    /// hold).
+    #[arg(long = "sign-with", required = true)]
+    sign_with: Vec<PathBuf>,
+    /// Where to write the signed key list.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -375,6 +455,10 @@ struct PublishArgs {
     /// Source revision (git commit) of the build.
     #[arg(long)]
     source_revision: Option<String>,
+    /// Sign the release with this release key (the manifest is checked against the build
+    /// first); a channel is only changed once it is signed.
+    #[arg(long = "sign-with")]
+    sign_with: Option<PathBuf>,
     /// Fetch priority for devices, 0 to 255, higher first (default: the previous release's, else 0).
     #[arg(long)]
     priority: Option<u8>,
@@ -479,6 +563,100 @@ fn run(cli: Cli) -> Result<()> {
                 println!("public:  {} (ship it in your apps)", key.public.display());
                 Ok(())
             }
+        }
+        Command::Keys {
+            command: KeysCommand::List(args),
+        } => {
+            let signers = args
+                .sign_with
+                .iter()
+                .map(|p| server::keys::load(p))
+                .collect::<Result<Vec<_>>>()?;
+            let spec = |keys: &[PathBuf], threshold| server::keys::RoleSpec {
+                keys: keys.to_vec(),
+                threshold,
+            };
+            let bytes = server::keys::make_key_list(
+                &args.app,
+                args.version,
+                [
+                    &spec(&args.root, args.root_threshold),
+                    &spec(&args.index, args.index_threshold),
+                    &spec(&args.release, args.release_threshold),
+                ],
+                &signers,
+            )?;
+            std::fs::write(&args.out, &bytes)
+                .with_context(|| format!("writing {}", args.out.display()))?;
+            println!(
+                "key list {} version {} written to {}",
+                args.app,
+                args.version,
+                args.out.display()
+            );
+            Ok(())
+        }
+        Command::Keys {
+            command: KeysCommand::Sign { file, sign_with },
+        } => {
+            let mut bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            for path in &sign_with {
+                let key = server::keys::load(path)?;
+                bytes = manifests::cosign(&bytes, &key)
+                    .with_context(|| format!("signing {}", file.display()))?
+                    .bytes;
+            }
+            std::fs::write(&file, &bytes).with_context(|| format!("writing {}", file.display()))?;
+            println!(
+                "{} signed by {} more key(s)",
+                file.display(),
+                sign_with.len()
+            );
+            Ok(())
+        }
+        Command::Keys {
+            command: KeysCommand::Post { file, remote, app },
+        } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let answer = client(&remote)?.add_key_list(&app, &bytes)?;
+            print_answer(&remote, &answer, |a| {
+                println!("app {} now uses key list version {}", a.app, a.version);
+            })
+        }
+        Command::Sign {
+            remote,
+            app,
+            package,
+            version,
+            sign_with,
+            build,
+        } => {
+            let key = server::keys::load(&sign_with)?;
+            let client = client(&remote)?;
+            let release = client
+                .releases(&package)?
+                .into_iter()
+                .find(|r| r.version == version)
+                .ok_or_else(|| anyhow::anyhow!("{package} has no release {version}"))?;
+            let digest = release.manifest_digest;
+            let answer = server::remote::sign_published(
+                &client,
+                &app,
+                &package,
+                &version,
+                &digest,
+                &key,
+                build.as_deref(),
+            )?;
+            print_answer(&remote, &answer, |a| {
+                println!(
+                    "signed {package}@{version} (manifest {}), now signed by {}",
+                    a.manifest,
+                    a.signed_by.join(", ")
+                );
+            })
         }
         Command::Token {
             command:
@@ -1004,10 +1182,16 @@ fn publish(args: PublishArgs) -> Result<()> {
             source.display()
         );
     }
+    // A release to be signed here goes to its channel only once signed.
+    let signer = args
+        .sign_with
+        .as_deref()
+        .map(server::keys::load)
+        .transpose()?;
     let remote = client(&args.remote)?;
     let query = PublishQuery {
         version: request.version.clone(),
-        channel: request.channel.clone(),
+        channel: request.channel.clone().filter(|_| signer.is_none()),
         requires: request.requires.clone(),
         entry: request.entry.clone(),
         notes: request.notes.clone(),
@@ -1016,10 +1200,32 @@ fn publish(args: PublishArgs) -> Result<()> {
         routes: (!request.routes.is_empty()).then(|| request.routes.join(",")),
         priority: request.priority,
         prefetch: request.prefetch.clone(),
-        create_channel: args.create_channel.then_some(true),
+        create_channel: (args.create_channel && signer.is_none()).then_some(true),
         ..PublishQuery::default()
     };
-    let answer = remote.publish(source, &args.app, &args.package, &query, !args.remote.json)?;
+    let mut answer = remote.publish(source, &args.app, &args.package, &query, !args.remote.json)?;
+    if let Some(key) = &signer {
+        server::remote::sign_published(
+            &remote,
+            &args.app,
+            &args.package,
+            &args.version,
+            &answer.release.manifest_digest,
+            key,
+            Some(source),
+        )
+        .context("published, but not signed: sign it with `baleen sign`")?;
+        if let Some(channel) = &args.channel {
+            let change = ChangeRequest {
+                action: Action::Promote {
+                    version: args.version.clone(),
+                },
+                reason: String::new(),
+                create_channel: args.create_channel,
+            };
+            answer.sequence = Some(remote.change(&args.package, channel, &change)?.sequence);
+        }
+    }
     print_answer(&args.remote, &answer, |a| {
         let r = &a.release;
         println!(
@@ -1108,11 +1314,16 @@ async fn serve(args: ServeArgs) -> Result<()> {
             (server::keys::load(&key_path)?, None)
         }
     };
+    let extra_keys = args
+        .extra_keys
+        .iter()
+        .map(|p| server::keys::load(p))
+        .collect::<Result<Vec<_>>>()?;
     // Bound before the data directory is opened: opening clears the staging area, which must
     // not happen under a server already running on it.
     let listener = bind(args.listen).await?;
     let addr = listener.local_addr().context("reading the bound address")?;
-    let service = Arc::new(data.open(key, settings)?);
+    let service = Arc::new(data.open(key, settings)?.with_keys(extra_keys));
     if args.demo {
         let seeded = server::demo::seed(&service, &data.root().join("tmp")).await?;
         print_demo(addr, &data, &service, &seeded, args.json)?;

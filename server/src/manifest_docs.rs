@@ -210,3 +210,26 @@ impl Service {
         Ok(encoded)
     }
 }
+
+impl ManifestDocs {
+    /// Drops what was encoded from the manifest `digest` (its envelope gained signatures).
+    pub(crate) fn forget(&self, digest: &Digest) {
+        let mut manifests = lock(&self.manifests);
+        if let Some(old) = manifests.entries.remove(digest) {
+            manifests.bytes -= old.size();
+        }
+        drop(manifests);
+        let mut deltas = lock(&self.deltas);
+        let keys: Vec<(Digest, Digest)> = deltas
+            .entries
+            .keys()
+            .filter(|(to, from)| to == digest || from == digest)
+            .copied()
+            .collect();
+        for key in keys {
+            if let Some(old) = deltas.entries.remove(&key) {
+                deltas.bytes -= old.size();
+            }
+        }
+    }
+}

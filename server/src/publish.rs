@@ -272,7 +272,8 @@ impl Service {
             .map(|(d, p)| (p, d))
             .collect();
         self.blobs.put_files(staged).await?;
-        let signed = release.sign(&[&self.key])?;
+        let signers = self.release_signers(app).await?;
+        let signed = release.sign(&signers.iter().collect::<Vec<_>>())?;
         let record = ReleaseRecord {
             package: package.clone(),
             version: release.version.clone(),

@@ -241,6 +241,56 @@ impl Remote {
         )
     }
 
+    /// A signed manifest's bytes, by digest.
+    pub fn manifest(&self, digest: &manifests::Digest) -> Result<Vec<u8>> {
+        let what = format!("reading manifest {digest}");
+        let response = self
+            .agent
+            .get(format!("{}{}", self.base, paths::manifest_path(digest)))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .call()
+            .map_err(|e| self.unreachable(&what, e))?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .with_config()
+            .limit(64 * 1024 * 1024)
+            .read_to_vec()
+            .with_context(|| format!("{what}: reading the server's answer"))?;
+        if !status.is_success() {
+            bail!("{what}: HTTP {}", status.as_u16());
+        }
+        Ok(bytes)
+    }
+
+    /// Adds a release key's signature to a release's manifest.
+    pub fn sign_release(
+        &self,
+        app: &AppId,
+        package: &PackageId,
+        version: &manifests::ReleaseVersion,
+        signature: &crate::api::ReleaseSignature,
+    ) -> Result<crate::api::ReleaseSigned> {
+        self.post(
+            &format!("signing {package} {version}"),
+            &paths::release_signatures_path(app, package, version),
+            signature,
+        )
+    }
+
+    /// Posts the next version of an app's key list.
+    pub fn add_key_list(&self, app: &AppId, envelope: &[u8]) -> Result<crate::api::KeyListAdded> {
+        let what = format!("changing the keys of app {app}");
+        let response = self
+            .agent
+            .post(format!("{}{}", self.base, paths::admin_keys_path(app)))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .content_type("application/json")
+            .send(envelope)
+            .map_err(|e| self.unreachable(&what, e))?;
+        self.answer(&what, response)
+    }
+
     /// POSTs a JSON body to an API path; `what` says what the user asked for, for errors.
     fn post<B: Serialize, T: DeserializeOwned>(
         &self,
@@ -505,4 +555,106 @@ impl<R: Read> Read for Progress<R> {
         self.bar.advance(n as u64);
         Ok(n)
     }
+}
+
+/// The files of a build (a directory or a zip) by path, with their sha256: what a publisher
+/// compares a manifest with before signing it.
+///
+/// # Errors
+/// The build cannot be read.
+pub fn build_digests(
+    source: &Path,
+) -> Result<std::collections::BTreeMap<String, manifests::Digest>> {
+    let mut out = std::collections::BTreeMap::new();
+    let hash = |reader: &mut dyn std::io::Read| -> Result<manifests::Digest> {
+        let mut hasher = manifests::Hasher::new();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = reader.read(&mut buf)?;
+            if n == 0 {
+                return Ok(hasher.finish());
+            }
+            hasher.update(&buf[..n]);
+        }
+    };
+    if source.is_dir() {
+        for path in list_files(source)? {
+            let mut file = File::open(source.join(&path))
+                .with_context(|| format!("reading {}", source.join(&path).display()))?;
+            out.insert(path, hash(&mut file)?);
+        }
+    } else {
+        let file = File::open(source).with_context(|| format!("opening {}", source.display()))?;
+        let mut zip = zip::ZipArchive::new(file)
+            .with_context(|| format!("reading {} as a zip", source.display()))?;
+        for i in 0..zip.len() {
+            let mut entry = zip.by_index(i)?;
+            if entry.is_dir() {
+                continue;
+            }
+            let name = entry.name()?.into_owned();
+            let digest = hash(&mut entry)?;
+            out.insert(name, digest);
+        }
+    }
+    Ok(out)
+}
+
+/// Signs a published release as a release key holder: reads its manifest, checks that it is the
+/// release asked for and that every file in it is the build's own (a server cannot get a
+/// publisher to sign content it did not build), and posts the signature.
+///
+/// # Errors
+/// The manifest differs from the build, or a request failed.
+pub fn sign_published(
+    remote: &Remote,
+    app: &AppId,
+    package: &PackageId,
+    version: &manifests::ReleaseVersion,
+    digest: &manifests::Digest,
+    key: &manifests::KeyPair,
+    build: Option<&Path>,
+) -> Result<crate::api::ReleaseSigned> {
+    let envelope = remote.manifest(digest)?;
+    let signed = manifests::signed_bytes(&envelope).context("the manifest served")?;
+    if manifests::Digest::of(&signed) != *digest {
+        bail!("the server served another manifest than {digest}; nothing was signed");
+    }
+    let release = manifests::parse_release_unverified(&signed).context("the manifest served")?;
+    if release.package != *package || release.version != *version {
+        bail!(
+            "manifest {digest} is {}@{}, not {package}@{version}; nothing was signed",
+            release.package,
+            release.version
+        );
+    }
+    if let Some(build) = build {
+        let local = build_digests(build)?;
+        for (path, entry) in &release.files {
+            match local.get(path.as_str()) {
+                Some(d) if *d == entry.sha256 => {}
+                Some(_) => bail!(
+                    "{path} in manifest {digest} differs from the build's; nothing was signed"
+                ),
+                None => bail!(
+                    "manifest {digest} holds {path}, which the build does not; nothing was signed"
+                ),
+            }
+        }
+    }
+    let signature = crate::api::ReleaseSignature {
+        keyid: key.id().to_string(),
+        sig: encode_hex(&key.sign(&signed)),
+    };
+    remote.sign_release(app, package, version, &signature)
+}
+
+fn encode_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }

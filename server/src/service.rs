@@ -149,6 +149,10 @@ pub struct Service {
     pub(crate) blobs: Arc<dyn BlobStore>,
     pub(crate) meta: Arc<dyn MetaStore>,
     pub(crate) key: KeyPair,
+    /// Every key held: `key` first, then keys given for rotation.
+    pub(crate) held: Vec<KeyPair>,
+    /// Each app's key lists.
+    pub(crate) key_cache: crate::trust::KeyCache,
     pub(crate) settings: Settings,
     /// One lock per package, so that publishes of one package run one at a time.
     publish_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -180,7 +184,9 @@ impl Service {
         Ok(Service {
             blobs,
             meta,
+            held: vec![key.clone()],
             key,
+            key_cache: crate::trust::KeyCache::default(),
             publish_locks: Mutex::default(),
             documents: crate::documents::Documents::default(),
             manifest_docs: crate::manifest_docs::ManifestDocs::default(),
@@ -199,6 +205,17 @@ impl Service {
             .unwrap_or(axum::http::HeaderValue::from_static("public, max-age=60")),
             settings,
         })
+    }
+
+    /// Holds `more` keys besides the primary one: the index keys of a rotation, release keys.
+    #[must_use]
+    pub fn with_keys(mut self, more: Vec<KeyPair>) -> Service {
+        for key in more {
+            if !self.held.iter().any(|k| k.id() == key.id()) {
+                self.held.push(key);
+            }
+        }
+        self
     }
 
     /// The settings.

@@ -418,7 +418,8 @@ fn a_store_from_before_per_package_entries_upgrades_on_open() {
     let (old_bytes, old) = full_index(&s);
 
     // Take the store back to schema version 2: the sequence lived with the kept index, and
-    // package rows had no entry or sequence (nor tokens their lifecycle, version 4, nor releases their routes and apps their origins, 5).
+    // package rows had no entry or sequence (nor tokens their lifecycle, version 4, nor releases their routes and apps their origins, 5, nor
+    // apps their key lists).
     let s = s.restart(|data| {
         rusqlite::Connection::open(data.join("meta.sqlite3"))
             .unwrap()
@@ -433,6 +434,7 @@ fn a_store_from_before_per_package_entries_upgrades_on_open() {
                  ALTER TABLE tokens DROP COLUMN last_used_at;
                  ALTER TABLE releases DROP COLUMN routes;
                  DROP TABLE apps;
+                 DROP TABLE key_lists;
                  PRAGMA user_version = 2;
                  COMMIT;",
             )

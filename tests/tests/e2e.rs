@@ -9,6 +9,7 @@ mod e2e {
     pub mod crash;
     pub mod device;
     pub mod faults;
+    pub mod keys;
     pub mod loopback;
     pub mod many_packages;
     pub mod presets;

@@ -59,12 +59,29 @@ impl Client {
     /// Network errors; a replayed, expired, forged or misdirected index or delta (nothing
     /// changes).
     pub fn check(&self) -> Result<CheckOutcome> {
+        if lock(&self.keys).fetch_first {
+            self.refresh_keys()?;
+        }
+        match self.check_once() {
+            // Signed by keys this device does not know yet: a rotation it has not seen.
+            Err(Error::Contract(
+                e @ (manifests::Error::UntrustedSigner { .. }
+                | manifests::Error::ThresholdNotMet { .. }),
+            )) => match self.refresh_keys()? {
+                true => self.check_once(),
+                false => Err(Error::Contract(e)),
+            },
+            outcome => outcome,
+        }
+    }
+
+    fn check_once(&self) -> Result<CheckOutcome> {
         let stored = self.read_stored_index().ok().map(Stored::parse);
         // The stored index's signatures are verified once per check, on a copy of the core so
         // that its lock is not held meanwhile; a 304 then checks only scope, sequence and expiry.
         let held = stored.as_ref().and_then(|s| {
             self.snapshot()
-                .held_index(s.doc(), self.releases.trusted())
+                .held_index(s.doc(), &self.index_trusted())
                 .ok()
         });
         let etag = lock(&self.core).index_etag().map(str::to_owned);
@@ -123,8 +140,17 @@ impl Client {
             .map(|e| ("If-None-Match".to_owned(), e.to_owned()))
             .into_iter()
             .collect();
-        self.net
-            .request("GET", path, &headers, Vec::new(), MAX_INDEX_BYTES)
+        let response = self
+            .net
+            .request("GET", path, &headers, Vec::new(), MAX_INDEX_BYTES)?;
+        // The index names a newer key list than the one held: fetch it before verifying.
+        let named = response
+            .header(paths::KEYS_HEADER)
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if named.is_some_and(|v| v > lock(&self.keys).version()) {
+            self.refresh_keys()?;
+        }
+        Ok(response)
     }
 
     /// The stored index, checked again as if the server had answered `304`: what a device
@@ -144,7 +170,7 @@ impl Client {
         // lock keeps its state from moving, and report_open does not wait on the verification.
         let (index, change) =
             self.snapshot()
-                .accept_index(doc, self.releases.trusted(), wall, fetched)?;
+                .accept_index(doc, &self.index_trusted(), wall, fetched)?;
         match keep {
             Keep::Nothing => {}
             Keep::Full(bytes) => self.store_index(bytes)?,

@@ -30,6 +30,7 @@ use crate::store::{Recovery, Store};
 
 mod events;
 mod index;
+mod keys;
 mod preset;
 mod update;
 mod upkeep;
@@ -49,7 +50,11 @@ pub struct Client {
     resolver: Resolver,
     clock: Arc<dyn Clock>,
     recovery: Recovery,
-    quarantined: Vec<PackageId>,
+    quarantined: Mutex<Vec<PackageId>>,
+    /// The root keys the app ships.
+    pinned: TrustedKeys,
+    /// The key list in force and the index keys.
+    keys: Mutex<keys::KeyState>,
     core: Mutex<Device>,
     writer: Mutex<()>,
     claims: Mutex<BTreeMap<u64, BTreeSet<Digest>>>,
@@ -93,30 +98,39 @@ impl Client {
         fetcher: Arc<dyn Fetcher>,
         clock: Arc<dyn Clock>,
     ) -> Result<Client> {
-        let trusted = TrustedKeys::new(config.trusted_keys.clone(), config.threshold)?;
+        let pinned = TrustedKeys::new(config.trusted_keys.clone(), config.threshold)?;
         let (store, state, recovery) = Store::open(&config.dir)?;
+        let (key_state, release_keys) = keys::load(
+            store.root(),
+            &format!("keys-{}.json", config.app),
+            &pinned,
+            &config.app,
+        )?;
         let net = Net {
             base: config.server.trim_end_matches('/').to_owned(),
             fetcher,
             retries: 2,
             backoff: Duration::from_millis(200),
         };
-        let mut client = Client {
+        let client = Client {
             resolver: Resolver::new(config.custom_scheme.as_deref()),
             core: Mutex::new(Device::new(config.device(), state)),
             config,
             store,
             net,
-            releases: Releases::new(trusted),
+            releases: Releases::new(release_keys),
+            pinned,
+            keys: Mutex::new(key_state),
             clock,
             recovery,
-            quarantined: Vec::new(),
+            quarantined: Mutex::new(Vec::new()),
             writer: Mutex::new(()),
             claims: Mutex::new(BTreeMap::new()),
             next_claim: AtomicU64::new(0),
             quota_bytes: AtomicU64::new(0),
         };
-        client.quarantined = client.verify_stored()?;
+        let quarantined = client.verify_stored()?;
+        *lock(&client.quarantined) = quarantined;
         Ok(client)
     }
 
@@ -273,7 +287,7 @@ impl Client {
             files: self.resolver.file_count(),
             recovery: self.recovery,
             queued_events: core.queued_events(),
-            quarantined: self.quarantined.clone(),
+            quarantined: lock(&self.quarantined).clone(),
         }
     }
 

@@ -303,6 +303,34 @@ pub struct Origins {
     pub origins: Vec<String>,
 }
 
+/// A signature of a release's manifest by a release key (schema `ReleaseSignature`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseSignature {
+    /// The signing key's id.
+    pub keyid: String,
+    /// 128 hex digits: the Ed25519 signature over the manifest's signed part.
+    pub sig: String,
+}
+
+/// A key list accepted (schema `KeyListAdded`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyListAdded {
+    /// The app.
+    pub app: String,
+    /// The key list's version, now the newest.
+    pub version: u64,
+}
+
+/// A signature accepted (schema `ReleaseSigned`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseSigned {
+    /// The manifest's digest (unchanged by signatures).
+    pub manifest: String,
+    /// The ids of every key that signed it now.
+    pub signed_by: Vec<String>,
+}
+
 /// A request to make a token (schema `TokenRequest`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenRequest {

@@ -400,3 +400,88 @@ pub async fn set_origins(
         .await?;
     Ok(Json(api::Origins { origins }).into_response())
 }
+
+/// `POST /v1/admin/apps/{app}/keys` with the next signed key list.
+pub async fn add_key_list(
+    State(service): State<Arc<Service>>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response> {
+    let caller = caller(&service, &headers, "change an app's keys").await?;
+    let app = AppId::parse(&app)?;
+    caller.require(Scope::Admin, None, "change an app's keys")?;
+    let keys = service.add_key_list(&app, &body, caller.name()).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(api::KeyListAdded {
+            app: app.to_string(),
+            version: keys.list.version,
+        }),
+    )
+        .into_response())
+}
+
+/// `POST /v1/admin/apps/{app}/packages/{package}/releases/{version}/signatures` with
+/// `{"keyid": …, "sig": …}`.
+pub async fn sign_release(
+    State(service): State<Arc<Service>>,
+    Path((app, package, version)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: std::result::Result<Json<api::ReleaseSignature>, JsonRejection>,
+) -> Result<Response> {
+    let caller = caller(&service, &headers, "sign a release").await?;
+    let (app, package) = (AppId::parse(&app)?, PackageId::parse(&package)?);
+    let version = manifests::ReleaseVersion::parse(&version)?;
+    caller.require(Scope::Publish, Some(&package), "sign a release")?;
+    let Json(body) =
+        body.map_err(|e| Error::BadRequest(format!("request body: {}", e.body_text())))?;
+    let keyid = manifests::KeyId::parse(&body.keyid)
+        .map_err(|_| Error::BadRequest(format!("keyid {:?} is not a key id", body.keyid)))?;
+    let sig = decode_signature(&body.sig)?;
+    let manifest = service
+        .add_release_signature(&app, &package, &version, &keyid, &sig, caller.name())
+        .await?;
+    let signed_by = signers_of(&manifest)?;
+    Ok(Json(api::ReleaseSigned {
+        manifest: manifests::Digest::of(&manifests::signed_bytes(&manifest)?).to_string(),
+        signed_by,
+    })
+    .into_response())
+}
+
+/// 128 lowercase hex digits as a 64-byte signature.
+fn decode_signature(text: &str) -> Result<[u8; 64]> {
+    let bad = || Error::BadRequest("sig must be 128 lowercase hex digits".into());
+    if text.len() != 128 {
+        return Err(bad());
+    }
+    let mut out = [0u8; 64];
+    for (i, pair) in text.as_bytes().chunks(2).enumerate() {
+        let digit = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        };
+        out[i] = digit(pair[0])
+            .zip(digit(pair[1]))
+            .map(|(h, l)| h << 4 | l)
+            .ok_or_else(bad)?;
+    }
+    Ok(out)
+}
+
+/// The key ids an envelope's signatures name.
+fn signers_of(envelope: &[u8]) -> Result<Vec<String>> {
+    let value = manifests::parse_strict(envelope)?;
+    Ok(value
+        .get("signatures")
+        .and_then(serde_json::Value::as_array)
+        .map(|s| {
+            s.iter()
+                .filter_map(|e| e.get("keyid").and_then(serde_json::Value::as_str))
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default())
+}

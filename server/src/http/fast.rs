@@ -196,9 +196,9 @@ pub(super) fn document_response(
         Some(gz) if accepts_gzip(headers) => (gz, true),
         _ => (&document.identity, false),
     };
-    let (full, revalidated) = representation
-        .headers
-        .get_or_init(|| representation_headers(service, &representation.etag, gzip));
+    let (full, revalidated) = representation.headers.get_or_init(|| {
+        representation_headers(service, &representation.etag, gzip, document.keys_version)
+    });
     if not_modified(headers, &representation.etag) {
         let mut response = Response::new(Bytes::new());
         *response.status_mut() = StatusCode::NOT_MODIFIED;
@@ -215,9 +215,16 @@ fn representation_headers(
     service: &Service,
     etag: &HeaderValue,
     gzip: bool,
+    keys_version: u64,
 ) -> (HeaderMap, HeaderMap) {
-    let mut revalidated = HeaderMap::with_capacity(4);
+    let mut revalidated = HeaderMap::with_capacity(5);
     revalidated.insert(header::ETAG, etag.clone());
+    if keys_version > 0 {
+        revalidated.insert(
+            manifests::paths::KEYS_HEADER,
+            HeaderValue::from(keys_version),
+        );
+    }
     revalidated.insert(header::CACHE_CONTROL, service.index_cache_control.clone());
     revalidated.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     let mut full = revalidated.clone();

@@ -80,6 +80,9 @@ pub fn router(service: Arc<Service>) -> Router {
             paths::APP_ORIGINS,
             get(admin::origins).put(admin::set_origins),
         )
+        .route(paths::KEYS, get(public::keys))
+        .route(paths::ADMIN_KEYS, post(admin::add_key_list))
+        .route(paths::RELEASE_SIGNATURES, post(admin::sign_release))
         .route(paths::TOKENS, get(admin::tokens).post(admin::create_token))
         .route(paths::TOKEN, axum::routing::delete(admin::revoke_token))
         .layer(TimeoutLayer::with_status_code(

@@ -63,6 +63,38 @@ pub async fn index(
     Ok(serve_document(&service, &index, &headers))
 }
 
+/// `GET /v1/apps/{app}/keys`: the chain of the app's key lists, with the index's short
+/// `max-age` (a new list must reach devices soon) and a strong ETag.
+pub async fn keys(
+    State(service): State<Arc<Service>>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let app = AppId::parse(&app)?;
+    let keys = service.known_app_keys(&app).await?;
+    let etag = HeaderValue::from_str(&format!("\"{}\"", keys.digest))
+        .map_err(|e| Error::Internal(format!("ETag: {e}")))?;
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|v| v.as_bytes() == etag.as_bytes());
+    let mut response = if matches {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            keys.chain.clone(),
+        )
+            .into_response()
+    };
+    let h = response.headers_mut();
+    h.insert(header::ETAG, etag);
+    h.insert(header::CACHE_CONTROL, service.index_cache_control.clone());
+    Ok(response)
+}
+
 /// `GET /v1/apps/{app}/channels/{channel}/index/delta/{from}`
 pub async fn index_delta(
     State(service): State<Arc<Service>>,

@@ -451,6 +451,33 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug + 'static {
         audit: &AuditEntry,
     ) -> Result<()>;
 
+    /// The signed key lists stored for `app` (versions from 2; version 1 is derived from the
+    /// server's key), oldest first.
+    async fn key_lists(&self, app: &AppId) -> Result<Vec<Vec<u8>>>;
+
+    /// Stores version `version` of `app`'s key list and writes `audit`; false, storing nothing,
+    /// when that version exists already.
+    async fn insert_key_list(
+        &self,
+        app: &AppId,
+        version: u64,
+        envelope: &[u8],
+        audit: &AuditEntry,
+    ) -> Result<bool>;
+
+    /// Replaces a release's signed manifest by the same document with more signatures (its
+    /// digest unchanged: the caller checks) and writes `audit`.
+    ///
+    /// # Errors
+    /// [`crate::error::Error::NotFound`] for an unknown release.
+    async fn set_manifest(
+        &self,
+        package: &PackageId,
+        version: &ReleaseVersion,
+        manifest: &[u8],
+        audit: &AuditEntry,
+    ) -> Result<()>;
+
     /// Stores a token.
     async fn insert_token(&self, token: &TokenRecord, audit: &AuditEntry) -> Result<()>;
 

@@ -121,7 +121,7 @@ CREATE TABLE audit (
 
 /// Metadata in SQLite.
 /// Upgrades, in order: `MIGRATIONS[0]` takes version 1 to 2, and so on. Only ever append.
-pub(crate) const MIGRATIONS: [&str; 4] = [
+pub(crate) const MIGRATIONS: [&str; 5] = [
     // 2: the publisher's fetch priority and prefetch policy, carried into the index.
     "ALTER TABLE releases ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE releases ADD COLUMN prefetch TEXT NOT NULL DEFAULT 'always';",
@@ -155,6 +155,14 @@ pub(crate) const MIGRATIONS: [&str; 4] = [
     // stored before, at open) and the origins each app declared (filled from its releases).
     "ALTER TABLE releases ADD COLUMN routes TEXT;
      CREATE TABLE apps (app TEXT PRIMARY KEY, origins TEXT NOT NULL);",
+    // 6: each app's key lists after the first (which the server derives from its own key): the
+    // signed envelopes, by version.
+    "CREATE TABLE key_lists (
+         app TEXT NOT NULL,
+         version INTEGER NOT NULL,
+         envelope BLOB NOT NULL,
+         PRIMARY KEY (app, version)
+     );",
 ];
 
 /// The version [`MIGRATIONS`] lead to.
@@ -1157,6 +1165,73 @@ impl MetaStore for SqliteMetaStore {
                     serde_json::to_string(&origins).map_err(|e| Error::Internal(e.to_string()))?
                 ],
             )?;
+            insert_audit(&tx, &audit)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn key_lists(&self, app: &AppId) -> Result<Vec<Vec<u8>>> {
+        let app = app.clone();
+        self.with(move |c| {
+            let mut stmt =
+                c.prepare("SELECT envelope FROM key_lists WHERE app = ?1 ORDER BY version")?;
+            let rows = stmt.query_map([app.as_str()], |r| r.get::<_, Vec<u8>>(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn insert_key_list(
+        &self,
+        app: &AppId,
+        version: u64,
+        envelope: &[u8],
+        audit: &AuditEntry,
+    ) -> Result<bool> {
+        let (app, envelope, audit) = (app.clone(), envelope.to_vec(), audit.clone());
+        let version = i64::try_from(version)
+            .map_err(|_| Error::BadRequest(format!("key list version {version} is too large")))?;
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let inserted = tx.execute(
+                "INSERT INTO key_lists (app, version, envelope) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (app, version) DO NOTHING",
+                params![app.as_str(), version, envelope],
+            )?;
+            if inserted == 0 {
+                return Ok(false);
+            }
+            insert_audit(&tx, &audit)?;
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn set_manifest(
+        &self,
+        package: &PackageId,
+        version: &ReleaseVersion,
+        manifest: &[u8],
+        audit: &AuditEntry,
+    ) -> Result<()> {
+        let (package, version, manifest, audit) = (
+            package.clone(),
+            version.clone(),
+            manifest.to_vec(),
+            audit.clone(),
+        );
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let updated = tx.execute(
+                "UPDATE releases SET manifest = ?3 WHERE package = ?1 AND version = ?2",
+                params![package.as_str(), version.to_string(), manifest],
+            )?;
+            if updated == 0 {
+                return Err(Error::NotFound(format!("release {package}@{version}")));
+            }
             insert_audit(&tx, &audit)?;
             tx.commit()?;
             Ok(())

@@ -242,6 +242,39 @@ impl MetaStore for Counting {
         self.write(r)
     }
 
+    async fn key_lists(&self, app: &AppId) -> Result<Vec<Vec<u8>>> {
+        let r = self.inner.key_lists(app).await?;
+        Ok(self.count("key_lists", r.len(), r))
+    }
+
+    async fn insert_key_list(
+        &self,
+        app: &AppId,
+        version: u64,
+        envelope: &[u8],
+        audit: &AuditEntry,
+    ) -> Result<bool> {
+        let r = self
+            .inner
+            .insert_key_list(app, version, envelope, audit)
+            .await;
+        self.write(r)
+    }
+
+    async fn set_manifest(
+        &self,
+        package: &PackageId,
+        version: &ReleaseVersion,
+        manifest: &[u8],
+        audit: &AuditEntry,
+    ) -> Result<()> {
+        let r = self
+            .inner
+            .set_manifest(package, version, manifest, audit)
+            .await;
+        self.write(r)
+    }
+
     async fn tokens(&self) -> Result<Vec<TokenRecord>> {
         let r = self.inner.tokens().await?;
         Ok(self.count("tokens", r.len(), r))

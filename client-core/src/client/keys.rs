@@ -1,0 +1,129 @@
+//! The app's signing keys by role: the pinned root the app ships, and the newest key list that
+//! follows from it (`manifests::follow_key_chain`), kept on disk as the chain the server served.
+//!
+//! With no key list held, the pinned keys act in every role (a server's own key list, version 1,
+//! says the same). The first check fetches the chain; afterwards it is fetched again when an
+//! index names a newer key list (`Baleen-Keys`, a hint: what arrives is verified from the pinned
+//! root) or when an index or manifest fails verification against the keys held. A new list
+//! replaces the index and release keys at once: manifests are verified again under it, and a
+//! package whose manifest its release keys did not sign is quarantined (a revoked publisher key).
+
+use manifests::{KeyList, RoleName, TrustedKeys, follow_key_chain, paths, split_key_chain};
+
+use super::{Client, lock};
+use crate::error::{Error, Result};
+
+/// Largest key chain accepted.
+const MAX_CHAIN_BYTES: u64 = 1024 * 1024;
+
+/// The keys in force.
+#[derive(Clone, Debug)]
+pub(crate) struct KeyState {
+    /// The newest key list accepted, if any.
+    pub(crate) held: Option<KeyList>,
+    /// The keys indexes must be signed with.
+    pub(crate) index: TrustedKeys,
+    /// True until a chain was fetched (or the server said it has none) in this process, when
+    /// none is held: a fresh device learns of revoked keys before it trusts the pinned ones.
+    pub(crate) fetch_first: bool,
+}
+
+impl KeyState {
+    /// The state for `held`, or the pinned keys in every role.
+    fn new(pinned: &TrustedKeys, held: Option<KeyList>) -> Result<(KeyState, TrustedKeys)> {
+        let (index, release) = match &held {
+            Some(list) => (
+                list.trusted(RoleName::Index)?,
+                list.trusted(RoleName::Release)?,
+            ),
+            None => (pinned.clone(), pinned.clone()),
+        };
+        let fetch_first = held.is_none();
+        Ok((
+            KeyState {
+                held,
+                index,
+                fetch_first,
+            },
+            release,
+        ))
+    }
+
+    /// The version of the key list held (0 for none).
+    pub(crate) fn version(&self) -> u64 {
+        self.held.as_ref().map_or(0, |l| l.version)
+    }
+}
+
+/// Reads the stored chain and follows it from the pinned keys; a chain that no longer verifies
+/// is ignored (the next check fetches one).
+pub(crate) fn load(
+    root: &std::path::Path,
+    name: &str,
+    pinned: &TrustedKeys,
+    app: &manifests::AppId,
+) -> Result<(KeyState, TrustedKeys)> {
+    let held = std::fs::read(root.join(name))
+        .ok()
+        .and_then(|bytes| split_key_chain(&bytes).ok())
+        .and_then(|chain| follow_key_chain(pinned, None, app, &chain).ok().flatten())
+        .map(|t| t.list);
+    KeyState::new(pinned, held)
+}
+
+impl Client {
+    pub(super) fn keys_file_name(&self) -> String {
+        format!("keys-{}.json", self.config.app)
+    }
+
+    /// The keys indexes must be signed with now.
+    pub(super) fn index_trusted(&self) -> TrustedKeys {
+        lock(&self.keys).index.clone()
+    }
+
+    /// Fetches the app's key chain and, when it leads from the pinned root to a newer key list
+    /// than the one held, stores it and moves to its keys. True when the keys changed.
+    ///
+    /// # Errors
+    /// Network errors, and a chain that does not verify (nothing changes).
+    pub(super) fn refresh_keys(&self) -> Result<bool> {
+        let path = paths::keys_path(&self.config.app);
+        let response = self
+            .net
+            .request("GET", &path, &[], Vec::new(), MAX_CHAIN_BYTES)?;
+        match response.status {
+            200 => {}
+            // A server without key lists: the pinned keys stay in every role.
+            404 => {
+                lock(&self.keys).fetch_first = false;
+                return Ok(false);
+            }
+            status => return Err(Error::Network(format!("GET {path}: HTTP {status}"))),
+        }
+        let chain = split_key_chain(&response.body)?;
+        let newest = follow_key_chain(&self.pinned, None, &self.config.app, &chain)?;
+        let held = lock(&self.keys).version();
+        let Some(newest) = newest.filter(|n| n.list.version > held) else {
+            // Nothing newer (or an old chain replayed): what is held stays.
+            lock(&self.keys).fetch_first = false;
+            return Ok(false);
+        };
+        let writer = lock(&self.writer);
+        crate::store::state::write_durably(
+            self.store.root(),
+            &self.keys_file_name(),
+            &response.body,
+        )?;
+        let (state, release) = KeyState::new(&self.pinned, Some(newest.list))?;
+        *lock(&self.keys) = KeyState {
+            fetch_first: false,
+            ..state
+        };
+        self.releases.set_trusted(release);
+        drop(writer);
+        // Every kept manifest again, under the new release keys.
+        let quarantined = self.verify_stored()?;
+        lock(&self.quarantined).extend(quarantined);
+        Ok(true)
+    }
+}
