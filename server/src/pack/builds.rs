@@ -94,6 +94,8 @@ struct Jobs {
 struct Counts {
     jobs: usize,
     fast_pending: usize,
+    /// Publishes whose packs are being started or whose blobs precompressed.
+    after_publish: usize,
 }
 
 /// The pack builds of one server process.
@@ -197,10 +199,23 @@ impl Builds {
         let _ = counts.wait_for(|c| c.fast_pending == 0).await;
     }
 
-    /// Waits until no pack job is queued or running.
+    /// Waits until no pack job is queued or running, and no publish's packs are being started.
     pub async fn settled(&self) {
         let mut counts = self.counts.subscribe();
-        let _ = counts.wait_for(|c| c.jobs == 0).await;
+        let _ = counts
+            .wait_for(|c| c.jobs == 0 && c.after_publish == 0)
+            .await;
+    }
+
+    /// A publish's packs are about to be started.
+    pub(crate) fn publish_started(&self) {
+        self.counts.send_modify(|c| c.after_publish += 1);
+    }
+
+    /// A publish's packs are started and its blobs precompressed.
+    pub(crate) fn publish_done(&self) {
+        self.counts
+            .send_modify(|c| c.after_publish = c.after_publish.saturating_sub(1));
     }
 
     /// Jobs in progress (queued or running).

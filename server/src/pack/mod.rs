@@ -315,11 +315,23 @@ impl Service {
     /// release is out. Once every fast pack is built, precompresses the release's text blobs
     /// (the final packs follow in the background). Failures are logged: a device falls back to
     /// the next source, or a request starts the job again.
-    pub async fn build_packs_after_publish(
+    ///
+    /// The work counts as under way from this call (not from the first poll of the future), so
+    /// that [`Builds::settled`] right after a publish waits for it.
+    pub fn build_packs_after_publish(
         self: Arc<Self>,
         package: PackageId,
         to: ReleaseVersion,
-    ) {
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.packs.publish_started();
+        async move {
+            self.packs_after_publish(&package, &to).await;
+            self.packs.publish_done();
+        }
+    }
+
+    async fn packs_after_publish(self: &Arc<Self>, package: &PackageId, to: &ReleaseVersion) {
+        let (package, to) = (package.clone(), to.clone());
         match self.meta.releases(&package).await {
             Ok(releases) => {
                 let earlier = releases
