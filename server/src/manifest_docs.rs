@@ -143,6 +143,28 @@ impl<K: std::hash::Hash + Eq> Cache<K> {
     }
 }
 
+impl<K> Cache<K> {
+    fn retain(&mut self, keep: impl Fn(&K) -> bool) {
+        let bytes = &mut self.bytes;
+        self.entries.retain(|key, value| {
+            let kept = keep(key);
+            if !kept {
+                *bytes -= value.size();
+            }
+            kept
+        });
+    }
+}
+
+impl ManifestDocs {
+    /// Drops the manifests `digests` and every delta to or from one of them: their releases
+    /// were collected.
+    pub fn forget(&self, digests: &std::collections::BTreeSet<Digest>) {
+        lock(&self.manifests).retain(|d| !digests.contains(d));
+        lock(&self.deltas).retain(|(to, from)| !digests.contains(to) && !digests.contains(from));
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

@@ -141,6 +141,20 @@ impl Builds {
         lock(&self.fast).remove(key);
     }
 
+    /// Drops the fast packs to or from `releases`: they were collected.
+    pub(crate) fn forget_releases(
+        &self,
+        releases: &std::collections::BTreeSet<(PackageId, ReleaseVersion)>,
+    ) {
+        let gone = |package: &PackageId, version: &ReleaseVersion| {
+            releases.contains(&(package.clone(), version.clone()))
+        };
+        lock(&self.fast).retain(|key, _| {
+            !gone(&key.package, &key.to)
+                && !key.from.as_ref().is_some_and(|f| gone(&key.package, f))
+        });
+    }
+
     /// Joins the job of `key`, or starts one (the caller spawns it) unless `requested` and the
     /// bound of request-started jobs is reached. A started job counts as a pending fast build
     /// until [`Builds::fast_done`].
