@@ -67,6 +67,8 @@ pub const TOKENS: &str = "/v1/admin/tokens";
 pub const TOKEN: &str = "/v1/admin/tokens/{name}";
 /// `GET`: per-release adoption, failures and page-open figures of an app's channel.
 pub const STATS: &str = "/v1/admin/apps/{app}/channels/{channel}/stats";
+/// `POST`: collect garbage (expired releases, unreferenced blobs and packs), or say what would go.
+pub const GC: &str = "/v1/admin/gc";
 
 /// The path of the signed index of `app` on `channel` ([`INDEX`]).
 pub fn index_path(app: &AppId, channel: &Channel) -> String {

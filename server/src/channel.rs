@@ -519,7 +519,10 @@ fn package_entry(
         was_stable.sort();
         was_stable.dedup();
         for version in was_stable.into_iter().rev() {
-            let record = find(version)?;
+            // A release a collection removed is no longer offered to older hosts.
+            let Some(record) = releases.iter().find(|r| &r.version == version) else {
+                continue;
+            };
             if !seen_requires.iter().any(|r| r == record.requires.as_str()) {
                 seen_requires.push(record.requires.as_str().to_owned());
                 older.push(release_ref(record));

@@ -3,7 +3,8 @@
 //! ```text
 //! baleen-data/
 //!   keys/signing.private.json   the index and manifest signing key (see `baleen keys generate`)
-//!   blobs/ab/abcdef…            file contents by sha256
+//!   blobs/ab/abcdef…            file contents and packs by sha256 (`….gzip`: precompressed)
+//!   blobs/tmp/                  blobs being written; emptied at startup
 //!   meta.sqlite3                packages, releases, channels, history, tokens, audit log
 //!   tmp/                        uploads being staged; emptied at startup
 //! ```
@@ -45,8 +46,9 @@ impl DataDir {
         Settings::new(self.root.join("tmp"))
     }
 
-    /// Opens the stores (creating them if needed), clears leftovers of interrupted uploads, and
-    /// returns a service signing with `key`.
+    /// Opens the stores (creating them if needed), clears what interrupted uploads and blob
+    /// writes left (a crash leaves nothing else behind but unreferenced blobs, which garbage
+    /// collection removes), and returns a service signing with `key`.
     pub fn open(&self, key: KeyPair, settings: Settings) -> Result<Service> {
         std::fs::create_dir_all(&self.root)
             .map_err(|e| Error::io(format!("creating data dir {}", self.root.display()), e))?;

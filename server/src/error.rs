@@ -148,6 +148,16 @@ pub enum Error {
         /// Why it is refused and what would work.
         reason: String,
     },
+    /// A retention policy value a collection cannot run with.
+    #[error("{field} {value}: {reason}")]
+    InvalidPolicy {
+        /// The field, as in [`crate::retention::Retention`] and the request body.
+        field: &'static str,
+        /// The refused value.
+        value: String,
+        /// Why, and what would work.
+        reason: String,
+    },
     /// An invariant of the server broke; a bug or a damaged data directory.
     #[error("internal error: {0}")]
     Internal(String),
@@ -167,9 +177,10 @@ impl Error {
         match self {
             // A failure to write the staging area is ours, not the upload's.
             Error::Ingest(e) if !e.is_refusal() => StatusCode::INTERNAL_SERVER_ERROR,
-            Error::Contract(_) | Error::Ingest(_) | Error::BadRequest(_) => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            Error::Contract(_)
+            | Error::Ingest(_)
+            | Error::BadRequest(_)
+            | Error::InvalidPolicy { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Error::Unauthorized | Error::TokenRefused { .. } | Error::NeedsToken(_) => {
                 StatusCode::UNAUTHORIZED
             }
@@ -216,6 +227,7 @@ impl Error {
             Error::Meta(_) => "meta_store",
             Error::Io { .. } => "io",
             Error::InvalidSetting { .. } => "invalid_setting",
+            Error::InvalidPolicy { .. } => "invalid_policy",
             Error::Internal(_) => "internal",
         }
     }

@@ -5,9 +5,9 @@
 //! parses arguments and calls into this library.
 //!
 //! Where to start: [`service::Service`] holds the stores and the signing key; [`publish`] and
-//! [`channel`] are what it does; [`http`] maps requests onto it; [`blob_store`] and
-//! [`meta_store`] are the storage traits with their embedded engines; [`api`] is the JSON the
-//! admin API and the command line exchange.
+//! [`channel`] are what it does; [`gc`] removes what [`retention`] lets go; [`http`] maps
+//! requests onto it; [`blob_store`] and [`meta_store`] are the storage traits with their embedded
+//! engines; [`api`] is the JSON the admin API and the command line exchange.
 
 #![forbid(unsafe_code)]
 
@@ -20,6 +20,7 @@ pub mod data_dir;
 pub mod demo;
 pub mod documents;
 pub mod error;
+pub mod gc;
 pub mod http;
 pub mod ingest;
 pub mod keys;
@@ -30,6 +31,7 @@ pub mod pack;
 pub mod precompress;
 pub mod publish;
 pub mod remote;
+pub mod retention;
 pub mod service;
 pub mod stats;
 pub mod trust;

@@ -16,6 +16,7 @@ use server::meta_store::Scope;
 use server::meta_store::sqlite::SqliteMetaStore;
 use server::publish::PublishRequest;
 use server::remote::Remote;
+use server::retention::Retention;
 use server::service::Settings;
 
 #[derive(Parser)]
@@ -193,6 +194,28 @@ enum Command {
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
+    /// Remove the releases the retention policy lets go, and the blobs and packs nothing refers
+    /// to any more (needs an admin token); --dry-run only shows what would go.
+    Gc {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// Only show what would be removed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// For this collection, in place of the server's --gc-max-age-secs: seconds a release
+        /// on no channel is kept after it was last on one (or published).
+        #[arg(long)]
+        max_age_secs: Option<u64>,
+        /// In place of the server's --gc-dev-max-age-secs: the same for dev builds.
+        #[arg(long)]
+        dev_max_age_secs: Option<u64>,
+        /// In place of the server's --gc-history-depth: releases kept of each channel's history.
+        #[arg(long)]
+        history_depth: Option<u64>,
+        /// In place of the server's --gc-keep-last: highest versions kept of each package.
+        #[arg(long)]
+        keep_last: Option<u64>,
+    },
     /// Show a package's history on a channel.
     History {
         #[command(flatten)]
@@ -234,6 +257,43 @@ struct ServeArgs {
     /// Retry-After, in milliseconds.
     #[arg(long, env = "BALEEN_PACK_WAIT_MS", default_value_t = 500)]
     pack_wait_ms: u64,
+    /// Collect a release on no channel this many seconds after it was last on one (or was
+    /// published), unless the history depth or keep-last keeps it.
+    #[arg(
+        long,
+        env = "BALEEN_GC_MAX_AGE_SECS",
+        default_value_t = Retention::default().max_age_secs
+    )]
+    gc_max_age_secs: u64,
+    /// The same for dev builds (versions such as 0.0.0-dev.1700000000000, as `baleen watch`
+    /// publishes).
+    #[arg(
+        long,
+        env = "BALEEN_GC_DEV_MAX_AGE_SECS",
+        default_value_t = Retention::default().dev_max_age_secs
+    )]
+    gc_dev_max_age_secs: u64,
+    /// Keep the last this many releases each channel held for each package.
+    #[arg(
+        long,
+        env = "BALEEN_GC_HISTORY_DEPTH",
+        default_value_t = Retention::default().history_depth
+    )]
+    gc_history_depth: u64,
+    /// Keep this many highest versions of each package (at least 1).
+    #[arg(
+        long,
+        env = "BALEEN_GC_KEEP_LAST",
+        default_value_t = Retention::default().keep_last
+    )]
+    gc_keep_last: u64,
+    /// Collect garbage every this many seconds; 0 collects only when asked (`baleen gc`).
+    #[arg(
+        long,
+        env = "BALEEN_GC_INTERVAL_SECS",
+        default_value_t = server::service::DEFAULT_GC_INTERVAL_SECS
+    )]
+    gc_interval_secs: u64,
     /// Print the address (and the demo's details) as one JSON object.
     #[arg(long)]
     json: bool,
@@ -799,6 +859,33 @@ fn run(cli: Cli) -> Result<()> {
                 );
             })
         }
+        Command::Gc {
+            remote,
+            dry_run,
+            max_age_secs,
+            dev_max_age_secs,
+            history_depth,
+            keep_last,
+        } => {
+            let request = server::api::GcRequest {
+                dry_run,
+                max_age_secs,
+                dev_max_age_secs,
+                history_depth,
+                keep_last,
+            };
+            // The values given are checked here, before the server is asked.
+            if let Err(server::Error::InvalidPolicy {
+                field,
+                value,
+                reason,
+            }) = request.policy(Retention::default()).check()
+            {
+                bail!("--{} {value}: {reason}", field.replace('_', "-"));
+            }
+            let report = client(&remote)?.gc(&request)?;
+            print_answer(&remote, &report, print_gc)
+        }
         Command::Publish(args) => publish(args),
         Command::Watch {
             dir,
@@ -976,6 +1063,58 @@ fn run(cli: Cli) -> Result<()> {
             })
         }
     }
+}
+
+/// A collection's report, for people.
+fn print_gc(report: &server::api::GcReport) {
+    let count = |n: u64, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    let kept = report.releases_kept;
+    println!(
+        "{} {}, {} and {} ({} bytes); {} {}",
+        if report.dry_run {
+            "dry run, nothing removed: would remove"
+        } else {
+            "removed"
+        },
+        count(report.releases.len() as u64, "release"),
+        count(report.packs, "pack"),
+        count(report.blobs, "blob"),
+        report.blob_bytes,
+        count(kept, "release"),
+        if kept == 1 { "stays" } else { "stay" },
+    );
+    if report.releases.is_empty() {
+        return;
+    }
+    let rows = report
+        .releases
+        .iter()
+        .map(|r| {
+            vec![
+                r.package.to_string(),
+                r.version.to_string(),
+                if r.dev_build { "dev build" } else { "release" }.to_owned(),
+                r.created_at.to_string(),
+                r.last_on_channel_at
+                    .map_or_else(|| "never".to_owned(), |t| t.to_string()),
+                r.file_count.to_string(),
+                r.size_bytes.to_string(),
+            ]
+        })
+        .collect::<Vec<_>>();
+    println!();
+    print_table(
+        &[
+            ("package", Left),
+            ("version", Left),
+            ("kind", Left),
+            ("published", Left),
+            ("last on a channel", Left),
+            ("files", Right),
+            ("bytes", Right),
+        ],
+        &rows,
+    );
 }
 
 /// How a column's cells line up.
@@ -1253,6 +1392,14 @@ fn settings(data: &DataDir, args: &ServeArgs) -> Result<Settings> {
     settings.index_ttl_secs = args.index_ttl_secs;
     settings.max_upload_bytes = args.max_upload_bytes;
     settings.pack_wait = std::time::Duration::from_millis(args.pack_wait_ms);
+    settings.retention = Retention {
+        max_age_secs: args.gc_max_age_secs,
+        dev_max_age_secs: args.gc_dev_max_age_secs,
+        history_depth: args.gc_history_depth,
+        keep_last: args.gc_keep_last,
+    };
+    settings.gc_interval =
+        (args.gc_interval_secs > 0).then(|| std::time::Duration::from_secs(args.gc_interval_secs));
     match settings.check() {
         Ok(()) => Ok(settings),
         Err(server::Error::InvalidSetting {

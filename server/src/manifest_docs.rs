@@ -143,6 +143,28 @@ impl<K: std::hash::Hash + Eq> Cache<K> {
     }
 }
 
+impl<K> Cache<K> {
+    fn retain(&mut self, keep: impl Fn(&K) -> bool) {
+        let bytes = &mut self.bytes;
+        self.entries.retain(|key, value| {
+            let kept = keep(key);
+            if !kept {
+                *bytes -= value.size();
+            }
+            kept
+        });
+    }
+}
+
+impl ManifestDocs {
+    /// Drops the manifests `digests` and every delta to or from one of them: their releases
+    /// were collected, or their envelopes gained signatures.
+    pub fn forget(&self, digests: &std::collections::BTreeSet<Digest>) {
+        lock(&self.manifests).retain(|d| !digests.contains(d));
+        lock(&self.deltas).retain(|(to, from)| !digests.contains(to) && !digests.contains(from));
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -208,28 +230,5 @@ impl Service {
         let encoded = Arc::new(encoded);
         lock(&self.manifest_docs.deltas).insert((*to, *from), encoded.clone());
         Ok(encoded)
-    }
-}
-
-impl ManifestDocs {
-    /// Drops what was encoded from the manifest `digest` (its envelope gained signatures).
-    pub(crate) fn forget(&self, digest: &Digest) {
-        let mut manifests = lock(&self.manifests);
-        if let Some(old) = manifests.entries.remove(digest) {
-            manifests.bytes -= old.size();
-        }
-        drop(manifests);
-        let mut deltas = lock(&self.deltas);
-        let keys: Vec<(Digest, Digest)> = deltas
-            .entries
-            .keys()
-            .filter(|(to, from)| to == digest || from == digest)
-            .copied()
-            .collect();
-        for key in keys {
-            if let Some(old) = deltas.entries.remove(&key) {
-                deltas.bytes -= old.size();
-            }
-        }
     }
 }

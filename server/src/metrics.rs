@@ -45,6 +45,14 @@ pub struct Metrics {
     pub pack_builds: Counter,
     /// Seconds spent building packs.
     pub pack_build_seconds: Histogram,
+    /// Garbage collections run (dry runs aside).
+    pub gc_runs: Counter,
+    /// Releases collected.
+    pub gc_releases: Counter,
+    /// Stored blobs (files and packs) collected.
+    pub gc_blobs: Counter,
+    /// Bytes freed by collections.
+    pub gc_bytes: Counter,
 }
 
 impl Default for Metrics {
@@ -74,8 +82,34 @@ impl Default for Metrics {
             "Time to build one pack",
             pack_build_seconds.clone(),
         );
+        let (gc_runs, gc_releases, gc_blobs, gc_bytes): (Counter, Counter, Counter, Counter) =
+            Default::default();
+        registry.register(
+            "gc_runs",
+            "Garbage collections run",
+            Counter::clone(&gc_runs),
+        );
+        registry.register(
+            "gc_releases",
+            "Releases removed by garbage collection",
+            Counter::clone(&gc_releases),
+        );
+        registry.register(
+            "gc_blobs",
+            "Stored blobs (files and packs) removed by garbage collection",
+            Counter::clone(&gc_blobs),
+        );
+        registry.register(
+            "gc_bytes",
+            "Bytes freed by garbage collection",
+            Counter::clone(&gc_bytes),
+        );
         Metrics {
             registry,
+            gc_runs,
+            gc_releases,
+            gc_blobs,
+            gc_bytes,
             requests,
             latency,
             publishes,

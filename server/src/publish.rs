@@ -240,6 +240,10 @@ impl Service {
             blocking(move || Ok(ingest::ingest_zip(&zip_path, &limits, &staging_path)?)).await?
         };
 
+        // From here until the release is on its channel, the publish relies on stored blobs
+        // (the base release's, and those its upload shares with stored ones): no collection
+        // removes a blob meanwhile, nor the release before it reaches its channel (`gc`).
+        let _blobs_in_use = self.blob_gate.read().await;
         let mut files: BTreeMap<RelPath, FileEntry> = match &request.base {
             Some(base) => self.base_files(package, base, &request.removed).await?,
             None if !request.removed.is_empty() => {

@@ -13,8 +13,9 @@ use serde::de::DeserializeOwned;
 use zip::write::SimpleFileOptions;
 
 use crate::api::{
-    AuditEntry, ChangeRequest, ChangeResult, ChannelState, ErrorBody, HistoryEntry, NewToken,
-    Origins, PublishQuery, Published, ReleaseReport, ReleaseSummary, TokenRequest, TokenSummary,
+    AuditEntry, ChangeRequest, ChangeResult, ChannelState, ErrorBody, GcReport, GcRequest,
+    HistoryEntry, NewToken, Origins, PublishQuery, Published, ReleaseReport, ReleaseSummary,
+    TokenRequest, TokenSummary,
 };
 use crate::channel::Action;
 
@@ -289,6 +290,16 @@ impl Remote {
             .send(envelope)
             .map_err(|e| self.unreachable(&what, e))?;
         self.answer(&what, response)
+    }
+
+    /// Collects garbage on the server, or with `dry_run` asks what would go.
+    pub fn gc(&self, request: &GcRequest) -> Result<GcReport> {
+        let what = if request.dry_run {
+            "asking what garbage collection would remove"
+        } else {
+            "collecting garbage"
+        };
+        self.post(what, paths::GC, request)
     }
 
     /// POSTs a JSON body to an API path; `what` says what the user asked for, for errors.

@@ -15,6 +15,7 @@ use crate::blob_store::BlobStore;
 use crate::error::{Error, Result};
 use crate::ingest::Limits;
 use crate::meta_store::MetaStore;
+use crate::retention::Retention;
 
 /// The shortest index lifetime: an index is re-signed when half of its lifetime is left, and the
 /// server can only act on whole seconds.
@@ -63,7 +64,17 @@ pub struct Settings {
     /// Pack build jobs that requests may have queued or running at once; past it, a request for
     /// a pack that is not built gets `503` and starts nothing.
     pub max_requested_pack_builds: usize,
+    /// What a collection keeps ([`crate::retention`]).
+    pub retention: Retention,
+    /// How often `serve` collects garbage with [`Settings::retention`]; none: only when asked.
+    pub gc_interval: Option<Duration>,
 }
+
+/// The default interval between periodic collections: six hours.
+pub const DEFAULT_GC_INTERVAL_SECS: u64 = 6 * 3600;
+
+/// The longest interval between periodic collections: a year.
+pub const MAX_GC_INTERVAL_SECS: u64 = 365 * 24 * 3600;
 
 impl Settings {
     /// Defaults with uploads staged under `staging_dir`.
@@ -84,6 +95,8 @@ impl Settings {
             pack_wait: Duration::from_millis(500),
             pack_build_threads: std::thread::available_parallelism().map_or(1, usize::from),
             max_requested_pack_builds: 16,
+            retention: Retention::default(),
+            gc_interval: Some(Duration::from_secs(DEFAULT_GC_INTERVAL_SECS)),
         }
     }
 }
@@ -139,6 +152,32 @@ impl Settings {
                 return invalid(setting, "0".into(), "every upload would be refused");
             }
         }
+        if let Err(Error::InvalidPolicy {
+            field,
+            value,
+            reason,
+        }) = self.retention.check()
+        {
+            let setting = match field {
+                "max_age_secs" => "gc_max_age_secs",
+                "dev_max_age_secs" => "gc_dev_max_age_secs",
+                "history_depth" => "gc_history_depth",
+                _ => "gc_keep_last",
+            };
+            return invalid(setting, value, &reason);
+        }
+        if let Some(interval) = self.gc_interval
+            && !(1..=MAX_GC_INTERVAL_SECS).contains(&interval.as_secs())
+        {
+            return invalid(
+                "gc_interval_secs",
+                interval.as_secs().to_string(),
+                &format!(
+                    "collect from every second to once a year ({MAX_GC_INTERVAL_SECS}), or pass 0 \
+                     to collect only when asked (`baleen gc`)"
+                ),
+            );
+        }
         Ok(())
     }
 }
@@ -168,6 +207,13 @@ pub struct Service {
     pub(crate) in_flight: Arc<tokio::sync::Semaphore>,
     /// `Cache-Control` of index responses, built once.
     pub(crate) index_cache_control: axum::http::HeaderValue,
+    /// Held shared by whatever makes a stored blob referenced (a publish, from the moment it
+    /// relies on stored blobs until its release is on its channel; a pack build, from storing
+    /// the pack until it is recorded), and exclusively by a collection while it decides and
+    /// removes: no blob is removed while something is about to refer to it ([`crate::gc`]).
+    pub(crate) blob_gate: tokio::sync::RwLock<()>,
+    /// Collections run one at a time.
+    pub(crate) collecting: tokio::sync::Mutex<()>,
 }
 
 impl Service {
@@ -203,6 +249,8 @@ impl Service {
                 settings.index_max_age_secs
             ))
             .unwrap_or(axum::http::HeaderValue::from_static("public, max-age=60")),
+            blob_gate: tokio::sync::RwLock::new(()),
+            collecting: tokio::sync::Mutex::new(()),
             settings,
         })
     }

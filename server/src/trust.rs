@@ -325,7 +325,8 @@ impl Service {
         self.meta
             .set_manifest(package, version, &signed.bytes, &audit)
             .await?;
-        self.manifest_docs.forget(&release.manifest_digest);
+        self.manifest_docs
+            .forget(&std::collections::BTreeSet::from([release.manifest_digest]));
         Ok(signed.bytes)
     }
 }

@@ -115,6 +115,8 @@ fn publish(
     let millis = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
+    // `-dev` marks a dev build, which garbage collection keeps for a shorter time
+    // (`retention::is_dev_build`).
     let version = format!("{}-dev.{millis}", options.base_version);
     let mut query = PublishQuery {
         version: version.clone(),

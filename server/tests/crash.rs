@@ -1,6 +1,8 @@
-//! Crash safety of publishing: `kill -9` the real server at many moments of a publish, then check
-//! that the data directory holds either no release or a complete one, and that no index names a
-//! release whose manifest or blobs are missing.
+//! Crash safety: `kill -9` the real server at many moments of a publish, then check that the data
+//! directory holds either no release or a complete one, and that no index names a release whose
+//! manifest or blobs are missing; and at many moments of a garbage collection (with a publish
+//! racing it), then check that every release kept, and every release and pack stored, is
+//! complete, and that the server serves it.
 
 #![allow(clippy::unwrap_used)]
 
@@ -28,9 +30,14 @@ fn now() -> manifests::Timestamp {
 }
 
 fn start(data: &Path) -> (Child, String) {
+    start_with(data, &[])
+}
+
+fn start_with(data: &Path, flags: &[&str]) -> (Child, String) {
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data)
+        .args(flags)
         .env("RUST_LOG", "error")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -245,4 +252,399 @@ fn kill_9_at_any_moment_of_a_publish_leaves_no_release_or_a_complete_one() {
     server.kill().unwrap();
     server.wait().unwrap();
     check_consistent(&data, &key, &rt);
+}
+
+/// The files of a build: 80 small ones of its own and 20 that every build shares, so that
+/// collecting one removes many blob files.
+fn small_files(seed: u64) -> Vec<(String, Vec<u8>)> {
+    let mut files = vec![(
+        "index.html".to_owned(),
+        format!("<h1>build {seed}</h1>").into_bytes(),
+    )];
+    for f in 0..100 {
+        let owner = if f < 20 { u64::MAX } else { seed };
+        let text = format!("export const part{f} = '{owner}';\n").repeat(10);
+        files.push((format!("assets/part-{f}.js"), text.into_bytes()));
+    }
+    files
+}
+
+fn small_build(seed: u64) -> Vec<u8> {
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (path, bytes) in small_files(seed) {
+        writer.start_file(path, options).unwrap();
+        writer.write_all(&bytes).unwrap();
+    }
+    writer.finish().unwrap().into_inner()
+}
+
+/// How many blobs only the build `seed` holds (its page and its own 80 parts) are still stored.
+fn own_blobs_left(data: &Path, seed: u64) -> usize {
+    small_files(seed)
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i == 0 || *i > 20)
+        .map(|(_, (_, bytes))| Digest::of(bytes).to_string())
+        .filter(|hex| data.join("blobs").join(&hex[..2]).join(hex).exists())
+        .count()
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// A request that waits for its answer: the status and body.
+fn call(
+    addr: &str,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<(&str, &[u8])>,
+) -> (u16, Vec<u8>) {
+    let mut request = ureq::http::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header("Authorization", format!("Bearer {token}"));
+    if let Some((kind, _)) = body {
+        request = request.header("Content-Type", kind);
+    }
+    let response = match body {
+        Some((_, bytes)) => agent().run(request.body(bytes.to_vec()).unwrap()),
+        None => agent().run(request.body(()).unwrap()),
+    }
+    .unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().read_to_vec().unwrap();
+    (status, body)
+}
+
+fn publish_path(version: &str, channel: bool) -> String {
+    let channel = if channel {
+        "&channel=production&create_channel=true"
+    } else {
+        ""
+    };
+    format!(
+        "/v1/admin/apps/shop/packages/checkout/releases?version={version}\
+         &routes=https://m.example.com/checkout/{channel}"
+    )
+}
+
+/// Sends a request and returns without waiting for the answer.
+fn send(addr: &str, token: &str, path: &str, kind: &str, body: &[u8]) -> std::net::TcpStream {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: {kind}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    // The server may die while we write: that is the point.
+    let _ = stream
+        .write_all(head.as_bytes())
+        .and_then(|()| stream.write_all(body));
+    stream
+}
+
+/// What a kill left: every stored release complete (manifest verified, every blob present with
+/// its size and sha256), every stored pack present, every release in `kept` stored, and every
+/// index naming stored releases. Returns the stored versions and the blob files nothing refers
+/// to.
+fn check_stored(
+    data: &Path,
+    key: &KeyPair,
+    rt: &tokio::runtime::Runtime,
+    kept: &[String],
+) -> (Vec<String>, usize) {
+    let trusted = &TrustedKeys::single(key.public().clone());
+    let meta = SqliteMetaStore::open(&data.join("meta.sqlite3")).unwrap();
+    let blob_file = |digest: &Digest| {
+        let hex = digest.to_string();
+        data.join("blobs").join(&hex[..2]).join(&hex)
+    };
+    let check_blob = |digest: &Digest, what: &str| {
+        let bytes = std::fs::read(blob_file(digest))
+            .unwrap_or_else(|e| panic!("{what}: blob {digest} missing: {e}"));
+        assert_eq!(Digest::of(&bytes), *digest, "{what}: blob {digest} content");
+        bytes.len() as u64
+    };
+    let package = manifests::PackageId::parse("checkout").unwrap();
+    let releases = rt.block_on(meta.releases(&package)).unwrap();
+    let mut referenced = std::collections::BTreeSet::new();
+    for record in &releases {
+        let what = format!("checkout@{}", record.version);
+        let verified = verify_release(&record.manifest, trusted, Some(&record.manifest_digest))
+            .unwrap_or_else(|e| panic!("{what}: manifest: {e}"));
+        for file in verified.release.files.values() {
+            assert_eq!(check_blob(&file.sha256, &what), file.size, "{what}: size");
+            referenced.insert(file.sha256);
+        }
+    }
+    let versions: Vec<String> = releases.iter().map(|r| r.version.to_string()).collect();
+    for version in kept {
+        assert!(versions.contains(version), "kept release {version} is gone");
+    }
+    for pack in rt.block_on(meta.retention_facts()).unwrap().packs {
+        check_blob(&pack.digest, &format!("pack to {}", pack.to));
+        referenced.insert(pack.digest);
+    }
+    for (app, channel) in rt.block_on(meta.channels()).unwrap() {
+        let rows = rt
+            .block_on(meta.channel_rows(&app, &channel))
+            .unwrap()
+            .unwrap()
+            .1;
+        for row in rows {
+            for named in row.entry.iter().flat_map(|e| e.releases()) {
+                assert!(
+                    versions.contains(&named.version.to_string()),
+                    "{app}/{channel} names {} which is gone",
+                    named.version
+                );
+            }
+        }
+    }
+    let mut unreferenced = 0;
+    for shard in std::fs::read_dir(data.join("blobs")).unwrap() {
+        let shard = shard.unwrap().path();
+        if shard.file_name().unwrap() == "tmp" {
+            continue;
+        }
+        for file in std::fs::read_dir(&shard).unwrap() {
+            let name = file.unwrap().file_name().into_string().unwrap();
+            let hex = name.split('.').next().unwrap();
+            if !referenced.contains(&Digest::parse(hex).unwrap()) {
+                unreferenced += 1;
+            }
+        }
+    }
+    (versions, unreferenced)
+}
+
+/// Every stored release's manifest and blobs, and every stored pack, over HTTP.
+fn check_served(data: &Path, addr: &str, token: &str, rt: &tokio::runtime::Runtime) {
+    let meta = SqliteMetaStore::open(&data.join("meta.sqlite3")).unwrap();
+    let package = manifests::PackageId::parse("checkout").unwrap();
+    for record in rt.block_on(meta.releases(&package)).unwrap() {
+        let (status, manifest) = call(
+            addr,
+            token,
+            "GET",
+            &format!("/v1/manifests/{}", record.manifest_digest),
+            None,
+        );
+        assert_eq!(status, 200, "manifest of {}", record.version);
+        assert_eq!(manifest, record.manifest);
+        let release = server_release(&record);
+        for file in release.files.values() {
+            let (status, bytes) = call(
+                addr,
+                token,
+                "GET",
+                &format!("/v1/blobs/{}", file.sha256),
+                None,
+            );
+            assert_eq!(status, 200, "{}: blob {}", record.version, file.sha256);
+            assert_eq!(Digest::of(&bytes), file.sha256);
+        }
+    }
+    for pack in rt.block_on(meta.retention_facts()).unwrap().packs {
+        let name = match &pack.from {
+            Some(from) => format!("{from}..{}.zip", pack.to),
+            None => format!("{}.zip", pack.to),
+        };
+        let (status, bytes) = call(
+            addr,
+            token,
+            "GET",
+            &format!("/v1/packs/checkout/{name}"),
+            None,
+        );
+        assert_eq!(status, 200, "pack {name}");
+        assert_eq!(Digest::of(&bytes), pack.digest, "pack {name}");
+    }
+}
+
+fn server_release(record: &server::meta_store::ReleaseRecord) -> manifests::Release {
+    let envelope = manifests::parse_strict(&record.manifest).unwrap();
+    let signed = manifests::to_canonical_bytes(&envelope["signed"]).unwrap();
+    manifests::parse_release_unverified(&signed).unwrap()
+}
+
+#[test]
+fn kill_9_at_any_moment_of_a_collection_leaves_every_kept_release_complete() {
+    const ROUNDS: u64 = 30;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let run = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .env("RUST_LOG", "error")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    run(&[
+        "keys",
+        "generate",
+        "--dir",
+        data.join("keys").to_str().unwrap(),
+    ]);
+    let token = run(&[
+        "token",
+        "create",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--name",
+        "ops",
+        "--scope",
+        "admin",
+    ]);
+    let token = token.trim();
+    let key =
+        KeyPair::from_file_bytes(&std::fs::read(data.join("keys/signing.private.json")).unwrap())
+            .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    // Each round promotes one release and publishes two more: the collection removes the
+    // previous round's three (the stable release replaced, and two no longer the highest).
+    let flags = [
+        "--gc-interval-secs",
+        "0",
+        "--gc-max-age-secs",
+        "0",
+        "--gc-dev-max-age-secs",
+        "0",
+        "--gc-history-depth",
+        "1",
+        "--gc-keep-last",
+        "2",
+    ];
+    let publish_round = |addr: &str, round: u64| {
+        for (minor, channel) in [(1, true), (2, false), (3, false)] {
+            let version = format!("{round}.{minor}.0");
+            let (status, body) = call(
+                addr,
+                token,
+                "POST",
+                &publish_path(&version, channel),
+                Some(("application/zip", &small_build(round * 10 + minor))),
+            );
+            assert_eq!(status, 201, "{version}: {}", String::from_utf8_lossy(&body));
+        }
+        vec![
+            format!("{round}.1.0"),
+            format!("{round}.2.0"),
+            format!("{round}.3.0"),
+        ]
+    };
+    let collect = |addr: &str| {
+        let (status, body) = call(
+            addr,
+            token,
+            "POST",
+            "/v1/admin/gc",
+            Some(("application/json", b"{}")),
+        );
+        assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap()
+    };
+
+    // Calibrate: how long does a collection of one round take here?
+    let (mut server, addr) = start_with(&data, &flags);
+    publish_round(&addr, 0);
+    publish_round(&addr, 1);
+    let started = Instant::now();
+    let report = collect(&addr);
+    let full = started.elapsed().max(Duration::from_millis(5));
+    assert_eq!(report["releases"].as_array().unwrap().len(), 3, "{report}");
+    server.kill().unwrap();
+    server.wait().unwrap();
+
+    // Kill moments spread over 0 to 2 collections, in a random order.
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64
+        | 1;
+    eprintln!("kill moments shuffled with seed {seed}");
+    let mut x = seed;
+    let mut moments: Vec<u64> = (2..ROUNDS).collect();
+    for i in (1..moments.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        moments.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    let (mut before, mut during, mut after) = (0, 0, 0);
+    let mut previous = vec!["1.1.0".to_owned(), "1.2.0".to_owned(), "1.3.0".to_owned()];
+    for (round, moment) in (2..ROUNDS).zip(moments) {
+        let (mut server, addr) = start_with(&data, &flags);
+        let kept = publish_round(&addr, round);
+        // A publish races the collection, half of the time with the files of a release being
+        // collected (its blobs found stored, or stored again).
+        let racing = small_build((round - 1) * 10 + 2);
+        let _publish = (round % 2 == 0).then(|| {
+            send(
+                &addr,
+                token,
+                &publish_path(&format!("{round}.0.5"), false),
+                "application/zip",
+                &racing,
+            )
+        });
+        let _gc = send(&addr, token, "/v1/admin/gc", "application/json", b"{}");
+        std::thread::sleep(full.mul_f64(2.0 * (moment - 2) as f64 / (ROUNDS - 2) as f64));
+        server.kill().unwrap();
+        server.wait().unwrap();
+
+        let (versions, _) = check_stored(&data, &key, &rt, &kept);
+        let removed = previous.iter().filter(|v| !versions.contains(v)).count();
+        // The racing publish may store the second build's blobs again: count the others'.
+        let left = own_blobs_left(&data, (round - 1) * 10 + 1)
+            + own_blobs_left(&data, (round - 1) * 10 + 3);
+        match (removed, left) {
+            (0, _) => before += 1,
+            (_, 0) => after += 1,
+            _ => during += 1,
+        }
+        previous = kept;
+        if round % 5 == 0 {
+            let (mut server, addr) = start_with(&data, &flags);
+            check_served(&data, &addr, token, &rt);
+            server.kill().unwrap();
+            server.wait().unwrap();
+        }
+    }
+    eprintln!(
+        "{} kills over a {full:?} collection: {before} before it removed a release, {during} \
+         while it removed blobs, {after} after",
+        ROUNDS - 2
+    );
+    assert!(
+        before > 0 && during + after > 0,
+        "kills should land both before and after the commit"
+    );
+
+    // A collection run to its end removes whatever the kills left, and everything kept is
+    // served.
+    let (mut server, addr) = start_with(&data, &flags);
+    collect(&addr);
+    let (versions, unreferenced) = check_stored(&data, &key, &rt, &previous);
+    assert_eq!(unreferenced, 0, "blobs nothing refers to are left");
+    assert_eq!(versions.len(), 3, "{versions:?}");
+    check_served(&data, &addr, token, &rt);
+    server.kill().unwrap();
+    server.wait().unwrap();
 }

@@ -418,8 +418,9 @@ fn a_store_from_before_per_package_entries_upgrades_on_open() {
     let (old_bytes, old) = full_index(&s);
 
     // Take the store back to schema version 2: the sequence lived with the kept index, and
-    // package rows had no entry or sequence (nor tokens their lifecycle, version 4, nor releases their routes and apps their origins, 5, nor
-    // apps their key lists).
+    // package rows had no entry or sequence (nor tokens their lifecycle, version 4, nor releases
+    // their routes and apps their origins, 5, nor releases their blob lists, 6, nor apps their key
+    // lists, 7).
     let s = s.restart(|data| {
         rusqlite::Connection::open(data.join("meta.sqlite3"))
             .unwrap()
@@ -435,6 +436,8 @@ fn a_store_from_before_per_package_entries_upgrades_on_open() {
                  ALTER TABLE releases DROP COLUMN routes;
                  DROP TABLE apps;
                  DROP TABLE key_lists;
+                 DROP TABLE release_blobs;
+                 DROP TABLE collections;
                  PRAGMA user_version = 2;
                  COMMIT;",
             )
@@ -444,7 +447,7 @@ fn a_store_from_before_per_package_entries_upgrades_on_open() {
         .unwrap()
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 5);
+    assert_eq!(version, 7);
 
     // The same index, byte for byte; deltas start from its sequence.
     assert_eq!(s.index_bytes("shop", "production"), old_bytes);

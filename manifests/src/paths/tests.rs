@@ -115,7 +115,7 @@ fn every_builder_fills_its_pattern() {
 
 #[test]
 fn paths_without_parameters_are_plain() {
-    for path in [EVENTS, HEALTHZ, METRICS, OPENAPI, AUDIT] {
+    for path in [EVENTS, HEALTHZ, METRICS, OPENAPI, AUDIT, GC] {
         assert_eq!(fill(path, &[]), path);
     }
 }

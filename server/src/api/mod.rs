@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::channel::Action;
 use crate::meta_store;
+use crate::retention::Retention;
 
 /// Publish parameters, in the query string of `POST PUBLISH` (the body is the zip).
 ///
@@ -348,14 +349,14 @@ pub struct TokenRequest {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "whole_seconds"
+        deserialize_with = "whole_number"
     )]
     pub expires_in_secs: Option<u64>,
 }
 
-/// Reads seconds as JSON Schema reads an integer: `3600` and `3600.0` alike; a fraction or a
-/// negative number is refused.
-fn whole_seconds<'de, D: serde::Deserializer<'de>>(
+/// Reads a count or seconds as JSON Schema reads an integer: `3600` and `3600.0` alike; a
+/// fraction or a negative number is refused.
+fn whole_number<'de, D: serde::Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<u64>, D::Error> {
     use serde::de::Error as _;
@@ -375,7 +376,7 @@ fn whole_seconds<'de, D: serde::Deserializer<'de>>(
     });
     whole
         .map(Some)
-        .ok_or_else(|| D::Error::custom(format!("{number} is not a whole number of seconds")))
+        .ok_or_else(|| D::Error::custom(format!("{number} is not a whole number from 0")))
 }
 
 /// What is known of a token; never its secret (schema `TokenSummary`).
@@ -495,6 +496,121 @@ pub struct Accepted {
     pub accepted: usize,
     /// Events naming a package or release the server does not know (not counted).
     pub ignored: usize,
+}
+
+/// The body of `POST GC` (schema `GcRequest`): a dry run or not, and the server's retention
+/// policy with any of its values replaced for this collection. Unknown fields are refused, so
+/// that a misspelt `dry_run` never turns a dry run into a real one.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GcRequest {
+    /// Only say what would go; change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Replaces [`Retention::max_age_secs`].
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole_number"
+    )]
+    pub max_age_secs: Option<u64>,
+    /// Replaces [`Retention::dev_max_age_secs`].
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole_number"
+    )]
+    pub dev_max_age_secs: Option<u64>,
+    /// Replaces [`Retention::history_depth`].
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole_number"
+    )]
+    pub history_depth: Option<u64>,
+    /// Replaces [`Retention::keep_last`].
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole_number"
+    )]
+    pub keep_last: Option<u64>,
+}
+
+impl GcRequest {
+    /// `server`'s policy with this request's values in place of its own.
+    pub fn policy(&self, server: Retention) -> Retention {
+        Retention {
+            max_age_secs: self.max_age_secs.unwrap_or(server.max_age_secs),
+            dev_max_age_secs: self.dev_max_age_secs.unwrap_or(server.dev_max_age_secs),
+            history_depth: self.history_depth.unwrap_or(server.history_depth),
+            keep_last: self.keep_last.unwrap_or(server.keep_last),
+        }
+    }
+}
+
+/// What a collection removed, or would remove (schema `GcReport`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcReport {
+    /// Nothing was changed: the figures say what would go.
+    pub dry_run: bool,
+    /// The policy applied.
+    pub policy: Retention,
+    /// The releases removed, by package and version.
+    pub releases: Vec<CollectedRelease>,
+    /// How many releases stay.
+    pub releases_kept: u64,
+    /// How many built packs were removed with their releases.
+    pub packs: u64,
+    /// How many stored blobs (files and packs) were removed because nothing refers to them.
+    pub blobs: u64,
+    /// The bytes they took, precompressed copies included.
+    pub blob_bytes: u64,
+}
+
+/// A release a collection removed (schema `CollectedRelease`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CollectedRelease {
+    /// The package.
+    pub package: PackageId,
+    /// The version.
+    pub version: ReleaseVersion,
+    /// When it was published.
+    pub created_at: Timestamp,
+    /// When a channel last held it; none if no channel ever did.
+    pub last_on_channel_at: Option<Timestamp>,
+    /// Sum of its file sizes (shared files included).
+    pub size_bytes: u64,
+    /// Number of files.
+    pub file_count: u64,
+    /// Whether it is a dev build, held to the shorter maximum age.
+    pub dev_build: bool,
+}
+
+impl From<&crate::gc::Collected> for GcReport {
+    fn from(c: &crate::gc::Collected) -> GcReport {
+        GcReport {
+            dry_run: c.dry_run,
+            policy: c.policy,
+            releases: c
+                .releases
+                .iter()
+                .map(|e| CollectedRelease {
+                    package: e.package.clone(),
+                    version: e.version.clone(),
+                    created_at: e.created_at,
+                    last_on_channel_at: e.last_on_channel_at,
+                    size_bytes: e.size_bytes,
+                    file_count: e.file_count,
+                    dev_build: e.dev_build,
+                })
+                .collect(),
+            releases_kept: c.releases_kept as u64,
+            packs: c.packs as u64,
+            blobs: c.blobs,
+            blob_bytes: c.blob_bytes,
+        }
+    }
 }
 
 /// Every error answer (schema `Error`): `{"error":{"code":…,"message":…}}`.

@@ -1,6 +1,7 @@
 //! The embedded default: blobs as files under `blobs/ab/abcdef…`, written atomically
 //! (temp file, fsync, rename, fsync the directory).
 
+use std::collections::BTreeMap;
 use std::io::{SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -9,7 +10,7 @@ use async_trait::async_trait;
 use manifests::Digest;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
-use super::{BlobRead, BlobStore};
+use super::{BlobRead, BlobStore, StoredBlob};
 use crate::error::{Error, Result};
 
 /// Blobs in a directory of the local file system.
@@ -19,12 +20,103 @@ pub struct FsBlobStore {
 }
 
 impl FsBlobStore {
-    /// Opens (creating if needed) a blob directory.
+    /// Opens (creating if needed) a blob directory, and removes the temp files that writes
+    /// interrupted by a crash left in its `tmp/`. One process owns a blob directory.
     pub fn open(root: impl Into<PathBuf>) -> Result<FsBlobStore> {
         let root = root.into();
-        std::fs::create_dir_all(root.join("tmp"))
+        let tmp = root.join("tmp");
+        std::fs::create_dir_all(&tmp)
             .map_err(|e| Error::io(format!("creating {}", root.display()), e))?;
+        let mut removed = 0;
+        for entry in std::fs::read_dir(&tmp)
+            .map_err(|e| Error::io(format!("listing {}", tmp.display()), e))?
+        {
+            let path = entry
+                .map_err(|e| Error::io(format!("listing {}", tmp.display()), e))?
+                .path();
+            let gone = if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            gone.map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
+            removed += 1;
+        }
+        if removed > 0 {
+            tracing::info!(dir = %tmp.display(), files = removed, "removed temp files left by an interrupted run");
+        }
         Ok(FsBlobStore { root })
+    }
+
+    /// Every blob and representation under the two-hex-digit directories.
+    fn list_all(&self) -> Result<Vec<StoredBlob>> {
+        let mut found: BTreeMap<Digest, StoredBlob> = BTreeMap::new();
+        let listing = |dir: &Path| {
+            std::fs::read_dir(dir).map_err(|e| Error::io(format!("listing {}", dir.display()), e))
+        };
+        for shard in listing(&self.root)? {
+            let shard =
+                shard.map_err(|e| Error::io(format!("listing {}", self.root.display()), e))?;
+            let name = shard.file_name();
+            let Some(prefix) = name.to_str().filter(|n| {
+                n.len() == 2
+                    && n.bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            }) else {
+                continue;
+            };
+            if !shard.path().is_dir() {
+                continue;
+            }
+            for file in listing(&shard.path())? {
+                let file = file.map_err(|e| Error::io(format!("listing {prefix}"), e))?;
+                let name = file.file_name();
+                let Some(name) = name.to_str() else { continue };
+                let (hex, encoding) = match name.split_once('.') {
+                    Some((hex, encoding)) if check_encoding(encoding).is_ok() => {
+                        (hex, Some(encoding))
+                    }
+                    Some(_) => continue,
+                    None => (name, None),
+                };
+                let Ok(digest) = Digest::parse(hex) else {
+                    continue;
+                };
+                if !hex.starts_with(prefix) {
+                    continue;
+                }
+                let size = match file.metadata() {
+                    Ok(m) if m.is_file() => m.len(),
+                    Ok(_) => continue,
+                    // Removed since it was listed.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(Error::io(format!("reading {name}"), e)),
+                };
+                let blob = found.entry(digest).or_insert_with(|| StoredBlob {
+                    digest,
+                    size_bytes: None,
+                    variants: Vec::new(),
+                });
+                match encoding {
+                    Some(encoding) => blob.variants.push((encoding.to_owned(), size)),
+                    None => blob.size_bytes = Some(size),
+                }
+            }
+        }
+        Ok(found.into_values().collect())
+    }
+
+    fn remove_all(&self, blob: &StoredBlob) -> Result<()> {
+        let remove = |path: PathBuf| match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(format!("removing {}", path.display()), e)),
+        };
+        for (encoding, _) in &blob.variants {
+            check_encoding(encoding)?;
+            remove(self.variant_path(&blob.digest, encoding))?;
+        }
+        remove(self.path_of(&blob.digest))
     }
 
     fn path_of(&self, digest: &Digest) -> PathBuf {
@@ -242,6 +334,16 @@ impl BlobStore for FsBlobStore {
             range: 0..total_size,
             reader: Box::pin(file.take(total_size)),
         }))
+    }
+
+    async fn list(&self) -> Result<Vec<StoredBlob>> {
+        let this = self.clone();
+        blocking(move || this.list_all()).await
+    }
+
+    async fn remove(&self, blobs: &[StoredBlob]) -> Result<()> {
+        let (this, blobs) = (self.clone(), blobs.to_vec());
+        blocking(move || blobs.iter().try_for_each(|blob| this.remove_all(blob))).await
     }
 
     async fn read_all(&self, digest: &Digest) -> Result<Option<Vec<u8>>> {

@@ -37,6 +37,25 @@ impl std::fmt::Debug for BlobRead {
     }
 }
 
+/// A stored blob as a collection sees it: what files hold it and its representations.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredBlob {
+    /// The blob's digest.
+    pub digest: Digest,
+    /// The blob's size, or none if only representations of it are stored (left by an
+    /// interrupted removal).
+    pub size_bytes: Option<u64>,
+    /// Its precompressed representations: content coding and size.
+    pub variants: Vec<(String, u64)>,
+}
+
+impl StoredBlob {
+    /// The bytes the blob and its representations take.
+    pub fn total_bytes(&self) -> u64 {
+        self.size_bytes.unwrap_or(0) + self.variants.iter().map(|(_, n)| n).sum::<u64>()
+    }
+}
+
 /// Content-addressed storage. Writes are atomic: a blob is either absent or complete.
 #[async_trait]
 pub trait BlobStore: Send + Sync + std::fmt::Debug + 'static {
@@ -71,4 +90,14 @@ pub trait BlobStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Reads a precompressed representation, if one was stored.
     async fn read_variant(&self, digest: &Digest, encoding: &str) -> Result<Option<BlobRead>>;
+
+    /// Every stored blob and representation, sorted by digest, for a collection to compare
+    /// with what the metadata refers to. Files being written and names the engine does not
+    /// recognise are left out (and so never removed).
+    async fn list(&self) -> Result<Vec<StoredBlob>>;
+
+    /// Removes listed blobs, each with its representations first and then the blob itself, so
+    /// that an interrupted removal leaves at most representations of a blob nothing refers to.
+    /// What is gone already is not an error. Engines may batch the work.
+    async fn remove(&self, blobs: &[StoredBlob]) -> Result<()>;
 }

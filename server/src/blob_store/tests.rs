@@ -3,8 +3,8 @@
 use manifests::Digest;
 use tokio::io::AsyncReadExt;
 
-use super::BlobStore;
 use super::fs::FsBlobStore;
+use super::{BlobStore, StoredBlob};
 
 async fn read_to_vec(
     store: &dyn BlobStore,
@@ -94,6 +94,57 @@ pub(crate) async fn blob_store_suite(store: &dyn BlobStore, scratch: &std::path:
         "the blob itself is unchanged"
     );
     assert!(store.put_variant(&digest, "../x", b"no").await.is_err());
+
+    // A listing names every blob once, with its size and its representations, sorted.
+    let listed = store.list().await.unwrap();
+    let mut expected: Vec<Digest> = batch.iter().map(|b| Digest::of(b)).collect();
+    expected.extend([digest, d]);
+    expected.sort();
+    expected.dedup();
+    assert_eq!(
+        listed.iter().map(|b| b.digest).collect::<Vec<_>>(),
+        expected
+    );
+    let hello = listed.iter().find(|b| b.digest == digest).unwrap();
+    assert_eq!(hello.size_bytes, Some(20));
+    assert_eq!(hello.variants, [("gzip".to_owned(), 8)]);
+    assert_eq!(hello.total_bytes(), 28);
+    // Removing takes the representations with the blob, and removing again is no error.
+    store.remove(std::slice::from_ref(hello)).await.unwrap();
+    store.remove(std::slice::from_ref(hello)).await.unwrap();
+    assert_eq!(store.size(&digest).await.unwrap(), None);
+    assert!(store.read_variant(&digest, "gzip").await.unwrap().is_none());
+    assert_eq!(store.list().await.unwrap().len(), expected.len() - 1);
+    // A representation left by an interrupted removal is listed on its own, and removed.
+    store.put_variant(&d, "gzip", b"gz").await.unwrap();
+    let big = store
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|b| b.digest == d)
+        .unwrap();
+    store
+        .remove(&[StoredBlob {
+            variants: Vec::new(),
+            ..big.clone()
+        }])
+        .await
+        .unwrap();
+    let orphan = store
+        .list()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|b| b.digest == d)
+        .unwrap();
+    assert_eq!(
+        (orphan.size_bytes, orphan.total_bytes()),
+        (None, 2),
+        "{orphan:?}"
+    );
+    store.remove(&[orphan]).await.unwrap();
+    assert!(store.list().await.unwrap().iter().all(|b| b.digest != d));
 }
 
 #[tokio::test]
@@ -104,7 +155,7 @@ async fn fs_blob_store() {
     let store = FsBlobStore::open(dir.path().join("blobs")).unwrap();
     blob_store_suite(&store, &scratch).await;
     // Blobs live under a two-character fan-out and no temp file is left behind.
-    let digest = Digest::of(b"hello, offline world").to_string();
+    let digest = Digest::of(&[1u8; 1001]).to_string();
     assert!(
         dir.path()
             .join("blobs")
@@ -118,4 +169,26 @@ async fn fs_blob_store() {
             .count(),
         0
     );
+    // What a crash leaves in tmp/ is gone once the store is opened again; names the store does
+    // not recognise are never listed (so never removed).
+    std::fs::write(dir.path().join("blobs/tmp/abc.tmp"), b"half").unwrap();
+    std::fs::create_dir(dir.path().join("blobs/tmp/partial")).unwrap();
+    std::fs::write(
+        dir.path()
+            .join("blobs")
+            .join(&digest[..2])
+            .join("notes.txt"),
+        b"",
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("blobs/zz")).unwrap();
+    let before = store.list().await.unwrap();
+    let store = FsBlobStore::open(dir.path().join("blobs")).unwrap();
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("blobs/tmp"))
+            .unwrap()
+            .count(),
+        0
+    );
+    assert_eq!(store.list().await.unwrap(), before);
 }

@@ -485,3 +485,43 @@ fn signers_of(envelope: &[u8]) -> Result<Vec<String>> {
         })
         .unwrap_or_default())
 }
+
+/// `POST /v1/admin/gc` with `{"dry_run": true}` (and any policy values to replace): collects
+/// garbage, or says what would go.
+pub async fn gc(
+    State(service): State<Arc<Service>>,
+    headers: HeaderMap,
+    body: bytes::Bytes,
+) -> Result<Response> {
+    let caller = caller(&service, &headers, "collect garbage").await?;
+    caller.require(Scope::Admin, None, "collect garbage")?;
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|m| m.trim().to_ascii_lowercase())
+        .is_some_and(|m| m == "application/json" || m.ends_with("+json"));
+    if !json {
+        return Err(Error::BadRequest(
+            "request body: expected `Content-Type: application/json`".into(),
+        ));
+    }
+    // serde would read a struct from an array too (`[]` as every default: a real collection);
+    // only an object is a request.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(Error::BadRequest(
+            "request body: expected a JSON object, such as {\"dry_run\": true}".into(),
+        ));
+    }
+    let Json(body) = Json::<api::GcRequest>::from_bytes(&body)
+        .map_err(|e| Error::BadRequest(format!("request body: {}", e.body_text())))?;
+    let policy = body.policy(service.settings().retention);
+    policy.check()?;
+    // In a task of its own: a client that gives up does not stop a collection part-way.
+    let actor = caller.name().to_owned();
+    let collected =
+        tokio::spawn(async move { service.collect_garbage(body.dry_run, &policy, &actor).await })
+            .await
+            .map_err(|e| Error::Internal(format!("garbage collection task failed: {e}")))??;
+    Ok(Json(api::GcReport::from(&collected)).into_response())
+}

@@ -48,6 +48,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", paths::TOKEN),
     ("POST", paths::EVENTS),
     ("GET", paths::STATS),
+    ("POST", paths::GC),
     ("GET", paths::METRICS),
     ("GET", paths::OPENAPI),
 ];
@@ -89,8 +90,11 @@ pub fn router(service: Arc<Service>) -> Router {
             axum::http::StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(60),
         ));
-    // Uploads may take long on slow links; their size is capped instead.
-    let uploads = Router::new().route(paths::PUBLISH, post(admin::publish));
+    // Uploads may take long on slow links; their size is capped instead. A collection of a large
+    // store may take long too; it is admin-only and runs one at a time.
+    let uploads = Router::new()
+        .route(paths::PUBLISH, post(admin::publish))
+        .route(paths::GC, post(admin::gc));
     let router = reads
         .merge(uploads)
         .fallback(|| async { Error::NotFound("route".into()) })
@@ -256,6 +260,10 @@ pub async fn serve(
     use hyper_util::server::conn::auto::Builder;
 
     let refresher = tokio::spawn(refresh_loop(service.clone()));
+    let collector = service
+        .settings()
+        .gc_interval
+        .map(|every| tokio::spawn(crate::gc::collect_periodically(service.clone(), every)));
     let reads = fast::Reads::new(service.clone(), router(service.clone()));
     let mut builder = Builder::new(TokioExecutor::new()).http1_only();
     builder
@@ -310,6 +318,10 @@ pub async fn serve(
         }
     }
     refresher.abort();
+    if let Some(collector) = collector {
+        // A collection stopped part-way leaves only unreferenced blobs, for the next one.
+        collector.abort();
+    }
     Ok(())
 }
 

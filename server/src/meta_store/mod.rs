@@ -11,7 +11,7 @@
 //! writes one package row and the channel row, whatever the number of packages; the signed index
 //! and deltas are built from the rows when first asked for.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use async_trait::async_trait;
 use manifests::{
@@ -281,6 +281,72 @@ pub struct PackRecord {
     pub size_bytes: u64,
 }
 
+/// What a collection decides from ([`crate::retention::plan`]), read in one transaction.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RetentionFacts {
+    /// Every release.
+    pub releases: Vec<ReleaseFact>,
+    /// The releases the channels' current index entries name (stable, candidate, older).
+    pub named: Vec<(PackageId, ReleaseVersion)>,
+    /// Every release a channel's history names, newest entry first.
+    pub history: Vec<HistoryMention>,
+    /// Every built pack.
+    pub packs: Vec<PackFact>,
+    /// The newest history entry's id (0 for none): a change of any channel moves it, so a
+    /// removal decided from these facts commits only if it did not move
+    /// ([`MetaStore::delete_releases`]).
+    pub history_mark: u64,
+}
+
+/// One release, as retention sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReleaseFact {
+    /// The package.
+    pub package: PackageId,
+    /// The version.
+    pub version: ReleaseVersion,
+    /// The digest of its signed manifest.
+    pub manifest_digest: Digest,
+    /// Publication time.
+    pub created_at: Timestamp,
+    /// Sum of file sizes.
+    pub size_bytes: u64,
+    /// Number of files.
+    pub file_count: u64,
+}
+
+/// One history entry, as retention sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistoryMention {
+    /// The app.
+    pub app: AppId,
+    /// The channel.
+    pub channel: Channel,
+    /// The package.
+    pub package: PackageId,
+    /// The version before the change.
+    pub from_version: Option<ReleaseVersion>,
+    /// The version after.
+    pub to_version: Option<ReleaseVersion>,
+    /// When.
+    pub at: Timestamp,
+}
+
+/// One built pack, as retention sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PackFact {
+    /// The package.
+    pub package: PackageId,
+    /// The release a diff pack starts from; none for a full pack.
+    pub from: Option<ReleaseVersion>,
+    /// The release it brings.
+    pub to: ReleaseVersion,
+    /// The blob holding it.
+    pub digest: Digest,
+    /// Its size.
+    pub size_bytes: u64,
+}
+
 /// A channel change to commit atomically.
 #[derive(Clone, Debug)]
 pub struct ChannelCommit {
@@ -505,4 +571,34 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// The newest audit entries, newest first.
     async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>>;
+    /// What a collection decides from, read in one transaction.
+    async fn retention_facts(&self) -> Result<RetentionFacts>;
+
+    /// Removes `releases` with the packs built to or from them, and writes `audit`, in one
+    /// transaction, if no channel changed since the facts were read (`history_mark`) and no
+    /// channel's index entry names one of them. Returns false, having changed nothing,
+    /// otherwise: the caller reads the facts again.
+    async fn delete_releases(
+        &self,
+        releases: &BTreeSet<(PackageId, ReleaseVersion)>,
+        history_mark: u64,
+        audit: &AuditEntry,
+    ) -> Result<bool>;
+
+    /// The digests of every blob a release or a pack refers to (a manifest's files, a pack's
+    /// own blob), leaving out `excluding`'s releases and the packs to or from them.
+    ///
+    /// # Errors
+    /// [`crate::error::Error::Internal`] when a stored manifest cannot be read: its blobs are
+    /// unknown, so no collection may remove any.
+    async fn live_digests(
+        &self,
+        excluding: &BTreeSet<(PackageId, ReleaseVersion)>,
+    ) -> Result<HashSet<Digest>>;
+
+    /// When the last collection ran (or, before the first, when periodic collection started).
+    async fn last_collection(&self) -> Result<Option<Timestamp>>;
+
+    /// Records when a collection ran.
+    async fn set_last_collection(&self, at: Timestamp) -> Result<()>;
 }

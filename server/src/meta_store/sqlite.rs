@@ -3,7 +3,7 @@
 //! Calls run on tokio's blocking pool behind one connection; SQLite serialises writers anyway, and
 //! the write rate of a release system is low.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -17,7 +17,8 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::{
     AuditEntry, ChannelCommit, ChannelHead, ChannelPackage, ChannelRow, ChannelState, HistoryEntry,
-    Inserted, MetaStore, PackRecord, ReleaseRecord, ReleaseStats, Scope, StoredIndex, TokenRecord,
+    HistoryMention, Inserted, MetaStore, PackFact, PackRecord, ReleaseFact, ReleaseRecord,
+    ReleaseStats, RetentionFacts, Scope, StoredIndex, TokenRecord,
 };
 use crate::error::{Error, Result};
 
@@ -121,7 +122,7 @@ CREATE TABLE audit (
 
 /// Metadata in SQLite.
 /// Upgrades, in order: `MIGRATIONS[0]` takes version 1 to 2, and so on. Only ever append.
-pub(crate) const MIGRATIONS: [&str; 5] = [
+pub(crate) const MIGRATIONS: [&str; 6] = [
     // 2: the publisher's fetch priority and prefetch policy, carried into the index.
     "ALTER TABLE releases ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE releases ADD COLUMN prefetch TEXT NOT NULL DEFAULT 'always';",
@@ -155,7 +156,17 @@ pub(crate) const MIGRATIONS: [&str; 5] = [
     // stored before, at open) and the origins each app declared (filled from its releases).
     "ALTER TABLE releases ADD COLUMN routes TEXT;
      CREATE TABLE apps (app TEXT PRIMARY KEY, origins TEXT NOT NULL);",
-    // 6: each app's key lists after the first (which the server derives from its own key): the
+    // 6: garbage collection: the blobs each release's manifest lists (filled from the manifest
+    // when a collection first needs them, so that it reads no manifest twice), and when the last
+    // collection ran.
+    "CREATE TABLE release_blobs (
+         package TEXT NOT NULL,
+         version TEXT NOT NULL,
+         digest TEXT NOT NULL,
+         PRIMARY KEY (package, version, digest)
+     ) WITHOUT ROWID;
+     CREATE TABLE collections (id INTEGER PRIMARY KEY CHECK (id = 1), last_at INTEGER NOT NULL);",
+    // 7: each app's key lists after the first (which the server derives from its own key): the
     // signed envelopes, by version.
     "CREATE TABLE key_lists (
          app TEXT NOT NULL,
@@ -364,6 +375,65 @@ fn manifest_routes(manifest: &[u8]) -> manifests::Result<Vec<UrlPrefix>> {
     let signed = envelope.get("signed").cloned().unwrap_or_default();
     let release = manifests::parse_release_unverified(&manifests::to_canonical_bytes(&signed)?)?;
     Ok(release.routes.into_iter().map(|r| r.prefix).collect())
+}
+
+/// The blobs a stored signed manifest lists, each once.
+fn manifest_blobs(manifest: &[u8]) -> manifests::Result<BTreeSet<Digest>> {
+    let envelope = manifests::parse_strict(manifest)?;
+    let signed = envelope.get("signed").cloned().unwrap_or_default();
+    let release = manifests::parse_release_unverified(&manifests::to_canonical_bytes(&signed)?)?;
+    Ok(release.files.values().map(|f| f.sha256).collect())
+}
+
+/// Lists the blobs of releases whose blobs are not listed yet (published since the last
+/// collection, or before the table existed), from their manifests.
+fn fill_release_blobs(tx: &Connection) -> Result<()> {
+    let mut stmt = tx.prepare(
+        "SELECT package, version, manifest FROM releases r WHERE NOT EXISTS
+           (SELECT 1 FROM release_blobs b WHERE b.package = r.package AND b.version = r.version)",
+    )?;
+    let missing = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    drop(stmt);
+    let mut insert = tx.prepare(
+        "INSERT OR IGNORE INTO release_blobs (package, version, digest) VALUES (?1, ?2, ?3)",
+    )?;
+    for (package, version, manifest) in missing {
+        // A manifest this server cannot read has blobs it cannot know: removing any blob could
+        // break it, so the collection stops here rather than guess.
+        let blobs = manifest_blobs(&manifest).map_err(|e| {
+            Error::Internal(format!(
+                "release {package}@{version}: stored manifest unreadable ({e}); its blobs are \
+                 unknown, so no blob is removed"
+            ))
+        })?;
+        for digest in blobs {
+            insert.execute(params![package, version, digest.to_string()])?;
+        }
+    }
+    Ok(())
+}
+
+/// The versions a package's row on a channel names: stable, candidate and its index entry's.
+fn named_versions(
+    stable: Option<String>,
+    candidate: Option<String>,
+    entry: Option<String>,
+) -> Result<BTreeSet<String>> {
+    let mut out: BTreeSet<String> = stable.into_iter().chain(candidate).collect();
+    if let Some(text) = entry {
+        let entry: PackageEntry = serde_json::from_str(&text)
+            .map_err(|e| Error::Internal(format!("stored index entry {text:.80}: {e}")))?;
+        out.extend(entry.releases().map(|r| r.version.to_string()));
+    }
+    Ok(out)
 }
 
 fn routes_json(routes: &[UrlPrefix]) -> String {
@@ -815,6 +885,31 @@ impl MetaStore for SqliteMetaStore {
                     commit.expected_sequence, commit.sequence
                 )));
             }
+            if let Some(change) = &commit.package {
+                // A collection may have removed a release since the change was decided: a
+                // channel never names a release that is not stored.
+                let package = change.package.as_str();
+                let state = &change.state;
+                let mut named: BTreeSet<String> = state
+                    .stable
+                    .iter()
+                    .chain(&state.candidate)
+                    .map(ToString::to_string)
+                    .collect();
+                if let Some(entry) = &change.entry {
+                    named.extend(entry.releases().map(|r| r.version.to_string()));
+                }
+                for version in named {
+                    let exists: bool = tx.query_row(
+                        "SELECT EXISTS (SELECT 1 FROM releases WHERE package = ?1 AND version = ?2)",
+                        params![package, version],
+                        |r| r.get(0),
+                    )?;
+                    if !exists {
+                        return Err(Error::NotFound(format!("release {package}@{version}")));
+                    }
+                }
+            }
             tx.execute(
                 "INSERT INTO channels (app, channel, sequence, issued_at, expires_at, delta_floor)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?3)
@@ -1007,7 +1102,20 @@ impl MetaStore for SqliteMetaStore {
             pack.clone(),
         );
         self.with(move |c| {
-            c.execute(
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // A collection may have removed either release while the pack was built: a pack
+            // row never outlives its releases.
+            for version in [&to, &from].into_iter().filter(|v| !v.is_empty()) {
+                let exists: bool = tx.query_row(
+                    "SELECT EXISTS (SELECT 1 FROM releases WHERE package = ?1 AND version = ?2)",
+                    params![package, version],
+                    |r| r.get(0),
+                )?;
+                if !exists {
+                    return Err(Error::NotFound(format!("release {package}@{version}")));
+                }
+            }
+            tx.execute(
                 "INSERT INTO packs (package, from_version, to_version, digest, size_bytes)
                  VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
                 params![
@@ -1018,6 +1126,7 @@ impl MetaStore for SqliteMetaStore {
                     pack.size_bytes as i64
                 ],
             )?;
+            tx.commit()?;
             Ok(())
         })
         .await
@@ -1366,6 +1475,217 @@ impl MetaStore for SqliteMetaStore {
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(rows)
+        })
+        .await
+    }
+    async fn retention_facts(&self) -> Result<RetentionFacts> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let mut stmt = tx.prepare(
+                "SELECT package, version, manifest_digest, created_at, size_bytes, file_count
+                 FROM releases",
+            )?;
+            let releases = stmt
+                .query_map([], |r| {
+                    Ok(ReleaseFact {
+                        package: col(r, 0, PackageId::parse)?,
+                        version: col(r, 1, ReleaseVersion::parse)?,
+                        manifest_digest: col(r, 2, Digest::parse)?,
+                        created_at: time(r, 3)?,
+                        size_bytes: r.get::<_, i64>(4)?.max(0) as u64,
+                        file_count: r.get::<_, i64>(5)?.max(0) as u64,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            drop(stmt);
+            let mut stmt =
+                tx.prepare("SELECT package, stable, candidate, entry FROM channel_packages")?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        col(r, 0, PackageId::parse)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                        r.get::<_, Option<String>>(3)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            drop(stmt);
+            let mut named = Vec::new();
+            for (package, stable, candidate, entry) in rows {
+                for version in named_versions(stable, candidate, entry)? {
+                    named.push((package.clone(), ReleaseVersion::parse(&version)?));
+                }
+            }
+            let mut stmt = tx.prepare(
+                "SELECT app, channel, package, from_version, to_version, at FROM history
+                 ORDER BY id DESC",
+            )?;
+            let history = stmt
+                .query_map([], |r| {
+                    Ok(HistoryMention {
+                        app: col(r, 0, AppId::parse)?,
+                        channel: col(r, 1, Channel::parse)?,
+                        package: col(r, 2, PackageId::parse)?,
+                        from_version: opt_col(r, 3, ReleaseVersion::parse)?,
+                        to_version: opt_col(r, 4, ReleaseVersion::parse)?,
+                        at: time(r, 5)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            drop(stmt);
+            let mut stmt = tx.prepare(
+                "SELECT package, from_version, to_version, digest, size_bytes FROM packs",
+            )?;
+            let packs = stmt
+                .query_map([], |r| {
+                    let from: String = r.get(1)?;
+                    Ok(PackFact {
+                        package: col(r, 0, PackageId::parse)?,
+                        from: if from.is_empty() {
+                            None
+                        } else {
+                            Some(col(r, 1, ReleaseVersion::parse)?)
+                        },
+                        to: col(r, 2, ReleaseVersion::parse)?,
+                        digest: col(r, 3, Digest::parse)?,
+                        size_bytes: r.get::<_, i64>(4)?.max(0) as u64,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            drop(stmt);
+            let history_mark: i64 =
+                tx.query_row("SELECT COALESCE(MAX(id), 0) FROM history", [], |r| r.get(0))?;
+            Ok(RetentionFacts {
+                releases,
+                named,
+                history,
+                packs,
+                history_mark: history_mark.max(0) as u64,
+            })
+        })
+        .await
+    }
+
+    async fn delete_releases(
+        &self,
+        releases: &BTreeSet<(PackageId, ReleaseVersion)>,
+        history_mark: u64,
+        audit: &AuditEntry,
+    ) -> Result<bool> {
+        let (releases, audit) = (releases.clone(), audit.clone());
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mark: i64 =
+                tx.query_row("SELECT COALESCE(MAX(id), 0) FROM history", [], |r| r.get(0))?;
+            if mark.max(0) as u64 != history_mark {
+                return Ok(false);
+            }
+            let packages: BTreeSet<&PackageId> = releases.iter().map(|(p, _)| p).collect();
+            let mut stmt = tx.prepare(
+                "SELECT stable, candidate, entry FROM channel_packages WHERE package = ?1",
+            )?;
+            for package in packages {
+                let rows = stmt
+                    .query_map([package.as_str()], |r| {
+                        Ok((
+                            r.get::<_, Option<String>>(0)?,
+                            r.get::<_, Option<String>>(1)?,
+                            r.get::<_, Option<String>>(2)?,
+                        ))
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                for (stable, candidate, entry) in rows {
+                    for version in named_versions(stable, candidate, entry)? {
+                        if releases.contains(&(package.clone(), ReleaseVersion::parse(&version)?)) {
+                            return Ok(false);
+                        }
+                    }
+                }
+            }
+            drop(stmt);
+            for (package, version) in &releases {
+                let (package, version) = (package.as_str(), version.to_string());
+                tx.execute(
+                    "DELETE FROM packs WHERE package = ?1 AND (to_version = ?2 OR from_version = ?2)",
+                    params![package, version],
+                )?;
+                tx.execute(
+                    "DELETE FROM release_blobs WHERE package = ?1 AND version = ?2",
+                    params![package, version],
+                )?;
+                tx.execute(
+                    "DELETE FROM releases WHERE package = ?1 AND version = ?2",
+                    params![package, version],
+                )?;
+            }
+            insert_audit(&tx, &audit)?;
+            tx.commit()?;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn live_digests(
+        &self,
+        excluding: &BTreeSet<(PackageId, ReleaseVersion)>,
+    ) -> Result<HashSet<Digest>> {
+        let excluding: BTreeSet<(String, String)> = excluding
+            .iter()
+            .map(|(p, v)| (p.as_str().to_owned(), v.to_string()))
+            .collect();
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            fill_release_blobs(&tx)?;
+            let mut live = HashSet::new();
+            let mut stmt = tx.prepare("SELECT package, version, digest FROM release_blobs")?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let key = (r.get::<_, String>(0)?, r.get::<_, String>(1)?);
+                if !excluding.contains(&key) {
+                    live.insert(col(r, 2, Digest::parse)?);
+                }
+            }
+            drop(rows);
+            drop(stmt);
+            let mut stmt =
+                tx.prepare("SELECT package, from_version, to_version, digest FROM packs")?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let package: String = r.get(0)?;
+                let gone = |version: String| excluding.contains(&(package.clone(), version));
+                if !gone(r.get(1)?) && !gone(r.get(2)?) {
+                    live.insert(col(r, 3, Digest::parse)?);
+                }
+            }
+            drop(rows);
+            drop(stmt);
+            tx.commit()?;
+            Ok(live)
+        })
+        .await
+    }
+
+    async fn last_collection(&self) -> Result<Option<Timestamp>> {
+        self.with(|c| {
+            Ok(
+                c.query_row("SELECT last_at FROM collections WHERE id = 1", [], |r| {
+                    time(r, 0)
+                })
+                .optional()?,
+            )
+        })
+        .await
+    }
+
+    async fn set_last_collection(&self, at: Timestamp) -> Result<()> {
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO collections (id, last_at) VALUES (1, ?1)
+                 ON CONFLICT (id) DO UPDATE SET last_at = excluded.last_at",
+                [secs(at)],
+            )?;
+            Ok(())
         })
         .await
     }

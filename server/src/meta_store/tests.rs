@@ -1,5 +1,7 @@
 //! One suite for every metadata store engine.
 
+use std::collections::{BTreeSet, HashSet};
+
 use manifests::{
     AppId, Channel, Digest, HostRequirement, PackageEntry, PackageId, Prefetch, ReleaseVersion,
     Timestamp,
@@ -639,5 +641,194 @@ async fn sqlite_meta_store_upgrades_a_version_2_channel_to_per_package_rows() {
         7
     );
     assert!(!store.commit_channel(&commit(6, "1.1.0")).await.unwrap());
+    store
+        .insert_release(&shop, &record("checkout", "1.1.0"), &audit("publish"))
+        .await
+        .unwrap();
     assert!(store.commit_channel(&commit(7, "1.1.0")).await.unwrap());
+}
+
+/// A release whose stored manifest lists a blob for each of `contents`.
+fn signed(package: &str, version: &str, contents: &[&str]) -> ReleaseRecord {
+    use manifests::{FileEntry, KeyPair, MimeType, RelPath, Release, Route, UrlPrefix};
+    let files = contents
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let entry = FileEntry {
+                sha256: Digest::of(c.as_bytes()),
+                size: c.len() as u64,
+                mime: MimeType::parse("text/plain").unwrap(),
+            };
+            (RelPath::parse(&format!("f{i}.txt")).unwrap(), entry)
+        })
+        .collect();
+    let release = Release {
+        package: pkg(package),
+        version: ver(version),
+        files,
+        entry: RelPath::parse("f0.txt").unwrap(),
+        routes: vec![Route {
+            prefix: UrlPrefix::parse(&format!("https://m.example.com/{package}/")).unwrap(),
+            fallback: None,
+        }],
+        requires: HostRequirement::any(),
+        created_at: Timestamp::from_unix_secs(1_700_000_000),
+        notes: String::new(),
+        source_revision: None,
+    };
+    let signed = release.sign(&[&KeyPair::from_seed(&[7; 32])]).unwrap();
+    ReleaseRecord {
+        manifest_digest: signed.digest,
+        manifest: signed.bytes,
+        ..record(package, version)
+    }
+}
+
+fn digests(texts: &[&str]) -> HashSet<Digest> {
+    texts.iter().map(|t| Digest::of(t.as_bytes())).collect()
+}
+
+/// What a collection needs of every engine: facts read together, removal only while nothing
+/// names a release, the blobs releases and packs refer to, and channels and packs that never
+/// name a removed release.
+async fn collection_suite(store: &dyn MetaStore) {
+    let shop = app("shop");
+    for (version, contents) in [
+        ("1.0.0", ["x", "shared"]),
+        ("1.1.0", ["y", "shared"]),
+        ("1.2.0", ["z", "z"]),
+    ] {
+        store
+            .insert_release(
+                &shop,
+                &signed("checkout", version, &contents),
+                &audit("publish"),
+            )
+            .await
+            .unwrap();
+    }
+    // Nothing may name a release that is not stored.
+    assert!(matches!(
+        store.commit_channel(&commit(0, "1.5.0")).await,
+        Err(crate::Error::NotFound(m)) if m == "release checkout@1.5.0"
+    ));
+    assert!(store.commit_channel(&commit(0, "1.1.0")).await.unwrap());
+    let pack = |name: &str| PackRecord {
+        digest: Digest::of(name.as_bytes()),
+        size_bytes: 10,
+    };
+    let (checkout, v) = (pkg("checkout"), ver);
+    store
+        .insert_pack(&checkout, Some(&v("1.0.0")), &v("1.1.0"), &pack("p1"))
+        .await
+        .unwrap();
+    store
+        .insert_pack(&checkout, None, &v("1.2.0"), &pack("p2"))
+        .await
+        .unwrap();
+    for (from, to) in [(Some("9.0.0"), "1.1.0"), (None, "9.0.0")] {
+        let from = from.map(v);
+        assert!(matches!(
+            store.insert_pack(&checkout, from.as_ref(), &v(to), &pack("p3")).await,
+            Err(crate::Error::NotFound(m)) if m == "release checkout@9.0.0"
+        ));
+    }
+
+    let facts = store.retention_facts().await.unwrap();
+    let mut versions: Vec<String> = facts
+        .releases
+        .iter()
+        .map(|r| r.version.to_string())
+        .collect();
+    versions.sort();
+    assert_eq!(versions, ["1.0.0", "1.1.0", "1.2.0"]);
+    assert_eq!(facts.named, [(checkout.clone(), v("1.1.0"))]);
+    assert_eq!(facts.history.len(), 1);
+    assert_eq!(facts.history[0].to_version, Some(v("1.1.0")));
+    assert_eq!(facts.packs.len(), 2);
+    assert!(facts.history_mark > 0);
+
+    let none = BTreeSet::new();
+    let old: BTreeSet<_> = [(checkout.clone(), v("1.0.0"))].into();
+    let mut all = digests(&["x", "y", "shared", "z", "p1", "p2"]);
+    assert_eq!(store.live_digests(&none).await.unwrap(), all);
+    let without_old = digests(&["y", "shared", "z", "p2"]);
+    assert_eq!(store.live_digests(&old).await.unwrap(), without_old);
+
+    // A release a channel names stays, and so does everything when a channel changed since the
+    // facts were read.
+    let named: BTreeSet<_> = [(checkout.clone(), v("1.1.0"))].into();
+    assert!(
+        !store
+            .delete_releases(&named, facts.history_mark, &audit("gc"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_releases(&old, facts.history_mark - 1, &audit("gc"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.live_digests(&none).await.unwrap(), all);
+    assert!(
+        store
+            .delete_releases(&old, facts.history_mark, &audit("gc"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .release(&checkout, &v("1.0.0"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .pack(&checkout, Some(&v("1.0.0")), &v("1.1.0"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(store.audit_log(1).await.unwrap()[0].action, "gc");
+    all = without_old;
+    assert_eq!(store.live_digests(&none).await.unwrap(), all);
+    // The version is free again, and its blobs are listed anew.
+    store
+        .insert_release(
+            &shop,
+            &signed("checkout", "1.0.0", &["w"]),
+            &audit("publish"),
+        )
+        .await
+        .unwrap();
+    all.insert(Digest::of(b"w"));
+    assert_eq!(store.live_digests(&none).await.unwrap(), all);
+
+    assert_eq!(store.last_collection().await.unwrap(), None);
+    let at = Timestamp::from_unix_secs(1_800_000_000);
+    store.set_last_collection(at).await.unwrap();
+    store.set_last_collection(at.plus_secs(5)).await.unwrap();
+    assert_eq!(
+        store.last_collection().await.unwrap(),
+        Some(at.plus_secs(5))
+    );
+
+    // A manifest the store cannot read has blobs it cannot know: no blob may be removed.
+    store
+        .insert_release(&shop, &record("checkout", "2.0.0"), &audit("publish"))
+        .await
+        .unwrap();
+    let refused = store.live_digests(&none).await.unwrap_err().to_string();
+    assert!(
+        refused.contains("release checkout@2.0.0: stored manifest unreadable"),
+        "{refused}"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_meta_store_passes_the_collection_suite() {
+    collection_suite(&SqliteMetaStore::open_in_memory().unwrap()).await;
 }

@@ -94,6 +94,8 @@ struct Jobs {
 struct Counts {
     jobs: usize,
     fast_pending: usize,
+    /// Publishes whose packs are being started or whose blobs precompressed.
+    after_publish: usize,
 }
 
 /// The pack builds of one server process.
@@ -137,6 +139,20 @@ impl Builds {
     /// Drops the fast pack of `key`: its final pack is stored.
     pub(crate) fn forget_fast(&self, key: &PackKey) {
         lock(&self.fast).remove(key);
+    }
+
+    /// Drops the fast packs to or from `releases`: they were collected.
+    pub(crate) fn forget_releases(
+        &self,
+        releases: &std::collections::BTreeSet<(PackageId, ReleaseVersion)>,
+    ) {
+        let gone = |package: &PackageId, version: &ReleaseVersion| {
+            releases.contains(&(package.clone(), version.clone()))
+        };
+        lock(&self.fast).retain(|key, _| {
+            !gone(&key.package, &key.to)
+                && !key.from.as_ref().is_some_and(|f| gone(&key.package, f))
+        });
     }
 
     /// Joins the job of `key`, or starts one (the caller spawns it) unless `requested` and the
@@ -197,10 +213,23 @@ impl Builds {
         let _ = counts.wait_for(|c| c.fast_pending == 0).await;
     }
 
-    /// Waits until no pack job is queued or running.
+    /// Waits until no pack job is queued or running, and no publish's packs are being started.
     pub async fn settled(&self) {
         let mut counts = self.counts.subscribe();
-        let _ = counts.wait_for(|c| c.jobs == 0).await;
+        let _ = counts
+            .wait_for(|c| c.jobs == 0 && c.after_publish == 0)
+            .await;
+    }
+
+    /// A publish's packs are about to be started.
+    pub(crate) fn publish_started(&self) {
+        self.counts.send_modify(|c| c.after_publish += 1);
+    }
+
+    /// A publish's packs are started and its blobs precompressed.
+    pub(crate) fn publish_done(&self) {
+        self.counts
+            .send_modify(|c| c.after_publish = c.after_publish.saturating_sub(1));
     }
 
     /// Jobs in progress (queued or running).

@@ -170,14 +170,14 @@ impl Service {
         if needed {
             match self.fast_pack(&key).await {
                 Ok(_) => self.packs.notify(&key),
-                Err(e) => tracing::error!(pack = %key, error = %e, "building a fast pack failed"),
+                Err(e) => failed(&key, &e, "building a fast pack failed"),
             }
         }
         self.packs.fast_done();
         if needed {
             self.packs.fast_settled().await;
             if let Err(e) = self.pack(&key.package, key.from.as_ref(), &key.to).await {
-                tracing::error!(pack = %key, error = %e, "building a pack failed");
+                failed(&key, &e, "building a pack failed");
             }
         }
         self.packs.finish(&key);
@@ -297,6 +297,8 @@ impl Service {
             let built = Box::pin(self.pack(package, None, to)).await?;
             full = Some(built).filter(|f| f.size_bytes <= size_bytes);
         }
+        // From storing the pack until it is recorded, no collection removes it (`gc`).
+        let blob_in_use = self.blob_gate.read().await;
         let record = match full {
             Some(full) => full,
             None => PackRecord {
@@ -305,6 +307,7 @@ impl Service {
             },
         };
         self.meta.insert_pack(package, from, to, &record).await?;
+        drop(blob_in_use);
         self.packs.forget_fast(&key);
         Ok(record)
     }
@@ -315,11 +318,23 @@ impl Service {
     /// release is out. Once every fast pack is built, precompresses the release's text blobs
     /// (the final packs follow in the background). Failures are logged: a device falls back to
     /// the next source, or a request starts the job again.
-    pub async fn build_packs_after_publish(
+    ///
+    /// The work counts as under way from this call (not from the first poll of the future), so
+    /// that [`Builds::settled`] right after a publish waits for it.
+    pub fn build_packs_after_publish(
         self: Arc<Self>,
         package: PackageId,
         to: ReleaseVersion,
-    ) {
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        self.packs.publish_started();
+        async move {
+            self.packs_after_publish(&package, &to).await;
+            self.packs.publish_done();
+        }
+    }
+
+    async fn packs_after_publish(self: &Arc<Self>, package: &PackageId, to: &ReleaseVersion) {
+        let (package, to) = (package.clone(), to.clone());
         match self.meta.releases(&package).await {
             Ok(releases) => {
                 let earlier = releases
@@ -339,8 +354,22 @@ impl Service {
         self.packs.fast_settled().await;
         match self.precompress(&package, &to).await {
             Ok(n) => tracing::debug!(%package, %to, blobs = n, "precompressed"),
-            Err(e) => tracing::error!(%package, %to, error = %e, "precompressing failed"),
+            Err(e) => failed(
+                &PackKey::new(&package, None, &to),
+                &e,
+                "precompressing failed",
+            ),
         }
+    }
+}
+
+/// Logs a failed build: at debug when a release of the pack is gone (a collection removed it
+/// meanwhile, which is no fault), else as an error.
+fn failed(key: &PackKey, e: &Error, what: &str) {
+    if matches!(e, Error::NotFound(_)) {
+        tracing::debug!(pack = %key, error = %e, "{what}: a release was collected meanwhile");
+    } else {
+        tracing::error!(pack = %key, error = %e, "{what}");
     }
 }
 

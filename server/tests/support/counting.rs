@@ -4,7 +4,7 @@
 
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,8 @@ use manifests::{AppId, Channel, Digest, PackageEntry, PackageId, ReleaseVersion,
 use server::Result;
 use server::meta_store::{
     AuditEntry, ChannelCommit, ChannelHead, ChannelPackage, ChannelRow, ChannelState, HistoryEntry,
-    Inserted, MetaStore, PackRecord, ReleaseRecord, ReleaseStats, StoredIndex, TokenRecord,
+    Inserted, MetaStore, PackRecord, ReleaseRecord, ReleaseStats, RetentionFacts, StoredIndex,
+    TokenRecord,
 };
 
 #[derive(Debug)]
@@ -298,5 +299,41 @@ impl MetaStore for Counting {
     async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>> {
         let r = self.inner.audit_log(limit).await?;
         Ok(self.count("audit_log", r.len(), r))
+    }
+
+    async fn retention_facts(&self) -> Result<RetentionFacts> {
+        let r = self.inner.retention_facts().await?;
+        Ok(self.count("retention_facts", r.releases.len(), r))
+    }
+
+    async fn delete_releases(
+        &self,
+        releases: &BTreeSet<(PackageId, ReleaseVersion)>,
+        history_mark: u64,
+        audit: &AuditEntry,
+    ) -> Result<bool> {
+        let r = self
+            .inner
+            .delete_releases(releases, history_mark, audit)
+            .await;
+        self.write(r)
+    }
+
+    async fn live_digests(
+        &self,
+        excluding: &BTreeSet<(PackageId, ReleaseVersion)>,
+    ) -> Result<HashSet<Digest>> {
+        let r = self.inner.live_digests(excluding).await?;
+        Ok(self.count("live_digests", r.len(), r))
+    }
+
+    async fn last_collection(&self) -> Result<Option<Timestamp>> {
+        let r = self.inner.last_collection().await?;
+        Ok(self.count("last_collection", usize::from(r.is_some()), r))
+    }
+
+    async fn set_last_collection(&self, at: Timestamp) -> Result<()> {
+        let r = self.inner.set_last_collection(at).await;
+        self.write(r)
     }
 }

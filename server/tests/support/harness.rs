@@ -62,6 +62,8 @@ impl TestServer {
         let data = DataDir::new(dir.path().join("data"));
         let key = KeyPair::from_seed(&[42; 32]);
         let mut settings = data.settings();
+        // No collection in the background unless a test asks for one.
+        settings.gc_interval = None;
         tune(&mut settings);
         // As `DataDir::open` does, with the metadata store wrapped.
         std::fs::create_dir_all(data.root()).unwrap();
