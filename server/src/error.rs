@@ -32,6 +32,10 @@ pub enum Error {
     /// Reading this needs a token: it was never released to devices.
     #[error("{0}; reading it needs a token")]
     NeedsToken(String),
+    /// A signed document (a key list, a release signature) whose signatures do not give it the
+    /// authority it claims: by keys the app does not trust for that role, too few, or invalid.
+    #[error("{0}")]
+    SignatureRefused(manifests::Error),
     /// The token may not do this.
     #[error("token scope {scope} may not {action}")]
     Forbidden {
@@ -184,7 +188,7 @@ impl Error {
             Error::Unauthorized | Error::TokenRefused { .. } | Error::NeedsToken(_) => {
                 StatusCode::UNAUTHORIZED
             }
-            Error::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Error::Forbidden { .. } | Error::SignatureRefused(_) => StatusCode::FORBIDDEN,
             Error::NotFound(_) | Error::DeltaUnavailable { .. } | Error::UnknownChannel { .. } => {
                 StatusCode::NOT_FOUND
             }
@@ -206,7 +210,7 @@ impl Error {
     /// A stable snake_case code for clients and tests.
     pub fn code(&self) -> &'static str {
         match self {
-            Error::Contract(e) => e.code(),
+            Error::Contract(e) | Error::SignatureRefused(e) => e.code(),
             Error::Ingest(e) => e.code(),
             Error::BadRequest(_) => "bad_request",
             Error::Unauthorized | Error::NeedsToken(_) => "unauthorized",

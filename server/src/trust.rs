@@ -216,7 +216,8 @@ impl Service {
             Some(&current.list),
             app,
             std::slice::from_ref(&envelope),
-        )?
+        )
+        .map_err(refusal)?
         .ok_or_else(|| {
             Error::Conflict(format!(
                 "app {app} has key list version {}; post version {}",
@@ -304,11 +305,12 @@ impl Service {
             .transpose()?
             .and_then(|t| t.get(keyid).cloned())
             .ok_or_else(|| {
-                Error::Contract(manifests::Error::UntrustedSigner {
+                Error::SignatureRefused(manifests::Error::UntrustedSigner {
                     signed_by: format!("{keyid} (not a release key of app {app})"),
                 })
             })?;
-        let signed = manifests::add_signature(&release.manifest, &key, signature)?;
+        let signed =
+            manifests::add_signature(&release.manifest, &key, signature).map_err(refusal)?;
         if signed.digest != release.manifest_digest {
             return Err(Error::Internal(format!(
                 "the manifest of {package}@{version} changed its digest"
@@ -328,5 +330,16 @@ impl Service {
         self.manifest_docs
             .forget(&std::collections::BTreeSet::from([release.manifest_digest]));
         Ok(signed.bytes)
+    }
+}
+
+/// Signature failures as [`Error::SignatureRefused`] (403); anything else as it was.
+fn refusal(e: manifests::Error) -> Error {
+    match e {
+        manifests::Error::Unsigned
+        | manifests::Error::BadSignature { .. }
+        | manifests::Error::UntrustedSigner { .. }
+        | manifests::Error::ThresholdNotMet { .. } => Error::SignatureRefused(e),
+        e => Error::Contract(e),
     }
 }

@@ -749,6 +749,9 @@ fn request_patterns() -> Vec<(&'static str, Parser)> {
         ("/components/schemas/TokenRequest/properties/name", |t| {
             server::auth::check_token_name(t).is_ok()
         }),
+        ("/components/schemas/ReleaseSignature/properties/sig", |t| {
+            server::api::decode_signature(t).is_ok()
+        }),
     ]
 }
 
@@ -760,6 +763,7 @@ const RESPONSE_PATTERNS: &[&str] = &[
     "/components/headers/DocumentETag/schema",
     "/components/headers/ManifestETag/schema",
     "/components/headers/ManifestDeltaETag/schema",
+    "/components/headers/ChainETag/schema",
     "/components/schemas/Signature/properties/sig",
 ];
 

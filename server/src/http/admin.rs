@@ -438,7 +438,7 @@ pub async fn sign_release(
         body.map_err(|e| Error::BadRequest(format!("request body: {}", e.body_text())))?;
     let keyid = manifests::KeyId::parse(&body.keyid)
         .map_err(|_| Error::BadRequest(format!("keyid {:?} is not a key id", body.keyid)))?;
-    let sig = decode_signature(&body.sig)?;
+    let sig = api::decode_signature(&body.sig)?;
     let manifest = service
         .add_release_signature(&app, &package, &version, &keyid, &sig, caller.name())
         .await?;
@@ -448,27 +448,6 @@ pub async fn sign_release(
         signed_by,
     })
     .into_response())
-}
-
-/// 128 lowercase hex digits as a 64-byte signature.
-fn decode_signature(text: &str) -> Result<[u8; 64]> {
-    let bad = || Error::BadRequest("sig must be 128 lowercase hex digits".into());
-    if text.len() != 128 {
-        return Err(bad());
-    }
-    let mut out = [0u8; 64];
-    for (i, pair) in text.as_bytes().chunks(2).enumerate() {
-        let digit = |c: u8| match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        };
-        out[i] = digit(pair[0])
-            .zip(digit(pair[1]))
-            .map(|(h, l)| h << 4 | l)
-            .ok_or_else(bad)?;
-    }
-    Ok(out)
 }
 
 /// The key ids an envelope's signatures name.

@@ -49,6 +49,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", paths::EVENTS),
     ("GET", paths::STATS),
     ("POST", paths::GC),
+    ("GET", paths::KEYS),
+    ("POST", paths::ADMIN_KEYS),
+    ("POST", paths::RELEASE_SIGNATURES),
     ("GET", paths::METRICS),
     ("GET", paths::OPENAPI),
 ];

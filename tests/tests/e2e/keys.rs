@@ -80,6 +80,25 @@ fn server_public(server: &Server) -> PathBuf {
     server.dir.path().join("data/keys/signing.public.json")
 }
 
+/// A server of someone holding `server`'s key (leaked) and nothing else, which has published
+/// `releases` new versions of `checkout` to production: indexes at sequences above the real
+/// server's, signed by that key.
+fn impostor(server: &Server, releases: usize) -> Server {
+    let key = server.dir.path().join("data/keys/signing.private.json");
+    let attacker = Server::start_with(&["--key", key.to_str().unwrap()]);
+    let evil = attacker.dir.path().join("evil");
+    for i in 0..releases {
+        write_build(&evil, &format!("evil{i}"));
+        attacker.publish(
+            &evil,
+            "checkout",
+            &format!("6.6.{i}"),
+            &["--channel", "production", "--route", ROUTE],
+        );
+    }
+    attacker
+}
+
 /// A client on `store` for app `shop` at `base`, pinned to `server`'s original key.
 fn client_at(server: &Server, base: &str, store: &Path) -> Client {
     let mut config = server.client_config(store, "device-1", "6.0.0");
@@ -159,28 +178,7 @@ fn the_index_key_is_rotated_and_a_leaked_old_one_refused_without_an_app_update()
 
     // Someone holding the old key (the server's, leaked) runs a server of their own and ships
     // new content, at higher sequences than the device has seen.
-    let attacker = Server::start_with(&[
-        "--key",
-        server
-            .dir
-            .path()
-            .join("data/keys/signing.private.json")
-            .to_str()
-            .unwrap(),
-    ]);
-    let evil = attacker.dir.path().join("evil");
-    for (i, version) in ["6.6.0", "6.6.1", "6.6.2", "6.6.3", "6.6.4", "6.6.5"]
-        .iter()
-        .enumerate()
-    {
-        write_build(&evil, &format!("evil{i}"));
-        attacker.publish(
-            &evil,
-            "checkout",
-            version,
-            &["--channel", "production", "--route", ROUTE],
-        );
-    }
+    let attacker = impostor(&server, 6);
     drop(device);
     let fooled = client_at(&server, &attacker.base, &store);
     let err = fooled.check().unwrap_err();
@@ -294,30 +292,7 @@ fn releases_that_need_the_publisher_s_signature_cannot_be_shipped_by_the_server_
     // A server that holds every key but the publisher's (its own, and the old root) serves new
     // content: here, one started on the same key without the key list, as a compromised one
     // would. Its index verifies (the index key is the server's); its manifest does not.
-    let attacker = Server::start_with(&[
-        "--key",
-        server
-            .dir
-            .path()
-            .join("data/keys/signing.private.json")
-            .to_str()
-            .unwrap(),
-    ]);
-    let evil = attacker.dir.path().join("evil");
-    for (i, version) in [
-        "6.6.0", "6.6.1", "6.6.2", "6.6.3", "6.6.4", "6.6.5", "6.6.6",
-    ]
-    .iter()
-    .enumerate()
-    {
-        write_build(&evil, &format!("evil{i}"));
-        attacker.publish(
-            &evil,
-            "checkout",
-            version,
-            &["--channel", "production", "--route", ROUTE],
-        );
-    }
+    let attacker = impostor(&server, 7);
     drop(device);
     let fooled = client_at(&server, &attacker.base, &store);
     fooled.check().unwrap();
