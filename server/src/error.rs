@@ -36,6 +36,10 @@ pub enum Error {
     /// authority it claims: by keys the app does not trust for that role, too few, or invalid.
     #[error("{0}")]
     SignatureRefused(manifests::Error),
+    /// A key list that does not follow from the app's newest (another app's, a skipped version,
+    /// an invalid role): it conflicts with the keys in force.
+    #[error("the key list does not follow from the app's newest: {0}")]
+    KeyListRefused(manifests::Error),
     /// The token may not do this.
     #[error("token scope {scope} may not {action}")]
     Forbidden {
@@ -195,7 +199,8 @@ impl Error {
             Error::Conflict(_)
             | Error::RouteTaken { .. }
             | Error::ReleaseUnsigned { .. }
-            | Error::KeyNotHeld(_) => StatusCode::CONFLICT,
+            | Error::KeyNotHeld(_)
+            | Error::KeyListRefused(_) => StatusCode::CONFLICT,
             Error::RouteOutsideOrigins { .. } => StatusCode::FORBIDDEN,
             Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Error::Overloaded | Error::PackNotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -210,7 +215,7 @@ impl Error {
     /// A stable snake_case code for clients and tests.
     pub fn code(&self) -> &'static str {
         match self {
-            Error::Contract(e) | Error::SignatureRefused(e) => e.code(),
+            Error::Contract(e) | Error::SignatureRefused(e) | Error::KeyListRefused(e) => e.code(),
             Error::Ingest(e) => e.code(),
             Error::BadRequest(_) => "bad_request",
             Error::Unauthorized | Error::NeedsToken(_) => "unauthorized",

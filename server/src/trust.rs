@@ -207,7 +207,9 @@ impl Service {
         let mut envelope = envelope.to_vec();
         for key in self.held_keys() {
             if current.list.roles.root.keyids.contains(&key.id()) {
-                envelope = manifests::cosign(&envelope, key)?.bytes;
+                envelope = manifests::cosign(&envelope, key)
+                    .map_err(key_list_refusal)?
+                    .bytes;
             }
         }
         let pinned = current.list.trusted(RoleName::Root)?;
@@ -217,7 +219,7 @@ impl Service {
             app,
             std::slice::from_ref(&envelope),
         )
-        .map_err(refusal)?
+        .map_err(key_list_refusal)?
         .ok_or_else(|| {
             Error::Conflict(format!(
                 "app {app} has key list version {}; post version {}",
@@ -341,5 +343,14 @@ fn refusal(e: manifests::Error) -> Error {
         | manifests::Error::UntrustedSigner { .. }
         | manifests::Error::ThresholdNotMet { .. } => Error::SignatureRefused(e),
         e => Error::Contract(e),
+    }
+}
+
+/// A key list refused: 403 for its signatures, 409 for the rest (it does not follow from the
+/// app's newest, whatever is wrong with it).
+fn key_list_refusal(e: manifests::Error) -> Error {
+    match refusal(e) {
+        Error::Contract(e) => Error::KeyListRefused(e),
+        other => other,
     }
 }
