@@ -294,17 +294,26 @@ impl Service {
         }) {
             return Ok(Some(index));
         }
-        let keys_version = self.app_keys(app).await?.list.version;
+        let keys = self.app_keys(app).await?;
+        let keys_version = keys.list.version;
+        let index_keys = keys.list.trusted(manifests::RoleName::Index)?;
         let index = match self.meta.index(app, channel).await? {
-            Some(stored) if stored.sequence == head.sequence => Arc::new(
-                blocking(move || {
-                    let mut served =
-                        ServedDocument::new(stored.sequence, stored.digest, stored.bytes)?;
-                    served.keys_version = keys_version;
-                    Ok(served)
-                })
-                .await?,
-            ),
+            // Signed under the key list in force: a stored index signed before a new list (a
+            // crash before its channels moved on) is signed again, at the same sequence.
+            Some(stored)
+                if stored.sequence == head.sequence
+                    && manifests::open(&stored.bytes, &index_keys).is_ok() =>
+            {
+                Arc::new(
+                    blocking(move || {
+                        let mut served =
+                            ServedDocument::new(stored.sequence, stored.digest, stored.bytes)?;
+                        served.keys_version = keys_version;
+                        Ok(served)
+                    })
+                    .await?,
+                )
+            }
             _ => self.build_index(app, channel, &head).await?,
         };
         self.documents.keep(app, channel, index.sequence, |d| {

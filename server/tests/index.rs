@@ -560,3 +560,45 @@ fn documents_in_memory_are_answered_as_the_router_answers_them() {
         }
     }
 }
+
+#[test]
+fn an_index_signed_before_a_new_key_list_is_signed_again_at_its_sequence_after_a_crash() {
+    let s = TestServer::start();
+    publish(&s, "checkout", "1.0.0", true);
+    let (_, before) = full_index(&s);
+    // Key list version 2 (an offline root, the server's second key for indexes), stored as if
+    // the server died before it moved the channels to a new sequence.
+    let server_key = manifests::KeyPair::from_seed(&[42; 32]);
+    let root = manifests::KeyPair::from_seed(&[7; 32]);
+    let index_key = manifests::KeyPair::from_seed(&harness::NEXT_INDEX_SEED);
+    let mut list = manifests::KeyList::single(
+        manifests::AppId::parse("shop").unwrap(),
+        2,
+        server_key.public(),
+    );
+    for key in [&root, &index_key] {
+        list.keys.insert(key.id(), key.public().to_hex());
+    }
+    list.roles.root.keyids = BTreeSet::from([root.id()]);
+    list.roles.index.keyids = BTreeSet::from([index_key.id()]);
+    let envelope = list.sign(&[&server_key, &root]).unwrap().bytes;
+    let s = s.restart(|data| {
+        rusqlite::Connection::open(data.join("meta.sqlite3"))
+            .unwrap()
+            .execute(
+                "INSERT INTO key_lists (app, version, envelope) VALUES ('shop', 2, ?1)",
+                [&envelope],
+            )
+            .unwrap();
+    });
+    let r = s.get("/v1/apps/shop/channels/production/index");
+    assert_eq!(r.header("baleen-keys"), Some("2"));
+    let new_keys = manifests::TrustedKeys::single(index_key.public().clone());
+    let after = verify_index(&r.body, &new_keys, &scope("production"), now(), 0).unwrap();
+    assert_eq!(
+        after.index, before,
+        "the same index, signed by the new index key"
+    );
+    let old_keys = manifests::TrustedKeys::single(server_key.public().clone());
+    assert!(verify_index(&r.body, &old_keys, &scope("production"), now(), 0).is_err());
+}

@@ -25,6 +25,9 @@ pub struct TestServer {
     runtime: Arc<tokio::runtime::Runtime>,
 }
 
+/// The seed of the second key every test server holds (see [`TestServer`]'s start).
+pub const NEXT_INDEX_SEED: [u8; 32] = [43; 32];
+
 impl TestServer {
     pub fn start() -> TestServer {
         TestServer::start_with(|_| {})
@@ -73,7 +76,10 @@ impl TestServer {
         let blobs = server::blob_store::fs::FsBlobStore::open(data.root().join("blobs")).unwrap();
         let meta = SqliteMetaStore::open(&data.root().join("meta.sqlite3")).unwrap();
         let service = Arc::new(
-            Service::new(Arc::new(blobs), wrap(Arc::new(meta)), key.clone(), settings).unwrap(),
+            Service::new(Arc::new(blobs), wrap(Arc::new(meta)), key.clone(), settings)
+                .unwrap()
+                // Held, unused until a key list names it: a rotation's new index key.
+                .with_keys(vec![KeyPair::from_seed(&NEXT_INDEX_SEED)]),
         );
         let runtime = Arc::new(
             tokio::runtime::Builder::new_multi_thread()
