@@ -16,6 +16,7 @@ pub mod api;
 pub mod auth;
 pub mod blob_store;
 pub mod channel;
+pub mod config_file;
 pub mod data_dir;
 pub mod demo;
 pub mod documents;

@@ -51,6 +51,7 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (embedded storage: files + SQLite in the data directory).
+    #[command(args_override_self = true)]
     Serve(ServeArgs),
     /// Manage signing keys.
     Keys {
@@ -240,10 +241,14 @@ struct ServeArgs {
     /// Signing key (default: DATA_DIR/keys/signing.private.json).
     #[arg(long, env = "BALEEN_KEY")]
     key: Option<PathBuf>,
-    /// More private keys the server holds (repeatable): the new index key of a rotation, or
-    /// release keys.
-    #[arg(long = "extra-key")]
+    /// More private keys the server holds (repeatable, or comma-separated in the variable): the
+    /// new index key of a rotation, or release keys.
+    #[arg(long = "extra-key", env = "BALEEN_EXTRA_KEYS", value_delimiter = ',')]
     extra_keys: Vec<PathBuf>,
+    /// A TOML file of these settings, under the flags' names (`[gc] interval_secs = 0` is
+    /// --gc-interval-secs 0); a flag or its variable wins over the file.
+    #[arg(long = "config", env = "BALEEN_SERVER_CONFIG")]
+    config: Option<PathBuf>,
     /// Start with a temporary data dir and key, and publish a demo package.
     #[arg(long, env = "BALEEN_DEMO")]
     demo: bool,
@@ -550,7 +555,13 @@ impl From<PrefetchArg> for Prefetch {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse_cli() {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("error: {}", report(&e));
+            return ExitCode::FAILURE;
+        }
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let log_format = cli.log_format;
@@ -602,6 +613,56 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("starting the async runtime")
+}
+
+/// The command line, with the settings of `serve --config FILE` (or `BALEEN_SERVER_CONFIG`)
+/// placed before the command line's own, which override them.
+fn parse_cli() -> Result<Cli> {
+    use clap::CommandFactory;
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let Some(serve) = argv.iter().position(|a| a == "serve") else {
+        return Ok(Cli::parse_from(argv));
+    };
+    let after = &argv[serve + 1..];
+    let given = after.iter().enumerate().find_map(|(i, a)| {
+        let a = a.to_str()?;
+        match a.strip_prefix("--config=") {
+            Some(path) => Some(PathBuf::from(path)),
+            None if a == "--config" => after.get(i + 1).map(PathBuf::from),
+            None => None,
+        }
+    });
+    let Some(file) = given.or_else(|| std::env::var_os("BALEEN_SERVER_CONFIG").map(PathBuf::from))
+    else {
+        return Ok(Cli::parse_from(argv));
+    };
+    let text = std::fs::read_to_string(&file)
+        .with_context(|| format!("reading the server config {}", file.display()))?;
+    let command = Cli::command();
+    let flags: Vec<server::config_file::FlagSpec> = command
+        .find_subcommand("serve")
+        .map(|serve| {
+            serve
+                .get_arguments()
+                .filter_map(|arg| {
+                    Some(server::config_file::FlagSpec {
+                        long: arg.get_long()?.to_owned(),
+                        env: arg.get_env().and_then(|e| e.to_str()).map(str::to_owned),
+                        switch: !arg.get_action().takes_values(),
+                        repeatable: matches!(arg.get_action(), clap::ArgAction::Append),
+                    })
+                })
+                .filter(|f| f.long != "config" && f.long != "help")
+                .collect()
+        })
+        .unwrap_or_default();
+    let from_file = server::config_file::serve_args(&text, &file, &flags, &|name| {
+        std::env::var_os(name).is_some()
+    })?;
+    let rest = argv.split_off(serve + 1);
+    argv.extend(from_file.into_iter().map(Into::into));
+    argv.extend(rest);
+    Ok(Cli::parse_from(argv))
 }
 
 fn run(cli: Cli) -> Result<()> {

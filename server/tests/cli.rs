@@ -1671,3 +1671,78 @@ fn an_upload_of_a_million_empty_entries_is_refused_without_memory_for_them() {
     );
     assert!(!releases.status.success());
 }
+
+#[test]
+fn serve_reads_a_toml_config_file_under_its_flags_and_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    init(&data, "ci", "admin");
+    let keys: serde_json::Value = serde_json::from_str(&ok(&baleen(
+        &[
+            "keys",
+            "generate",
+            "--dir",
+            data.join("keys").to_str().unwrap(),
+            "--name",
+            "other",
+            "--json",
+        ],
+        &[],
+    )))
+    .unwrap();
+    let config = dir.path().join("baleen.toml");
+    let write = |text: String| std::fs::write(&config, text).unwrap();
+    let file = config.to_str().unwrap();
+    // The file's settings apply: a port that cannot be bound is overridden on the command line,
+    // the data directory and the JSON switch come from the file.
+    write(format!(
+        "listen = \"127.0.0.1:1\"\ndata_dir = {:?}\njson = true\nkey = {:?}\n\n[index]\nttl_secs = 3600\n",
+        data.to_str().unwrap(),
+        data.join("keys/other.private.json").to_str().unwrap(),
+    ));
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config", file, "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let _server = Serve(child);
+    let started: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(started["key_id"], keys["key_id"], "{line}");
+    assert!(
+        started["listening"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://127.0.0.1:")
+    );
+
+    // A value in the file is checked like the flag's; a variable wins over the file.
+    write(format!(
+        "listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n[index]\nttl_secs = 0\n",
+        data.to_str().unwrap()
+    ));
+    let err = fails(&baleen(&["serve", "--config", file], &[]));
+    assert!(err.contains("--index-ttl-secs 0"), "{err}");
+    let err = fails(&baleen(
+        &["serve", "--max-upload-bytes", "0"],
+        &[
+            ("BALEEN_SERVER_CONFIG", file),
+            ("BALEEN_INDEX_TTL_SECS", "3600"),
+        ],
+    ));
+    assert!(err.contains("--max-upload-bytes 0"), "{err}");
+    // A typo is an error naming the file and the key, and nothing starts.
+    write("[gc]\nintervall_secs = 60\n".to_owned());
+    let err = fails(&baleen(&["serve", "--config", file], &[]));
+    assert!(
+        err.contains(&format!("{file}: unknown setting \"gc.intervall_secs\"")),
+        "{err}"
+    );
+    write("listen = ".to_owned());
+    let err = fails(&baleen(&["serve", "--config", file], &[]));
+    assert!(err.contains("not a TOML file"), "{err}");
+}
