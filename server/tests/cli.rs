@@ -5,41 +5,12 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_baleen");
+#[path = "support/cli.rs"]
+mod support;
 
-fn baleen(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args)
-        .env_remove("BALEEN_SERVER")
-        .env_remove("BALEEN_TOKEN")
-        .env("RUST_LOG", "warn");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
-}
-
-#[track_caller]
-fn ok(output: &Output) -> String {
-    assert!(
-        output.status.success(),
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout.clone()).unwrap()
-}
-
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use support::{BIN, Serve, baleen, fails, ok};
 
 /// Starts `baleen serve` on a free port and returns it with its base URL.
 fn serve(data: &Path) -> (Serve, String) {
@@ -576,16 +547,6 @@ fn harness_get(base: &str, path: &str) -> Vec<u8> {
         .into_body()
         .read_to_vec()
         .unwrap()
-}
-
-#[track_caller]
-fn fails(output: &Output) -> String {
-    assert!(
-        !output.status.success(),
-        "succeeded; stdout: {}",
-        String::from_utf8_lossy(&output.stdout)
-    );
-    String::from_utf8(output.stderr.clone()).unwrap()
 }
 
 /// A loopback address nothing listens on: a free port, released again.

@@ -5,6 +5,8 @@
 
 #[path = "support/harness.rs"]
 mod harness;
+#[path = "support/cli.rs"]
+mod support;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -12,6 +14,7 @@ use std::time::{Duration, Instant};
 use harness::{Response, TestServer, build, zip_build};
 use manifests::{Digest, Release, verify_release};
 use serde_json::{Value, json};
+use support::{BIN, Serve, baleen, fails, ok};
 
 const GC: &str = "/v1/admin/gc";
 
@@ -610,41 +613,6 @@ fn the_server_collects_on_its_own_every_interval() {
 
 // The `baleen` command: `gc`, the `serve` flags, and what a crash leaves at start.
 
-const BIN: &str = env!("CARGO_BIN_EXE_baleen");
-
-fn baleen(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let mut cmd = std::process::Command::new(BIN);
-    cmd.args(args)
-        .env_remove("BALEEN_SERVER")
-        .env_remove("BALEEN_TOKEN")
-        .env("RUST_LOG", "warn");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.output().unwrap()
-}
-
-#[track_caller]
-fn ok(output: &std::process::Output) -> String {
-    assert!(
-        output.status.success(),
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout.clone()).unwrap()
-}
-
-#[track_caller]
-fn fails(output: &std::process::Output) -> String {
-    assert!(
-        !output.status.success(),
-        "succeeded: {}",
-        String::from_utf8_lossy(&output.stdout)
-    );
-    String::from_utf8(output.stderr.clone()).unwrap()
-}
-
 /// A data directory with a signing key and an admin token; returns the token.
 fn init(data: &std::path::Path) -> String {
     ok(&baleen(
@@ -670,15 +638,6 @@ fn init(data: &std::path::Path) -> String {
         &[],
     ));
     token.trim().to_owned()
-}
-
-struct Serve(std::process::Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// `baleen serve` on a free port with `flags` and `env`; returns it with its base URL once it
