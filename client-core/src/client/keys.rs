@@ -1,5 +1,7 @@
 //! The app's signing keys by role: the pinned root the app ships, and the newest key list that
-//! follows from it (`manifests::follow_key_chain`), kept on disk as the chain the server served.
+//! follows from it (`manifests::follow_key_chain`), kept on disk as the chain this device verified.
+//! New versions are followed from the list held, never from the pinned keys again: once a device
+//! moved past a root, what that root signs later (it may have leaked) counts for nothing.
 //!
 //! With no key list held, the pinned keys act in every role (a server's own key list, version 1,
 //! says the same). The first check fetches the chain; afterwards it is fetched again when an
@@ -101,19 +103,43 @@ impl Client {
             status => return Err(Error::Network(format!("GET {path}: HTTP {status}"))),
         }
         let chain = split_key_chain(&response.body)?;
-        let newest = follow_key_chain(&self.pinned, None, &self.config.app, &chain)?;
-        let held = lock(&self.keys).version();
-        let Some(newest) = newest.filter(|n| n.list.version > held) else {
+        // From the list held, never from the pinned keys again: a device that moved past a root
+        // trusts nothing that root signs later (it may have leaked).
+        let held = lock(&self.keys).held.clone();
+        let held_version = held.as_ref().map_or(0, |l| l.version);
+        let Some(newest) = follow_key_chain(&self.pinned, held.as_ref(), &self.config.app, &chain)?
+        else {
             // Nothing newer (or an old chain replayed): what is held stays.
             lock(&self.keys).fetch_first = false;
             return Ok(false);
         };
+        // What is kept is the chain this device verified: the one it held, then the versions it
+        // accepted now, so that it verifies again from the pinned keys at the next start.
+        let mut kept: Vec<Vec<u8>> = match held {
+            Some(_) => std::fs::read(self.store.root().join(self.keys_file_name()))
+                .ok()
+                .and_then(|bytes| split_key_chain(&bytes).ok())
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        for envelope in chain {
+            let version = manifests::signed_bytes(&envelope)
+                .and_then(|signed| manifests::parse_key_list_unverified(&signed))
+                .map(|l| l.version)?;
+            if version > held_version && version <= newest.list.version {
+                kept.push(envelope);
+            }
+        }
+        let mut file = b"[".to_vec();
+        for (i, envelope) in kept.iter().enumerate() {
+            if i > 0 {
+                file.push(b',');
+            }
+            file.extend_from_slice(envelope);
+        }
+        file.push(b']');
         let writer = lock(&self.writer);
-        crate::store::state::write_durably(
-            self.store.root(),
-            &self.keys_file_name(),
-            &response.body,
-        )?;
+        crate::store::state::write_durably(self.store.root(), &self.keys_file_name(), &file)?;
         let (state, release) = KeyState::new(&self.pinned, Some(newest.list))?;
         *lock(&self.keys) = KeyState {
             fetch_first: false,

@@ -179,6 +179,16 @@ fn the_index_key_is_rotated_and_a_leaked_old_one_refused_without_an_app_update()
     // Someone holding the old key (the server's, leaked) runs a server of their own and ships
     // new content, at higher sequences than the device has seen.
     let attacker = impostor(&server, 6);
+    // The leaked key was the first root: on their server it signs a key list of their own, to a
+    // root of theirs that then signs a third one. A device that moved past that root refuses it.
+    let theirs = generate(keys.path(), "theirs");
+    let leaked = server.dir.path().join("data/keys/signing.public.json");
+    for version in [2, 3] {
+        post_key_list(&attacker, version, (&theirs.0, &theirs.1), &leaked, &leaked);
+    }
+    let (_, chain) = attacker.get("/v1/apps/shop/keys");
+    let chain: serde_json::Value = serde_json::from_slice(&chain).unwrap();
+    assert_eq!(chain.as_array().unwrap().len(), 3);
     drop(device);
     let fooled = client_at(&server, &attacker.base, &store);
     let err = fooled.check().unwrap_err();
@@ -190,6 +200,12 @@ fn the_index_key_is_rotated_and_a_leaked_old_one_refused_without_an_app_update()
         "{err:?}"
     );
     assert_eq!(active_version(&fooled), "1.1.0");
+    // Nothing it was sent stayed: back at the real server it checks and updates as before.
+    drop(fooled);
+    let device = server.client(&store, "device-1", "6.0.0");
+    assert!(device.check().is_ok());
+    assert_eq!(active_version(&device), "1.1.0");
+    drop(device);
 
     // A device that never saw the key list learns it before trusting anything.
     let fresh = server.client(&server.dir.path().join("fresh"), "device-2", "6.0.0");
