@@ -3,7 +3,8 @@
 //! ```text
 //! baleen-data/
 //!   keys/signing.private.json   the index and manifest signing key (see `baleen keys generate`)
-//!   blobs/ab/abcdef…            file contents and packs by sha256 (`….gzip`: precompressed)
+//!   blobs/ab/abcdef…            file contents and packs by sha256 (`….gzip`: precompressed);
+//!                               absent when they live in a bucket (`--blobs s3://…`)
 //!   blobs/tmp/                  blobs being written; emptied at startup
 //!   meta.sqlite3                packages, releases, channels, history, tokens, audit log
 //!   tmp/                        uploads being staged; emptied at startup
@@ -14,6 +15,7 @@ use std::sync::Arc;
 
 use manifests::KeyPair;
 
+use crate::blob_store::BlobStore;
 use crate::blob_store::fs::FsBlobStore;
 use crate::error::{Error, Result};
 use crate::meta_store::sqlite::SqliteMetaStore;
@@ -50,6 +52,17 @@ impl DataDir {
     /// writes left (a crash leaves nothing else behind but unreferenced blobs, which garbage
     /// collection removes), and returns a service signing with `key`.
     pub fn open(&self, key: KeyPair, settings: Settings) -> Result<Service> {
+        self.open_with_blobs(key, settings, None)
+    }
+
+    /// Opens the directory as [`DataDir::open`] does, with its blobs in `blobs` (an S3 bucket,
+    /// say) in place of its own `blobs/` when given.
+    pub fn open_with_blobs(
+        &self,
+        key: KeyPair,
+        settings: Settings,
+        blobs: Option<Arc<dyn BlobStore>>,
+    ) -> Result<Service> {
         std::fs::create_dir_all(&self.root)
             .map_err(|e| Error::io(format!("creating data dir {}", self.root.display()), e))?;
         let tmp = &settings.staging_dir;
@@ -57,8 +70,11 @@ impl DataDir {
             std::fs::remove_dir_all(tmp)
                 .map_err(|e| Error::io(format!("clearing {}", tmp.display()), e))?;
         }
-        let blobs = FsBlobStore::open(self.root.join("blobs"))?;
+        let blobs = match blobs {
+            Some(blobs) => blobs,
+            None => Arc::new(FsBlobStore::open(self.root.join("blobs"))?),
+        };
         let meta = SqliteMetaStore::open(&self.root.join("meta.sqlite3"))?;
-        Service::new(Arc::new(blobs), Arc::new(meta), key, settings)
+        Service::new(blobs, Arc::new(meta), key, settings)
     }
 }

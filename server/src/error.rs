@@ -146,6 +146,14 @@ pub enum Error {
         /// The IO error.
         source: std::io::Error,
     },
+    /// The S3-compatible object store holding blobs failed or could not be reached.
+    #[error("object store: {context}: {source}")]
+    ObjectStore {
+        /// What was being done, naming the object.
+        context: String,
+        /// The object store's error.
+        source: object_store::Error,
+    },
     /// A setting has a value the service cannot run with; refused at start.
     #[error("setting {setting} = {value}: {reason}")]
     InvalidSetting {
@@ -180,6 +188,14 @@ impl Error {
         }
     }
 
+    /// Wraps an object store error with what was being done.
+    pub fn object_store(context: impl Into<String>, source: object_store::Error) -> Error {
+        Error::ObjectStore {
+            context: context.into(),
+            source,
+        }
+    }
+
     /// The HTTP status this error answers with.
     pub fn status(&self) -> StatusCode {
         match self {
@@ -207,6 +223,7 @@ impl Error {
             Error::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             Error::Meta(_)
             | Error::Io { .. }
+            | Error::ObjectStore { .. }
             | Error::InvalidSetting { .. }
             | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -235,6 +252,7 @@ impl Error {
             Error::PackNotReady { .. } => "pack_not_ready",
             Error::Meta(_) => "meta_store",
             Error::Io { .. } => "io",
+            Error::ObjectStore { .. } => "object_store",
             Error::InvalidSetting { .. } => "invalid_setting",
             Error::InvalidPolicy { .. } => "invalid_policy",
             Error::Internal(_) => "internal",

@@ -10,6 +10,8 @@ use clap::{Args, Parser, Subcommand};
 use manifests::{AppId, Channel, PackageId, Prefetch, ReleaseVersion};
 use serde::Serialize;
 use server::api::{ChangeRequest, PublishQuery};
+use server::blob_store::BlobLocation;
+use server::blob_store::s3::{S3BlobStore, S3Config};
 use server::channel::Action;
 use server::data_dir::DataDir;
 use server::meta_store::Scope;
@@ -249,6 +251,12 @@ struct ServeArgs {
     /// --gc-interval-secs 0); a flag or its variable wins over the file.
     #[arg(long = "config", env = "BALEEN_SERVER_CONFIG")]
     config: Option<PathBuf>,
+    /// Where blobs and packs live: `files` (the data directory's blobs/) or `s3://BUCKET`, with
+    /// the endpoint from BALEEN_S3_ENDPOINT (or AWS_ENDPOINT_URL), the region from
+    /// BALEEN_S3_REGION (or AWS_REGION) and the credentials from AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY.
+    #[arg(long, env = "BALEEN_BLOBS", default_value = "files")]
+    blobs: String,
     /// Start with a temporary data dir and key, and publish a demo package.
     #[arg(long, env = "BALEEN_DEMO")]
     demo: bool,
@@ -1461,18 +1469,28 @@ fn settings(data: &DataDir, args: &ServeArgs) -> Result<Settings> {
     };
     settings.gc_interval =
         (args.gc_interval_secs > 0).then(|| std::time::Duration::from_secs(args.gc_interval_secs));
-    match settings.check() {
-        Ok(()) => Ok(settings),
-        Err(server::Error::InvalidSetting {
+    settings.check().map_err(refusal)?;
+    Ok(settings)
+}
+
+/// `--blobs`, checked.
+fn blob_location(value: &str) -> Result<BlobLocation> {
+    BlobLocation::parse(value).map_err(refusal)
+}
+
+/// A refused setting, naming its flag and variable.
+fn refusal(e: server::Error) -> anyhow::Error {
+    match e {
+        server::Error::InvalidSetting {
             setting,
             value,
             reason,
-        }) => bail!(
+        } => anyhow::anyhow!(
             "refusing to start: --{} {value} (or BALEEN_{}): {reason}",
             setting.replace('_', "-"),
             setting.to_uppercase()
         ),
-        Err(e) => Err(e.into()),
+        e => e.into(),
     }
 }
 
@@ -1497,6 +1515,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let data = DataDir::new(demo_dir.as_ref().unwrap_or(&args.data_dir));
     // Checked before anything is read or written.
     let settings = settings(&data, &args)?;
+    let blobs = blob_location(&args.blobs)?;
     let (key, _demo_dir) = match demo_dir {
         Some(dir) => {
             if dir.exists() {
@@ -1531,7 +1550,22 @@ async fn serve(args: ServeArgs) -> Result<()> {
     // not happen under a server already running on it.
     let listener = bind(args.listen).await?;
     let addr = listener.local_addr().context("reading the bound address")?;
-    let service = Arc::new(data.open(key, settings)?.with_keys(extra_keys));
+    let blobs = match blobs {
+        BlobLocation::DataDir => None,
+        BlobLocation::S3 { bucket } => {
+            let config =
+                S3Config::from_env(&bucket, |name| std::env::var(name).ok()).map_err(refusal)?;
+            let store = S3BlobStore::open(&config)
+                .await
+                .with_context(|| format!("opening bucket {bucket}"))?;
+            tracing::info!(bucket = %bucket, endpoint = ?config.endpoint, "blobs in S3");
+            Some(Arc::new(store) as Arc<dyn server::blob_store::BlobStore>)
+        }
+    };
+    let service = Arc::new(
+        data.open_with_blobs(key, settings, blobs)?
+            .with_keys(extra_keys),
+    );
     if args.demo {
         let seeded = server::demo::seed(&service, &data.root().join("tmp")).await?;
         print_demo(addr, &data, &service, &seeded, args.json)?;

@@ -160,7 +160,7 @@ impl FsBlobStore {
 }
 
 /// Content codings are file-name suffixes here, so only plain lower-case names are allowed.
-fn check_encoding(encoding: &str) -> Result<()> {
+pub(super) fn check_encoding(encoding: &str) -> Result<()> {
     if encoding.is_empty()
         || encoding.len() > 16
         || !encoding.bytes().all(|b| b.is_ascii_lowercase())

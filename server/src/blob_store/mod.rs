@@ -1,7 +1,7 @@
 //! Blob storage: file contents (and packs) stored once by sha256.
 //!
-//! The trait is what the rest of the server sees; `fs` is the embedded default. An S3-compatible
-//! engine slots in beside it without touching callers.
+//! The trait is what the rest of the server sees; `fs` is the embedded default, `s3` keeps the
+//! same names in an S3-compatible bucket. [`BlobLocation`] says which one `serve` opens.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -11,12 +11,70 @@ use async_trait::async_trait;
 use manifests::Digest;
 use tokio::io::AsyncRead;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 pub mod fs;
+pub mod s3;
 
 #[cfg(test)]
+mod garage_node;
+#[cfg(test)]
 mod tests;
+
+/// Where the blobs live, as `--blobs` (`BALEEN_BLOBS`) names it: `files` (the default, the data
+/// directory's `blobs/`) or `s3://BUCKET`.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub enum BlobLocation {
+    /// Files under the data directory's `blobs/`.
+    #[default]
+    DataDir,
+    /// Objects in an S3-compatible bucket (see [`s3::S3Config::from_env`] for the rest).
+    S3 {
+        /// The bucket.
+        bucket: String,
+    },
+}
+
+impl BlobLocation {
+    /// Parses `files` or `s3://BUCKET`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidSetting`] (setting `blobs`) for anything else, a key prefix included.
+    pub fn parse(value: &str) -> Result<BlobLocation> {
+        let refuse = |reason: &str| Error::InvalidSetting {
+            setting: "blobs",
+            value: value.to_owned(),
+            reason: reason.to_owned(),
+        };
+        if value.is_empty() || value == "files" {
+            return Ok(BlobLocation::DataDir);
+        }
+        let Some(bucket) = value.strip_prefix("s3://") else {
+            return Err(refuse("expected `files` or `s3://BUCKET`"));
+        };
+        let bucket = bucket.strip_suffix('/').unwrap_or(bucket);
+        if bucket.contains('/') {
+            return Err(refuse(
+                "a key prefix inside the bucket is not supported; give a bucket of its own",
+            ));
+        }
+        let valid = (3..=63).contains(&bucket.len())
+            && bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+            && bucket.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && bucket.ends_with(|c: char| c.is_ascii_alphanumeric());
+        if !valid {
+            return Err(refuse(
+                "a bucket name is 3 to 63 lower-case letters, digits, dots and hyphens",
+            ));
+        }
+        Ok(BlobLocation::S3 {
+            bucket: bucket.to_owned(),
+        })
+    }
+}
 
 /// The bytes of a blob (or part of it) as a stream.
 pub struct BlobRead {
