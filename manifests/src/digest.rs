@@ -122,7 +122,7 @@ impl std::io::Write for Hasher {
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Lowercase hex of `bytes`.
-pub(crate) fn encode_hex(bytes: &[u8]) -> String {
+pub fn encode_hex(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 2);
     for b in bytes {
         out.push(HEX[usize::from(b >> 4)] as char);
@@ -132,7 +132,7 @@ pub(crate) fn encode_hex(bytes: &[u8]) -> String {
 }
 
 /// Exactly `N` bytes from `2 * N` lowercase hex digits, or `None`.
-pub(crate) fn decode_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
+pub fn decode_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
     fn nibble(c: u8) -> Option<u8> {
         match c {
             b'0'..=b'9' => Some(c - b'0'),

@@ -262,6 +262,21 @@ pub fn split_key_chain(bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
     items.iter().map(to_canonical_bytes).collect()
 }
 
+/// A chain as served: the envelopes, oldest first, as one JSON array (what [`split_key_chain`]
+/// splits).
+pub fn join_key_chain(envelopes: &[Vec<u8>]) -> Vec<u8> {
+    let mut chain = Vec::with_capacity(envelopes.iter().map(|e| e.len() + 1).sum::<usize>() + 1);
+    chain.push(b'[');
+    for (i, envelope) in envelopes.iter().enumerate() {
+        if i > 0 {
+            chain.push(b',');
+        }
+        chain.extend_from_slice(envelope);
+    }
+    chain.push(b']');
+    chain
+}
+
 /// Follows a served chain of key lists from what a device trusts: `held` (the newest key list it
 /// accepted before) or, with none, the `pinned` root keys the app ships.
 ///

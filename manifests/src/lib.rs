@@ -41,7 +41,7 @@ pub use canonical::{
     MAX_SAFE_INTEGER, canonicalize, parse_strict, to_canonical, to_canonical_bytes,
 };
 pub use diff::{DiffPlan, Fetch, Files, plan_diff, rename_key};
-pub use digest::{Digest, Hasher};
+pub use digest::{Digest, Hasher, decode_hex, encode_hex};
 pub use envelope::{Opened, SignedDocument, add_signature, cosign, open, sign_value, signed_bytes};
 pub use error::{Error, PackError, Result};
 pub use events::{
@@ -61,7 +61,7 @@ pub use index_delta::{
 };
 pub use key_list::{
     KEY_LIST_FORMAT, KeyList, MAX_CHAIN, MAX_KEYS, Role, RoleName, Roles, TrustedKeyList,
-    check_role, follow_key_chain, parse_key_list_unverified, split_key_chain,
+    check_role, follow_key_chain, join_key_chain, parse_key_list_unverified, split_key_chain,
 };
 pub use keys::{KeyId, KeyPair, PublicKey, TrustedKeys};
 pub use pack::{

@@ -338,8 +338,7 @@ impl Service {
             expires_at: snapshot.head.expires_at,
             packages: snapshot.packages.clone(),
         };
-        let keys = self.index_signers(app).await?;
-        let keys_version = self.app_keys(app).await?.list.version;
+        let (keys, keys_version) = self.index_signers(app).await?;
         // Signing and compressing a thousand entries takes milliseconds: off the async workers.
         let (signed, served) = blocking(move || {
             let signed = index.sign(&keys.iter().collect::<Vec<_>>())?;
@@ -429,8 +428,7 @@ impl Service {
             removed,
             packages_digest: snapshot.packages_digest,
         };
-        let keys = self.index_signers(app).await?;
-        let keys_version = self.app_keys(app).await?.list.version;
+        let (keys, keys_version) = self.index_signers(app).await?;
         // The ETag names the index the delta leads to, not the delta: a device that applied any
         // delta to this sequence and asks for the delta from it (nothing changed) gets a 304.
         let target = format!(

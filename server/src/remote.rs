@@ -655,17 +655,7 @@ pub fn sign_published(
     }
     let signature = crate::api::ReleaseSignature {
         keyid: key.id().to_string(),
-        sig: encode_hex(&key.sign(&signed)),
+        sig: manifests::encode_hex(&key.sign(&signed)),
     };
     remote.sign_release(app, package, version, &signature)
-}
-
-fn encode_hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
 }

@@ -33,16 +33,20 @@ pub struct AppKeys {
     pub digest: Digest,
 }
 
-impl AppKeys {
-    /// The keys of `role` among `held`, when they meet the role's threshold.
-    pub fn signers<'a>(&self, role: RoleName, held: &'a [KeyPair]) -> Option<Vec<&'a KeyPair>> {
-        let needed = self.list.role(role);
-        let signers: Vec<&KeyPair> = held
-            .iter()
-            .filter(|k| needed.keyids.contains(&k.id()))
-            .collect();
-        (signers.len() >= needed.threshold as usize).then_some(signers)
-    }
+/// The keys of `role` in `list` among `held`.
+fn held_in_role<'a>(list: &KeyList, role: RoleName, held: &'a [KeyPair]) -> Vec<&'a KeyPair> {
+    let keyids = &list.role(role).keyids;
+    held.iter().filter(|k| keyids.contains(&k.id())).collect()
+}
+
+/// [`held_in_role`], when they meet the role's threshold.
+fn held_signers<'a>(
+    list: &KeyList,
+    role: RoleName,
+    held: &'a [KeyPair],
+) -> Option<Vec<&'a KeyPair>> {
+    let signers = held_in_role(list, role, held);
+    (signers.len() >= list.role(role).threshold as usize).then_some(signers)
 }
 
 /// Key lists by app, read once.
@@ -82,12 +86,27 @@ impl Service {
     /// The store failed, or a stored key list no longer follows from the one before (a damaged
     /// store, or a primary key changed under stored lists).
     pub async fn app_keys(&self, app: &AppId) -> Result<Arc<AppKeys>> {
-        if let Some(keys) = self.key_cache.get(app) {
-            return Ok(keys);
+        match self.key_cache.get(app) {
+            Some(keys) => Ok(keys),
+            None => self.load_app_keys(app).await,
         }
+    }
+
+    /// Reads `app`'s key lists from the store, checks the chain as a device pinned to the primary
+    /// key would, and keeps it ready to serve.
+    async fn load_app_keys(&self, app: &AppId) -> Result<Arc<AppKeys>> {
         let mut envelopes = vec![self.first_key_list(app)?];
         envelopes.extend(self.meta.key_lists(app).await?);
-        let keys = Arc::new(self.chain_of(app, envelopes)?);
+        let pinned = TrustedKeys::single(self.key.public().clone());
+        let newest = follow_key_chain(&pinned, None, app, &envelopes)
+            .map_err(|e| Error::Internal(format!("the stored key lists of app {app}: {e}")))?
+            .ok_or_else(|| Error::Internal(format!("app {app} has no key list")))?;
+        let chain = manifests::join_key_chain(&envelopes);
+        let keys = Arc::new(AppKeys {
+            list: newest.list,
+            digest: Digest::of(&chain),
+            chain: Bytes::from(chain),
+        });
         self.key_cache.put(app, keys.clone());
         Ok(keys)
     }
@@ -107,64 +126,38 @@ impl Service {
         self.app_keys(app).await
     }
 
-    /// Checks a chain as a device pinned to the primary key would, and prepares it to serve.
-    fn chain_of(&self, app: &AppId, envelopes: Vec<Vec<u8>>) -> Result<AppKeys> {
-        let pinned = TrustedKeys::single(self.key.public().clone());
-        let newest = follow_key_chain(&pinned, None, app, &envelopes)
-            .map_err(|e| Error::Internal(format!("the stored key lists of app {app}: {e}")))?
-            .ok_or_else(|| Error::Internal(format!("app {app} has no key list")))?;
-        let mut chain = Vec::with_capacity(envelopes.iter().map(|e| e.len() + 1).sum::<usize>());
-        chain.push(b'[');
-        for (i, envelope) in envelopes.iter().enumerate() {
-            if i > 0 {
-                chain.push(b',');
-            }
-            chain.extend_from_slice(envelope);
-        }
-        chain.push(b']');
-        Ok(AppKeys {
-            list: newest.list,
-            digest: Digest::of(&chain),
-            chain: Bytes::from(chain),
-        })
-    }
-
     /// Every key the server holds, primary first.
     pub(crate) fn held_keys(&self) -> &[KeyPair] {
         &self.held
     }
 
-    /// The keys the server signs `app`'s indexes with.
+    /// The keys the server signs `app`'s indexes with, and the version of the key list that
+    /// names them.
     ///
     /// # Errors
     /// [`Error::KeyNotHeld`] when it holds too few of the index role's keys.
-    pub(crate) async fn index_signers(&self, app: &AppId) -> Result<Vec<KeyPair>> {
+    pub(crate) async fn index_signers(&self, app: &AppId) -> Result<(Vec<KeyPair>, u64)> {
         let keys = self.app_keys(app).await?;
-        keys.signers(RoleName::Index, self.held_keys())
-            .map(|s| s.into_iter().cloned().collect())
-            .ok_or_else(|| {
+        let signers =
+            held_signers(&keys.list, RoleName::Index, self.held_keys()).ok_or_else(|| {
                 Error::KeyNotHeld(format!(
                     "the server holds too few index keys of app {app} (key list version {}); \
-                     start it with --key for one of them",
+                 start it with --key for one of them",
                     keys.list.version
                 ))
-            })
+            })?;
+        Ok((signers.into_iter().cloned().collect(), keys.list.version))
     }
 
     /// The keys the server signs `app`'s new manifests with: its release keys, or its primary
     /// key when it holds none (the manifest then waits for the publisher's signatures).
     pub(crate) async fn release_signers(&self, app: &AppId) -> Result<Vec<KeyPair>> {
         let keys = self.app_keys(app).await?;
-        let held: Vec<KeyPair> = self
-            .held_keys()
-            .iter()
-            .filter(|k| keys.list.roles.release.keyids.contains(&k.id()))
-            .cloned()
-            .collect();
+        let held = held_in_role(&keys.list, RoleName::Release, self.held_keys());
         Ok(if held.is_empty() {
             vec![self.key.clone()]
         } else {
-            held
+            held.into_iter().cloned().collect()
         })
     }
 
@@ -227,15 +220,7 @@ impl Service {
                 current.list.version + 1
             ))
         })?;
-        let candidate = AppKeys {
-            list: next.list.clone(),
-            chain: Bytes::new(),
-            digest: Digest::of(b""),
-        };
-        if candidate
-            .signers(RoleName::Index, self.held_keys())
-            .is_none()
-        {
+        if held_signers(&next.list, RoleName::Index, self.held_keys()).is_none() {
             return Err(Error::KeyNotHeld(format!(
                 "the server holds too few of the new index keys ({} needed); start it with --key \
                  for them before posting this key list",
@@ -265,10 +250,7 @@ impl Service {
                 next.list.version
             )));
         }
-        let mut envelopes = vec![self.first_key_list(app)?];
-        envelopes.extend(self.meta.key_lists(app).await?);
-        let keys = Arc::new(self.chain_of(app, envelopes)?);
-        self.key_cache.put(app, keys.clone());
+        let keys = self.load_app_keys(app).await?;
         tracing::info!(%app, version = keys.list.version, "key list updated");
         self.resign_indexes(app).await?;
         Ok(keys)

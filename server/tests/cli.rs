@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 #[path = "support/cli.rs"]
 mod support;
 
-use support::{BIN, Serve, baleen, fails, ok};
+use support::{BIN, Serve, baleen, fails, init, ok};
 
 /// Starts `baleen serve` on a free port and returns it with its base URL.
 fn serve(data: &Path) -> (Serve, String) {
@@ -45,33 +45,6 @@ fn write_build(dir: &Path, variant: &str) {
         format!("console.log('{variant}')"),
     )
     .unwrap();
-}
-
-/// A data directory with a signing key and a token of `scope`; returns the token.
-fn init(data: &Path, name: &str, scope: &str) -> String {
-    ok(&baleen(
-        &[
-            "keys",
-            "generate",
-            "--dir",
-            data.join("keys").to_str().unwrap(),
-        ],
-        &[],
-    ));
-    let data = data.to_str().unwrap();
-    ok(&baleen(
-        &[
-            "token",
-            "create",
-            "--data-dir",
-            data,
-            "--name",
-            name,
-            "--scope",
-            scope,
-        ],
-        &[],
-    ))
 }
 
 #[test]

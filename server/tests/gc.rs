@@ -615,29 +615,7 @@ fn the_server_collects_on_its_own_every_interval() {
 
 /// A data directory with a signing key and an admin token; returns the token.
 fn init(data: &std::path::Path) -> String {
-    ok(&baleen(
-        &[
-            "keys",
-            "generate",
-            "--dir",
-            data.join("keys").to_str().unwrap(),
-        ],
-        &[],
-    ));
-    let token = ok(&baleen(
-        &[
-            "token",
-            "create",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--name",
-            "ops",
-            "--scope",
-            "admin",
-        ],
-        &[],
-    ));
-    token.trim().to_owned()
+    support::init(data, "ops", "admin").trim().to_owned()
 }
 
 /// `baleen serve` on a free port with `flags` and `env`; returns it with its base URL once it

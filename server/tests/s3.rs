@@ -9,11 +9,13 @@
 mod garage_node;
 #[path = "support/harness.rs"]
 mod harness;
+#[path = "support/cli.rs"]
+mod support;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use garage_node::GarageNode;
@@ -21,34 +23,7 @@ use harness::request;
 use manifests::Digest;
 use server::blob_store::BlobStore;
 use server::blob_store::s3::{S3BlobStore, S3Config};
-
-const BIN: &str = env!("CARGO_BIN_EXE_baleen");
-
-struct Serve(Child);
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn baleen(args: &[&str], env: &[(String, String)]) -> Output {
-    let out = Command::new(BIN)
-        .args(args)
-        .env_remove("BALEEN_SERVER")
-        .env_remove("BALEEN_TOKEN")
-        .env("RUST_LOG", "warn")
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "baleen {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+use support::{BIN, Serve, baleen, init, ok};
 
 #[test]
 fn serve_with_blobs_in_s3_publishes_and_serves_a_release_from_the_bucket() {
@@ -59,34 +34,7 @@ fn serve_with_blobs_in_s3_publishes_and_serves_a_release_from_the_bucket() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let data_arg = data.to_str().unwrap();
-    baleen(
-        &[
-            "keys",
-            "generate",
-            "--dir",
-            data.join("keys").to_str().unwrap(),
-        ],
-        &[],
-    );
-    let token = String::from_utf8(
-        baleen(
-            &[
-                "token",
-                "create",
-                "--data-dir",
-                data_arg,
-                "--name",
-                "ci",
-                "--scope",
-                "admin",
-            ],
-            &[],
-        )
-        .stdout,
-    )
-    .unwrap()
-    .trim()
-    .to_owned();
+    let token = init(&data, "ci", "admin").trim().to_owned();
 
     let s3_env: Vec<(String, String)> = node.env.clone().into_iter().collect();
     let mut child = Command::new(BIN)
@@ -116,10 +64,10 @@ fn serve_with_blobs_in_s3_publishes_and_serves_a_release_from_the_bucket() {
     std::fs::write(build.join("index.html"), &page).unwrap();
     std::fs::write(build.join("assets/big.bin"), &big).unwrap();
     let remote = [
-        ("BALEEN_SERVER".to_owned(), base.clone()),
-        ("BALEEN_TOKEN".to_owned(), token),
+        ("BALEEN_SERVER", base.as_str()),
+        ("BALEEN_TOKEN", token.as_str()),
     ];
-    baleen(
+    ok(&baleen(
         &[
             "publish",
             build.to_str().unwrap(),
@@ -136,7 +84,7 @@ fn serve_with_blobs_in_s3_publishes_and_serves_a_release_from_the_bucket() {
             "https://m.example.com/checkout/",
         ],
         &remote,
-    );
+    ));
 
     // What a device fetches: the index, the manifest it names, every blob, the pack.
     let index = request(

@@ -10,7 +10,9 @@
 //! replaces the index and release keys at once: manifests are verified again under it, and a
 //! package whose manifest its release keys did not sign is quarantined (a revoked publisher key).
 
-use manifests::{KeyList, RoleName, TrustedKeys, follow_key_chain, paths, split_key_chain};
+use manifests::{
+    AppId, KeyList, RoleName, TrustedKeys, follow_key_chain, join_key_chain, paths, split_key_chain,
+};
 
 use super::{Client, lock};
 use crate::error::{Error, Result};
@@ -23,6 +25,8 @@ const MAX_CHAIN_BYTES: u64 = 1024 * 1024;
 pub(crate) struct KeyState {
     /// The newest key list accepted, if any.
     pub(crate) held: Option<KeyList>,
+    /// The chain this device verified, as kept on disk.
+    chain: Vec<Vec<u8>>,
     /// The keys indexes must be signed with.
     pub(crate) index: TrustedKeys,
     /// True until a chain was fetched (or the server said it has none) in this process, when
@@ -31,8 +35,12 @@ pub(crate) struct KeyState {
 }
 
 impl KeyState {
-    /// The state for `held`, or the pinned keys in every role.
-    fn new(pinned: &TrustedKeys, held: Option<KeyList>) -> Result<(KeyState, TrustedKeys)> {
+    /// The state for `held` (verified as `chain`), or the pinned keys in every role.
+    fn new(
+        pinned: &TrustedKeys,
+        held: Option<KeyList>,
+        chain: Vec<Vec<u8>>,
+    ) -> Result<(KeyState, TrustedKeys)> {
         let (index, release) = match &held {
             Some(list) => (
                 list.trusted(RoleName::Index)?,
@@ -44,6 +52,7 @@ impl KeyState {
         Ok((
             KeyState {
                 held,
+                chain,
                 index,
                 fetch_first,
             },
@@ -57,27 +66,29 @@ impl KeyState {
     }
 }
 
+/// The file the chain of `app` is kept in, in the store's root.
+fn file_name(app: &AppId) -> String {
+    format!("keys-{app}.json")
+}
+
 /// Reads the stored chain and follows it from the pinned keys; a chain that no longer verifies
 /// is ignored (the next check fetches one).
 pub(crate) fn load(
     root: &std::path::Path,
-    name: &str,
     pinned: &TrustedKeys,
-    app: &manifests::AppId,
+    app: &AppId,
 ) -> Result<(KeyState, TrustedKeys)> {
-    let held = std::fs::read(root.join(name))
+    let chain = std::fs::read(root.join(file_name(app)))
         .ok()
         .and_then(|bytes| split_key_chain(&bytes).ok())
-        .and_then(|chain| follow_key_chain(pinned, None, app, &chain).ok().flatten())
-        .map(|t| t.list);
-    KeyState::new(pinned, held)
+        .unwrap_or_default();
+    match follow_key_chain(pinned, None, app, &chain).ok().flatten() {
+        Some(held) => KeyState::new(pinned, Some(held.list), chain),
+        None => KeyState::new(pinned, None, Vec::new()),
+    }
 }
 
 impl Client {
-    pub(super) fn keys_file_name(&self) -> String {
-        format!("keys-{}.json", self.config.app)
-    }
-
     /// The keys indexes must be signed with now.
     pub(super) fn index_trusted(&self) -> TrustedKeys {
         lock(&self.keys).index.clone()
@@ -105,7 +116,10 @@ impl Client {
         let chain = split_key_chain(&response.body)?;
         // From the list held, never from the pinned keys again: a device that moved past a root
         // trusts nothing that root signs later (it may have leaked).
-        let held = lock(&self.keys).held.clone();
+        let (held, mut kept) = {
+            let keys = lock(&self.keys);
+            (keys.held.clone(), keys.chain.clone())
+        };
         let held_version = held.as_ref().map_or(0, |l| l.version);
         let Some(newest) = follow_key_chain(&self.pinned, held.as_ref(), &self.config.app, &chain)?
         else {
@@ -115,13 +129,6 @@ impl Client {
         };
         // What is kept is the chain this device verified: the one it held, then the versions it
         // accepted now, so that it verifies again from the pinned keys at the next start.
-        let mut kept: Vec<Vec<u8>> = match held {
-            Some(_) => std::fs::read(self.store.root().join(self.keys_file_name()))
-                .ok()
-                .and_then(|bytes| split_key_chain(&bytes).ok())
-                .unwrap_or_default(),
-            None => Vec::new(),
-        };
         for envelope in chain {
             let version = manifests::signed_bytes(&envelope)
                 .and_then(|signed| manifests::parse_key_list_unverified(&signed))
@@ -130,17 +137,10 @@ impl Client {
                 kept.push(envelope);
             }
         }
-        let mut file = b"[".to_vec();
-        for (i, envelope) in kept.iter().enumerate() {
-            if i > 0 {
-                file.push(b',');
-            }
-            file.extend_from_slice(envelope);
-        }
-        file.push(b']');
+        let file = join_key_chain(&kept);
         let writer = lock(&self.writer);
-        crate::store::state::write_durably(self.store.root(), &self.keys_file_name(), &file)?;
-        let (state, release) = KeyState::new(&self.pinned, Some(newest.list))?;
+        crate::store::state::write_durably(self.store.root(), &file_name(&self.config.app), &file)?;
+        let (state, release) = KeyState::new(&self.pinned, Some(newest.list), kept)?;
         *lock(&self.keys) = KeyState {
             fetch_first: false,
             ..state

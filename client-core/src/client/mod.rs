@@ -100,12 +100,7 @@ impl Client {
     ) -> Result<Client> {
         let pinned = TrustedKeys::new(config.trusted_keys.clone(), config.threshold)?;
         let (store, state, recovery) = Store::open(&config.dir)?;
-        let (key_state, release_keys) = keys::load(
-            store.root(),
-            &format!("keys-{}.json", config.app),
-            &pinned,
-            &config.app,
-        )?;
+        let (key_state, release_keys) = keys::load(store.root(), &pinned, &config.app)?;
         let net = Net {
             base: config.server.trim_end_matches('/').to_owned(),
             fetcher,

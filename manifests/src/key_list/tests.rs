@@ -55,13 +55,8 @@ fn a_rotated_root_chain_is_followed_one_step_at_a_time() {
         Ok(None)
     );
     // The served chain as one JSON array.
-    let served = format!(
-        "[{},{},{}]",
-        String::from_utf8(v1).unwrap(),
-        String::from_utf8(v2).unwrap(),
-        String::from_utf8(v3).unwrap()
-    );
-    let split = split_key_chain(served.as_bytes()).unwrap();
+    let served = join_key_chain(&[v1, v2, v3]);
+    let split = split_key_chain(&served).unwrap();
     assert_eq!(follow(&pinned(&[&a], 1), None, &split), Ok(Some(3)));
 }
 

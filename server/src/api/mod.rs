@@ -319,23 +319,8 @@ pub struct ReleaseSignature {
 /// # Errors
 /// [`crate::Error::BadRequest`] for anything else.
 pub fn decode_signature(text: &str) -> crate::error::Result<[u8; 64]> {
-    let bad = || crate::Error::BadRequest("sig must be 128 lowercase hex digits".into());
-    if text.len() != 128 {
-        return Err(bad());
-    }
-    let digit = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
-    };
-    let mut out = [0u8; 64];
-    for (byte, pair) in out.iter_mut().zip(text.as_bytes().chunks(2)) {
-        *byte = digit(pair[0])
-            .zip(digit(pair[1]))
-            .map(|(h, l)| (h << 4) | l)
-            .ok_or_else(bad)?;
-    }
-    Ok(out)
+    manifests::decode_hex::<64>(text)
+        .ok_or_else(|| crate::Error::BadRequest("sig must be 128 lowercase hex digits".into()))
 }
 
 /// A key list accepted (schema `KeyListAdded`).

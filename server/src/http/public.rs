@@ -74,10 +74,7 @@ pub async fn keys(
     let keys = service.known_app_keys(&app).await?;
     let etag = HeaderValue::from_str(&format!("\"{}\"", keys.digest))
         .map_err(|e| Error::Internal(format!("ETag: {e}")))?;
-    let matches = headers
-        .get(header::IF_NONE_MATCH)
-        .is_some_and(|v| v.as_bytes() == etag.as_bytes());
-    let mut response = if matches {
+    let mut response = if not_modified(&headers, &etag) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         (
@@ -436,32 +433,12 @@ pub fn parse_range(spec: &str, size: u64) -> RangeSpec {
 /// route needs no token, so its cap is small.
 pub const EVENTS_BODY_LIMIT: usize = 512 * 1024;
 
-/// `POST /v1/events`: a device's batch of reports. No token: devices hold none.
+/// `POST /v1/events`: a device's batch of reports. No token: devices hold none. The body was
+/// read within [`EVENTS_BODY_LIMIT`] and the body deadline on admission (`http::admit`).
 pub async fn events(
     State(service): State<Arc<Service>>,
-    headers: HeaderMap,
-    body: Body,
+    body: axum::body::Bytes,
 ) -> Result<Response> {
-    let too_large = Error::TooLarge {
-        limit_bytes: EVENTS_BODY_LIMIT as u64,
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > EVENTS_BODY_LIMIT as u64) {
-        return Err(too_large);
-    }
-    let body = axum::body::to_bytes(body, EVENTS_BODY_LIMIT)
-        .await
-        .map_err(|e| {
-            let inner = e.into_inner();
-            if inner.is::<http_body_util::LengthLimitError>() {
-                too_large
-            } else {
-                Error::BadRequest(format!("request body: {inner}"))
-            }
-        })?;
     let batch = manifests::parse_event_batch(&body)?;
     let accepted = service.record_events(&batch).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(accepted)).into_response())

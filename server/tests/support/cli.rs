@@ -44,6 +44,33 @@ pub fn fails(output: &Output) -> String {
     String::from_utf8(output.stderr.clone()).unwrap()
 }
 
+/// A data directory with a signing key and a token `name` of `scope`; returns what `token
+/// create` printed (the token and a newline).
+pub fn init(data: &std::path::Path, name: &str, scope: &str) -> String {
+    ok(&baleen(
+        &[
+            "keys",
+            "generate",
+            "--dir",
+            data.join("keys").to_str().unwrap(),
+        ],
+        &[],
+    ));
+    ok(&baleen(
+        &[
+            "token",
+            "create",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--name",
+            name,
+            "--scope",
+            scope,
+        ],
+        &[],
+    ))
+}
+
 /// A `baleen serve` process, killed when dropped.
 pub struct Serve(pub Child);
 
