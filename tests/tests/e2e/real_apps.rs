@@ -73,6 +73,9 @@ fn a_real_web_app_installs_and_every_file_resolves_to_its_source_bytes() {
     let files: BTreeMap<_, _> = files_of(&dirs[0]).into_iter().collect();
     let source_bytes: u64 = files.values().map(|b| b.len() as u64).sum();
 
+    // A device asking in the first moments after a publish is sent to the blobs while the pack
+    // builds; this one asks once the pack is there.
+    tests::wait_for_final_pack(&server.base, &format!("/v1/packs/{PACKAGE}/5.34.0.zip"));
     let client = server.client(&server.dir.path().join("device"), "device-1", "6.0");
     let outcome = client.check().unwrap();
     assert_eq!(outcome.updates.len(), 1);
