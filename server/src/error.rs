@@ -138,6 +138,13 @@ pub enum Error {
     /// The metadata store failed.
     #[error("metadata store: {0}")]
     Meta(#[from] rusqlite::Error),
+    /// The PostgreSQL metadata store refused or failed a statement.
+    #[error("metadata store: {0}")]
+    Postgres(tokio_postgres::Error),
+    /// The metadata store cannot be reached for now (restarting, connections lost): the client
+    /// retries in a moment.
+    #[error("metadata store unavailable ({0}); retry in a moment")]
+    MetaUnavailable(String),
     /// File-system or other IO failed.
     #[error("{context}: {source}")]
     Io {
@@ -177,6 +184,42 @@ pub enum Error {
     /// An invariant of the server broke; a bug or a damaged data directory.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+impl From<tokio_postgres::Error> for Error {
+    fn from(e: tokio_postgres::Error) -> Error {
+        use tokio_postgres::error::SqlState;
+        // A lost connection, or a server shutting down or starting: nothing was committed that
+        // the caller did not see committed, and a retry on a fresh connection may succeed.
+        let unavailable = match e.code() {
+            Some(code) => [
+                SqlState::ADMIN_SHUTDOWN,
+                SqlState::CRASH_SHUTDOWN,
+                SqlState::CANNOT_CONNECT_NOW,
+                SqlState::CONNECTION_FAILURE,
+                SqlState::CONNECTION_EXCEPTION,
+            ]
+            .contains(code),
+            None => {
+                e.is_closed()
+                    || std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>())
+            }
+        };
+        if unavailable {
+            Error::MetaUnavailable(e.to_string())
+        } else {
+            Error::Postgres(e)
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for Error {
+    fn from(e: deadpool_postgres::PoolError) -> Error {
+        match e {
+            deadpool_postgres::PoolError::Backend(e) => e.into(),
+            other => Error::MetaUnavailable(other.to_string()),
+        }
+    }
 }
 
 impl Error {
@@ -219,9 +262,12 @@ impl Error {
             | Error::KeyListRefused(_) => StatusCode::CONFLICT,
             Error::RouteOutsideOrigins { .. } => StatusCode::FORBIDDEN,
             Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Error::Overloaded | Error::PackNotReady { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Overloaded | Error::PackNotReady { .. } | Error::MetaUnavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Error::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             Error::Meta(_)
+            | Error::Postgres(_)
             | Error::Io { .. }
             | Error::ObjectStore { .. }
             | Error::InvalidSetting { .. }
@@ -250,7 +296,8 @@ impl Error {
             Error::Overloaded => "overloaded",
             Error::Timeout(_) => "timeout",
             Error::PackNotReady { .. } => "pack_not_ready",
-            Error::Meta(_) => "meta_store",
+            Error::Meta(_) | Error::Postgres(_) => "meta_store",
+            Error::MetaUnavailable(_) => "meta_unavailable",
             Error::Io { .. } => "io",
             Error::ObjectStore { .. } => "object_store",
             Error::InvalidSetting { .. } => "invalid_setting",

@@ -35,6 +35,8 @@ pub mod remote;
 pub mod retention;
 pub mod service;
 pub mod stats;
+#[cfg(test)]
+pub(crate) mod test_service;
 pub mod trust;
 pub mod watch;
 

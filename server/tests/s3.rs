@@ -5,12 +5,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[path = "../src/blob_store/garage_node.rs"]
-mod garage_node;
 #[path = "support/harness.rs"]
 mod harness;
 #[path = "support/cli.rs"]
 mod support;
+#[path = "../src/test_service.rs"]
+mod test_service;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -18,17 +18,19 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use garage_node::GarageNode;
 use harness::request;
 use manifests::Digest;
 use server::blob_store::BlobStore;
 use server::blob_store::s3::{S3BlobStore, S3Config};
 use support::{BIN, Serve, baleen, init, ok};
+use test_service::{Kind, TestService};
 
 #[test]
 fn serve_with_blobs_in_s3_publishes_and_serves_a_release_from_the_bucket() {
-    let Some(node) = GarageNode::start("s3::serve_with_blobs_in_s3_publishes_and_serves_a_release")
-    else {
+    let Some(node) = TestService::start(
+        Kind::Garage,
+        "s3::serve_with_blobs_in_s3_publishes_and_serves_a_release",
+    ) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -17,8 +17,6 @@ pub mod fs;
 pub mod s3;
 
 #[cfg(test)]
-mod garage_node;
-#[cfg(test)]
 mod tests;
 
 /// Where the blobs live, as `--blobs` (`BALEEN_BLOBS`) names it: `files` (the default, the data

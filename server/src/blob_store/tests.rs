@@ -6,9 +6,9 @@ use tokio::io::AsyncReadExt;
 use std::sync::Arc;
 
 use super::fs::FsBlobStore;
-use super::garage_node::GarageNode;
 use super::s3::{DEFAULT_MULTIPART_THRESHOLD_BYTES, S3BlobStore, S3Config};
 use super::{BlobLocation, BlobStore, StoredBlob};
+use crate::test_service::{Kind, TestService};
 
 async fn read_to_vec(
     store: &dyn BlobStore,
@@ -212,7 +212,8 @@ async fn s3_blob_store_over_memory() {
 /// The unchanged suite, and what it does not cover for S3, against a real Garage node.
 #[tokio::test]
 async fn s3_blob_store_on_garage() {
-    let Some(node) = GarageNode::start("blob_store::tests::s3_blob_store_on_garage") else {
+    let Some(node) = TestService::start(Kind::Garage, "blob_store::tests::s3_blob_store_on_garage")
+    else {
         return;
     };
     let config =

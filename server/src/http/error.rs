@@ -11,7 +11,7 @@ impl IntoResponse for Error {
         let status = self.status();
         // Answers a client acts on by waiting, not failures of the server.
         let retry_after_secs = match self {
-            Error::Overloaded => Some(1),
+            Error::Overloaded | Error::MetaUnavailable(_) => Some(1),
             Error::PackNotReady {
                 retry_after_secs, ..
             } => Some(retry_after_secs),

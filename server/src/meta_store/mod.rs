@@ -21,6 +21,8 @@ use manifests::{
 
 use crate::error::Result;
 
+pub mod postgres;
+mod rows;
 pub mod sqlite;
 
 #[cfg(test)]

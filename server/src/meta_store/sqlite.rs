@@ -10,11 +10,16 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use manifests::{
     AppId, Channel, Digest, HostRequirement, PackageEntry, PackageId, Prefetch, ReleaseVersion,
-    Timestamp, UrlPrefix,
+    Timestamp,
 };
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
+use super::rows::{
+    check_new_origins, check_routes as check_route_rows, declared_by, entry_json, manifest_blobs,
+    manifest_routes, named_versions, origins_json, parse_origins, parse_routes, routes_json,
+    unreadable_blobs, versions_named_by,
+};
 use super::{
     AuditEntry, ChannelCommit, ChannelHead, ChannelPackage, ChannelRow, ChannelState, HistoryEntry,
     HistoryMention, Inserted, MetaStore, PackFact, PackRecord, ReleaseFact, ReleaseRecord,
@@ -359,30 +364,11 @@ fn fill_routes(conn: &Connection) -> Result<()> {
         let list: Vec<String> = set.into_iter().collect();
         tx.execute(
             "INSERT INTO apps (app, origins) VALUES (?1, ?2)",
-            params![
-                app,
-                serde_json::to_string(&list).map_err(|e| Error::Internal(e.to_string()))?
-            ],
+            params![app, origins_json(&list)?],
         )?;
     }
     tx.commit()?;
     Ok(())
-}
-
-/// The route prefixes a stored signed manifest lists.
-fn manifest_routes(manifest: &[u8]) -> manifests::Result<Vec<UrlPrefix>> {
-    let envelope = manifests::parse_strict(manifest)?;
-    let signed = envelope.get("signed").cloned().unwrap_or_default();
-    let release = manifests::parse_release_unverified(&manifests::to_canonical_bytes(&signed)?)?;
-    Ok(release.routes.into_iter().map(|r| r.prefix).collect())
-}
-
-/// The blobs a stored signed manifest lists, each once.
-fn manifest_blobs(manifest: &[u8]) -> manifests::Result<BTreeSet<Digest>> {
-    let envelope = manifests::parse_strict(manifest)?;
-    let signed = envelope.get("signed").cloned().unwrap_or_default();
-    let release = manifests::parse_release_unverified(&manifests::to_canonical_bytes(&signed)?)?;
-    Ok(release.files.values().map(|f| f.sha256).collect())
 }
 
 /// Lists the blobs of releases whose blobs are not listed yet (published since the last
@@ -408,46 +394,13 @@ fn fill_release_blobs(tx: &Connection) -> Result<()> {
     for (package, version, manifest) in missing {
         // A manifest this server cannot read has blobs it cannot know: removing any blob could
         // break it, so the collection stops here rather than guess.
-        let blobs = manifest_blobs(&manifest).map_err(|e| {
-            Error::Internal(format!(
-                "release {package}@{version}: stored manifest unreadable ({e}); its blobs are \
-                 unknown, so no blob is removed"
-            ))
-        })?;
+        let blobs =
+            manifest_blobs(&manifest).map_err(|e| unreadable_blobs(&package, &version, e))?;
         for digest in blobs {
             insert.execute(params![package, version, digest.to_string()])?;
         }
     }
     Ok(())
-}
-
-/// The versions a package's row on a channel names: stable, candidate and its index entry's.
-fn named_versions(
-    stable: Option<String>,
-    candidate: Option<String>,
-    entry: Option<String>,
-) -> Result<BTreeSet<String>> {
-    let mut out: BTreeSet<String> = stable.into_iter().chain(candidate).collect();
-    if let Some(text) = entry {
-        let entry: PackageEntry = serde_json::from_str(&text)
-            .map_err(|e| Error::Internal(format!("stored index entry {text:.80}: {e}")))?;
-        out.extend(entry.releases().map(|r| r.version.to_string()));
-    }
-    Ok(out)
-}
-
-fn routes_json(routes: &[UrlPrefix]) -> String {
-    let list: Vec<&str> = routes.iter().map(UrlPrefix::as_str).collect();
-    serde_json::to_string(&list).unwrap_or_else(|_| "[]".into())
-}
-
-fn parse_routes(text: &str) -> Result<Vec<UrlPrefix>> {
-    let list: Vec<String> = serde_json::from_str(text)
-        .map_err(|e| Error::Internal(format!("stored routes {text:?}: {e}")))?;
-    Ok(list
-        .iter()
-        .map(|r| UrlPrefix::parse(r))
-        .collect::<manifests::Result<_>>()?)
 }
 
 fn release_row(row: &Row<'_>) -> rusqlite::Result<ReleaseRecord> {
@@ -487,57 +440,27 @@ fn check_routes(tx: &Connection, app: &AppId, release: &ReleaseRecord) -> Result
             |r| r.get(0),
         )
         .optional()?;
-    let origins: Vec<String> = match declared {
-        Some(text) => serde_json::from_str(&text)
-            .map_err(|e| Error::Internal(format!("stored origins of app {app}: {e}")))?,
+    let origins = match declared {
+        Some(text) => parse_origins(app, &text)?,
         None => {
-            let set: std::collections::BTreeSet<String> = release
-                .routes
-                .iter()
-                .map(|r| r.origin().to_owned())
-                .collect();
-            let list: Vec<String> = set.into_iter().collect();
+            let list = declared_by(release);
             tx.execute(
                 "INSERT INTO apps (app, origins) VALUES (?1, ?2)",
-                params![
-                    app.as_str(),
-                    serde_json::to_string(&list).map_err(|e| Error::Internal(e.to_string()))?
-                ],
+                params![app.as_str(), origins_json(&list)?],
             )?;
             list
         }
     };
-    if let Some(outside) = release
-        .routes
-        .iter()
-        .find(|r| !origins.iter().any(|o| o == r.origin()))
-    {
-        return Err(Error::RouteOutsideOrigins {
-            route: outside.to_string(),
-            app: app.to_string(),
-            origins: origins.join(", "),
-        });
-    }
     let mut stmt = tx.prepare(
         "SELECT r.package, r.routes FROM releases r JOIN packages p ON p.id = r.package
          WHERE p.app = ?1 AND r.package != ?2 AND r.routes IS NOT NULL",
     )?;
-    let rows = stmt.query_map(params![app.as_str(), release.package.as_str()], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-    })?;
-    for row in rows {
-        let (owner, routes) = row?;
-        for taken in parse_routes(&routes)? {
-            if let Some(route) = release.routes.iter().find(|r| r.overlaps(&taken)) {
-                return Err(Error::RouteTaken {
-                    route: route.to_string(),
-                    taken: taken.to_string(),
-                    owner,
-                });
-            }
-        }
-    }
-    Ok(())
+    let others = stmt
+        .query_map(params![app.as_str(), release.package.as_str()], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    check_route_rows(app, release, &origins, others)
 }
 
 fn insert_audit(tx: &Connection, audit: &AuditEntry) -> rusqlite::Result<()> {
@@ -591,11 +514,6 @@ fn channel_package_row(r: &Row<'_>, at: usize) -> rusqlite::Result<ChannelPackag
         rollout_basis_points: r.get::<_, i64>(at + 2)?.clamp(0, 10_000) as u16,
         paused: r.get(at + 3)?,
     })
-}
-
-fn entry_json(entry: &PackageEntry) -> Result<String> {
-    serde_json::to_string(entry)
-        .map_err(|e| Error::Internal(format!("index entry does not serialise: {e}")))
 }
 
 fn entry_col(r: &Row<'_>, i: usize) -> rusqlite::Result<Option<PackageEntry>> {
@@ -889,17 +807,7 @@ impl MetaStore for SqliteMetaStore {
                 // A collection may have removed a release since the change was decided: a
                 // channel never names a release that is not stored.
                 let package = change.package.as_str();
-                let state = &change.state;
-                let mut named: BTreeSet<String> = state
-                    .stable
-                    .iter()
-                    .chain(&state.candidate)
-                    .map(ToString::to_string)
-                    .collect();
-                if let Some(entry) = &change.entry {
-                    named.extend(entry.releases().map(|r| r.version.to_string()));
-                }
-                for version in named {
+                for version in versions_named_by(change) {
                     let exists: bool = tx.query_row(
                         "SELECT EXISTS (SELECT 1 FROM releases WHERE package = ?1 AND version = ?2)",
                         params![package, version],
@@ -1224,11 +1132,7 @@ impl MetaStore for SqliteMetaStore {
                     |r| r.get(0),
                 )
                 .optional()?;
-            text.map(|t| {
-                serde_json::from_str(&t)
-                    .map_err(|e| Error::Internal(format!("stored origins of app {app}: {e}")))
-            })
-            .transpose()
+            text.map(|t| parse_origins(&app, &t)).transpose()
         })
         .await
     }
@@ -1246,33 +1150,15 @@ impl MetaStore for SqliteMetaStore {
                 "SELECT r.package, r.version, r.routes FROM releases r
                  JOIN packages p ON p.id = r.package WHERE p.app = ?1 AND r.routes IS NOT NULL",
             )?;
-            let rows = stmt.query_map([app.as_str()], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
-            })?;
-            for row in rows {
-                let (package, version, routes) = row?;
-                if let Some(route) = parse_routes(&routes)?
-                    .into_iter()
-                    .find(|r| !origins.iter().any(|o| o == r.origin()))
-                {
-                    return Err(Error::Conflict(format!(
-                        "release {package}@{version} of app {app} has route {route}, outside the \
-                         new origins; keep its origin"
-                    )));
-                }
-            }
+            let rows = stmt
+                .query_map([app.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
             drop(stmt);
+            check_new_origins(&app, &origins, rows)?;
             tx.execute(
                 "INSERT INTO apps (app, origins) VALUES (?1, ?2)
                  ON CONFLICT (app) DO UPDATE SET origins = excluded.origins",
-                params![
-                    app.as_str(),
-                    serde_json::to_string(&origins).map_err(|e| Error::Internal(e.to_string()))?
-                ],
+                params![app.as_str(), origins_json(&origins)?],
             )?;
             insert_audit(&tx, &audit)?;
             tx.commit()?;

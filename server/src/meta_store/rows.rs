@@ -1,0 +1,171 @@
+//! What the SQL engines (SQLite, PostgreSQL) store in text columns and decide from their rows,
+//! written once: route ownership, the releases a channel row names, the routes and blobs of a
+//! stored manifest.
+
+use std::collections::BTreeSet;
+
+use manifests::{AppId, Digest, PackageEntry, UrlPrefix};
+
+use super::{PackageChange, ReleaseRecord};
+use crate::error::{Error, Result};
+
+/// The route prefixes a stored signed manifest lists.
+pub(crate) fn manifest_routes(manifest: &[u8]) -> manifests::Result<Vec<UrlPrefix>> {
+    Ok(stored_release(manifest)?
+        .routes
+        .into_iter()
+        .map(|r| r.prefix)
+        .collect())
+}
+
+/// The blobs a stored signed manifest lists, each once.
+pub(crate) fn manifest_blobs(manifest: &[u8]) -> manifests::Result<BTreeSet<Digest>> {
+    Ok(stored_release(manifest)?
+        .files
+        .values()
+        .map(|f| f.sha256)
+        .collect())
+}
+
+fn stored_release(manifest: &[u8]) -> manifests::Result<manifests::Release> {
+    let envelope = manifests::parse_strict(manifest)?;
+    let signed = envelope.get("signed").cloned().unwrap_or_default();
+    manifests::parse_release_unverified(&manifests::to_canonical_bytes(&signed)?)
+}
+
+/// A manifest whose blobs must be known before any blob is removed, unreadable: the collection
+/// stops rather than guess.
+pub(crate) fn unreadable_blobs(package: &str, version: &str, e: manifests::Error) -> Error {
+    Error::Internal(format!(
+        "release {package}@{version}: stored manifest unreadable ({e}); its blobs are unknown, \
+         so no blob is removed"
+    ))
+}
+
+/// The versions a package's row on a channel names: stable, candidate and its index entry's.
+pub(crate) fn named_versions(
+    stable: Option<String>,
+    candidate: Option<String>,
+    entry: Option<String>,
+) -> Result<BTreeSet<String>> {
+    let mut out: BTreeSet<String> = stable.into_iter().chain(candidate).collect();
+    if let Some(text) = entry {
+        let entry: PackageEntry = serde_json::from_str(&text)
+            .map_err(|e| Error::Internal(format!("stored index entry {text:.80}: {e}")))?;
+        out.extend(entry.releases().map(|r| r.version.to_string()));
+    }
+    Ok(out)
+}
+
+/// The versions a channel change names: a commit stores it only if every one exists (a
+/// collection may have removed one since the change was decided).
+pub(crate) fn versions_named_by(change: &PackageChange) -> BTreeSet<String> {
+    let state = &change.state;
+    let mut named: BTreeSet<String> = state
+        .stable
+        .iter()
+        .chain(&state.candidate)
+        .map(ToString::to_string)
+        .collect();
+    if let Some(entry) = &change.entry {
+        named.extend(entry.releases().map(|r| r.version.to_string()));
+    }
+    named
+}
+
+/// Routes as stored: a JSON list of prefixes.
+pub(crate) fn routes_json(routes: &[UrlPrefix]) -> String {
+    let list: Vec<&str> = routes.iter().map(UrlPrefix::as_str).collect();
+    serde_json::to_string(&list).unwrap_or_else(|_| "[]".into())
+}
+
+/// Reads stored routes.
+pub(crate) fn parse_routes(text: &str) -> Result<Vec<UrlPrefix>> {
+    let list: Vec<String> = serde_json::from_str(text)
+        .map_err(|e| Error::Internal(format!("stored routes {text:?}: {e}")))?;
+    Ok(list
+        .iter()
+        .map(|r| UrlPrefix::parse(r))
+        .collect::<manifests::Result<_>>()?)
+}
+
+/// Origins as stored: a JSON list.
+pub(crate) fn origins_json(origins: &[String]) -> Result<String> {
+    serde_json::to_string(origins).map_err(|e| Error::Internal(e.to_string()))
+}
+
+/// Reads stored origins.
+pub(crate) fn parse_origins(app: &AppId, text: &str) -> Result<Vec<String>> {
+    serde_json::from_str(text)
+        .map_err(|e| Error::Internal(format!("stored origins of app {app}: {e}")))
+}
+
+/// The origins an app's first release declares: those of its routes.
+pub(crate) fn declared_by(release: &ReleaseRecord) -> Vec<String> {
+    let set: BTreeSet<String> = release
+        .routes
+        .iter()
+        .map(|r| r.origin().to_owned())
+        .collect();
+    set.into_iter().collect()
+}
+
+/// Route ownership: refuses a route of `release` outside `origins`, or overlapping a route of
+/// another package of the app (`others`: its owner and stored routes, per release).
+pub(crate) fn check_routes(
+    app: &AppId,
+    release: &ReleaseRecord,
+    origins: &[String],
+    others: impl IntoIterator<Item = (String, String)>,
+) -> Result<()> {
+    if let Some(outside) = release
+        .routes
+        .iter()
+        .find(|r| !origins.iter().any(|o| o == r.origin()))
+    {
+        return Err(Error::RouteOutsideOrigins {
+            route: outside.to_string(),
+            app: app.to_string(),
+            origins: origins.join(", "),
+        });
+    }
+    for (owner, routes) in others {
+        for taken in parse_routes(&routes)? {
+            if let Some(route) = release.routes.iter().find(|r| r.overlaps(&taken)) {
+                return Err(Error::RouteTaken {
+                    route: route.to_string(),
+                    taken: taken.to_string(),
+                    owner,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Refuses new origins that would leave a stored release's route outside them (`releases`:
+/// package, version and stored routes).
+pub(crate) fn check_new_origins(
+    app: &AppId,
+    origins: &[String],
+    releases: impl IntoIterator<Item = (String, String, String)>,
+) -> Result<()> {
+    for (package, version, routes) in releases {
+        if let Some(route) = parse_routes(&routes)?
+            .into_iter()
+            .find(|r| !origins.iter().any(|o| o == r.origin()))
+        {
+            return Err(Error::Conflict(format!(
+                "release {package}@{version} of app {app} has route {route}, outside the new \
+                 origins; keep its origin"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// An index entry as stored: JSON.
+pub(crate) fn entry_json(entry: &PackageEntry) -> Result<String> {
+    serde_json::to_string(entry)
+        .map_err(|e| Error::Internal(format!("index entry does not serialise: {e}")))
+}
