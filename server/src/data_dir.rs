@@ -6,7 +6,8 @@
 //!   blobs/ab/abcdef…            file contents and packs by sha256 (`….gzip`: precompressed);
 //!                               absent when they live in a bucket (`--blobs s3://…`)
 //!   blobs/tmp/                  blobs being written; emptied at startup
-//!   meta.sqlite3                packages, releases, channels, history, tokens, audit log
+//!   meta.sqlite3                packages, releases, channels, history, tokens, audit log;
+//!                               absent when they live in PostgreSQL (`--meta postgres://…`)
 //!   tmp/                        uploads being staged; emptied at startup
 //! ```
 
@@ -18,6 +19,7 @@ use manifests::KeyPair;
 use crate::blob_store::BlobStore;
 use crate::blob_store::fs::FsBlobStore;
 use crate::error::{Error, Result};
+use crate::meta_store::MetaStore;
 use crate::meta_store::sqlite::SqliteMetaStore;
 use crate::service::{Service, Settings};
 
@@ -63,6 +65,19 @@ impl DataDir {
         settings: Settings,
         blobs: Option<Arc<dyn BlobStore>>,
     ) -> Result<Service> {
+        self.open_with_stores(key, settings, blobs, None)
+    }
+
+    /// Opens the directory with its blobs in `blobs` and its metadata in `meta` (PostgreSQL,
+    /// say) in place of its own when given. The directory then keeps the key and the staging
+    /// area only.
+    pub fn open_with_stores(
+        &self,
+        key: KeyPair,
+        settings: Settings,
+        blobs: Option<Arc<dyn BlobStore>>,
+        meta: Option<Arc<dyn MetaStore>>,
+    ) -> Result<Service> {
         std::fs::create_dir_all(&self.root)
             .map_err(|e| Error::io(format!("creating data dir {}", self.root.display()), e))?;
         let tmp = &settings.staging_dir;
@@ -74,7 +89,10 @@ impl DataDir {
             Some(blobs) => blobs,
             None => Arc::new(FsBlobStore::open(self.root.join("blobs"))?),
         };
-        let meta = SqliteMetaStore::open(&self.root.join("meta.sqlite3"))?;
-        Service::new(blobs, Arc::new(meta), key, settings)
+        let meta = match meta {
+            Some(meta) => meta,
+            None => Arc::new(SqliteMetaStore::open(&self.root.join("meta.sqlite3"))?),
+        };
+        Service::new(blobs, meta, key, settings)
     }
 }

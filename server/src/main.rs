@@ -14,8 +14,8 @@ use server::blob_store::BlobLocation;
 use server::blob_store::s3::{S3BlobStore, S3Config};
 use server::channel::Action;
 use server::data_dir::DataDir;
+use server::meta_store::MetaLocation;
 use server::meta_store::Scope;
-use server::meta_store::sqlite::SqliteMetaStore;
 use server::publish::PublishRequest;
 use server::remote::Remote;
 use server::retention::Retention;
@@ -257,6 +257,16 @@ struct ServeArgs {
     /// AWS_SECRET_ACCESS_KEY.
     #[arg(long, env = "BALEEN_BLOBS", default_value = "files")]
     blobs: String,
+    /// Where the metadata lives: `sqlite` (the data directory's meta.sqlite3) or
+    /// `postgres://USER:PASSWORD@HOST:PORT/DATABASE`, which any number of replicas share (with
+    /// one bucket for the blobs).
+    #[arg(
+        long,
+        env = "BALEEN_META",
+        default_value = "sqlite",
+        hide_env_values = true
+    )]
+    meta: String,
     /// Start with a temporary data dir and key, and publish a demo package.
     #[arg(long, env = "BALEEN_DEMO")]
     demo: bool,
@@ -390,6 +400,15 @@ enum TokenCommand {
         /// Data directory.
         #[arg(long, env = "BALEEN_DATA_DIR", default_value = "baleen-data")]
         data_dir: PathBuf,
+        /// The metadata store the servers read: `sqlite` (the data directory's) or the
+        /// `postgres://…` URL that `baleen serve --meta` is given.
+        #[arg(
+            long,
+            env = "BALEEN_META",
+            default_value = "sqlite",
+            hide_env_values = true
+        )]
+        meta: String,
         /// A name for the token, recorded as the actor of what it does.
         #[arg(long)]
         name: String,
@@ -791,6 +810,7 @@ fn run(cli: Cli) -> Result<()> {
             command:
                 TokenCommand::Create {
                     data_dir,
+                    meta,
                     name,
                     scope,
                     package,
@@ -815,15 +835,23 @@ fn run(cli: Cli) -> Result<()> {
             };
             // A token goes into the database the server reads; a new, empty one elsewhere (a
             // mistyped path) would hold a token no server ever accepts.
-            if !data_dir.is_dir() {
+            let meta = MetaLocation::parse(&meta).map_err(refusal)?;
+            if meta == MetaLocation::DataDir && !data_dir.is_dir() {
                 bail!(
                     "no data directory at {dir}: pass the --data-dir (or BALEEN_DATA_DIR) that \
                      `baleen serve` uses; a new one starts with `baleen keys generate --dir {dir}/keys`",
                     dir = data_dir.display()
                 );
             }
-            let meta = SqliteMetaStore::open(&data_dir.join("meta.sqlite3"))?;
-            let made = runtime()?.block_on(server::auth::create_token(&meta, &spec, "cli"))?;
+            let made = runtime()?.block_on(async {
+                let meta = meta
+                    .open(&data_dir)
+                    .await
+                    .with_context(|| format!("opening the metadata store {meta:?}"))?;
+                Ok::<_, anyhow::Error>(
+                    server::auth::create_token(meta.as_ref(), &spec, "cli").await?,
+                )
+            })?;
             if json {
                 print_json(&server::api::NewToken {
                     token: made.secret,
@@ -1516,6 +1544,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     // Checked before anything is read or written.
     let settings = settings(&data, &args)?;
     let blobs = blob_location(&args.blobs)?;
+    let meta = MetaLocation::parse(&args.meta).map_err(refusal)?;
     let (key, _demo_dir) = match demo_dir {
         Some(dir) => {
             if dir.exists() {
@@ -1562,8 +1591,19 @@ async fn serve(args: ServeArgs) -> Result<()> {
             Some(Arc::new(store) as Arc<dyn server::blob_store::BlobStore>)
         }
     };
+    let meta = match meta {
+        MetaLocation::DataDir => None,
+        postgres => {
+            let store = postgres
+                .open(data.root())
+                .await
+                .with_context(|| format!("opening the metadata store {postgres:?}"))?;
+            tracing::info!(meta = ?postgres, "metadata in PostgreSQL");
+            Some(store)
+        }
+    };
     let service = Arc::new(
-        data.open_with_blobs(key, settings, blobs)?
+        data.open_with_stores(key, settings, blobs, meta)?
             .with_keys(extra_keys),
     );
     if args.demo {

@@ -28,6 +28,69 @@ pub mod sqlite;
 #[cfg(test)]
 mod tests;
 
+/// Where the metadata lives, as `--meta` (`BALEEN_META`) names it: `sqlite` (the default, the
+/// data directory's `meta.sqlite3`) or a PostgreSQL URL, which any number of replicas share.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub enum MetaLocation {
+    /// SQLite in the data directory.
+    #[default]
+    DataDir,
+    /// PostgreSQL at this URL (`postgres://USER:PASSWORD@HOST:PORT/DATABASE`).
+    Postgres {
+        /// The URL, password included.
+        url: String,
+    },
+}
+
+impl std::fmt::Debug for MetaLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MetaLocation::DataDir => f.write_str("DataDir"),
+            MetaLocation::Postgres { url } => f
+                .debug_struct("Postgres")
+                .field("url", &postgres::redact(url))
+                .finish(),
+        }
+    }
+}
+
+impl MetaLocation {
+    /// Parses `sqlite` or `postgres://…` (`postgresql://…`).
+    ///
+    /// # Errors
+    /// [`crate::error::Error::InvalidSetting`] (setting `meta`) for anything else.
+    pub fn parse(value: &str) -> Result<MetaLocation> {
+        if value.is_empty() || value == "sqlite" {
+            return Ok(MetaLocation::DataDir);
+        }
+        if value.starts_with("postgres://") || value.starts_with("postgresql://") {
+            return Ok(MetaLocation::Postgres {
+                url: value.to_owned(),
+            });
+        }
+        Err(crate::error::Error::InvalidSetting {
+            setting: "meta",
+            value: postgres::redact(value),
+            reason: "expected `sqlite` or `postgres://USER:PASSWORD@HOST:PORT/DATABASE`".into(),
+        })
+    }
+
+    /// Opens the store (creating and migrating it if needed); SQLite in `data_dir`.
+    ///
+    /// # Errors
+    /// What opening or migrating the store fails with.
+    pub async fn open(&self, data_dir: &std::path::Path) -> Result<std::sync::Arc<dyn MetaStore>> {
+        Ok(match self {
+            MetaLocation::DataDir => std::sync::Arc::new(sqlite::SqliteMetaStore::open(
+                &data_dir.join("meta.sqlite3"),
+            )?),
+            MetaLocation::Postgres { url } => {
+                std::sync::Arc::new(postgres::PostgresMetaStore::connect(url).await?)
+            }
+        })
+    }
+}
+
 /// One published release.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReleaseRecord {

@@ -291,7 +291,7 @@ async fn apply_migrations(client: &mut deadpool_postgres::Object) -> Result<()> 
 }
 
 /// The URL with its password hidden, for messages.
-fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];
