@@ -181,6 +181,12 @@ impl Documents {
         });
     }
 
+    /// Drops every channel's documents: changes may have been missed (the feed of another
+    /// server's changes was interrupted).
+    pub(crate) fn forget_all(&self) {
+        self.lock().clear();
+    }
+
     fn lock(&self) -> MutexGuard<'_, DocsMap> {
         self.channels.lock().unwrap_or_else(PoisonError::into_inner)
     }

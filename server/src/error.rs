@@ -139,7 +139,7 @@ pub enum Error {
     #[error("metadata store: {0}")]
     Meta(#[from] rusqlite::Error),
     /// The PostgreSQL metadata store refused or failed a statement.
-    #[error("metadata store: {0}")]
+    #[error("metadata store: {}", postgres_detail(.0))]
     Postgres(tokio_postgres::Error),
     /// The metadata store cannot be reached for now (restarting, connections lost): the client
     /// retries in a moment.
@@ -184,6 +184,14 @@ pub enum Error {
     /// An invariant of the server broke; a bug or a damaged data directory.
     #[error("internal error: {0}")]
     Internal(String),
+}
+
+/// What PostgreSQL said, where the client's own message ("db error") says nothing.
+fn postgres_detail(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} ({})", db.message(), db.code().code()),
+        None => e.to_string(),
+    }
 }
 
 impl From<tokio_postgres::Error> for Error {

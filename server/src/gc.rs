@@ -78,7 +78,7 @@ impl Service {
         // A dry run removes nothing, so it does not hold up publishes.
         let gate = match dry_run {
             true => None,
-            false => Some(self.blob_gate.write().await),
+            false => Some(self.blobs_to_remove().await?),
         };
         let plan = self.expire(policy, at, dry_run, actor).await?;
         let excluding = if dry_run {

@@ -1606,6 +1606,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
         data.open_with_stores(key, settings, blobs, meta)?
             .with_keys(extra_keys),
     );
+    service
+        .follow_store()
+        .await
+        .context("following the channel changes of other replicas")?;
     if args.demo {
         let seeded = server::demo::seed(&service, &data.root().join("tmp")).await?;
         print_demo(addr, &data, &service, &seeded, args.json)?;

@@ -208,6 +208,7 @@ impl Service {
             .map(Prefetch::parse)
             .transpose()?;
         let _guard = self.publish_lock(package.as_str()).await;
+        let _alone = self.meta.lock(&format!("publish:{package}"), false).await?;
 
         if let Some(owner) = self.meta.package_app(package).await?
             && &owner != app
@@ -243,7 +244,7 @@ impl Service {
         // From here until the release is on its channel, the publish relies on stored blobs
         // (the base release's, and those its upload shares with stored ones): no collection
         // removes a blob meanwhile, nor the release before it reaches its channel (`gc`).
-        let _blobs_in_use = self.blob_gate.read().await;
+        let _blobs_in_use = self.blobs_in_use().await?;
         let mut files: BTreeMap<RelPath, FileEntry> = match &request.base {
             Some(base) => self.base_files(package, base, &request.removed).await?,
             None if !request.removed.is_empty() => {

@@ -14,7 +14,7 @@ use manifests::{KeyPair, Timestamp};
 use crate::blob_store::BlobStore;
 use crate::error::{Error, Result};
 use crate::ingest::Limits;
-use crate::meta_store::MetaStore;
+use crate::meta_store::{MetaStore, StoreLock};
 use crate::retention::Retention;
 
 /// The shortest index lifetime: an index is re-signed when half of its lifetime is left, and the
@@ -291,17 +291,74 @@ impl Service {
         self.key.public()
     }
 
-    pub(crate) async fn publish_lock(&self, package: &str) -> tokio::sync::OwnedMutexGuard<()> {
+    /// One at a time per `name` in this process (a package's publishes, one pack's builds);
+    /// [`MetaStore::lock`] orders them across servers.
+    pub(crate) async fn publish_lock(&self, name: &str) -> tokio::sync::OwnedMutexGuard<()> {
         let lock = {
             let mut locks = self
                 .publish_locks
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            locks.entry(package.to_owned()).or_default().clone()
+            locks.entry(name.to_owned()).or_default().clone()
         };
         lock.lock_owned().await
     }
+
+    /// Held while something is about to make stored blobs referenced, shared (see
+    /// [`Service::blob_gate`] and [`crate::gc`]): this process's gate, and the store's for every
+    /// server sharing it.
+    pub(crate) async fn blobs_in_use(
+        &self,
+    ) -> Result<(tokio::sync::RwLockReadGuard<'_, ()>, StoreLock)> {
+        let local = self.blob_gate.read().await;
+        let shared = self.meta.lock(BLOB_GATE, true).await?;
+        Ok((local, shared))
+    }
+
+    /// The gate a collection holds alone while it decides and removes blobs.
+    pub(crate) async fn blobs_to_remove(
+        &self,
+    ) -> Result<(tokio::sync::RwLockWriteGuard<'_, ()>, StoreLock)> {
+        let local = self.blob_gate.write().await;
+        let alone = self.meta.lock(BLOB_GATE, false).await?;
+        Ok((local, alone))
+    }
+
+    /// Follows the channel changes other servers sharing the metadata store commit, so that this
+    /// one serves them at once (without it, within [`Settings::index_cache`]), and re-reads the
+    /// app's key lists, which a key list change moves every channel of. Does nothing on an
+    /// engine one process owns.
+    ///
+    /// # Errors
+    /// When the store cannot start following.
+    pub async fn follow_store(self: &Arc<Self>) -> Result<()> {
+        let Some(mut changes) = self.meta.channel_changes().await? else {
+            return Ok(());
+        };
+        let service = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some(change) = changes.recv().await {
+                let Some(service) = service.upgrade() else {
+                    break;
+                };
+                match change {
+                    Some((app, channel, sequence)) => {
+                        service.key_cache.forget(Some(&app));
+                        service.documents.advanced(&app, &channel, sequence);
+                    }
+                    None => {
+                        service.key_cache.forget(None);
+                        service.documents.forget_all();
+                    }
+                }
+            }
+        });
+        Ok(())
+    }
 }
+
+/// The store lock behind [`Service::blobs_in_use`] and [`Service::blobs_to_remove`].
+const BLOB_GATE: &str = "blob-gate";
 
 /// The current time, to the second.
 pub fn now() -> Timestamp {

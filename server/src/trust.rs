@@ -64,6 +64,18 @@ impl KeyCache {
             .cloned()
     }
 
+    /// Drops what is known of `app`'s key lists (of every app's for `None`): another server may
+    /// have stored a new one.
+    pub(crate) fn forget(&self, app: Option<&AppId>) {
+        let mut apps = self.apps.lock().unwrap_or_else(PoisonError::into_inner);
+        match app {
+            Some(app) => {
+                apps.remove(app);
+            }
+            None => apps.clear(),
+        }
+    }
+
     fn put(&self, app: &AppId, keys: Arc<AppKeys>) {
         self.apps
             .lock()

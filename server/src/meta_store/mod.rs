@@ -446,6 +446,39 @@ pub struct PackageChange {
     pub entry: Option<PackageEntry>,
 }
 
+/// A lock held across every server sharing the store, released when dropped, and by the store
+/// itself when the holding process dies (a killed holder never keeps it).
+pub struct StoreLock {
+    _held: Option<Box<dyn Send + Sync>>,
+}
+
+impl StoreLock {
+    /// A lock that only this process could contend for, which its own locks already order: what
+    /// an engine that one process owns hands out.
+    pub fn local() -> StoreLock {
+        StoreLock { _held: None }
+    }
+
+    /// A lock released when `held` is dropped.
+    pub fn held_by(held: Box<dyn Send + Sync>) -> StoreLock {
+        StoreLock { _held: Some(held) }
+    }
+}
+
+impl std::fmt::Debug for StoreLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self._held.is_some() {
+            "StoreLock(shared store)"
+        } else {
+            "StoreLock(local)"
+        })
+    }
+}
+
+/// A channel another server sharing the store changed: its app, channel and new sequence. `None`
+/// when the feed was interrupted and changes may have been missed.
+pub type ChannelChange = Option<(AppId, Channel, u64)>;
+
 /// Metadata storage.
 #[async_trait]
 pub trait MetaStore: Send + Sync + std::fmt::Debug + 'static {
@@ -666,4 +699,28 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Records when a collection ran.
     async fn set_last_collection(&self, at: Timestamp) -> Result<()>;
+
+    /// Takes the lock `name` for every server sharing the store, `shared` with other shared
+    /// holders or alone, waiting as long as it takes. An engine one process owns has nobody
+    /// else to exclude and returns [`StoreLock::local`] (the process orders its own work).
+    async fn lock(&self, name: &str, shared: bool) -> Result<StoreLock> {
+        let _ = (name, shared);
+        Ok(StoreLock::local())
+    }
+
+    /// Takes the lease `name` alone if nobody holds it; `None` otherwise. Unlike
+    /// [`MetaStore::lock`] it holds no connection: it is renewed while held, and a holder that
+    /// dies loses it within seconds. For long work one server should do (a pack build).
+    async fn try_lock(&self, name: &str) -> Result<Option<StoreLock>> {
+        let _ = name;
+        Ok(Some(StoreLock::local()))
+    }
+
+    /// The channel changes other servers sharing the store commit, as they commit, for as long
+    /// as the receiver is kept; `None` for an engine one process owns.
+    async fn channel_changes(
+        &self,
+    ) -> Result<Option<tokio::sync::mpsc::UnboundedReceiver<ChannelChange>>> {
+        Ok(None)
+    }
 }

@@ -22,6 +22,7 @@ use manifests::{
     AppId, Channel, Digest, HostRequirement, PackageEntry, PackageId, Prefetch, ReleaseVersion,
     Timestamp,
 };
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio_postgres::{NoTls, Row};
 
 use super::rows::{
@@ -29,9 +30,10 @@ use super::rows::{
     origins_json, parse_origins, parse_routes, routes_json, unreadable_blobs, versions_named_by,
 };
 use super::{
-    AuditEntry, ChannelCommit, ChannelHead, ChannelPackage, ChannelRow, ChannelState, HistoryEntry,
-    HistoryMention, Inserted, MetaStore, PackFact, PackRecord, ReleaseFact, ReleaseRecord,
-    ReleaseStats, RetentionFacts, Scope, StoredIndex, TokenRecord,
+    AuditEntry, ChannelChange, ChannelCommit, ChannelHead, ChannelPackage, ChannelRow,
+    ChannelState, HistoryEntry, HistoryMention, Inserted, MetaStore, PackFact, PackRecord,
+    ReleaseFact, ReleaseRecord, ReleaseStats, RetentionFacts, Scope, StoreLock, StoredIndex,
+    TokenRecord,
 };
 use crate::error::{Error, Result};
 
@@ -39,7 +41,7 @@ use crate::error::{Error, Result};
 pub const CHANNEL_EVENTS: &str = "baleen_channel";
 
 /// Schema steps, in order: `MIGRATIONS[0]` makes version 1, and so on. Only ever append.
-pub(crate) const MIGRATIONS: [&str; 1] = [
+pub(crate) const MIGRATIONS: [&str; 2] = [
     // 1: everything the embedded store has at its version 7.
     "CREATE TABLE packages (
          id TEXT PRIMARY KEY,
@@ -168,6 +170,13 @@ pub(crate) const MIGRATIONS: [&str; 1] = [
          envelope BYTEA NOT NULL,
          PRIMARY KEY (app, version)
      );",
+    // 2: leases on work that one server should do at a time (a pack build): the holder renews
+    // its lease while it works; a lease not renewed by its expiry (the holder died) is free.
+    "CREATE TABLE leases (
+         name TEXT PRIMARY KEY,
+         holder TEXT NOT NULL,
+         expires_at_ms BIGINT NOT NULL
+     );",
 ];
 
 /// The advisory lock migrations run under (any constant unlikely to clash: "baleen" in ASCII).
@@ -288,6 +297,177 @@ async fn apply_migrations(client: &mut deadpool_postgres::Object) -> Result<()> 
         tracing::info!(version, "metadata schema upgraded");
     }
     Ok(())
+}
+
+/// The advisory lock key of a named lock: the first 8 bytes of the name's sha256.
+fn lock_key(name: &str) -> i64 {
+    let digest = Digest::of(name.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest.as_bytes()[..8]);
+    i64::from_be_bytes(first)
+}
+
+/// A session-level advisory lock, held by the connection it was taken on. Dropping it unlocks
+/// and returns the connection to the pool; if the process dies, the connection closes and
+/// PostgreSQL releases the lock at once.
+struct AdvisoryLock {
+    client: Option<deadpool_postgres::Object>,
+    key: i64,
+    shared: bool,
+}
+
+impl Drop for AdvisoryLock {
+    fn drop(&mut self) {
+        let Some(client) = self.client.take() else {
+            return;
+        };
+        let (key, shared) = (self.key, self.shared);
+        let unlock = if shared {
+            "SELECT pg_advisory_unlock_shared($1)"
+        } else {
+            "SELECT pg_advisory_unlock($1)"
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if let Err(e) = client.execute(unlock, &[&key]).await {
+                        // Closing the connection releases the lock just as well.
+                        tracing::warn!(error = %e, "unlocking failed; closing the connection");
+                        drop(deadpool_postgres::Object::take(client));
+                    }
+                });
+            }
+            Err(_) => drop(deadpool_postgres::Object::take(client)),
+        }
+    }
+}
+
+/// How long a lease lasts unless renewed, and how often its holder renews it.
+const LEASE_MS: i64 = 15_000;
+const LEASE_RENEW: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// A lease in the `leases` table: renewed while held, given up when dropped, and lost to
+/// whoever asks after its expiry if the holder died without giving it up.
+struct Lease {
+    renewing: tokio::task::JoinHandle<()>,
+    pool: Pool,
+    name: String,
+    holder: String,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.renewing.abort();
+        let (pool, name, holder) = (
+            self.pool.clone(),
+            std::mem::take(&mut self.name),
+            std::mem::take(&mut self.holder),
+        );
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let given_up = async {
+                    pool.get()
+                        .await?
+                        .execute(
+                            "DELETE FROM leases WHERE name = $1 AND holder = $2",
+                            &[&name, &holder],
+                        )
+                        .await?;
+                    Ok::<_, Error>(())
+                };
+                if let Err(e) = given_up.await {
+                    tracing::warn!(lease = %name, error = %e, "giving up a lease failed; it expires");
+                }
+            });
+        }
+    }
+}
+
+/// Who holds leases taken by this process: random, with the process id for the log.
+fn holder_id() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        let mut bytes = [0u8; 8];
+        // Without randomness two processes could share a name; the pid still tells them apart
+        // on one machine.
+        let _ = getrandom::fill(&mut bytes);
+        format!("{}-{}", std::process::id(), manifests::encode_hex(&bytes))
+    })
+}
+
+/// Forwards the notifications of [`CHANNEL_EVENTS`] to `changes`, reconnecting after a loss
+/// (then sending `None`: changes may have been missed), until the receiver is dropped.
+async fn listen(config: tokio_postgres::Config, changes: UnboundedSender<ChannelChange>) {
+    use futures::StreamExt;
+    let mut connected_before = false;
+    while !changes.is_closed() {
+        match config.connect(NoTls).await {
+            Ok((client, mut connection)) => {
+                let (payloads, mut received) = tokio::sync::mpsc::unbounded_channel();
+                let driver = tokio::spawn(async move {
+                    let mut messages =
+                        futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+                    while let Some(message) = messages.next().await {
+                        match message {
+                            Ok(tokio_postgres::AsyncMessage::Notification(n)) => {
+                                if payloads.send(n.payload().to_owned()).is_err() {
+                                    break;
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::warn!(error = %e, "channel feed connection lost");
+                                break;
+                            }
+                        }
+                    }
+                });
+                match client
+                    .batch_execute(&format!("LISTEN {CHANNEL_EVENTS}"))
+                    .await
+                {
+                    Ok(()) => {
+                        if connected_before && changes.send(None).is_err() {
+                            return;
+                        }
+                        connected_before = true;
+                        while let Some(payload) = received.recv().await {
+                            match parse_change(&payload) {
+                                Some(change) => {
+                                    if changes.send(Some(change)).is_err() {
+                                        return;
+                                    }
+                                }
+                                None => tracing::warn!(%payload, "unreadable channel event"),
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "LISTEN failed"),
+                }
+                driver.abort();
+            }
+            Err(e) => tracing::warn!(error = %e, "channel feed cannot connect"),
+        }
+        if changes.send(None).is_err() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+/// `app/channel/sequence`, as [`MetaStore::commit_channel`] notifies it.
+fn parse_change(payload: &str) -> Option<(AppId, Channel, u64)> {
+    let mut parts = payload.splitn(3, '/');
+    let app = AppId::parse(parts.next()?).ok()?;
+    let channel = Channel::parse(parts.next()?).ok()?;
+    let sequence = parts.next()?.parse().ok()?;
+    Some((app, channel, sequence))
 }
 
 /// The URL with its password hidden, for messages.
@@ -877,7 +1057,7 @@ impl MetaStore for PostgresMetaStore {
         // Delivered to listening replicas when (and only if) the transaction commits.
         tx.execute(
             "SELECT pg_notify($1, $2)",
-            &[&CHANNEL_EVENTS, &format!("{app}/{channel}")],
+            &[&CHANNEL_EVENTS, &format!("{app}/{channel}/{sequence}")],
         )
         .await?;
         tx.commit().await?;
@@ -1536,5 +1716,77 @@ impl MetaStore for PostgresMetaStore {
             )
             .await?;
         Ok(())
+    }
+
+    async fn lock(&self, name: &str, shared: bool) -> Result<StoreLock> {
+        let client = self.pool.get().await?;
+        let key = lock_key(name);
+        let sql = if shared {
+            "SELECT pg_advisory_lock_shared($1)"
+        } else {
+            "SELECT pg_advisory_lock($1)"
+        };
+        client.execute(sql, &[&key]).await?;
+        Ok(StoreLock::held_by(Box::new(AdvisoryLock {
+            client: Some(client),
+            key,
+            shared,
+        })))
+    }
+
+    async fn try_lock(&self, name: &str) -> Result<Option<StoreLock>> {
+        let holder = holder_id();
+        let taken = self
+            .pool
+            .get()
+            .await?
+            .execute(
+                "INSERT INTO leases (name, holder, expires_at_ms) VALUES ($1, $2, $3::BIGINT + $4::BIGINT)
+                 ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,
+                   expires_at_ms = excluded.expires_at_ms
+                 WHERE leases.expires_at_ms < $3",
+                &[&name, &holder, &now_ms(), &LEASE_MS],
+            )
+            .await?;
+        if taken == 0 {
+            return Ok(None);
+        }
+        let (pool, lease, who) = (self.pool.clone(), name.to_owned(), holder.to_owned());
+        let renewing = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(LEASE_RENEW).await;
+                let renewed = async {
+                    pool.get()
+                        .await?
+                        .execute(
+                            "UPDATE leases SET expires_at_ms = $3::BIGINT + $4::BIGINT
+                             WHERE name = $1 AND holder = $2",
+                            &[&lease, &who, &now_ms(), &LEASE_MS],
+                        )
+                        .await
+                        .map_err(Error::from)
+                };
+                match renewed.await {
+                    Ok(1) => {}
+                    Ok(_) => {
+                        tracing::warn!(%lease, "lease lost to another server");
+                        return;
+                    }
+                    Err(e) => tracing::warn!(%lease, error = %e, "renewing a lease failed"),
+                }
+            }
+        });
+        Ok(Some(StoreLock::held_by(Box::new(Lease {
+            renewing,
+            pool: self.pool.clone(),
+            name: name.to_owned(),
+            holder: holder.to_owned(),
+        }))))
+    }
+
+    async fn channel_changes(&self) -> Result<Option<UnboundedReceiver<ChannelChange>>> {
+        let (changes, received) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(listen(self.config.clone(), changes));
+        Ok(Some(received))
     }
 }

@@ -979,3 +979,39 @@ async fn postgres_restart_is_unavailable_then_recovers() {
     assert!(unavailable >= 1);
     assert!(store.commit_channel(&commit(1, "1.0.0")).await.unwrap());
 }
+
+/// Leases: one holder at a time; given up when dropped; locks shared or alone.
+#[tokio::test]
+async fn postgres_leases_and_locks_exclude_other_replicas() {
+    let Some((server, a)) = postgres("meta_store::tests::postgres_leases").await else {
+        return;
+    };
+    let b = PostgresMetaStore::connect(&server.var("BALEEN_PG_URL").unwrap())
+        .await
+        .unwrap();
+    let held = a.try_lock("pack-job:x").await.unwrap();
+    assert!(held.is_some());
+    assert!(b.try_lock("pack-job:x").await.unwrap().is_none());
+    assert!(b.try_lock("pack-job:y").await.unwrap().is_some());
+    drop(held);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while b.try_lock("pack-job:x").await.unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lease was never given up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // Shared holders together; the exclusive one waits for them.
+    let s1 = a.lock("gate", true).await.unwrap();
+    let s2 = b.lock("gate", true).await.unwrap();
+    let exclusive = tokio::spawn(async move { a.lock("gate", false).await.unwrap() });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!exclusive.is_finished());
+    drop((s1, s2));
+    tokio::time::timeout(std::time::Duration::from_secs(5), exclusive)
+        .await
+        .unwrap()
+        .unwrap();
+}

@@ -156,6 +156,24 @@ impl Service {
     /// waits anywhere, the final pack. Failures are logged: a device falls back to the next
     /// source, and a later request starts the job again.
     async fn run_pack_job(self: Arc<Self>, key: PackKey) {
+        // Servers sharing the store build each pack once: one that finds the job taken leaves
+        // it to its holder and serves the pack once stored. A killed holder's lock goes with its
+        // connection, and the next request starts the job again.
+        let _job = match self.meta.try_lock(&format!("pack-job:{key}")).await {
+            Ok(Some(job)) => job,
+            Ok(None) => {
+                tracing::debug!(pack = %key, "another server builds this pack");
+                self.packs.fast_done();
+                self.packs.finish(&key);
+                return;
+            }
+            Err(e) => {
+                tracing::error!(pack = %key, error = %e, "taking a pack job failed");
+                self.packs.fast_done();
+                self.packs.finish(&key);
+                return;
+            }
+        };
         let stored = self
             .meta
             .pack(&key.package, key.from.as_ref(), &key.to)
@@ -283,8 +301,10 @@ impl Service {
         }
         let key = PackKey::new(package, from, to);
         let (from_record, to_record) = self.releases_of(&key).await?;
-        // One build per pack at a time; whoever waited finds it built.
+        // One build per pack at a time, here and on every server sharing the store; whoever
+        // waited finds it built.
         let _guard = self.publish_lock(&format!("pack:{key}")).await;
+        let _alone = self.meta.lock(&format!("pack:{key}"), false).await?;
         if let Some(record) = self.meta.pack(package, from, to).await? {
             return Ok(record);
         }
@@ -298,7 +318,7 @@ impl Service {
             full = Some(built).filter(|f| f.size_bytes <= size_bytes);
         }
         // From storing the pack until it is recorded, no collection removes it (`gc`).
-        let blob_in_use = self.blob_gate.read().await;
+        let blob_in_use = self.blobs_in_use().await?;
         let record = match full {
             Some(full) => full,
             None => PackRecord {
