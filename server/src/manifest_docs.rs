@@ -163,6 +163,12 @@ impl ManifestDocs {
         lock(&self.manifests).retain(|d| !digests.contains(d));
         lock(&self.deltas).retain(|(to, from)| !digests.contains(to) && !digests.contains(from));
     }
+
+    /// Drops everything: changes may have been missed.
+    pub(crate) fn forget_all(&self) {
+        lock(&self.manifests).retain(|_| false);
+        lock(&self.deltas).retain(|_| false);
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

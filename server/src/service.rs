@@ -14,7 +14,7 @@ use manifests::{KeyPair, Timestamp};
 use crate::blob_store::BlobStore;
 use crate::error::{Error, Result};
 use crate::ingest::Limits;
-use crate::meta_store::{MetaStore, StoreLock};
+use crate::meta_store::{MetaStore, StoreChange, StoreLock};
 use crate::retention::Retention;
 
 /// The shortest index lifetime: an index is re-signed when half of its lifetime is left, and the
@@ -324,15 +324,16 @@ impl Service {
         Ok((local, alone))
     }
 
-    /// Follows the channel changes other servers sharing the metadata store commit, so that this
-    /// one serves them at once (without it, within [`Settings::index_cache`]), and re-reads the
-    /// app's key lists, which a key list change moves every channel of. Does nothing on an
+    /// Follows the changes other servers sharing the metadata store commit: a channel's new
+    /// sequence, served at once (without it, within [`Settings::index_cache`]) with the app's key
+    /// lists read again (a key list change moves every channel of the app); a manifest that
+    /// gained signatures or was collected, encoded again or no longer served. Does nothing on an
     /// engine one process owns.
     ///
     /// # Errors
     /// When the store cannot start following.
     pub async fn follow_store(self: &Arc<Self>) -> Result<()> {
-        let Some(mut changes) = self.meta.channel_changes().await? else {
+        let Some(mut changes) = self.meta.changes().await? else {
             return Ok(());
         };
         let service = Arc::downgrade(self);
@@ -342,13 +343,21 @@ impl Service {
                     break;
                 };
                 match change {
-                    Some((app, channel, sequence)) => {
+                    StoreChange::Channel {
+                        app,
+                        channel,
+                        sequence,
+                    } => {
                         service.key_cache.forget(Some(&app));
                         service.documents.advanced(&app, &channel, sequence);
                     }
-                    None => {
+                    StoreChange::Manifest(digest) => service
+                        .manifest_docs
+                        .forget(&std::collections::BTreeSet::from([digest])),
+                    StoreChange::Missed => {
                         service.key_cache.forget(None);
                         service.documents.forget_all();
+                        service.manifest_docs.forget_all();
                     }
                 }
             }

@@ -475,9 +475,23 @@ impl std::fmt::Debug for StoreLock {
     }
 }
 
-/// A channel another server sharing the store changed: its app, channel and new sequence. `None`
-/// when the feed was interrupted and changes may have been missed.
-pub type ChannelChange = Option<(AppId, Channel, u64)>;
+/// A change another server sharing the store committed, which this one may hold in memory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreChange {
+    /// A channel moved to a new sequence.
+    Channel {
+        /// The app.
+        app: AppId,
+        /// The channel.
+        channel: Channel,
+        /// Its new sequence.
+        sequence: u64,
+    },
+    /// A release's signed manifest changed (it gained signatures) or went (it was collected).
+    Manifest(Digest),
+    /// The feed was interrupted: changes may have been missed.
+    Missed,
+}
 
 /// Metadata storage.
 #[async_trait]
@@ -716,11 +730,9 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug + 'static {
         Ok(Some(StoreLock::local()))
     }
 
-    /// The channel changes other servers sharing the store commit, as they commit, for as long
-    /// as the receiver is kept; `None` for an engine one process owns.
-    async fn channel_changes(
-        &self,
-    ) -> Result<Option<tokio::sync::mpsc::UnboundedReceiver<ChannelChange>>> {
+    /// The changes servers sharing the store commit, as they commit, for as long as the
+    /// receiver is kept; `None` for an engine one process owns.
+    async fn changes(&self) -> Result<Option<tokio::sync::mpsc::UnboundedReceiver<StoreChange>>> {
         Ok(None)
     }
 }

@@ -30,10 +30,9 @@ use super::rows::{
     origins_json, parse_origins, parse_routes, routes_json, unreadable_blobs, versions_named_by,
 };
 use super::{
-    AuditEntry, ChannelChange, ChannelCommit, ChannelHead, ChannelPackage, ChannelRow,
-    ChannelState, HistoryEntry, HistoryMention, Inserted, MetaStore, PackFact, PackRecord,
-    ReleaseFact, ReleaseRecord, ReleaseStats, RetentionFacts, Scope, StoreLock, StoredIndex,
-    TokenRecord,
+    AuditEntry, ChannelCommit, ChannelHead, ChannelPackage, ChannelRow, ChannelState, HistoryEntry,
+    HistoryMention, Inserted, MetaStore, PackFact, PackRecord, ReleaseFact, ReleaseRecord,
+    ReleaseStats, RetentionFacts, Scope, StoreChange, StoreLock, StoredIndex, TokenRecord,
 };
 use crate::error::{Error, Result};
 
@@ -403,7 +402,7 @@ fn holder_id() -> &'static str {
 
 /// Forwards the notifications of [`CHANNEL_EVENTS`] to `changes`, reconnecting after a loss
 /// (then sending `None`: changes may have been missed), until the receiver is dropped.
-async fn listen(config: tokio_postgres::Config, changes: UnboundedSender<ChannelChange>) {
+async fn listen(config: tokio_postgres::Config, changes: UnboundedSender<StoreChange>) {
     use futures::StreamExt;
     let mut connected_before = false;
     while !changes.is_closed() {
@@ -433,14 +432,14 @@ async fn listen(config: tokio_postgres::Config, changes: UnboundedSender<Channel
                     .await
                 {
                     Ok(()) => {
-                        if connected_before && changes.send(None).is_err() {
+                        if connected_before && changes.send(StoreChange::Missed).is_err() {
                             return;
                         }
                         connected_before = true;
                         while let Some(payload) = received.recv().await {
                             match parse_change(&payload) {
                                 Some(change) => {
-                                    if changes.send(Some(change)).is_err() {
+                                    if changes.send(change).is_err() {
                                         return;
                                     }
                                 }
@@ -454,20 +453,37 @@ async fn listen(config: tokio_postgres::Config, changes: UnboundedSender<Channel
             }
             Err(e) => tracing::warn!(error = %e, "channel feed cannot connect"),
         }
-        if changes.send(None).is_err() {
+        if changes.send(StoreChange::Missed).is_err() {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
 }
 
-/// `app/channel/sequence`, as [`MetaStore::commit_channel`] notifies it.
-fn parse_change(payload: &str) -> Option<(AppId, Channel, u64)> {
+/// `app/channel/sequence`, as [`MetaStore::commit_channel`] notifies it, or `manifest/DIGEST`.
+fn parse_change(payload: &str) -> Option<StoreChange> {
+    if let Some(digest) = payload.strip_prefix("manifest/") {
+        return Digest::parse(digest).ok().map(StoreChange::Manifest);
+    }
     let mut parts = payload.splitn(3, '/');
     let app = AppId::parse(parts.next()?).ok()?;
     let channel = Channel::parse(parts.next()?).ok()?;
     let sequence = parts.next()?.parse().ok()?;
-    Some((app, channel, sequence))
+    Some(StoreChange::Channel {
+        app,
+        channel,
+        sequence,
+    })
+}
+
+/// Tells listening servers, when the transaction commits, that a manifest changed or went.
+async fn notify_manifest(tx: &impl GenericClient, digest: &str) -> Result<()> {
+    tx.execute(
+        "SELECT pg_notify($1, $2)",
+        &[&CHANNEL_EVENTS, &format!("manifest/{digest}")],
+    )
+    .await?;
+    Ok(())
 }
 
 /// The URL with its password hidden, for messages.
@@ -1381,6 +1397,14 @@ impl MetaStore for PostgresMetaStore {
         if updated == 0 {
             return Err(Error::NotFound(format!("release {package}@{version}")));
         }
+        let digest: String = tx
+            .query_one(
+                "SELECT manifest_digest FROM releases WHERE package = $1 AND version = $2",
+                &[&package.as_str(), &version.to_string()],
+            )
+            .await?
+            .try_get(0)?;
+        notify_manifest(&tx, &digest).await?;
         insert_audit(&tx, audit).await?;
         tx.commit().await?;
         Ok(())
@@ -1649,11 +1673,16 @@ impl MetaStore for PostgresMetaStore {
                 &[&package, &version],
             )
             .await?;
-            tx.execute(
-                "DELETE FROM releases WHERE package = $1 AND version = $2",
-                &[&package, &version],
-            )
-            .await?;
+            let gone = tx
+                .query_opt(
+                    "DELETE FROM releases WHERE package = $1 AND version = $2
+                     RETURNING manifest_digest",
+                    &[&package, &version],
+                )
+                .await?;
+            if let Some(row) = gone {
+                notify_manifest(&tx, row.try_get(0)?).await?;
+            }
         }
         insert_audit(&tx, audit).await?;
         tx.commit().await?;
@@ -1784,7 +1813,7 @@ impl MetaStore for PostgresMetaStore {
         }))))
     }
 
-    async fn channel_changes(&self) -> Result<Option<UnboundedReceiver<ChannelChange>>> {
+    async fn changes(&self) -> Result<Option<UnboundedReceiver<StoreChange>>> {
         let (changes, received) = tokio::sync::mpsc::unbounded_channel();
         tokio::spawn(listen(self.config.clone(), changes));
         Ok(Some(received))

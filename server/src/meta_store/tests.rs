@@ -1015,3 +1015,72 @@ async fn postgres_leases_and_locks_exclude_other_replicas() {
         .unwrap()
         .unwrap();
 }
+
+async fn next_change(feed: &mut tokio::sync::mpsc::UnboundedReceiver<StoreChange>) -> StoreChange {
+    tokio::time::timeout(std::time::Duration::from_secs(10), feed.recv())
+        .await
+        .expect("nothing on the feed")
+        .unwrap()
+}
+
+/// What one replica commits reaches another's feed: a channel's new sequence, a manifest that
+/// gained signatures or was collected; a lost feed says changes may have been missed.
+#[tokio::test]
+async fn postgres_feed_tells_other_replicas_what_changed() {
+    let Some((mut server, a)) = postgres("meta_store::tests::postgres_feed").await else {
+        return;
+    };
+    let b = PostgresMetaStore::connect(&server.var("BALEEN_PG_URL").unwrap())
+        .await
+        .unwrap();
+    let mut feed = b.changes().await.unwrap().unwrap();
+    // The listener connects in the background: commit until its first change arrives.
+    a.insert_release(
+        &app("shop"),
+        &record("checkout", "1.0.0"),
+        &audit("publish"),
+    )
+    .await
+    .unwrap();
+    let mut expected = 0;
+    let first = loop {
+        assert!(a.commit_channel(&commit(expected, "1.0.0")).await.unwrap());
+        expected += 1;
+        match tokio::time::timeout(std::time::Duration::from_millis(200), feed.recv()).await {
+            Ok(change) => break change.unwrap(),
+            Err(_) => assert!(expected < 50, "the feed never delivered"),
+        }
+    };
+    assert!(
+        matches!(&first, StoreChange::Channel { app: a, channel: c, sequence } if a.as_str() == "shop" && c.as_str() == "production" && *sequence <= expected),
+        "{first:?}"
+    );
+    while let Ok(Some(_)) =
+        tokio::time::timeout(std::time::Duration::from_millis(300), feed.recv()).await
+    {}
+    assert!(a.commit_channel(&commit(expected, "1.0.0")).await.unwrap());
+    assert_eq!(
+        next_change(&mut feed).await,
+        StoreChange::Channel {
+            app: app("shop"),
+            channel: chan("production"),
+            sequence: expected + 1
+        }
+    );
+    let r = record("checkout", "1.0.0");
+    a.set_manifest(
+        &r.package,
+        &r.version,
+        b"more signatures",
+        &audit("release.sign"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        next_change(&mut feed).await,
+        StoreChange::Manifest(r.manifest_digest)
+    );
+    // A restart cuts the feed: the replica hears that it may have missed changes.
+    server.restart();
+    assert_eq!(next_change(&mut feed).await, StoreChange::Missed);
+}
