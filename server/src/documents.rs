@@ -181,12 +181,6 @@ impl Documents {
         });
     }
 
-    /// Drops every channel's documents: changes may have been missed (the feed of another
-    /// server's changes was interrupted).
-    pub(crate) fn forget_all(&self) {
-        self.lock().clear();
-    }
-
     fn lock(&self) -> MutexGuard<'_, DocsMap> {
         self.channels.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -474,8 +468,27 @@ impl Service {
         {
             return Ok(Some(head));
         }
-        let Some(head) = self.meta.channel_head(app, channel).await? else {
-            return Ok(None);
+        let head = match self.meta.channel_head(app, channel).await {
+            Ok(Some(head)) => head,
+            Ok(None) => return Ok(None),
+            // While the store cannot be reached (a database restarting), the documents held are
+            // still signed and unexpired: devices keep getting them, and see the next change
+            // once the store is back.
+            Err(Error::MetaUnavailable(why)) => {
+                return match self.documents.peek(app.as_str(), channel.as_str(), |d| {
+                    d.head
+                        .as_ref()
+                        .filter(|(head, _)| head.sequence == d.sequence)
+                        .map(|(head, _)| head.clone())
+                }) {
+                    Some(head) => {
+                        tracing::debug!(%app, %channel, error = %why, "metadata store unavailable; serving the documents held");
+                        Ok(Some(head))
+                    }
+                    None => Err(Error::MetaUnavailable(why)),
+                };
+            }
+            Err(e) => return Err(e),
         };
         self.documents.keep(app, channel, head.sequence, |d| {
             d.head = Some((head.clone(), Instant::now()));

@@ -354,9 +354,10 @@ impl Service {
                     StoreChange::Manifest(digest) => service
                         .manifest_docs
                         .forget(&std::collections::BTreeSet::from([digest])),
+                    // Channel documents need nothing: each is checked against the channel's row
+                    // within `index_cache` anyway, and kept while the store cannot be read.
                     StoreChange::Missed => {
                         service.key_cache.forget(None);
-                        service.documents.forget_all();
                         service.manifest_docs.forget_all();
                     }
                 }

@@ -94,14 +94,28 @@ impl TestService {
 
     /// Restarts it (PostgreSQL: a fast shutdown, then a start on the same port).
     pub fn restart(&mut self) {
+        self.run("restart");
+    }
+
+    /// Stops it, keeping its data, until [`TestService::resume`] (PostgreSQL).
+    pub fn halt(&mut self) {
+        self.run("halt");
+    }
+
+    /// Starts a halted one again on the same port.
+    pub fn resume(&mut self) {
+        self.run("resume");
+    }
+
+    fn run(&mut self, command: &str) {
         let out = Command::new(self.kind.script())
-            .arg("restart")
+            .arg(command)
             .arg(&self.dir)
             .output()
             .unwrap();
         assert!(
             out.status.success(),
-            "restart: {}",
+            "{command}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         self.env.extend(parse_vars(&out.stdout));

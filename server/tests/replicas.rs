@@ -179,7 +179,7 @@ fn replicas_share_changes_within_a_second_and_build_each_pack_once() {
     let Some(garage) = TestService::start(Kind::Garage, name) else {
         return;
     };
-    let Some(postgres) = TestService::start(Kind::Postgres, name) else {
+    let Some(mut postgres) = TestService::start(Kind::Postgres, name) else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -256,6 +256,30 @@ fn replicas_share_changes_within_a_second_and_build_each_pack_once() {
     // Both serve the same signed bytes.
     let index = |r: &Replica| get(&r.base, "/v1/apps/shop/channels/production/index").body;
     assert_eq!(index(&a), index(&b));
+
+    // With the database down, the replicas keep serving the signed index they hold (it is
+    // valid for days), and refuse writes as unavailable, to be retried.
+    postgres.halt();
+    std::thread::sleep(Duration::from_millis(1500));
+    for replica in [&a, &b] {
+        let during = get(&replica.base, "/v1/apps/shop/channels/production/index");
+        assert_eq!(during.status, 200, "{}", during.text());
+        assert_eq!(during.body, index(&a));
+    }
+    let refused = request(
+        &a.base,
+        "POST",
+        "/v1/admin/packages/checkout/channels/production",
+        &[
+            ("Authorization", &format!("Bearer {token}")),
+            ("Content-Type", "application/json"),
+        ],
+        Some(br#"{"action":"rollback"}"#),
+    );
+    assert_eq!(refused.status, 503, "{}", refused.text());
+    assert_eq!(refused.code(), "meta_unavailable");
+    assert!(refused.header("retry-after").is_some());
+    postgres.resume();
 
     // The packs of 2.0.0 are built by the replica it was published on; the other waits for
     // them and builds nothing.

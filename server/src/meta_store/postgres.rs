@@ -401,7 +401,8 @@ fn holder_id() -> &'static str {
 }
 
 /// Forwards the notifications of [`CHANNEL_EVENTS`] to `changes`, reconnecting after a loss
-/// (then sending `None`: changes may have been missed), until the receiver is dropped.
+/// (then, once listening again, sending [`StoreChange::Missed`]: changes may have been missed
+/// meanwhile, and the store can be read again), until the receiver is dropped.
 async fn listen(config: tokio_postgres::Config, changes: UnboundedSender<StoreChange>) {
     use futures::StreamExt;
     let mut connected_before = false;
@@ -452,9 +453,6 @@ async fn listen(config: tokio_postgres::Config, changes: UnboundedSender<StoreCh
                 driver.abort();
             }
             Err(e) => tracing::warn!(error = %e, "channel feed cannot connect"),
-        }
-        if changes.send(StoreChange::Missed).is_err() {
-            return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
