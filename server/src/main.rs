@@ -645,7 +645,6 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 /// The command line, with the settings of `serve --config FILE` (or `BALEEN_SERVER_CONFIG`)
 /// placed before the command line's own, which override them.
 fn parse_cli() -> Result<Cli> {
-    use clap::CommandFactory;
     let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let Some(serve) = argv.iter().position(|a| a == "serve") else {
         return Ok(Cli::parse_from(argv));
@@ -663,7 +662,18 @@ fn parse_cli() -> Result<Cli> {
     else {
         return Ok(Cli::parse_from(argv));
     };
-    let text = std::fs::read_to_string(&file)
+    let from_file = config_file_args(&file)?;
+    let rest = argv.split_off(serve + 1);
+    argv.extend(from_file.into_iter().map(Into::into));
+    argv.extend(rest);
+    Ok(Cli::parse_from(argv))
+}
+
+/// The `serve` arguments a config file sets, leaving out those whose variable is set in the
+/// environment (it wins over the file).
+fn config_file_args(file: &std::path::Path) -> Result<Vec<String>> {
+    use clap::CommandFactory;
+    let text = std::fs::read_to_string(file)
         .with_context(|| format!("reading the server config {}", file.display()))?;
     let command = Cli::command();
     let flags: Vec<server::config_file::FlagSpec> = command
@@ -683,13 +693,12 @@ fn parse_cli() -> Result<Cli> {
                 .collect()
         })
         .unwrap_or_default();
-    let from_file = server::config_file::serve_args(&text, &file, &flags, &|name| {
-        std::env::var_os(name).is_some()
-    })?;
-    let rest = argv.split_off(serve + 1);
-    argv.extend(from_file.into_iter().map(Into::into));
-    argv.extend(rest);
-    Ok(Cli::parse_from(argv))
+    Ok(server::config_file::serve_args(
+        &text,
+        file,
+        &flags,
+        &|name| std::env::var_os(name).is_some(),
+    )?)
 }
 
 fn run(cli: Cli) -> Result<()> {
