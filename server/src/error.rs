@@ -181,6 +181,9 @@ pub enum Error {
         /// Why, and what would work.
         reason: String,
     },
+    /// `baleen migrate` refused an install or a target, or a copy did not verify.
+    #[error(transparent)]
+    Migrate(#[from] crate::migrate::MigrateError),
     /// An invariant of the server broke; a bug or a damaged data directory.
     #[error("internal error: {0}")]
     Internal(String),
@@ -279,6 +282,7 @@ impl Error {
             | Error::Io { .. }
             | Error::ObjectStore { .. }
             | Error::InvalidSetting { .. }
+            | Error::Migrate(_)
             | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -310,6 +314,7 @@ impl Error {
             Error::ObjectStore { .. } => "object_store",
             Error::InvalidSetting { .. } => "invalid_setting",
             Error::InvalidPolicy { .. } => "invalid_policy",
+            Error::Migrate(e) => e.code(),
             Error::Internal(_) => "internal",
         }
     }

@@ -28,6 +28,7 @@ pub mod keys;
 pub mod manifest_docs;
 pub mod meta_store;
 pub mod metrics;
+pub mod migrate;
 pub mod pack;
 pub mod precompress;
 pub mod publish;

@@ -119,12 +119,14 @@ impl FsBlobStore {
         remove(self.path_of(&blob.digest))
     }
 
-    fn path_of(&self, digest: &Digest) -> PathBuf {
+    /// The file a blob is stored in.
+    pub(crate) fn path_of(&self, digest: &Digest) -> PathBuf {
         let hex = digest.to_string();
         self.root.join(&hex[..2]).join(&hex)
     }
 
-    fn variant_path(&self, digest: &Digest, encoding: &str) -> PathBuf {
+    /// The file a representation of a blob is stored in.
+    pub(crate) fn variant_path(&self, digest: &Digest, encoding: &str) -> PathBuf {
         let hex = digest.to_string();
         self.root.join(&hex[..2]).join(format!("{hex}.{encoding}"))
     }

@@ -22,7 +22,7 @@ use manifests::{
 use crate::error::Result;
 
 pub mod postgres;
-mod rows;
+pub(crate) mod rows;
 pub mod sqlite;
 
 #[cfg(test)]
