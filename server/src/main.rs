@@ -219,6 +219,33 @@ enum Command {
         #[arg(long)]
         keep_last: Option<u64>,
     },
+    /// Copy an embedded install (its blobs and SQLite metadata) to the S3 bucket and PostgreSQL
+    /// database of a scaled config; stop the embedded server first.
+    #[command(
+        long_about = "Copy an embedded install (its blobs and SQLite metadata) to the S3 \
+bucket and PostgreSQL database of a scaled config; stop the embedded server first.
+
+Runs offline, with the embedded server stopped: what it changes after migrate has started is not \
+copied. Every blob file (and precompressed copy) goes up first, checked against its sha256 in the \
+data directory and again read back from the bucket; then every table is copied in one PostgreSQL \
+transaction. Safe to run again after a failure: blobs already in the bucket are skipped, and the \
+metadata is copied whole or not at all. A database holding other data is refused, unchanged. The \
+signing key stays a file: the scaled servers need the install's key (`key` in the config)."
+    )]
+    Migrate {
+        /// The embedded install's data directory.
+        #[arg(long, env = "BALEEN_DATA_DIR", default_value = "baleen-data")]
+        data_dir: PathBuf,
+        /// The scaled servers' TOML file (`baleen serve --config`), read as `serve` reads it:
+        /// `[storage] blobs = "s3://BUCKET"` and `meta = "postgres://…"` (BALEEN_BLOBS and
+        /// BALEEN_META win over it), the bucket's endpoint and credentials from BALEEN_S3_* and
+        /// AWS_* as for `serve`.
+        #[arg(long = "to-config")]
+        to_config: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a package's history on a channel.
     History {
         #[command(flatten)]
@@ -701,6 +728,30 @@ fn config_file_args(file: &std::path::Path) -> Result<Vec<String>> {
     )?)
 }
 
+/// The settings `baleen serve --config FILE` would run with (flags aside): the file's, under
+/// its variables, over the defaults.
+fn serve_settings_of(file: &std::path::Path) -> Result<ServeArgs> {
+    let argv = ["baleen".to_owned(), "serve".to_owned()]
+        .into_iter()
+        .chain(config_file_args(file)?);
+    match Cli::try_parse_from(argv) {
+        Ok(Cli {
+            command: Command::Serve(args),
+            ..
+        }) => Ok(args),
+        Ok(_) => bail!("{}: not read as `serve` settings", file.display()),
+        Err(e) => {
+            let message = e.to_string();
+            let first = message.lines().next().unwrap_or_default();
+            bail!(
+                "{}: {}",
+                file.display(),
+                first.strip_prefix("error: ").unwrap_or(first)
+            )
+        }
+    }
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Serve(args) => runtime()?.block_on(serve(args)),
@@ -993,6 +1044,11 @@ fn run(cli: Cli) -> Result<()> {
             print_answer(&remote, &report, print_gc)
         }
         Command::Publish(args) => publish(args),
+        Command::Migrate {
+            data_dir,
+            to_config,
+            json,
+        } => migrate(&data_dir, &to_config, json),
         Command::Watch {
             dir,
             remote,
@@ -1490,6 +1546,143 @@ fn publish(args: PublishArgs) -> Result<()> {
             println!("promoted to {channel} (index sequence {seq})");
         }
     })
+}
+
+/// `baleen migrate`: the target read from the scaled config as `serve` reads it, checked before
+/// anything is copied, then the copy and its report.
+fn migrate(data_dir: &std::path::Path, config: &std::path::Path, json: bool) -> Result<()> {
+    let target = serve_settings_of(config)?;
+    let in_config = || format!("the target in {}", config.display());
+    let bucket = match BlobLocation::parse(&target.blobs).with_context(in_config)? {
+        BlobLocation::S3 { bucket } => bucket,
+        BlobLocation::DataDir => bail!(
+            "{}: blobs = {:?} keeps blobs in a data directory; migrate copies them to a bucket: \
+             set [storage] blobs = \"s3://BUCKET\" (or BALEEN_BLOBS)",
+            config.display(),
+            target.blobs
+        ),
+    };
+    let meta = MetaLocation::parse(&target.meta).with_context(in_config)?;
+    let MetaLocation::Postgres { url } = &meta else {
+        bail!(
+            "{}: meta = {:?} keeps the metadata in a data directory; migrate copies it to \
+             PostgreSQL: set [storage] meta = \"postgres://USER:PASSWORD@HOST:PORT/DATABASE\" \
+             (or BALEEN_META)",
+            config.display(),
+            target.meta
+        );
+    };
+    let shown = server::meta_store::postgres::redact(url);
+    server::migrate::check_install(data_dir)?;
+    let key = check_signing_key(data_dir, &target, config)?;
+    let s3 =
+        S3Config::from_env(&bucket, |name| std::env::var(name).ok()).with_context(in_config)?;
+    let report = runtime()?.block_on(async {
+        let blobs = S3BlobStore::open(&s3)
+            .await
+            .with_context(|| format!("opening bucket {bucket}"))?;
+        let store = server::meta_store::postgres::PostgresMetaStore::connect(url)
+            .await
+            .with_context(|| format!("opening PostgreSQL {shown}"))?;
+        server::migrate::migrate(data_dir, &blobs, &store)
+            .await
+            .with_context(|| {
+                format!(
+                    "migrating {} to bucket {bucket} and PostgreSQL {shown}",
+                    data_dir.display()
+                )
+            })
+    })?;
+    if json {
+        return print_json(&report);
+    }
+    let blobs = &report.blobs;
+    println!(
+        "blobs: copied {} ({}) and {} precompressed copies, each verified; {} ({}) and {} precompressed copies were in the bucket already{}",
+        blobs.copied,
+        bytes(blobs.copied_bytes),
+        blobs.variants_copied,
+        blobs.skipped,
+        bytes(blobs.skipped_bytes),
+        blobs.variants_skipped,
+        if blobs.replaced > 0 {
+            format!("; {} damaged copies in the bucket replaced", blobs.replaced)
+        } else {
+            String::new()
+        }
+    );
+    let tables = report
+        .tables
+        .iter()
+        .map(|t| format!("{} {}", t.table, t.rows))
+        .collect::<Vec<_>>()
+        .join(", ");
+    match report.metadata {
+        server::migrate::MetadataOutcome::Copied => {
+            println!("metadata: copied in one transaction and verified: {tables}");
+        }
+        server::migrate::MetadataOutcome::AlreadyCopied => println!(
+            "metadata: PostgreSQL already holds exactly this install's rows (an earlier run copied them); nothing written: {tables}"
+        ),
+    }
+    println!(
+        "done in {:.1} s; start the scaled servers with `baleen serve --config {}` and the signing key {key}",
+        report.elapsed_ms as f64 / 1000.0,
+        config.display()
+    );
+    Ok(())
+}
+
+/// The scaled servers must sign with the install's key (or every device refuses their indexes):
+/// a key the config names that is another is refused before anything is copied. Returns the key
+/// to give them, as the report names it.
+fn check_signing_key(
+    data_dir: &std::path::Path,
+    target: &ServeArgs,
+    config: &std::path::Path,
+) -> Result<String> {
+    let ours = DataDir::new(data_dir).key_path();
+    let theirs = target
+        .key
+        .clone()
+        .unwrap_or_else(|| DataDir::new(&target.data_dir).key_path());
+    if !ours.exists() {
+        return Ok(format!(
+            "the install was served with (it is not at {})",
+            ours.display()
+        ));
+    }
+    let id = server::keys::load_public(&ours)?.id();
+    if theirs.exists() {
+        let their_id = server::keys::load_public(&theirs)?.id();
+        if their_id != id {
+            bail!(
+                "{}: the scaled servers would sign with key {their_id} ({}), not the install's key \
+                 {id} ({}); devices would refuse their indexes: give them the install's key \
+                 (key = \"…\" in the file); nothing was copied",
+                config.display(),
+                theirs.display(),
+                ours.display()
+            );
+        }
+    }
+    Ok(format!("{id} ({})", ours.display()))
+}
+
+/// A byte count for people: `3.4 MiB`.
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} bytes")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }
 
 /// The settings of `serve`, checked: a bad value is refused now, naming its flag and variable.

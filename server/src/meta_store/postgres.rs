@@ -485,7 +485,7 @@ async fn notify_manifest(tx: &impl GenericClient, digest: &str) -> Result<()> {
 }
 
 /// The URL with its password hidden, for messages.
-pub(crate) fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];
