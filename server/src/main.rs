@@ -300,6 +300,10 @@ struct ServeArgs {
     /// How long a signed index is valid, in seconds (2 to 31536000, a year).
     #[arg(long, env = "BALEEN_INDEX_TTL_SECS", default_value_t = 7 * 24 * 3600)]
     index_ttl_secs: u64,
+    /// How long devices and caches (a CDN) may keep an index response before asking again, in
+    /// seconds: how soon a change reaches devices behind a CDN.
+    #[arg(long, env = "BALEEN_INDEX_MAX_AGE_SECS", default_value_t = 60)]
+    index_max_age_secs: u64,
     /// Largest accepted upload, in bytes.
     #[arg(long, env = "BALEEN_MAX_UPLOAD_BYTES", default_value_t = 256 * 1024 * 1024)]
     max_upload_bytes: u64,
@@ -1689,6 +1693,7 @@ fn bytes(n: u64) -> String {
 fn settings(data: &DataDir, args: &ServeArgs) -> Result<Settings> {
     let mut settings = data.settings();
     settings.index_ttl_secs = args.index_ttl_secs;
+    settings.index_max_age_secs = args.index_max_age_secs;
     settings.max_upload_bytes = args.max_upload_bytes;
     settings.pack_wait = std::time::Duration::from_millis(args.pack_wait_ms);
     settings.retention = Retention {

@@ -30,7 +30,7 @@ pub const MAX_INDEX_TTL_SECS: u64 = 365 * 24 * 3600;
 pub struct Settings {
     /// How long a signed index stays valid. Indexes are re-signed when half of it has passed.
     pub index_ttl_secs: u64,
-    /// `max-age` of index responses.
+    /// `max-age` of index responses (at most half of `index_ttl_secs`).
     pub index_max_age_secs: u64,
     /// How long this process trusts the channel sequence it read before reading it again (a
     /// change made through another replica shows here after at most this long).
@@ -246,7 +246,8 @@ impl Service {
             )),
             index_cache_control: axum::http::HeaderValue::from_str(&format!(
                 "public, max-age={}",
-                settings.index_max_age_secs
+                // No cache keeps an index past the point where it is signed again.
+                settings.index_max_age_secs.min(settings.index_ttl_secs / 2)
             ))
             .unwrap_or(axum::http::HeaderValue::from_static("public, max-age=60")),
             blob_gate: tokio::sync::RwLock::new(()),

@@ -13,13 +13,11 @@ mod support;
 #[path = "../src/test_service.rs"]
 mod test_service;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use harness::{Response, request};
-use support::{BIN, Serve, baleen, ok};
+use support::{Serve, baleen, ok};
 use test_service::{Kind, TestService};
 
 /// A replica: its process and its address.
@@ -29,26 +27,15 @@ struct Replica {
 }
 
 fn start_replica(config: &Path, data: &Path, env: &[(String, String)]) -> Replica {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(config)
-        .arg("--data-dir")
-        .arg(data)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let serve = Serve(child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
+    let (serve, base) = Serve::start(
+        &[
+            "--config".as_ref(),
+            config.as_os_str(),
+            "--data-dir".as_ref(),
+            data.as_os_str(),
+        ],
+        env,
+    );
     Replica { serve, base }
 }
 
@@ -160,17 +147,18 @@ fn publish(base: &str, token: &str, build: &Path, version: &str, promote: bool) 
 fn write_build(dir: &Path, page: &str, big_bytes: usize, seed: u64) {
     std::fs::create_dir_all(dir.join("assets")).unwrap();
     std::fs::write(dir.join("index.html"), page).unwrap();
-    // Incompressible, so that a final (level 19) build of it takes a while.
-    let mut state = seed;
+    // Text of a small alphabet in random order: it compresses, but slowly at the final pack's
+    // level, so that a large one keeps its builder busy for seconds.
+    let mut state = seed.max(1);
     let big: Vec<u8> = (0..big_bytes)
         .map(|_| {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
-            (state >> 24) as u8
+            b"abcdefghijklmnop"[(state >> 60) as usize]
         })
         .collect();
-    std::fs::write(dir.join("assets/app.bin"), big).unwrap();
+    std::fs::write(dir.join("assets/app.js"), big).unwrap();
 }
 
 #[test]
@@ -257,6 +245,23 @@ fn replicas_share_changes_within_a_second_and_build_each_pack_once() {
     let index = |r: &Replica| get(&r.base, "/v1/apps/shop/channels/production/index").body;
     assert_eq!(index(&a), index(&b));
 
+    // The packs of 2.0.0 are built by the replica it was published on; the other waits for
+    // them and builds nothing.
+    let diff = "/v1/packs/checkout/1.0.0..2.0.0.zip";
+    until_final_pack(&a.base, &token, diff, Duration::from_secs(120));
+    until_final_pack(
+        &a.base,
+        &token,
+        "/v1/packs/checkout/2.0.0.zip",
+        Duration::from_secs(120),
+    );
+    assert_eq!(
+        pack_builds(&a.base),
+        built_by_a,
+        "replica A built a pack B was building"
+    );
+    assert!(pack_builds(&b.base) > 0);
+
     // With the database down, the replicas keep serving the signed index they hold (it is
     // valid for days), and refuse writes as unavailable, to be retried.
     postgres.halt();
@@ -281,25 +286,8 @@ fn replicas_share_changes_within_a_second_and_build_each_pack_once() {
     assert!(refused.header("retry-after").is_some());
     postgres.resume();
 
-    // The packs of 2.0.0 are built by the replica it was published on; the other waits for
-    // them and builds nothing.
-    let diff = "/v1/packs/checkout/1.0.0..2.0.0.zip";
-    until_final_pack(&a.base, &token, diff, Duration::from_secs(120));
-    until_final_pack(
-        &a.base,
-        &token,
-        "/v1/packs/checkout/2.0.0.zip",
-        Duration::from_secs(120),
-    );
-    assert_eq!(
-        pack_builds(&a.base),
-        built_by_a,
-        "replica A built a pack B was building"
-    );
-    assert!(pack_builds(&b.base) > 0);
-
     // A replica killed while it builds a large pack loses its lease; the other builds it.
-    write_build(&build, "<!doctype html><p>three</p>", 24 * 1024 * 1024, 3);
+    write_build(&build, "<!doctype html><p>three</p>", 32 * 1024 * 1024, 3);
     publish(&b.base, &token, &build, "3.0.0", false);
     // B holds the job once A, asked for the pack, answers "not ready" and builds nothing.
     let full = "/v1/packs/checkout/3.0.0.zip";

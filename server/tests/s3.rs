@@ -13,16 +13,14 @@ mod support;
 mod test_service;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use harness::request;
 use manifests::Digest;
 use server::blob_store::BlobStore;
 use server::blob_store::s3::{S3BlobStore, S3Config};
-use support::{BIN, Serve, baleen, init, ok};
+use support::{Serve, baleen, init, ok};
 use test_service::{Kind, TestService};
 
 #[test]
@@ -39,24 +37,17 @@ fn serve_with_blobs_in_s3_publishes_and_serves_a_release_from_the_bucket() {
     let token = init(&data, "ci", "admin").trim().to_owned();
 
     let s3_env: Vec<(String, String)> = node.env.clone().into_iter().collect();
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir", data_arg])
-        .args(["--blobs", "s3://baleen", "--pack-wait-ms", "60000"])
-        .envs(s3_env.iter().map(|(k, v)| (k, v)))
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let serve = Serve(child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
+    let (serve, base) = Serve::start(
+        &[
+            "--data-dir".as_ref(),
+            data_arg.as_ref(),
+            "--blobs".as_ref(),
+            "s3://baleen".as_ref(),
+            "--pack-wait-ms".as_ref(),
+            "60000".as_ref(),
+        ],
+        &s3_env,
+    );
 
     // A build big enough that the server precompresses a file, with a file over one part.
     let build = dir.path().join("dist");

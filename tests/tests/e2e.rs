@@ -17,6 +17,7 @@ mod e2e {
     pub mod real_apps;
     pub mod resume;
     pub mod rollout;
+    pub mod scaled;
     pub mod shell;
     pub mod storage;
     pub mod watch;

@@ -342,8 +342,10 @@ impl Drop for AdvisoryLock {
 }
 
 /// How long a lease lasts unless renewed, and how often its holder renews it.
-const LEASE_MS: i64 = 15_000;
-const LEASE_RENEW: std::time::Duration = std::time::Duration::from_secs(5);
+/// Short: while a dead holder's lease runs out, devices asking for the pack get `503` and fall
+/// back to whole blobs. Renewing every 1.5 s leaves room for a slow database.
+const LEASE_MS: i64 = 5_000;
+const LEASE_RENEW: std::time::Duration = std::time::Duration::from_millis(1_500);
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -546,6 +548,49 @@ fn each<T>(rows: Vec<Row>, f: impl Fn(&Row) -> Result<T>) -> Result<Vec<T>> {
     rows.iter().map(f).collect()
 }
 
+type Params<'a> = [&'a (dyn tokio_postgres::types::ToSql + Sync)];
+
+/// A read-only transaction that sees one snapshot of the database.
+async fn snapshot(
+    client: &mut deadpool_postgres::Object,
+) -> Result<deadpool_postgres::Transaction<'_>> {
+    Ok(client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await?)
+}
+
+impl PostgresMetaStore {
+    /// The row `sql` selects, if any, read by `f`.
+    async fn one<T>(
+        &self,
+        sql: &str,
+        params: &Params<'_>,
+        f: impl Fn(&Row) -> Result<T>,
+    ) -> Result<Option<T>> {
+        let client = self.pool.get().await?;
+        client
+            .query_opt(sql, params)
+            .await?
+            .as_ref()
+            .map(f)
+            .transpose()
+    }
+
+    /// Every row `sql` selects, read by `f`.
+    async fn all<T>(
+        &self,
+        sql: &str,
+        params: &Params<'_>,
+        f: impl Fn(&Row) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        let client = self.pool.get().await?;
+        each(client.query(sql, params).await?, f)
+    }
+}
+
 const RELEASE_COLUMNS: &str = "package, version, manifest_digest, manifest, content_key, requires, \
      size_bytes, file_count, created_at, publisher, notes, priority, prefetch, routes";
 
@@ -707,14 +752,12 @@ impl MetaStore for PostgresMetaStore {
     }
 
     async fn app_packages(&self, app: &AppId) -> Result<Vec<PackageId>> {
-        let client = self.pool.get().await?;
-        let rows = client
-            .query(
-                "SELECT id FROM packages WHERE app = $1 ORDER BY id",
-                &[&app.as_str()],
-            )
-            .await?;
-        each(rows, |r| col(r, 0, PackageId::parse))
+        self.all(
+            "SELECT id FROM packages WHERE app = $1 ORDER BY id",
+            &[&app.as_str()],
+            |r| col(r, 0, PackageId::parse),
+        )
+        .await
     }
 
     async fn insert_release(
@@ -808,27 +851,21 @@ impl MetaStore for PostgresMetaStore {
         package: &PackageId,
         version: &ReleaseVersion,
     ) -> Result<Option<ReleaseRecord>> {
-        let client = self.pool.get().await?;
-        let row = client
-            .query_opt(
-                &format!(
-                    "SELECT {RELEASE_COLUMNS} FROM releases WHERE package = $1 AND version = $2"
-                ),
-                &[&package.as_str(), &version.to_string()],
-            )
-            .await?;
-        row.as_ref().map(release_row).transpose()
+        self.one(
+            &format!("SELECT {RELEASE_COLUMNS} FROM releases WHERE package = $1 AND version = $2"),
+            &[&package.as_str(), &version.to_string()],
+            release_row,
+        )
+        .await
     }
 
     async fn release_by_manifest(&self, digest: &Digest) -> Result<Option<ReleaseRecord>> {
-        let client = self.pool.get().await?;
-        let row = client
-            .query_opt(
-                &format!("SELECT {RELEASE_COLUMNS} FROM releases WHERE manifest_digest = $1"),
-                &[&digest.to_string()],
-            )
-            .await?;
-        row.as_ref().map(release_row).transpose()
+        self.one(
+            &format!("SELECT {RELEASE_COLUMNS} FROM releases WHERE manifest_digest = $1"),
+            &[&digest.to_string()],
+            release_row,
+        )
+        .await
     }
 
     async fn releases(&self, package: &PackageId) -> Result<Vec<ReleaseRecord>> {
@@ -846,12 +883,7 @@ impl MetaStore for PostgresMetaStore {
 
     async fn channel_state(&self, app: &AppId, channel: &Channel) -> Result<ChannelState> {
         let mut client = self.pool.get().await?;
-        let tx = client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await?;
+        let tx = snapshot(&mut client).await?;
         let sequence = channel_sequence(&tx, app.as_str(), channel.as_str()).await?;
         let rows = tx
             .query(
@@ -876,12 +908,7 @@ impl MetaStore for PostgresMetaStore {
         package: &PackageId,
     ) -> Result<(u64, ChannelPackage)> {
         let mut client = self.pool.get().await?;
-        let tx = client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await?;
+        let tx = snapshot(&mut client).await?;
         let sequence = channel_sequence(&tx, app.as_str(), channel.as_str()).await?;
         let row = tx
             .query_opt(
@@ -906,12 +933,7 @@ impl MetaStore for PostgresMetaStore {
         channel: &Channel,
     ) -> Result<Option<(ChannelHead, Vec<ChannelRow>)>> {
         let mut client = self.pool.get().await?;
-        let tx = client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await?;
+        let tx = snapshot(&mut client).await?;
         let Some(head) = head_row(&tx, app.as_str(), channel.as_str()).await? else {
             return Ok(None);
         };
@@ -964,16 +986,12 @@ impl MetaStore for PostgresMetaStore {
     }
 
     async fn channels(&self) -> Result<Vec<(AppId, Channel)>> {
-        let client = self.pool.get().await?;
-        let rows = client
-            .query(
-                "SELECT app, channel FROM channels ORDER BY app, channel",
-                &[],
-            )
-            .await?;
-        each(rows, |r| {
-            Ok((col(r, 0, AppId::parse)?, col(r, 1, Channel::parse)?))
-        })
+        self.all(
+            "SELECT app, channel FROM channels ORDER BY app, channel",
+            &[],
+            |r| Ok((col(r, 0, AppId::parse)?, col(r, 1, Channel::parse)?)),
+        )
+        .await
     }
 
     async fn commit_channel(&self, commit: &ChannelCommit) -> Result<bool> {
@@ -1129,36 +1147,34 @@ impl MetaStore for PostgresMetaStore {
         channel: &Channel,
         package: Option<&PackageId>,
     ) -> Result<Vec<HistoryEntry>> {
-        let client = self.pool.get().await?;
-        let rows = client
-            .query(
-                "SELECT package, at, action, from_version, to_version, rollout_basis_points,
+        self.all(
+            "SELECT package, at, action, from_version, to_version, rollout_basis_points,
                         actor, reason, sequence
                  FROM history WHERE app = $1 AND channel = $2
                    AND ($3::TEXT IS NULL OR package = $3)
                  ORDER BY id DESC",
-                &[
-                    &app.as_str(),
-                    &channel.as_str(),
-                    &package.map(PackageId::as_str),
-                ],
-            )
-            .await?;
-        each(rows, |r| {
-            Ok(HistoryEntry {
-                package: col(r, 0, PackageId::parse)?,
-                at: time(r, 1)?,
-                action: r.try_get(2)?,
-                from_version: opt_col(r, 3, ReleaseVersion::parse)?,
-                to_version: opt_col(r, 4, ReleaseVersion::parse)?,
-                rollout_basis_points: r
-                    .try_get::<_, Option<i32>>(5)?
-                    .map(|bp| bp.clamp(0, 10_000) as u16),
-                actor: r.try_get(6)?,
-                reason: r.try_get(7)?,
-                sequence: count(r, 8)?,
-            })
-        })
+            &[
+                &app.as_str(),
+                &channel.as_str(),
+                &package.map(PackageId::as_str),
+            ],
+            |r| {
+                Ok(HistoryEntry {
+                    package: col(r, 0, PackageId::parse)?,
+                    at: time(r, 1)?,
+                    action: r.try_get(2)?,
+                    from_version: opt_col(r, 3, ReleaseVersion::parse)?,
+                    to_version: opt_col(r, 4, ReleaseVersion::parse)?,
+                    rollout_basis_points: r
+                        .try_get::<_, Option<i32>>(5)?
+                        .map(|bp| bp.clamp(0, 10_000) as u16),
+                    actor: r.try_get(6)?,
+                    reason: r.try_get(7)?,
+                    sequence: count(r, 8)?,
+                })
+            },
+        )
+        .await
     }
 
     async fn pack(
@@ -1341,14 +1357,12 @@ impl MetaStore for PostgresMetaStore {
     }
 
     async fn key_lists(&self, app: &AppId) -> Result<Vec<Vec<u8>>> {
-        let client = self.pool.get().await?;
-        let rows = client
-            .query(
-                "SELECT envelope FROM key_lists WHERE app = $1 ORDER BY version",
-                &[&app.as_str()],
-            )
-            .await?;
-        each(rows, |r| Ok(r.try_get(0)?))
+        self.all(
+            "SELECT envelope FROM key_lists WHERE app = $1 ORDER BY version",
+            &[&app.as_str()],
+            |r| Ok(r.try_get(0)?),
+        )
+        .await
     }
 
     async fn insert_key_list(
@@ -1441,25 +1455,21 @@ impl MetaStore for PostgresMetaStore {
     }
 
     async fn token(&self, hash: &Digest) -> Result<Option<TokenRecord>> {
-        let client = self.pool.get().await?;
-        let row = client
-            .query_opt(
-                &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1"),
-                &[&hash.to_string()],
-            )
-            .await?;
-        row.as_ref().map(token_row).transpose()
+        self.one(
+            &format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1"),
+            &[&hash.to_string()],
+            token_row,
+        )
+        .await
     }
 
     async fn tokens(&self) -> Result<Vec<TokenRecord>> {
-        let client = self.pool.get().await?;
-        let rows = client
-            .query(
-                &format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_at, name"),
-                &[],
-            )
-            .await?;
-        each(rows, token_row)
+        self.all(
+            &format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY created_at, name"),
+            &[],
+            token_row,
+        )
+        .await
     }
 
     async fn revoke_token(
@@ -1508,32 +1518,25 @@ impl MetaStore for PostgresMetaStore {
     }
 
     async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>> {
-        let client = self.pool.get().await?;
-        let rows = client
-            .query(
-                "SELECT at, actor, action, target, detail FROM audit ORDER BY id DESC LIMIT $1",
-                &[&i64::from(limit)],
-            )
-            .await?;
-        each(rows, |r| {
-            Ok(AuditEntry {
-                at: time(r, 0)?,
-                actor: r.try_get(1)?,
-                action: r.try_get(2)?,
-                target: r.try_get(3)?,
-                detail: r.try_get(4)?,
-            })
-        })
+        self.all(
+            "SELECT at, actor, action, target, detail FROM audit ORDER BY id DESC LIMIT $1",
+            &[&i64::from(limit)],
+            |r| {
+                Ok(AuditEntry {
+                    at: time(r, 0)?,
+                    actor: r.try_get(1)?,
+                    action: r.try_get(2)?,
+                    target: r.try_get(3)?,
+                    detail: r.try_get(4)?,
+                })
+            },
+        )
+        .await
     }
 
     async fn retention_facts(&self) -> Result<RetentionFacts> {
         let mut client = self.pool.get().await?;
-        let tx = client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await?;
+        let tx = snapshot(&mut client).await?;
         let rows = tx
             .query(
                 "SELECT package, version, manifest_digest, created_at, size_bytes, file_count

@@ -157,8 +157,8 @@ impl Service {
     /// source, and a later request starts the job again.
     async fn run_pack_job(self: Arc<Self>, key: PackKey) {
         // Servers sharing the store build each pack once: one that finds the job taken leaves
-        // it to its holder and serves the pack once stored. A killed holder's lock goes with its
-        // connection, and the next request starts the job again.
+        // it to its holder and serves the pack once stored. A killed holder stops renewing its
+        // lease, which expires within seconds; the next request then starts the job again.
         let _job = match self.meta.try_lock(&format!("pack-job:{key}")).await {
             Ok(Some(job)) => job,
             Ok(None) => {
@@ -197,6 +197,10 @@ impl Service {
             if let Err(e) = self.pack(&key.package, key.from.as_ref(), &key.to).await {
                 failed(&key, &e, "building a pack failed");
             }
+            // Stored now (by this job, or by another server meanwhile), or failed: either way the
+            // fast pack is served no longer, and after a failure the next request starts the job
+            // again (here, or on the server that takes the lease).
+            self.packs.forget_fast(&key);
         }
         self.packs.finish(&key);
     }
@@ -301,10 +305,9 @@ impl Service {
         }
         let key = PackKey::new(package, from, to);
         let (from_record, to_record) = self.releases_of(&key).await?;
-        // One build per pack at a time, here and on every server sharing the store; whoever
-        // waited finds it built.
+        // One build per pack at a time here; whoever waited finds it built. Across servers the
+        // job's lease keeps builds apart (two that met anyway build the same bytes).
         let _guard = self.publish_lock(&format!("pack:{key}")).await;
-        let _alone = self.meta.lock(&format!("pack:{key}"), false).await?;
         if let Some(record) = self.meta.pack(package, from, to).await? {
             return Ok(record);
         }

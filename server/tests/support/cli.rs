@@ -74,6 +74,39 @@ pub fn init(data: &std::path::Path, name: &str, scope: &str) -> String {
 /// A `baleen serve` process, killed when dropped.
 pub struct Serve(pub Child);
 
+impl Serve {
+    /// Starts `baleen serve --listen 127.0.0.1:0` with `args` and `env` added, and returns it
+    /// with the address it printed.
+    pub fn start(args: &[&std::ffi::OsStr], env: &[(String, String)]) -> (Serve, String) {
+        use std::io::BufRead;
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            // BALEEN_TEST_SERVE_LOG=server=debug shows what the server did, for a failing test.
+            .env(
+                "RUST_LOG",
+                std::env::var("BALEEN_TEST_SERVE_LOG").unwrap_or("warn".into()),
+            )
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let serve = Serve(child);
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
+        let base = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        (serve, base)
+    }
+}
+
 impl Drop for Serve {
     fn drop(&mut self) {
         let _ = self.0.kill();
