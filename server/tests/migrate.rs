@@ -17,9 +17,8 @@ mod support;
 mod test_service;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use harness::{Response, request};
@@ -38,29 +37,6 @@ fn services(test: &str) -> Option<(TestService, TestService)> {
     let garage = TestService::start(Kind::Garage, test)?;
     let postgres = TestService::start(Kind::Postgres, test)?;
     Some((garage, postgres))
-}
-
-/// Starts `baleen serve` with `args` and `env`; returns it and its base URL.
-fn serve(args: &[&str], env: &BTreeMap<String, String>) -> (Serve, String) {
-    let mut child = Command::new(BIN)
-        .arg("serve")
-        .args(args)
-        .envs(env)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let serve = Serve(child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .to_owned();
-    (serve, base)
 }
 
 /// A build: a page large enough to be precompressed, a script shared by every version, and a
@@ -134,10 +110,8 @@ fn embedded_install<T>(
     let data = dir.join("data");
     let token = init(&data, "ci", "admin").trim().to_owned();
     let none = BTreeMap::new();
-    let (server, base) = serve(
+    let (server, base) = Serve::start(
         &[
-            "--listen",
-            "127.0.0.1:0",
             "--data-dir",
             data.to_str().unwrap(),
             "--gc-interval-secs",
@@ -488,7 +462,7 @@ fn an_embedded_install_moves_to_s3_and_postgres_and_is_served_alike() {
     );
 
     // The scaled server serves the same bytes under the same ETags, and takes the same token.
-    let (scaled, base) = serve(&["--config", config.to_str().unwrap()], &garage.env);
+    let (scaled, base) = Serve::start(&["--config", config.to_str().unwrap()], &garage.env);
     let env = [
         ("BALEEN_SERVER", base.as_str()),
         ("BALEEN_TOKEN", install.token.as_str()),

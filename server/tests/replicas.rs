@@ -13,6 +13,7 @@ mod support;
 #[path = "../src/test_service.rs"]
 mod test_service;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -26,12 +27,12 @@ struct Replica {
     base: String,
 }
 
-fn start_replica(config: &Path, data: &Path, env: &[(String, String)]) -> Replica {
+fn start_replica(config: &Path, data: &Path, env: &BTreeMap<String, String>) -> Replica {
     let (serve, base) = Serve::start(
         &[
-            "--config".as_ref(),
+            std::ffi::OsStr::new("--config"),
             config.as_os_str(),
-            "--data-dir".as_ref(),
+            std::ffi::OsStr::new("--data-dir"),
             data.as_os_str(),
         ],
         env,
@@ -202,9 +203,8 @@ fn replicas_share_changes_within_a_second_and_build_each_pack_once() {
     ))
     .trim()
     .to_owned();
-    let env: Vec<(String, String)> = garage.env.clone().into_iter().collect();
-    let a = start_replica(&config, &data_a, &env);
-    let b = start_replica(&config, &data_b, &env);
+    let a = start_replica(&config, &data_a, &garage.env);
+    let b = start_replica(&config, &data_b, &garage.env);
     // Neither data directory holds metadata or blobs: everything is shared.
     assert!(!data_a.join("meta.sqlite3").exists());
 

@@ -36,17 +36,16 @@ fn serve_with_blobs_in_s3_publishes_and_serves_a_release_from_the_bucket() {
     let data_arg = data.to_str().unwrap();
     let token = init(&data, "ci", "admin").trim().to_owned();
 
-    let s3_env: Vec<(String, String)> = node.env.clone().into_iter().collect();
     let (serve, base) = Serve::start(
         &[
-            "--data-dir".as_ref(),
-            data_arg.as_ref(),
-            "--blobs".as_ref(),
-            "s3://baleen".as_ref(),
-            "--pack-wait-ms".as_ref(),
-            "60000".as_ref(),
+            "--data-dir",
+            data_arg,
+            "--blobs",
+            "s3://baleen",
+            "--pack-wait-ms",
+            "60000",
         ],
-        &s3_env,
+        &node.env,
     );
 
     // A build big enough that the server precompresses a file, with a file over one part.

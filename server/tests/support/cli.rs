@@ -77,12 +77,15 @@ pub struct Serve(pub Child);
 impl Serve {
     /// Starts `baleen serve --listen 127.0.0.1:0` with `args` and `env` added, and returns it
     /// with the address it printed.
-    pub fn start(args: &[&std::ffi::OsStr], env: &[(String, String)]) -> (Serve, String) {
+    pub fn start<A: AsRef<std::ffi::OsStr>>(
+        args: &[A],
+        env: &std::collections::BTreeMap<String, String>,
+    ) -> (Serve, String) {
         use std::io::BufRead;
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0"])
             .args(args)
-            .envs(env.iter().map(|(k, v)| (k, v)))
+            .envs(env)
             // BALEEN_TEST_SERVE_LOG=server=debug shows what the server did, for a failing test.
             .env(
                 "RUST_LOG",
