@@ -45,7 +45,8 @@ typedef struct baleen_resolved baleen_resolved;
  *   {"dir": "/app/files/baleen", "server": "https://updates.example.com", "app": "shop",
  *    "channel": "production", "device_id": "…", "host_version": "6.1.0",
  *    "public_keys": ["<64 hex>"], "threshold": 1, "max_pending_launches": 3,
- *    "custom_scheme": "baleen" (optional), "sequence_floor": 0 (optional)}
+ *    "custom_scheme": "baleen" (optional), "sequence_floor": 0 (optional),
+ *    "ingest_key": "bik_…" (optional; without it no events are sent)}
  * On success *out is a client to free with baleen_client_free. Blocks (disk).
  */
 baleen_result baleen_client_new(const char *config_json, baleen_client **out);

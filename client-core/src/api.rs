@@ -35,6 +35,9 @@ pub struct Config {
     /// The lowest index sequence ever acceptable, shipped with the app: after a state reset the
     /// device still refuses indexes older than the app itself.
     pub sequence_floor: u64,
+    /// The app's ingest key (`bik_…`, from `baleen ingest-key create`), sent with events; none:
+    /// the device keeps no events and sends none.
+    pub ingest_key: Option<String>,
 }
 
 impl Config {

@@ -59,6 +59,9 @@ fn one() -> u64 {
     1
 }
 
+/// Longest device id a batch may carry, in bytes.
+pub const MAX_DEVICE_ID_BYTES: usize = 128;
+
 /// What a device sends in one request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventBatch {
@@ -66,12 +69,22 @@ pub struct EventBatch {
     pub app: AppId,
     /// The channel the device follows.
     pub channel: Channel,
+    /// The app's ingest key (`bik_…`: public, shipped in the app, rotatable). Optional in the
+    /// format so that a server can answer a batch without one with a clear refusal rather than
+    /// a schema error; servers refuse batches without a key they know.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest_key: Option<String>,
+    /// The installation's stable id: the server counts devices, not events, so that one
+    /// device reporting a failure a million times is one failing device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<String>,
     /// The reports.
     pub events: Vec<Event>,
 }
 
 impl EventBatch {
-    /// Checks the rules: 1 to [`MAX_EVENTS_PER_BATCH`] events, counts of 1 to [`MAX_COUNT`],
+    /// Checks the rules: a device id of 1 to [`MAX_DEVICE_ID_BYTES`] bytes when present, 1 to
+    /// [`MAX_EVENTS_PER_BATCH`] events, counts of 1 to [`MAX_COUNT`],
     /// hits and fast opens only on opens and never more than the opens.
     ///
     /// # Errors
@@ -81,6 +94,14 @@ impl EventBatch {
             field,
             reason: reason.to_owned(),
         };
+        if let Some(id) = &self.device_id
+            && (id.is_empty() || id.len() > MAX_DEVICE_ID_BYTES || id.chars().any(char::is_control))
+        {
+            return Err(invalid(
+                "device_id".into(),
+                "must be 1 to 128 bytes without control characters",
+            ));
+        }
         if self.events.is_empty() || self.events.len() > MAX_EVENTS_PER_BATCH {
             return Err(invalid("events".into(), "must hold 1 to 1000 events"));
         }

@@ -65,6 +65,10 @@ pub const APP_ORIGINS: &str = "/v1/admin/apps/{app}/origins";
 pub const TOKENS: &str = "/v1/admin/tokens";
 /// `DELETE`: revoke a token by name.
 pub const TOKEN: &str = "/v1/admin/tokens/{name}";
+/// `GET`: an app's ingest keys (never a key); `POST`: make one.
+pub const INGEST_KEYS: &str = "/v1/admin/apps/{app}/ingest-keys";
+/// `DELETE`: revoke an app's ingest key by name.
+pub const INGEST_KEY: &str = "/v1/admin/apps/{app}/ingest-keys/{name}";
 /// `GET`: per-release adoption, failures and page-open figures of an app's channel.
 pub const STATS: &str = "/v1/admin/apps/{app}/channels/{channel}/stats";
 /// `POST`: collect garbage (expired releases, unreferenced blobs and packs), or say what would go.
@@ -99,10 +103,23 @@ pub fn app_origins_path(app: &AppId) -> String {
     format!("/v1/admin/apps/{app}/origins")
 }
 
+/// The path of an app's ingest keys ([`INGEST_KEYS`]).
+pub fn ingest_keys_path(app: &AppId) -> String {
+    format!("/v1/admin/apps/{app}/ingest-keys")
+}
+
+/// The path of `app`'s ingest key named `name` ([`INGEST_KEY`]), its name percent-encoded.
+pub fn ingest_key_path(app: &AppId, name: &str) -> String {
+    encoded(format!("/v1/admin/apps/{app}/ingest-keys/"), name)
+}
+
 /// The path of the token named `name` ([`TOKEN`]), its name percent-encoded (token names are
 /// free text).
 pub fn token_path(name: &str) -> String {
-    let mut path = String::from("/v1/admin/tokens/");
+    encoded(String::from("/v1/admin/tokens/"), name)
+}
+
+fn encoded(mut path: String, name: &str) -> String {
     for byte in name.bytes() {
         if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
             path.push(char::from(byte));

@@ -70,6 +70,8 @@ const RELEASES: [(&str, Files); 2] = [
 pub struct Seeded {
     /// An admin token for trying the admin API.
     pub admin_token: String,
+    /// An ingest key of the demo app, for devices' event reports.
+    pub ingest_key: String,
 }
 
 /// Publishes the demo package: 1.0.0 stable on `production`, 1.1.0 rolling out to 50 % of devices.
@@ -114,7 +116,11 @@ pub async fn seed(service: &Service, scratch: &Path) -> Result<Seeded> {
             "demo: stage 1.1.0 to half the devices",
         )
         .await?;
-    Ok(Seeded { admin_token })
+    let (ingest_key, _) = service.create_ingest_key(&app, "demo", "demo").await?;
+    Ok(Seeded {
+        admin_token,
+        ingest_key,
+    })
 }
 
 fn write_zip(path: &Path, files: &[(&str, &[u8])]) -> Result<()> {

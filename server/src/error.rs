@@ -97,6 +97,31 @@ pub enum Error {
         /// The app's channels, as `its channels: a, b` or `it has none yet`.
         existing: String,
     },
+    /// An event batch without an ingest key, or with one the server refuses for its app.
+    #[error("{message}")]
+    IngestKeyRefused {
+        /// `ingest_key_missing`, `ingest_key_unknown`, `ingest_key_revoked` or
+        /// `ingest_key_wrong_app`.
+        code: &'static str,
+        /// What was wrong and what to do.
+        message: String,
+    },
+    /// An event batch naming an app, channel or release the server does not have.
+    #[error("{message}")]
+    UnknownEventTarget {
+        /// `unknown_app`, `unknown_channel` or `unknown_release`.
+        code: &'static str,
+        /// What is unknown.
+        message: String,
+    },
+    /// A client or device sent more than its share; it may try again after `retry_after_secs`.
+    #[error("too many event batches from this {who}; retry in {retry_after_secs} s")]
+    RateLimited {
+        /// `device` or `client address`.
+        who: &'static str,
+        /// The `Retry-After`.
+        retry_after_secs: u64,
+    },
     /// The request conflicts with what exists (a version published with other content…).
     #[error("{0}")]
     Conflict(String),
@@ -262,6 +287,12 @@ impl Error {
             Error::Unauthorized | Error::TokenRefused { .. } | Error::NeedsToken(_) => {
                 StatusCode::UNAUTHORIZED
             }
+            Error::IngestKeyRefused { code, .. } if *code == "ingest_key_wrong_app" => {
+                StatusCode::FORBIDDEN
+            }
+            Error::IngestKeyRefused { .. } => StatusCode::UNAUTHORIZED,
+            Error::UnknownEventTarget { .. } => StatusCode::NOT_FOUND,
+            Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Error::Forbidden { .. } | Error::SignatureRefused(_) => StatusCode::FORBIDDEN,
             Error::NotFound(_) | Error::DeltaUnavailable { .. } | Error::UnknownChannel { .. } => {
                 StatusCode::NOT_FOUND
@@ -296,6 +327,8 @@ impl Error {
             Error::Unauthorized | Error::NeedsToken(_) => "unauthorized",
             Error::TokenRefused { .. } => "token_refused",
             Error::Forbidden { .. } => "forbidden",
+            Error::IngestKeyRefused { code, .. } | Error::UnknownEventTarget { code, .. } => code,
+            Error::RateLimited { .. } => "rate_limited",
             Error::NotFound(_) => "not_found",
             Error::UnknownChannel { .. } => "unknown_channel",
             Error::DeltaUnavailable { .. } => "delta_unavailable",

@@ -177,6 +177,12 @@ enum Command {
         #[arg(long)]
         channel: Channel,
     },
+    /// Manage an app's ingest keys: the public keys apps ship so that their devices' event
+    /// reports are counted (several may be active, for rotation).
+    IngestKey {
+        #[command(subcommand)]
+        command: IngestKeyCommand,
+    },
     /// Show, or declare, the origins an app's packages may claim routes in.
     Origins {
         #[command(flatten)]
@@ -311,6 +317,21 @@ struct ServeArgs {
     /// Retry-After, in milliseconds.
     #[arg(long, env = "BALEEN_PACK_WAIT_MS", default_value_t = 500)]
     pack_wait_ms: u64,
+    /// Event batches one device may send per minute (and at once); 0: no limit.
+    #[arg(
+        long,
+        env = "BALEEN_EVENTS_PER_DEVICE_PER_MINUTE",
+        default_value_t = server::service::DEFAULT_EVENTS_PER_DEVICE_PER_MINUTE
+    )]
+    events_per_device_per_minute: u32,
+    /// Event batches one client address may send per minute (and at once); 0: no limit (behind
+    /// a proxy or CDN every device has its address: limit there, or raise this).
+    #[arg(
+        long,
+        env = "BALEEN_EVENTS_PER_ADDRESS_PER_MINUTE",
+        default_value_t = server::service::DEFAULT_EVENTS_PER_ADDRESS_PER_MINUTE
+    )]
+    events_per_address_per_minute: u32,
     /// Collect a release on no channel this many seconds after it was last on one (or was
     /// published), unless the history depth or keep-last keeps it.
     #[arg(
@@ -1136,6 +1157,7 @@ fn run(cli: Cli) -> Result<()> {
                 );
             })
         }
+        Command::IngestKey { command } => ingest_key(command),
         Command::Stats {
             remote,
             app,
@@ -1696,6 +1718,8 @@ fn settings(data: &DataDir, args: &ServeArgs) -> Result<Settings> {
     settings.index_max_age_secs = args.index_max_age_secs;
     settings.max_upload_bytes = args.max_upload_bytes;
     settings.pack_wait = std::time::Duration::from_millis(args.pack_wait_ms);
+    settings.events_per_device_per_minute = args.events_per_device_per_minute;
+    settings.events_per_address_per_minute = args.events_per_address_per_minute;
     settings.retention = Retention {
         max_age_secs: args.gc_max_age_secs,
         dev_max_age_secs: args.gc_dev_max_age_secs,
@@ -1857,6 +1881,7 @@ fn print_demo(
                 "key_id": service.public_key().id().to_string(),
                 "public_key": service.public_key().to_hex(),
                 "admin_token": seeded.admin_token,
+                "ingest_key": seeded.ingest_key,
                 "app": APP,
                 "package": PACKAGE,
                 "channel": CHANNEL,
@@ -1868,6 +1893,10 @@ fn print_demo(
     println!("  data dir:    {} (removed on exit)", data.root().display());
     println!("  public key:  {}", service.public_key().to_hex());
     println!("  admin token: {}", seeded.admin_token);
+    println!(
+        "  ingest key:  {} (devices send it with events)",
+        seeded.ingest_key
+    );
     println!(
         "  package {PACKAGE} of app {APP}: 1.0.0 stable on {CHANNEL}, 1.1.0 rolling out to 50 %"
     );
@@ -1916,4 +1945,81 @@ async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutting down");
+}
+
+#[derive(Subcommand)]
+enum IngestKeyCommand {
+    /// Make an ingest key for an app and print it (shown only this once): ship it in the app's
+    /// client configuration (`ingest_key`).
+    Create {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// The app.
+        #[arg(long)]
+        app: AppId,
+        /// A name unique in the app, such as the app version that ships it.
+        #[arg(long)]
+        name: String,
+    },
+    /// List an app's ingest keys (never a key).
+    List {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// The app.
+        #[arg(long)]
+        app: AppId,
+    },
+    /// Revoke an app's ingest key: batches carrying it are refused from now on (within 10 s on
+    /// every replica).
+    Revoke {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// The app.
+        #[arg(long)]
+        app: AppId,
+        /// The key's name.
+        name: String,
+    },
+}
+
+fn ingest_key(command: IngestKeyCommand) -> Result<()> {
+    match command {
+        IngestKeyCommand::Create { remote, app, name } => {
+            let made = client(&remote)?
+                .create_ingest_key(&app, &server::api::IngestKeyRequest { name })?;
+            print_answer(&remote, &made, |made| println!("{}", made.key))?;
+        }
+        IngestKeyCommand::List { remote, app } => {
+            let keys = client(&remote)?.ingest_keys(&app)?;
+            print_answer(&remote, &keys, |keys| {
+                let rows = keys
+                    .iter()
+                    .map(|k| {
+                        vec![
+                            k.name.clone(),
+                            k.state.clone(),
+                            k.created_at.to_string(),
+                            k.revoked_at.map_or("-".to_owned(), |t| t.to_string()),
+                        ]
+                    })
+                    .collect::<Vec<_>>();
+                print_table(
+                    &[
+                        ("NAME", Align::Left),
+                        ("STATE", Align::Left),
+                        ("CREATED", Align::Left),
+                        ("REVOKED", Align::Left),
+                    ],
+                    &rows,
+                );
+            })?;
+        }
+        IngestKeyCommand::Revoke { remote, app, name } => {
+            let key = client(&remote)?.revoke_ingest_key(&app, &name)?;
+            print_answer(&remote, &key, |key| {
+                println!("ingest key {:?} of app {app} revoked", key.name);
+            })?;
+        }
+    }
+    Ok(())
 }

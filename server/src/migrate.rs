@@ -40,7 +40,7 @@ use self::tables::{TargetState, connect, copy_metadata, schema, target_state};
 mod tests;
 
 /// Every metadata table, each after the tables its foreign keys name.
-pub const TABLES: [&str; 14] = [
+pub const TABLES: [&str; 16] = [
     "packages",
     "apps",
     "releases",
@@ -55,6 +55,8 @@ pub const TABLES: [&str; 14] = [
     "release_blobs",
     "collections",
     "key_lists",
+    "ingest_keys",
+    "release_devices",
 ];
 
 /// PostgreSQL's own tables, with no counterpart in an embedded install: coordination between

@@ -234,6 +234,44 @@ impl Remote {
         self.answer(&what, response)
     }
 
+    /// The ingest keys of `app`.
+    pub fn ingest_keys(&self, app: &AppId) -> Result<Vec<crate::api::IngestKeySummary>> {
+        self.get(
+            &format!("listing the ingest keys of app {app}"),
+            &paths::ingest_keys_path(app),
+        )
+    }
+
+    /// Makes an ingest key for `app`; the answer holds the key, shown only this once.
+    pub fn create_ingest_key(
+        &self,
+        app: &AppId,
+        request: &crate::api::IngestKeyRequest,
+    ) -> Result<crate::api::NewIngestKey> {
+        self.post(
+            &format!("creating ingest key {:?} of app {app}", request.name),
+            &paths::ingest_keys_path(app),
+            request,
+        )
+    }
+
+    /// Revokes `app`'s ingest key `name`.
+    pub fn revoke_ingest_key(
+        &self,
+        app: &AppId,
+        name: &str,
+    ) -> Result<crate::api::IngestKeySummary> {
+        let what = format!("revoking ingest key {name:?} of app {app}");
+        let url = format!("{}{}", self.base, paths::ingest_key_path(app, name));
+        let response = self
+            .agent
+            .delete(&url)
+            .header("Authorization", format!("Bearer {}", self.token))
+            .call()
+            .map_err(|e| self.unreachable(&what, e))?;
+        self.answer(&what, response)
+    }
+
     /// The newest `limit` audit entries, newest first.
     pub fn audit(&self, limit: u32) -> Result<Vec<AuditEntry>> {
         self.get(

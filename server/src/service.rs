@@ -68,7 +68,18 @@ pub struct Settings {
     pub retention: Retention,
     /// How often `serve` collects garbage with [`Settings::retention`]; none: only when asked.
     pub gc_interval: Option<Duration>,
+    /// Event batches one device may send per minute, and at once; 0: no limit.
+    pub events_per_device_per_minute: u32,
+    /// Event batches one client address may send per minute, and at once; 0: no limit.
+    pub events_per_address_per_minute: u32,
 }
+
+/// Event batches a device may send per minute by default: a device sends one per launch or so.
+pub const DEFAULT_EVENTS_PER_DEVICE_PER_MINUTE: u32 = 10;
+
+/// Event batches one client address may send per minute by default: many devices may share an
+/// address (a carrier's NAT), so it is well above a device's.
+pub const DEFAULT_EVENTS_PER_ADDRESS_PER_MINUTE: u32 = 600;
 
 /// The default interval between periodic collections: six hours.
 pub const DEFAULT_GC_INTERVAL_SECS: u64 = 6 * 3600;
@@ -97,6 +108,8 @@ impl Settings {
             max_requested_pack_builds: 16,
             retention: Retention::default(),
             gc_interval: Some(Duration::from_secs(DEFAULT_GC_INTERVAL_SECS)),
+            events_per_device_per_minute: DEFAULT_EVENTS_PER_DEVICE_PER_MINUTE,
+            events_per_address_per_minute: DEFAULT_EVENTS_PER_ADDRESS_PER_MINUTE,
         }
     }
 }
@@ -214,6 +227,8 @@ pub struct Service {
     pub(crate) blob_gate: tokio::sync::RwLock<()>,
     /// Collections run one at a time.
     pub(crate) collecting: tokio::sync::Mutex<()>,
+    /// Ingest keys and rate limits of `POST /v1/events`.
+    pub(crate) events: crate::stats::EventGate,
 }
 
 impl Service {
@@ -252,6 +267,7 @@ impl Service {
             .unwrap_or(axum::http::HeaderValue::from_static("public, max-age=60")),
             blob_gate: tokio::sync::RwLock::new(()),
             collecting: tokio::sync::Mutex::new(()),
+            events: crate::stats::EventGate::new(&settings),
             settings,
         })
     }

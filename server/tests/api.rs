@@ -803,7 +803,25 @@ fn device_reports_add_up_to_adoption_and_page_open_figures() {
         );
         assert_eq!(r.status, 201);
     }
-    let post = |body: serde_json::Value| {
+    let r = s.change(
+        "checkout",
+        "production",
+        json!({"action": "promote", "version": "1.0.0"}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let key = s
+        .post_json(
+            "/v1/admin/apps/shop/ingest-keys",
+            &s.admin,
+            &json!({"name": "app"}),
+        )
+        .json()["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let post = |device: &str, mut body: serde_json::Value| {
+        body["ingest_key"] = json!(key);
+        body["device_id"] = json!(device);
         request(
             &s.base,
             "POST",
@@ -813,11 +831,15 @@ fn device_reports_add_up_to_adoption_and_page_open_figures() {
         )
     };
     let event = |version: &str, kind: &str| json!({"package": "checkout", "version": version, "kind": kind});
-    for _ in 0..3 {
-        let r = post(json!({"app": "shop", "channel": "production", "events": [
-            event("1.1.0", "installed"), event("1.1.0", "activated"),
-            {"package": "checkout", "version": "1.1.0", "kind": "opens", "count": 10, "offline_hits": 9, "under_1s": 7},
-        ]}));
+    // Three devices report; states count devices, opens count opens.
+    for device in ["d1", "d2", "d3"] {
+        let r = post(
+            device,
+            json!({"app": "shop", "channel": "production", "events": [
+                event("1.1.0", "installed"), event("1.1.0", "activated"),
+                {"package": "checkout", "version": "1.1.0", "kind": "opens", "count": 10, "offline_hits": 9, "under_1s": 7},
+            ]}),
+        );
         assert_eq!(
             (r.status, r.json()["accepted"].as_u64()),
             (202, Some(3)),
@@ -825,17 +847,27 @@ fn device_reports_add_up_to_adoption_and_page_open_figures() {
             r.text()
         );
     }
-    let r = post(json!({"app": "shop", "channel": "production", "events": [
-        event("1.1.0", "failed"), event("1.1.0", "rolled_back"), event("1.0.0", "activated"),
-        event("9.9.9", "installed"),
-        {"package": "unknown", "version": "1.0.0", "kind": "installed"},
-    ]}));
-    assert_eq!(r.json(), json!({"accepted": 3, "ignored": 2}));
-    // Another app's device cannot count towards this app's package.
     let r = post(
+        "d1",
+        json!({"app": "shop", "channel": "production", "events": [
+            event("1.1.0", "failed"), event("1.1.0", "rolled_back"), event("1.0.0", "activated"),
+            event("9.9.9", "installed"),
+            {"package": "unknown", "version": "1.0.0", "kind": "installed"},
+        ]}),
+    );
+    assert_eq!(
+        (&r.json()["accepted"], &r.json()["ignored"]),
+        (&json!(3), &json!(2))
+    );
+    // Another app's devices cannot count towards this app's package: the key is this app's.
+    let r = post(
+        "d1",
         json!({"app": "other", "channel": "production", "events": [event("1.1.0", "installed")]}),
     );
-    assert_eq!(r.json(), json!({"accepted": 0, "ignored": 1}));
+    assert_eq!(
+        (r.status, r.code()),
+        (403, "ingest_key_wrong_app".to_owned())
+    );
 
     let stats = s
         .admin_get("/v1/admin/apps/shop/channels/production/stats")

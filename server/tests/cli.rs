@@ -941,7 +941,27 @@ fn tables_line_up_and_empty_results_say_so() {
     );
 
     let event = |version: &str, kind: &str| serde_json::json!({"package": "checkout", "version": version, "kind": kind});
-    let events = serde_json::json!({"app": "shop", "channel": "production", "events": [
+    // Devices report with the app's ingest key, made and listed by the command line.
+    let key = ok(&baleen(
+        &[
+            "ingest-key",
+            "create",
+            "--app",
+            "shop",
+            "--name",
+            "android-5.3",
+        ],
+        &env,
+    ));
+    let key = key.trim();
+    assert!(key.starts_with("bik_"), "{key}");
+    let keys = ok(&baleen(&["ingest-key", "list", "--app", "shop"], &env));
+    assert!(
+        keys.contains("android-5.3") && keys.contains("active") && !keys.contains("bik_"),
+        "{keys}"
+    );
+    let events = serde_json::json!({"app": "shop", "channel": "production", "ingest_key": key,
+        "device_id": "cli-device", "events": [
         event("1.0.0", "installed"), event("1.10.0-beta.1", "installed"),
         event("1.10.0-beta.1", "activated"),
         {"package": "checkout", "version": "1.0.0", "kind": "opens", "count": 1000, "offline_hits": 999},

@@ -505,6 +505,24 @@ fn seeded() -> TestServer {
     runtime
         .block_on(s.service.precompress(&package, &version))
         .unwrap();
+    // The ingest key the document's event batch example carries.
+    let example_key = server::meta_store::IngestKeyRecord {
+        app: manifests::AppId::parse("shop").unwrap(),
+        name: "example".into(),
+        hash: manifests::Digest::of(b"bik_5f3c9a0e1d2b4c6a8e7f9a1b3c5d7e9f"),
+        created_at: manifests::Timestamp::from_unix_secs(1_700_000_000),
+        revoked_at: None,
+    };
+    let audit = server::meta_store::AuditEntry {
+        at: example_key.created_at,
+        actor: "test".into(),
+        action: "ingest_key.create".into(),
+        target: "shop/example".into(),
+        detail: "{}".into(),
+    };
+    runtime
+        .block_on(s.service.meta().insert_ingest_key(&example_key, &audit))
+        .unwrap();
     s
 }
 
@@ -845,7 +863,7 @@ fn whole_numbers_written_with_a_fraction_are_integers_as_the_document_says() {
         )
     };
     let r = post_events(
-        r#"{"app":"shop","channel":"production","note":[0.5,1e300],"events":[
+        r#"{"app":"shop","channel":"production","ingest_key":"bik_5f3c9a0e1d2b4c6a8e7f9a1b3c5d7e9f","device_id":"d","note":[0.5,1e300],"events":[
             {"package":"checkout","version":"1.0.0","kind":"opens","count":12.0,"offline_hits":1.2e1,"under_1s":0.0,"extra":{"x":0.25}},
             {"package":"checkout","version":"1.0.0","kind":"installed","offline_hits":0.0}]}"#,
     );

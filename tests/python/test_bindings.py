@@ -4,6 +4,7 @@ Run by tests/tests/e2e/bindings.rs with a live server. Environment:
   BALEEN_BINDINGS  directory holding client_core.py and libclient_core.so
   BALEEN_SERVER    the server's base URL
   BALEEN_KEY       the trusted public key (hex)
+  BALEEN_INGEST_KEY  the app's ingest key, sent with events
   BALEEN_STORE     an empty directory for the device store
   BALEEN_BUILD     the published build directory (release 1.0.0, package checkout)
 """
@@ -73,6 +74,7 @@ def config(keys, store):
         custom_scheme="baleen",
         max_pending_launches=2,
         sequence_floor=0,
+        ingest_key=os.environ["BALEEN_INGEST_KEY"],
     )
 
 

@@ -67,6 +67,8 @@ pub struct Server {
     pub base: String,
     /// The admin token.
     pub token: String,
+    /// An ingest key of app `shop`, which [`Server::client_config`] gives devices.
+    pub ingest_key: String,
     /// The signing key (tests only).
     pub key: KeyPair,
     /// The temporary directory holding data and scratch files.
@@ -135,9 +137,19 @@ impl Server {
             .strip_prefix("listening on ")
             .unwrap()
             .to_owned();
+        let ingest_key = baleen(
+            &["ingest-key", "create", "--app", "shop", "--name", "e2e"],
+            &[
+                ("BALEEN_SERVER", base.as_str()),
+                ("BALEEN_TOKEN", token.as_str()),
+            ],
+        )
+        .trim()
+        .to_owned();
         Server {
             base,
             token,
+            ingest_key,
             key,
             dir,
             child,
@@ -248,6 +260,7 @@ impl Server {
             custom_scheme: Some("baleen".to_owned()),
             max_pending_launches: 2,
             sequence_floor: 0,
+            ingest_key: Some(self.ingest_key.clone()),
         }
     }
 }

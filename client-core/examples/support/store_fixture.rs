@@ -150,6 +150,7 @@ pub fn open(dir: &Path) -> Client {
         custom_scheme: Some("baleen".to_owned()),
         max_pending_launches: 3,
         sequence_floor: 0,
+        ingest_key: None,
     };
     Client::open(config, Arc::new(Offline)).unwrap()
 }

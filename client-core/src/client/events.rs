@@ -20,8 +20,11 @@ impl Client {
         lock(&self.core).record_open(release, offline, ms_to_first_paint);
     }
 
-    /// Sends queued events and open counters to the server; on failure they stay queued.
-    /// Blocks (network).
+    /// Sends queued events and open counters to the server with the app's ingest key and the
+    /// device's id; on a network failure, a busy server or a rate limit they stay queued, and
+    /// what the server refuses (a revoked key, an unknown release) is dropped, as sending it
+    /// again would be refused again. Without an ingest key nothing is sent (and the queue is
+    /// emptied). Blocks (network).
     ///
     /// # Errors
     /// Network errors.
@@ -38,9 +41,14 @@ impl Client {
         if events.is_empty() {
             return Ok(0);
         }
+        let Some(ingest_key) = self.config.ingest_key.clone() else {
+            return Ok(0);
+        };
         let batch = EventBatch {
             app: self.config.app.clone(),
             channel: self.config.channel.clone(),
+            ingest_key: Some(ingest_key),
+            device_id: Some(self.config.device_id.clone()),
             events,
         };
         let body = serde_json::to_vec(&batch).map_err(|e| Error::Invalid(e.to_string()))?;
@@ -49,12 +57,27 @@ impl Client {
             .net
             .request("POST", paths::EVENTS, &headers, body, 64 * 1024)
             .and_then(|r| match r.status {
-                202 => Ok(batch.events.len()),
+                202 => Ok(Sent::Counted),
+                // Refused for good: sending it again would be refused again.
+                400..=499 if r.status != 408 && r.status != 429 => Ok(Sent::Refused(r.status)),
                 s => Err(Error::Network(format!("POST /v1/events: HTTP {s}"))),
             });
-        if result.is_err() {
-            lock(&self.core).requeue(batch.events);
+        match result {
+            Ok(Sent::Counted) => Ok(batch.events.len()),
+            Ok(Sent::Refused(status)) => Err(Error::Invalid(format!(
+                "POST /v1/events: HTTP {status}; {} events dropped",
+                batch.events.len()
+            ))),
+            Err(e) => {
+                lock(&self.core).requeue(batch.events);
+                Err(e)
+            }
         }
-        result
     }
+}
+
+/// What became of a batch the server answered.
+enum Sent {
+    Counted,
+    Refused(u16),
 }

@@ -45,6 +45,10 @@ pub struct ClientConfig {
     /// The lowest index sequence ever acceptable.
     #[serde(default)]
     pub sequence_floor: u64,
+    /// The app's ingest key (`bik_…`); without it the device sends no events.
+    #[serde(default)]
+    #[uniffi(default = None)]
+    pub ingest_key: Option<String>,
 }
 
 impl TryFrom<ClientConfig> for Config {
@@ -70,6 +74,7 @@ impl TryFrom<ClientConfig> for Config {
             custom_scheme: config.custom_scheme,
             max_pending_launches: config.max_pending_launches,
             sequence_floor: config.sequence_floor,
+            ingest_key: config.ingest_key,
         })
     }
 }

@@ -501,10 +501,78 @@ impl From<&meta_store::ReleaseStats> for ReleaseReport {
 /// The answer to a device's event batch (schema `Accepted`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Accepted {
-    /// Events counted.
+    /// Events counted (a state a device reported before is counted once; opens past a
+    /// device's daily share are not added).
     pub accepted: usize,
-    /// Events naming a package or release the server does not know (not counted).
+    /// Events refused, each listed in `refused` (not counted).
     pub ignored: usize,
+    /// Why each refused event was refused; the device drops them rather than send them again.
+    #[serde(default)]
+    pub refused: Vec<RefusedEvent>,
+}
+
+/// One event of an accepted batch that was not counted (schema `RefusedEvent`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedEvent {
+    /// Its place in the batch's `events`, from 0.
+    pub index: usize,
+    /// `unknown_release` (the package is not the app's, or the release does not exist, or was
+    /// collected).
+    pub code: String,
+    /// What is unknown.
+    pub message: String,
+}
+
+/// A request to make an ingest key (schema `IngestKeyRequest`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestKeyRequest {
+    /// A name unique in the app, such as the app version that ships it (`android-5.3`).
+    pub name: String,
+}
+
+/// What is known of an ingest key (schema `IngestKeySummary`); the key itself is shown once,
+/// when it is made.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestKeySummary {
+    /// The app it reports for.
+    pub app: AppId,
+    /// Its name.
+    pub name: String,
+    /// When it was made.
+    pub created_at: Timestamp,
+    /// When it was revoked.
+    pub revoked_at: Option<Timestamp>,
+    /// `active` or `revoked`.
+    pub state: String,
+}
+
+impl IngestKeySummary {
+    /// The summary of `key`.
+    pub fn of(key: &meta_store::IngestKeyRecord) -> IngestKeySummary {
+        IngestKeySummary {
+            app: key.app.clone(),
+            name: key.name.clone(),
+            created_at: key.created_at,
+            revoked_at: key.revoked_at,
+            state: if key.revoked_at.is_some() {
+                "revoked"
+            } else {
+                "active"
+            }
+            .to_owned(),
+        }
+    }
+}
+
+/// A new ingest key (schema `NewIngestKey`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewIngestKey {
+    /// The key, `bik_…`, to ship in the app's configuration.
+    pub key: String,
+    /// The key as stored.
+    #[serde(flatten)]
+    pub summary: IngestKeySummary,
 }
 
 /// The body of `POST GC` (schema `GcRequest`): a dry run or not, and the server's retention

@@ -365,6 +365,65 @@ pub async fn revoke_token(
     Ok(Json(api::TokenSummary::of(&token, crate::service::now())).into_response())
 }
 
+/// `GET /v1/admin/apps/{app}/ingest-keys`: the app's ingest keys, never a key.
+pub async fn ingest_keys(
+    State(service): State<Arc<Service>>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let app = AppId::parse(&app)?;
+    caller(&service, &headers, "list ingest keys")
+        .await?
+        .require(Scope::Admin, None, "list ingest keys")?;
+    let keys: Vec<api::IngestKeySummary> = service
+        .meta()
+        .ingest_keys(&app)
+        .await?
+        .iter()
+        .map(api::IngestKeySummary::of)
+        .collect();
+    Ok(Json(keys).into_response())
+}
+
+/// `POST /v1/admin/apps/{app}/ingest-keys` with an `IngestKeyRequest`: a new ingest key, shown
+/// only here.
+pub async fn create_ingest_key(
+    State(service): State<Arc<Service>>,
+    Path(app): Path<String>,
+    headers: HeaderMap,
+    body: std::result::Result<Json<api::IngestKeyRequest>, JsonRejection>,
+) -> Result<Response> {
+    let app = AppId::parse(&app)?;
+    let caller = caller(&service, &headers, "create an ingest key").await?;
+    caller.require(Scope::Admin, None, "create ingest keys")?;
+    let Json(body) =
+        body.map_err(|e| Error::BadRequest(format!("request body: {}", e.body_text())))?;
+    let (key, record) = service
+        .create_ingest_key(&app, &body.name, caller.name())
+        .await?;
+    let answer = api::NewIngestKey {
+        key,
+        summary: api::IngestKeySummary::of(&record),
+    };
+    Ok((StatusCode::CREATED, Json(answer)).into_response())
+}
+
+/// `DELETE /v1/admin/apps/{app}/ingest-keys/{name}`: batches carrying the key are refused from
+/// now on.
+pub async fn revoke_ingest_key(
+    State(service): State<Arc<Service>>,
+    Path((app, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let app = AppId::parse(&app)?;
+    let caller = caller(&service, &headers, "revoke an ingest key").await?;
+    caller.require(Scope::Admin, None, "revoke ingest keys")?;
+    let key = service
+        .revoke_ingest_key(&app, &name, caller.name())
+        .await?;
+    Ok(Json(api::IngestKeySummary::of(&key)).into_response())
+}
+
 /// `GET /v1/admin/apps/{app}/origins`
 pub async fn origins(
     State(service): State<Arc<Service>>,

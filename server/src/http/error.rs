@@ -14,6 +14,9 @@ impl IntoResponse for Error {
             Error::Overloaded | Error::MetaUnavailable(_) => Some(1),
             Error::PackNotReady {
                 retry_after_secs, ..
+            }
+            | Error::RateLimited {
+                retry_after_secs, ..
             } => Some(retry_after_secs),
             _ => None,
         };

@@ -46,6 +46,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", paths::TOKENS),
     ("POST", paths::TOKENS),
     ("DELETE", paths::TOKEN),
+    ("GET", paths::INGEST_KEYS),
+    ("POST", paths::INGEST_KEYS),
+    ("DELETE", paths::INGEST_KEY),
     ("POST", paths::EVENTS),
     ("GET", paths::STATS),
     ("POST", paths::GC),
@@ -89,6 +92,14 @@ pub fn router(service: Arc<Service>) -> Router {
         .route(paths::RELEASE_SIGNATURES, post(admin::sign_release))
         .route(paths::TOKENS, get(admin::tokens).post(admin::create_token))
         .route(paths::TOKEN, axum::routing::delete(admin::revoke_token))
+        .route(
+            paths::INGEST_KEYS,
+            get(admin::ingest_keys).post(admin::create_ingest_key),
+        )
+        .route(
+            paths::INGEST_KEY,
+            axum::routing::delete(admin::revoke_ingest_key),
+        )
         .layer(TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(60),
@@ -241,6 +252,11 @@ async fn metrics(
     )
 }
 
+/// The address of the client a request came from (the TCP peer: a proxy in front of the
+/// server is one client), set on every request [`serve`] reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ClientAddr(pub std::net::IpAddr);
+
 /// Binds `addr`; port 0 picks a free port (read it with `local_addr`).
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(addr)
@@ -282,8 +298,8 @@ pub async fn serve(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
                     Err(e) => {
                         // Out of file descriptors and the like: back off instead of spinning.
                         tracing::warn!(error = %e, "accepting a connection failed");
@@ -299,8 +315,18 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let stream = edge::WriteTimeout::new(stream, write_timeout);
+                // The client's address goes with each request, for the per-address limits of
+                // the public write route.
+                let reads = reads.clone();
+                let peer = ClientAddr(peer.ip());
+                let service = hyper::service::service_fn(
+                    move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                        request.extensions_mut().insert(peer);
+                        hyper::service::Service::call(&reads, request)
+                    },
+                );
                 let connection = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), reads.clone())
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
                     .into_owned();
                 let connection = graceful.watch(connection);
                 tokio::spawn(async move {

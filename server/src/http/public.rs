@@ -429,16 +429,25 @@ pub fn parse_range(spec: &str, size: u64) -> RangeSpec {
     }
 }
 
-/// The largest event batch accepted, in bytes: 1,000 events of a few hundred bytes fit; the
+/// The largest event batch accepted, in bytes: 1,000 events of up to about 250 bytes fit; the
 /// route needs no token, so its cap is small.
-pub const EVENTS_BODY_LIMIT: usize = 512 * 1024;
+pub const EVENTS_BODY_LIMIT: usize = 256 * 1024;
 
-/// `POST /v1/events`: a device's batch of reports. No token: devices hold none. The body was
-/// read within [`EVENTS_BODY_LIMIT`] and the body deadline on admission (`http::admit`).
+/// `POST /v1/events`: a device's batch of reports, carrying the app's ingest key and the
+/// device's id. The body was read within [`EVENTS_BODY_LIMIT`] and the body deadline on
+/// admission (`http::admit`); the client's address is limited before it is parsed.
 pub async fn events(
     State(service): State<Arc<Service>>,
-    body: axum::body::Bytes,
+    request: axum::extract::Request,
 ) -> Result<Response> {
+    if let Some(super::ClientAddr(address)) = request.extensions().get::<super::ClientAddr>() {
+        service.events.admit_address(*address)?;
+    }
+    let body = axum::body::to_bytes(request.into_body(), EVENTS_BODY_LIMIT)
+        .await
+        .map_err(|_| Error::TooLarge {
+            limit_bytes: EVENTS_BODY_LIMIT as u64,
+        })?;
     let batch = manifests::parse_event_batch(&body)?;
     let accepted = service.record_events(&batch).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(accepted)).into_response())

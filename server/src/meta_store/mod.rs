@@ -337,6 +337,45 @@ pub struct ReleaseStats {
     pub under_1s: u64,
 }
 
+/// Most page opens one device adds to one release's figures per day (UTC): far above what a
+/// person opens, far below what would move an open rate.
+pub const MAX_OPENS_PER_DEVICE_DAY: u64 = 1_000;
+
+/// One device's reports on one release in one batch, as the server counts them: the states it
+/// reported (each counted once per device, ever) and its opens (bounded per device and day, see
+/// [`MAX_OPENS_PER_DEVICE_DAY`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DeviceReport {
+    /// The package.
+    pub package: Option<PackageId>,
+    /// The release.
+    pub version: Option<ReleaseVersion>,
+    /// The states reported: `installed`, `activated`, `ready`, `failed`, `rolled_back`.
+    pub states: Vec<&'static str>,
+    /// Page opens reported.
+    pub opens: u64,
+    /// Of them, answered from the device.
+    pub offline_hits: u64,
+    /// Of them, shown within one second.
+    pub under_1s: u64,
+}
+
+/// An app's ingest key: public (shipped in the app) but known to the server, so that event
+/// figures come only from apps that hold one; only its hash is stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IngestKeyRecord {
+    /// The app it reports for.
+    pub app: AppId,
+    /// Its name, unique in the app (`android-5.3`…).
+    pub name: String,
+    /// sha256 of the key.
+    pub hash: Digest,
+    /// When it was made.
+    pub created_at: Timestamp,
+    /// When it was revoked; a revoked key is never accepted again.
+    pub revoked_at: Option<Timestamp>,
+}
+
 /// A built pack, stored as a blob.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PackRecord {
@@ -611,7 +650,46 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug + 'static {
         deltas: &[ReleaseStats],
     ) -> Result<()>;
 
-    /// The counters of every release reported on a channel.
+    /// Counts one device's reports on a channel: each state at most once per device and release
+    /// (a row per device, keyed by `device`, a hash of its id), opens up to
+    /// [`MAX_OPENS_PER_DEVICE_DAY`] per device, release and `day` (days since the epoch);
+    /// `reports` name releases that exist.
+    async fn add_device_reports(
+        &self,
+        app: &AppId,
+        channel: &Channel,
+        device: &Digest,
+        day: u64,
+        reports: &[DeviceReport],
+    ) -> Result<()>;
+
+    /// Stores an ingest key and writes `audit`.
+    ///
+    /// # Errors
+    /// [`crate::error::Error::Conflict`] when the app has a key of that name.
+    async fn insert_ingest_key(&self, key: &IngestKeyRecord, audit: &AuditEntry) -> Result<()>;
+
+    /// The ingest key with this hash.
+    async fn ingest_key(&self, hash: &Digest) -> Result<Option<IngestKeyRecord>>;
+
+    /// Every ingest key of `app`, revoked ones included, oldest first.
+    async fn ingest_keys(&self, app: &AppId) -> Result<Vec<IngestKeyRecord>>;
+
+    /// Revokes `app`'s ingest key `name` at `at` and writes `audit`; a key revoked before keeps
+    /// its first revocation time. Returns the key as it is now.
+    ///
+    /// # Errors
+    /// [`crate::error::Error::NotFound`] when the app has no key of that name.
+    async fn revoke_ingest_key(
+        &self,
+        app: &AppId,
+        name: &str,
+        at: Timestamp,
+        audit: &AuditEntry,
+    ) -> Result<IngestKeyRecord>;
+
+    /// The counters of every release reported on a channel: states in distinct devices (plus
+    /// any event counts recorded before devices were counted), opens in events.
     async fn stats(&self, app: &AppId, channel: &Channel) -> Result<Vec<ReleaseStats>>;
 
     /// The origins an app's packages may claim routes in, once declared (by its first publish,

@@ -26,13 +26,15 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio_postgres::{NoTls, Row};
 
 use super::rows::{
-    check_new_origins, check_routes, declared_by, entry_json, manifest_blobs, named_versions,
-    origins_json, parse_origins, parse_routes, routes_json, unreadable_blobs, versions_named_by,
+    DayOpens, add_device_counts, capped_opens, check_new_origins, check_routes, declared_by,
+    entry_json, manifest_blobs, named_versions, origins_json, parse_origins, parse_routes,
+    routes_json, unreadable_blobs, versions_named_by,
 };
 use super::{
-    AuditEntry, ChannelCommit, ChannelHead, ChannelPackage, ChannelRow, ChannelState, HistoryEntry,
-    HistoryMention, Inserted, MetaStore, PackFact, PackRecord, ReleaseFact, ReleaseRecord,
-    ReleaseStats, RetentionFacts, Scope, StoreChange, StoreLock, StoredIndex, TokenRecord,
+    AuditEntry, ChannelCommit, ChannelHead, ChannelPackage, ChannelRow, ChannelState, DeviceReport,
+    HistoryEntry, HistoryMention, IngestKeyRecord, Inserted, MetaStore, PackFact, PackRecord,
+    ReleaseFact, ReleaseRecord, ReleaseStats, RetentionFacts, Scope, StoreChange, StoreLock,
+    StoredIndex, TokenRecord,
 };
 use crate::error::{Error, Result};
 
@@ -40,7 +42,7 @@ use crate::error::{Error, Result};
 pub const CHANNEL_EVENTS: &str = "baleen_channel";
 
 /// Schema steps, in order: `MIGRATIONS[0]` makes version 1, and so on. Only ever append.
-pub(crate) const MIGRATIONS: [&str; 2] = [
+pub(crate) const MIGRATIONS: [&str; 3] = [
     // 1: everything the embedded store has at its version 7.
     "CREATE TABLE packages (
          id TEXT PRIMARY KEY,
@@ -175,6 +177,29 @@ pub(crate) const MIGRATIONS: [&str; 2] = [
          name TEXT PRIMARY KEY,
          holder TEXT NOT NULL,
          expires_at_ms BIGINT NOT NULL
+     );",
+    // 3: as the embedded store's 8: ingest keys, and a row per device and release for each
+    // state it reported (distinct devices) and for its day's opens.
+    "CREATE TABLE ingest_keys (
+         hash TEXT PRIMARY KEY,
+         app TEXT NOT NULL,
+         name TEXT NOT NULL,
+         created_at BIGINT NOT NULL,
+         revoked_at BIGINT,
+         UNIQUE (app, name)
+     );
+     CREATE TABLE release_devices (
+         app TEXT NOT NULL,
+         channel TEXT NOT NULL,
+         package TEXT NOT NULL,
+         version TEXT NOT NULL,
+         state TEXT NOT NULL,
+         device TEXT NOT NULL,
+         day BIGINT NOT NULL,
+         opens BIGINT NOT NULL,
+         offline_hits BIGINT NOT NULL,
+         under_1s BIGINT NOT NULL,
+         PRIMARY KEY (app, channel, package, version, state, device)
      );",
 ];
 
@@ -515,6 +540,18 @@ fn opt_time(row: &Row, i: usize) -> Result<Option<Timestamp>> {
     Ok(row
         .try_get::<_, Option<i64>>(i)?
         .map(|s| Timestamp::from_unix_secs(s.max(0) as u64)))
+}
+
+const INGEST_KEY_COLUMNS: &str = "hash, app, name, created_at, revoked_at";
+
+fn ingest_key_row(r: &Row) -> Result<IngestKeyRecord> {
+    Ok(IngestKeyRecord {
+        hash: col(r, 0, Digest::parse)?,
+        app: col(r, 1, AppId::parse)?,
+        name: r.try_get(2)?,
+        created_at: time(r, 3)?,
+        revoked_at: opt_time(r, 4)?,
+    })
 }
 
 fn count(row: &Row, i: usize) -> Result<u64> {
@@ -1285,6 +1322,201 @@ impl MetaStore for PostgresMetaStore {
         Ok(())
     }
 
+    async fn add_device_reports(
+        &self,
+        app: &AppId,
+        channel: &Channel,
+        device: &Digest,
+        day: u64,
+        reports: &[DeviceReport],
+    ) -> Result<()> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let n = |v: u64| v.min(i64::MAX as u64) as i64;
+        let device = device.to_string();
+        for r in reports {
+            let (Some(package), Some(version)) = (&r.package, &r.version) else {
+                continue;
+            };
+            let version = version.to_string();
+            let key: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [
+                &app.as_str(),
+                &channel.as_str(),
+                &package.as_str(),
+                &version,
+                &device,
+            ];
+            for state in &r.states {
+                tx.execute(
+                    "INSERT INTO release_devices (app, channel, package, version, device, state,
+                       day, opens, offline_hits, under_1s)
+                     VALUES ($1, $2, $3, $4, $5, $6, 0, 0, 0, 0) ON CONFLICT DO NOTHING",
+                    &[key[0], key[1], key[2], key[3], key[4], state],
+                )
+                .await?;
+            }
+            if r.opens == 0 {
+                continue;
+            }
+            // The row exists before it is locked, so two batches of one device wait for each
+            // other rather than both starting from nothing.
+            tx.execute(
+                "INSERT INTO release_devices (app, channel, package, version, device, state,
+                   day, opens, offline_hits, under_1s)
+                 VALUES ($1, $2, $3, $4, $5, 'opens', 0, 0, 0, 0) ON CONFLICT DO NOTHING",
+                &key,
+            )
+            .await?;
+            let row = tx
+                .query_one(
+                    "SELECT day, opens, offline_hits, under_1s FROM release_devices
+                     WHERE app = $1 AND channel = $2 AND package = $3 AND version = $4
+                       AND device = $5 AND state = 'opens' FOR UPDATE",
+                    &key,
+                )
+                .await?;
+            let stored = DayOpens {
+                day: count(&row, 0)?,
+                opens: count(&row, 1)?,
+                offline_hits: count(&row, 2)?,
+                under_1s: count(&row, 3)?,
+            };
+            let (row, added) = capped_opens(Some(stored), day, r);
+            if added.opens == 0 {
+                continue;
+            }
+            tx.execute(
+                "UPDATE release_devices SET day = $6, opens = $7, offline_hits = $8, under_1s = $9
+                 WHERE app = $1 AND channel = $2 AND package = $3 AND version = $4
+                   AND device = $5 AND state = 'opens'",
+                &[
+                    key[0],
+                    key[1],
+                    key[2],
+                    key[3],
+                    key[4],
+                    &n(row.day),
+                    &n(row.opens),
+                    &n(row.offline_hits),
+                    &n(row.under_1s),
+                ],
+            )
+            .await?;
+            tx.execute(
+                "INSERT INTO release_stats AS s (app, channel, package, version, opens,
+                   offline_hits, under_1s)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (app, channel, package, version) DO UPDATE SET
+                   opens = s.opens + excluded.opens,
+                   offline_hits = s.offline_hits + excluded.offline_hits,
+                   under_1s = s.under_1s + excluded.under_1s",
+                &[
+                    key[0],
+                    key[1],
+                    key[2],
+                    key[3],
+                    &n(added.opens),
+                    &n(added.offline_hits),
+                    &n(added.under_1s),
+                ],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn insert_ingest_key(&self, key: &IngestKeyRecord, audit: &AuditEntry) -> Result<()> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let taken = tx
+            .query_opt(
+                "SELECT 1 FROM ingest_keys WHERE app = $1 AND name = $2",
+                &[&key.app.as_str(), &key.name],
+            )
+            .await?
+            .is_some();
+        if taken {
+            return Err(Error::Conflict(format!(
+                "app {} has an ingest key named {:?}",
+                key.app, key.name
+            )));
+        }
+        tx.execute(
+            &format!("INSERT INTO ingest_keys ({INGEST_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5)"),
+            &[
+                &key.hash.to_string(),
+                &key.app.as_str(),
+                &key.name,
+                &secs(key.created_at),
+                &key.revoked_at.map(secs),
+            ],
+        )
+        .await?;
+        insert_audit(&tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn ingest_key(&self, hash: &Digest) -> Result<Option<IngestKeyRecord>> {
+        let client = self.pool.get().await?;
+        client
+            .query_opt(
+                &format!("SELECT {INGEST_KEY_COLUMNS} FROM ingest_keys WHERE hash = $1"),
+                &[&hash.to_string()],
+            )
+            .await?
+            .map(|r| ingest_key_row(&r))
+            .transpose()
+    }
+
+    async fn ingest_keys(&self, app: &AppId) -> Result<Vec<IngestKeyRecord>> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {INGEST_KEY_COLUMNS} FROM ingest_keys WHERE app = $1
+                     ORDER BY created_at, name"
+                ),
+                &[&app.as_str()],
+            )
+            .await?;
+        each(rows, ingest_key_row)
+    }
+
+    async fn revoke_ingest_key(
+        &self,
+        app: &AppId,
+        name: &str,
+        at: Timestamp,
+        audit: &AuditEntry,
+    ) -> Result<IngestKeyRecord> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let changed = tx
+            .execute(
+                "UPDATE ingest_keys SET revoked_at = $3
+                 WHERE app = $1 AND name = $2 AND revoked_at IS NULL",
+                &[&app.as_str(), &name, &secs(at)],
+            )
+            .await?;
+        if changed > 0 {
+            insert_audit(&tx, audit).await?;
+        }
+        let row = tx
+            .query_opt(
+                &format!(
+                    "SELECT {INGEST_KEY_COLUMNS} FROM ingest_keys WHERE app = $1 AND name = $2"
+                ),
+                &[&app.as_str(), &name],
+            )
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("ingest key {name:?} of app {app}")))?;
+        let key = ingest_key_row(&row)?;
+        tx.commit().await?;
+        Ok(key)
+    }
+
     async fn stats(&self, app: &AppId, channel: &Channel) -> Result<Vec<ReleaseStats>> {
         let client = self.pool.get().await?;
         let rows = client
@@ -1309,7 +1541,23 @@ impl MetaStore for PostgresMetaStore {
                 under_1s: count(r, 9)?,
             })
         })?;
-        stats.sort_by(|a, b| (&a.package, &b.version).cmp(&(&b.package, &a.version)));
+        let rows = client
+            .query(
+                "SELECT package, version, state, COUNT(*) FROM release_devices
+                 WHERE app = $1 AND channel = $2 AND state <> 'opens'
+                 GROUP BY package, version, state",
+                &[&app.as_str(), &channel.as_str()],
+            )
+            .await?;
+        let counts = each(rows, |r| {
+            Ok((
+                col(r, 0, PackageId::parse)?,
+                col(r, 1, ReleaseVersion::parse)?,
+                r.try_get::<_, String>(2)?,
+                count(r, 3)?,
+            ))
+        })?;
+        add_device_counts(&mut stats, counts);
         Ok(stats)
     }
 

@@ -169,3 +169,78 @@ pub(crate) fn entry_json(entry: &PackageEntry) -> Result<String> {
     serde_json::to_string(entry)
         .map_err(|e| Error::Internal(format!("index entry does not serialise: {e}")))
 }
+
+/// What a device's opens row holds: the day (since the epoch) its counts are of, and the opens,
+/// offline hits and fast opens counted for that day.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct DayOpens {
+    pub day: u64,
+    pub opens: u64,
+    pub offline_hits: u64,
+    pub under_1s: u64,
+}
+
+/// Adds `report`'s opens to a device's row (`stored`, none for its first) on `day`, bounded by
+/// [`super::MAX_OPENS_PER_DEVICE_DAY`]: returns the row to store and what the release's figures
+/// gain. A row of an earlier day starts again from zero. Hits and fast opens never exceed the
+/// opens counted.
+pub(crate) fn capped_opens(
+    stored: Option<DayOpens>,
+    day: u64,
+    report: &super::DeviceReport,
+) -> (DayOpens, DayOpens) {
+    let mut row = match stored {
+        Some(row) if row.day == day => row,
+        _ => DayOpens {
+            day,
+            ..DayOpens::default()
+        },
+    };
+    let opens = report
+        .opens
+        .min(super::MAX_OPENS_PER_DEVICE_DAY.saturating_sub(row.opens));
+    let added = DayOpens {
+        day,
+        opens,
+        offline_hits: report.offline_hits.min(opens),
+        under_1s: report.under_1s.min(opens),
+    };
+    row.opens += added.opens;
+    row.offline_hits += added.offline_hits;
+    row.under_1s += added.under_1s;
+    (row, added)
+}
+
+/// Adds distinct-device counts (`(package, version, state, devices)`, as the engines read them
+/// from `release_devices`) to the event counters read from `release_stats`, and sorts the
+/// result as both engines answer it.
+pub(crate) fn add_device_counts(
+    stats: &mut Vec<super::ReleaseStats>,
+    counts: Vec<(manifests::PackageId, manifests::ReleaseVersion, String, u64)>,
+) {
+    for (package, version, state, devices) in counts {
+        let at = match stats.iter().position(|s| {
+            s.package.as_ref() == Some(&package) && s.version.as_ref() == Some(&version)
+        }) {
+            Some(at) => at,
+            None => {
+                stats.push(super::ReleaseStats {
+                    package: Some(package),
+                    version: Some(version),
+                    ..super::ReleaseStats::default()
+                });
+                stats.len() - 1
+            }
+        };
+        let s = &mut stats[at];
+        match state.as_str() {
+            "installed" => s.installed += devices,
+            "activated" => s.activated += devices,
+            "ready" => s.ready += devices,
+            "failed" => s.failed += devices,
+            "rolled_back" => s.rolled_back += devices,
+            _ => {}
+        }
+    }
+    stats.sort_by(|a, b| (&a.package, &b.version).cmp(&(&b.package, &a.version)));
+}

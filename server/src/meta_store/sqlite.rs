@@ -16,14 +16,14 @@ use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::rows::{
-    check_new_origins, check_routes as check_route_rows, declared_by, entry_json, manifest_blobs,
-    manifest_routes, named_versions, origins_json, parse_origins, parse_routes, routes_json,
-    unreadable_blobs, versions_named_by,
+    DayOpens, add_device_counts, capped_opens, check_new_origins, check_routes as check_route_rows,
+    declared_by, entry_json, manifest_blobs, manifest_routes, named_versions, origins_json,
+    parse_origins, parse_routes, routes_json, unreadable_blobs, versions_named_by,
 };
 use super::{
-    AuditEntry, ChannelCommit, ChannelHead, ChannelPackage, ChannelRow, ChannelState, HistoryEntry,
-    HistoryMention, Inserted, MetaStore, PackFact, PackRecord, ReleaseFact, ReleaseRecord,
-    ReleaseStats, RetentionFacts, Scope, StoredIndex, TokenRecord,
+    AuditEntry, ChannelCommit, ChannelHead, ChannelPackage, ChannelRow, ChannelState, DeviceReport,
+    HistoryEntry, HistoryMention, IngestKeyRecord, Inserted, MetaStore, PackFact, PackRecord,
+    ReleaseFact, ReleaseRecord, ReleaseStats, RetentionFacts, Scope, StoredIndex, TokenRecord,
 };
 use crate::error::{Error, Result};
 
@@ -127,7 +127,7 @@ CREATE TABLE audit (
 
 /// Metadata in SQLite.
 /// Upgrades, in order: `MIGRATIONS[0]` takes version 1 to 2, and so on. Only ever append.
-pub(crate) const MIGRATIONS: [&str; 6] = [
+pub(crate) const MIGRATIONS: [&str; 7] = [
     // 2: the publisher's fetch priority and prefetch policy, carried into the index.
     "ALTER TABLE releases ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE releases ADD COLUMN prefetch TEXT NOT NULL DEFAULT 'always';",
@@ -179,6 +179,30 @@ pub(crate) const MIGRATIONS: [&str; 6] = [
          envelope BLOB NOT NULL,
          PRIMARY KEY (app, version)
      );",
+    // 8: figures that cannot be faked cheaply: each app's ingest keys (hashes), and a row per
+    // device (a hash of its id) and release for each state it reported, so that states count
+    // distinct devices, plus one `opens` row holding the day's opens that bound its share.
+    "CREATE TABLE ingest_keys (
+         hash TEXT PRIMARY KEY,
+         app TEXT NOT NULL,
+         name TEXT NOT NULL,
+         created_at INTEGER NOT NULL,
+         revoked_at INTEGER,
+         UNIQUE (app, name)
+     );
+     CREATE TABLE release_devices (
+         app TEXT NOT NULL,
+         channel TEXT NOT NULL,
+         package TEXT NOT NULL,
+         version TEXT NOT NULL,
+         state TEXT NOT NULL,
+         device TEXT NOT NULL,
+         day INTEGER NOT NULL,
+         opens INTEGER NOT NULL,
+         offline_hits INTEGER NOT NULL,
+         under_1s INTEGER NOT NULL,
+         PRIMARY KEY (app, channel, package, version, state, device)
+     ) WITHOUT ROWID;",
 ];
 
 /// The version [`MIGRATIONS`] lead to.
@@ -279,6 +303,18 @@ fn time(row: &Row<'_>, i: usize) -> rusqlite::Result<Timestamp> {
 fn secs(t: Timestamp) -> i64 {
     // Timestamps are capped at year 9999, far below i64::MAX.
     t.unix_secs() as i64
+}
+
+const INGEST_KEY_COLUMNS: &str = "hash, app, name, created_at, revoked_at";
+
+fn ingest_key_row(r: &Row<'_>) -> rusqlite::Result<IngestKeyRecord> {
+    Ok(IngestKeyRecord {
+        hash: col(r, 0, Digest::parse)?,
+        app: col(r, 1, AppId::parse)?,
+        name: r.get(2)?,
+        created_at: time(r, 3)?,
+        revoked_at: opt_time(r, 4)?,
+    })
 }
 
 const TOKEN_COLUMNS: &str =
@@ -1089,6 +1125,205 @@ impl MetaStore for SqliteMetaStore {
         .await
     }
 
+    async fn add_device_reports(
+        &self,
+        app: &AppId,
+        channel: &Channel,
+        device: &Digest,
+        day: u64,
+        reports: &[DeviceReport],
+    ) -> Result<()> {
+        let (app, channel, device, reports) = (
+            app.clone(),
+            channel.clone(),
+            device.to_string(),
+            reports.to_vec(),
+        );
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let n = |v: u64| v.min(i64::MAX as u64) as i64;
+            for r in &reports {
+                let (Some(package), Some(version)) = (&r.package, &r.version) else {
+                    continue;
+                };
+                let key = (
+                    app.as_str(),
+                    channel.as_str(),
+                    package.as_str(),
+                    version.to_string(),
+                );
+                for state in &r.states {
+                    tx.execute(
+                        "INSERT INTO release_devices (app, channel, package, version, state,
+                           device, day, opens, offline_hits, under_1s)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, 0, 0, 0) ON CONFLICT DO NOTHING",
+                        params![key.0, key.1, key.2, key.3, state, device],
+                    )?;
+                }
+                if r.opens == 0 {
+                    continue;
+                }
+                let stored = tx
+                    .query_row(
+                        "SELECT day, opens, offline_hits, under_1s FROM release_devices
+                         WHERE app = ?1 AND channel = ?2 AND package = ?3 AND version = ?4
+                           AND state = 'opens' AND device = ?5",
+                        params![key.0, key.1, key.2, key.3, device],
+                        |row| {
+                            let v = |i| row.get::<_, i64>(i).map(|v| v.max(0) as u64);
+                            Ok(DayOpens {
+                                day: v(0)?,
+                                opens: v(1)?,
+                                offline_hits: v(2)?,
+                                under_1s: v(3)?,
+                            })
+                        },
+                    )
+                    .optional()?;
+                let (row, added) = capped_opens(stored, day, r);
+                if added.opens == 0 {
+                    continue;
+                }
+                tx.execute(
+                    "INSERT INTO release_devices (app, channel, package, version, state, device,
+                       day, opens, offline_hits, under_1s)
+                     VALUES (?1, ?2, ?3, ?4, 'opens', ?5, ?6, ?7, ?8, ?9)
+                     ON CONFLICT (app, channel, package, version, state, device) DO UPDATE SET
+                       day = excluded.day, opens = excluded.opens,
+                       offline_hits = excluded.offline_hits, under_1s = excluded.under_1s",
+                    params![
+                        key.0,
+                        key.1,
+                        key.2,
+                        key.3,
+                        device,
+                        n(row.day),
+                        n(row.opens),
+                        n(row.offline_hits),
+                        n(row.under_1s)
+                    ],
+                )?;
+                tx.execute(
+                    "INSERT INTO release_stats (app, channel, package, version, opens,
+                       offline_hits, under_1s)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (app, channel, package, version) DO UPDATE SET
+                       opens = opens + excluded.opens,
+                       offline_hits = offline_hits + excluded.offline_hits,
+                       under_1s = under_1s + excluded.under_1s",
+                    params![
+                        key.0,
+                        key.1,
+                        key.2,
+                        key.3,
+                        n(added.opens),
+                        n(added.offline_hits),
+                        n(added.under_1s)
+                    ],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn insert_ingest_key(&self, key: &IngestKeyRecord, audit: &AuditEntry) -> Result<()> {
+        let (key, audit) = (key.clone(), audit.clone());
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let taken: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM ingest_keys WHERE app = ?1 AND name = ?2)",
+                params![key.app.as_str(), key.name],
+                |r| r.get(0),
+            )?;
+            if taken {
+                return Err(Error::Conflict(format!(
+                    "app {} has an ingest key named {:?}",
+                    key.app, key.name
+                )));
+            }
+            tx.execute(
+                &format!(
+                    "INSERT INTO ingest_keys ({INGEST_KEY_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)"
+                ),
+                params![
+                    key.hash.to_string(),
+                    key.app.as_str(),
+                    key.name,
+                    secs(key.created_at),
+                    key.revoked_at.map(secs),
+                ],
+            )?;
+            insert_audit(&tx, &audit)?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn ingest_key(&self, hash: &Digest) -> Result<Option<IngestKeyRecord>> {
+        let hash = *hash;
+        self.with(move |c| {
+            Ok(c.query_row(
+                &format!("SELECT {INGEST_KEY_COLUMNS} FROM ingest_keys WHERE hash = ?1"),
+                [hash.to_string()],
+                ingest_key_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn ingest_keys(&self, app: &AppId) -> Result<Vec<IngestKeyRecord>> {
+        let app = app.clone();
+        self.with(move |c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {INGEST_KEY_COLUMNS} FROM ingest_keys WHERE app = ?1
+                 ORDER BY created_at, name"
+            ))?;
+            let rows = stmt
+                .query_map([app.as_str()], ingest_key_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn revoke_ingest_key(
+        &self,
+        app: &AppId,
+        name: &str,
+        at: Timestamp,
+        audit: &AuditEntry,
+    ) -> Result<IngestKeyRecord> {
+        let (app, name, audit) = (app.clone(), name.to_owned(), audit.clone());
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let changed = tx.execute(
+                "UPDATE ingest_keys SET revoked_at = ?3
+                 WHERE app = ?1 AND name = ?2 AND revoked_at IS NULL",
+                params![app.as_str(), name, secs(at)],
+            )?;
+            if changed > 0 {
+                insert_audit(&tx, &audit)?;
+            }
+            let key = tx
+                .query_row(
+                    &format!(
+                        "SELECT {INGEST_KEY_COLUMNS} FROM ingest_keys WHERE app = ?1 AND name = ?2"
+                    ),
+                    params![app.as_str(), name],
+                    ingest_key_row,
+                )
+                .optional()?
+                .ok_or_else(|| Error::NotFound(format!("ingest key {name:?} of app {app}")))?;
+            tx.commit()?;
+            Ok(key)
+        })
+        .await
+    }
+
     async fn stats(&self, app: &AppId, channel: &Channel) -> Result<Vec<ReleaseStats>> {
         let (app, channel) = (app.clone(), channel.clone());
         self.with(move |c| {
@@ -1116,7 +1351,22 @@ impl MetaStore for SqliteMetaStore {
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            rows.sort_by(|a, b| (&a.package, &b.version).cmp(&(&b.package, &a.version)));
+            let mut stmt = c.prepare(
+                "SELECT package, version, state, COUNT(*) FROM release_devices
+                 WHERE app = ?1 AND channel = ?2 AND state <> 'opens'
+                 GROUP BY package, version, state",
+            )?;
+            let counts = stmt
+                .query_map(params![app.as_str(), channel.as_str()], |r| {
+                    Ok((
+                        col(r, 0, PackageId::parse)?,
+                        col(r, 1, ReleaseVersion::parse)?,
+                        r.get::<_, String>(2)?,
+                        n(r, 3)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            add_device_counts(&mut rows, counts);
             Ok(rows)
         })
         .await

@@ -383,6 +383,129 @@ pub(crate) async fn meta_store_suite(store: &dyn MetaStore) {
             .is_empty()
     );
 
+    // Device reports: states count distinct devices (added to the event counts above), opens
+    // are bounded per device, release and day.
+    let report = |version: &str, states: &[&'static str], opens: u64| DeviceReport {
+        package: Some(pkg("checkout")),
+        version: Some(ver(version)),
+        states: states.to_vec(),
+        opens,
+        offline_hits: opens,
+        under_1s: 0,
+    };
+    let (phone, tablet) = (Digest::of(b"phone"), Digest::of(b"tablet"));
+    for _ in 0..3 {
+        store
+            .add_device_reports(
+                &shop,
+                &production,
+                &phone,
+                100,
+                &[report("2.0.0", &["failed", "installed"], 600)],
+            )
+            .await
+            .unwrap();
+    }
+    store
+        .add_device_reports(
+            &shop,
+            &production,
+            &tablet,
+            100,
+            &[
+                report("2.0.0", &["failed"], 5),
+                report("3.0.0", &["ready"], 0),
+            ],
+        )
+        .await
+        .unwrap();
+    // A new day: the phone's share starts again.
+    store
+        .add_device_reports(&shop, &production, &phone, 101, &[report("2.0.0", &[], 7)])
+        .await
+        .unwrap();
+    let stats = store.stats(&shop, &production).await.unwrap();
+    let summary: Vec<(String, u64, u64, u64, u64, u64)> = stats
+        .iter()
+        .map(|s| {
+            (
+                s.version.as_ref().unwrap().to_string(),
+                s.installed,
+                s.failed,
+                s.ready,
+                s.opens,
+                s.offline_hits,
+            )
+        })
+        .collect();
+    let opens = 16 + super::MAX_OPENS_PER_DEVICE_DAY + 5 + 7;
+    assert_eq!(
+        summary,
+        [
+            ("3.0.0".into(), 0, 0, 1, 0, 0),
+            ("2.0.0".into(), 3, 2, 0, opens, opens - 16),
+            ("1.9.0".into(), 1, 0, 0, 4, 0)
+        ]
+    );
+
+    // Ingest keys: found by hash, names unique per app, listed per app, revoked once.
+    let ingest = IngestKeyRecord {
+        app: shop.clone(),
+        name: "android-1".into(),
+        hash: Digest::of(b"bik_1"),
+        created_at: Timestamp::from_unix_secs(1_700_000_000),
+        revoked_at: None,
+    };
+    store
+        .insert_ingest_key(&ingest, &audit("ingest_key.create"))
+        .await
+        .unwrap();
+    let again = IngestKeyRecord {
+        hash: Digest::of(b"bik_2"),
+        ..ingest.clone()
+    };
+    assert!(matches!(
+        store
+            .insert_ingest_key(&again, &audit("ingest_key.create"))
+            .await,
+        Err(crate::Error::Conflict(_))
+    ));
+    let elsewhere = IngestKeyRecord {
+        app: app("news"),
+        ..again.clone()
+    };
+    store
+        .insert_ingest_key(&elsewhere, &audit("ingest_key.create"))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.ingest_key(&ingest.hash).await.unwrap(),
+        Some(ingest.clone())
+    );
+    assert_eq!(store.ingest_key(&Digest::of(b"nope")).await.unwrap(), None);
+    assert_eq!(
+        store.ingest_keys(&shop).await.unwrap(),
+        std::slice::from_ref(&ingest)
+    );
+    let at = Timestamp::from_unix_secs(1_750_000_000);
+    let revoked = store
+        .revoke_ingest_key(&shop, "android-1", at, &audit("ingest_key.revoke"))
+        .await
+        .unwrap();
+    assert_eq!(revoked.revoked_at, Some(at));
+    let later = Timestamp::from_unix_secs(1_760_000_000);
+    let still = store
+        .revoke_ingest_key(&shop, "android-1", later, &audit("ingest_key.revoke"))
+        .await
+        .unwrap();
+    assert_eq!(still.revoked_at, Some(at), "the first revocation stays");
+    assert!(matches!(
+        store
+            .revoke_ingest_key(&shop, "none", at, &audit("ingest_key.revoke"))
+            .await,
+        Err(crate::Error::NotFound(_))
+    ));
+
     // Tokens: found by hash, names unique, listed, revoked once, their use recorded.
     let token = TokenRecord {
         name: "ci".into(),
@@ -456,6 +579,9 @@ pub(crate) async fn meta_store_suite(store: &dyn MetaStore) {
             "token.revoke",
             "token.use",
             "token.create",
+            "ingest_key.revoke",
+            "ingest_key.create",
+            "ingest_key.create",
             "promote",
             "publish",
             "promote",

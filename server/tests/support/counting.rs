@@ -12,9 +12,9 @@ use async_trait::async_trait;
 use manifests::{AppId, Channel, Digest, PackageEntry, PackageId, ReleaseVersion, Timestamp};
 use server::Result;
 use server::meta_store::{
-    AuditEntry, ChannelCommit, ChannelHead, ChannelPackage, ChannelRow, ChannelState, HistoryEntry,
-    Inserted, MetaStore, PackRecord, ReleaseRecord, ReleaseStats, RetentionFacts, StoredIndex,
-    TokenRecord,
+    AuditEntry, ChannelCommit, ChannelHead, ChannelPackage, ChannelRow, ChannelState, DeviceReport,
+    HistoryEntry, IngestKeyRecord, Inserted, MetaStore, PackRecord, ReleaseRecord, ReleaseStats,
+    RetentionFacts, StoredIndex, TokenRecord,
 };
 
 #[derive(Debug)]
@@ -210,6 +210,47 @@ impl MetaStore for Counting {
         deltas: &[ReleaseStats],
     ) -> Result<()> {
         let r = self.inner.add_stats(app, channel, deltas).await;
+        self.write(r)
+    }
+
+    async fn add_device_reports(
+        &self,
+        app: &AppId,
+        channel: &Channel,
+        device: &Digest,
+        day: u64,
+        reports: &[DeviceReport],
+    ) -> Result<()> {
+        let r = self
+            .inner
+            .add_device_reports(app, channel, device, day, reports)
+            .await;
+        self.write(r)
+    }
+
+    async fn insert_ingest_key(&self, key: &IngestKeyRecord, audit: &AuditEntry) -> Result<()> {
+        let r = self.inner.insert_ingest_key(key, audit).await;
+        self.write(r)
+    }
+
+    async fn ingest_key(&self, hash: &Digest) -> Result<Option<IngestKeyRecord>> {
+        let r = self.inner.ingest_key(hash).await?;
+        Ok(self.count("ingest_key", usize::from(r.is_some()), r))
+    }
+
+    async fn ingest_keys(&self, app: &AppId) -> Result<Vec<IngestKeyRecord>> {
+        let r = self.inner.ingest_keys(app).await?;
+        Ok(self.count("ingest_keys", r.len(), r))
+    }
+
+    async fn revoke_ingest_key(
+        &self,
+        app: &AppId,
+        name: &str,
+        at: Timestamp,
+        audit: &AuditEntry,
+    ) -> Result<IngestKeyRecord> {
+        let r = self.inner.revoke_ingest_key(app, name, at, audit).await;
         self.write(r)
     }
 

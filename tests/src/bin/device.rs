@@ -31,6 +31,7 @@ fn main() -> ExitCode {
             custom_scheme: None,
             max_pending_launches: 3,
             sequence_floor: 0,
+            ingest_key: None,
         };
         let client =
             Client::open(config, Arc::new(BuiltinFetcher::default())).map_err(|e| e.to_string())?;

@@ -115,6 +115,7 @@ fn open_client(args: &Args) -> Result<Client, String> {
         custom_scheme: None,
         max_pending_launches: 1000,
         sequence_floor: 0,
+        ingest_key: None,
     };
     let client = Client::open(config, Arc::new(BuiltinFetcher::default()))
         .map_err(|e| format!("opening the store {}: {e}", args.store))?;

@@ -82,6 +82,7 @@ fn main() -> ExitCode {
             custom_scheme: None,
             max_pending_launches: 3,
             sequence_floor: 0,
+            ingest_key: None,
         };
         let fetcher = Arc::new(Counting::default());
         let client = Client::open(config, fetcher.clone()).map_err(|e| e.to_string())?;

@@ -69,6 +69,7 @@ fn python_bindings_install_resolve_and_report() {
         .env("BALEEN_SERVER", &server.base)
         .env("BALEEN_KEY", server.key.public().to_hex())
         .env("BALEEN_STORE", server.dir.path().join("py-store"))
+        .env("BALEEN_INGEST_KEY", &server.ingest_key)
         .env("BALEEN_BUILD", &build)
         .output()
         .unwrap();

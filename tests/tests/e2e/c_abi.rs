@@ -52,6 +52,7 @@ fn a_c_program_installs_and_resolves_through_the_header() {
         "public_keys": [server.key.public().to_hex()],
         "threshold": 1,
         "max_pending_launches": 2,
+        "ingest_key": server.ingest_key,
     });
     let out = Command::new(&exe)
         .arg(config.to_string())

@@ -170,6 +170,8 @@ impl Replica {
             .arg("--data-dir")
             .arg(&self.data)
             .args(["--index-max-age-secs", "1"])
+            // A thousand devices report through one edge, one client address to the replicas.
+            .args(["--events-per-address-per-minute", "0"])
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -490,7 +492,7 @@ impl Fetcher for FleetNet {
     }
 }
 
-fn device_config(dir: &Path, edge: &str, id: &str, key: &KeyPair) -> Config {
+fn device_config(dir: &Path, edge: &str, id: &str, key: &KeyPair, ingest_key: &str) -> Config {
     Config {
         dir: dir.to_path_buf(),
         server: edge.to_owned(),
@@ -503,6 +505,7 @@ fn device_config(dir: &Path, edge: &str, id: &str, key: &KeyPair) -> Config {
         custom_scheme: Some("baleen".to_owned()),
         max_pending_launches: 2,
         sequence_floor: 0,
+        ingest_key: Some(ingest_key.to_owned()),
     }
 }
 
@@ -978,6 +981,13 @@ fn a_thousand_devices_update_through_a_cdn_edge_while_replicas_die_and_postgres_
         baleen(args, &[("BALEEN_SERVER", &base), ("BALEEN_TOKEN", &token)])
     };
 
+    let ingest_key = cli(
+        &replicas[0],
+        &["ingest-key", "create", "--app", "shop", "--name", "fleet"],
+    )
+    .trim()
+    .to_owned();
+
     // Release 1, published by CI on replica A, installed by one device through the edge; the
     // fleet starts from copies of that device's store.
     let [first, second] = &builds;
@@ -1002,7 +1012,7 @@ fn a_thousand_devices_update_through_a_cdn_edge_while_replicas_die_and_postgres_
     let template = dir.path().join("template");
     {
         let client = Client::open(
-            device_config(&template, &edge_base, "template", &key),
+            device_config(&template, &edge_base, "template", &key, &ingest_key),
             Arc::new(BuiltinFetcher::default()),
         )
         .unwrap();
@@ -1031,8 +1041,8 @@ fn a_thousand_devices_update_through_a_cdn_edge_while_replicas_die_and_postgres_
             .chunks(DEVICES / THREADS + 1)
             .map(<[usize]>::to_vec)
             .map(|chunk| {
-                let (template, stores, edge_base, key, net) =
-                    (&template, &stores, &edge_base, &key, &net);
+                let (template, stores, edge_base, key, net, ingest_key) =
+                    (&template, &stores, &edge_base, &key, &net, &ingest_key);
                 scope.spawn(move || {
                     chunk
                         .into_iter()
@@ -1041,7 +1051,7 @@ fn a_thousand_devices_update_through_a_cdn_edge_while_replicas_die_and_postgres_
                             let store = stores.join(&id);
                             copy_store(template, &store);
                             let client = Client::open(
-                                device_config(&store, edge_base, &id, key),
+                                device_config(&store, edge_base, &id, key, ingest_key),
                                 net.clone(),
                             )
                             .unwrap();
