@@ -318,3 +318,61 @@ fn a_tiny_release_comes_as_its_full_pack_in_one_request() {
     assert!(report.fallbacks.is_empty(), "{:?}", report.fallbacks);
     assert_eq!(active_version(&client), "1.0.1");
 }
+
+/// The device sends its events with the app's ingest key and its id; without a key it sends
+/// none, and what the server refuses for good (a revoked key) is dropped, not queued forever.
+#[test]
+fn events_go_with_the_ingest_key_and_are_dropped_when_the_key_is_refused() {
+    let (server, _build) = Server::with_first_release("good");
+    let stats = || -> serde_json::Value {
+        serde_json::from_str(&tests::baleen(
+            &[
+                "stats",
+                "--app",
+                "shop",
+                "--channel",
+                "production",
+                "--json",
+            ],
+            &server.env(),
+        ))
+        .unwrap()
+    };
+
+    let mut config = server.client_config(&server.dir.path().join("keyless"), "keyless", "6.0");
+    config.ingest_key = None;
+    let keyless = Client::open(
+        config,
+        std::sync::Arc::new(client_core::fetch::builtin::BuiltinFetcher::default()),
+    )
+    .unwrap();
+    tests::update_now(&keyless).unwrap();
+    keyless.mark_ready(&checkout()).unwrap();
+    assert_eq!(keyless.flush_events().unwrap(), 0);
+    assert_eq!(keyless.status().queued_events, 0);
+    assert_eq!(
+        stats(),
+        serde_json::json!([]),
+        "a device without a key counts nothing"
+    );
+
+    let client = server.client(&server.dir.path().join("device"), "device-1", "6.0");
+    tests::update_now(&client).unwrap();
+    client.mark_ready(&checkout()).unwrap();
+    assert!(client.flush_events().unwrap() > 0);
+    assert_eq!(stats()[0]["ready"], 1);
+
+    tests::baleen(
+        &["ingest-key", "revoke", "--app", "shop", "e2e"],
+        &server.env(),
+    );
+    client.report_open(&format!("{ROUTE}index.html"), 100);
+    let refused = client.flush_events().unwrap_err();
+    assert!(refused.to_string().contains("401"), "{refused}");
+    assert_eq!(
+        client.status().queued_events,
+        0,
+        "refused events are dropped"
+    );
+    assert_eq!(stats()[0]["opens"], 0);
+}
