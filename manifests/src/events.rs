@@ -59,8 +59,8 @@ fn one() -> u64 {
     1
 }
 
-/// Longest device id a batch may carry, in bytes.
-pub const MAX_DEVICE_ID_BYTES: usize = 128;
+/// Longest device id a batch may carry, in characters (as JSON Schema's `maxLength` counts).
+pub const MAX_DEVICE_ID_CHARS: usize = 128;
 
 /// What a device sends in one request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,7 +83,7 @@ pub struct EventBatch {
 }
 
 impl EventBatch {
-    /// Checks the rules: a device id of 1 to [`MAX_DEVICE_ID_BYTES`] bytes when present, 1 to
+    /// Checks the rules: a device id of 1 to [`MAX_DEVICE_ID_CHARS`] characters when present, 1 to
     /// [`MAX_EVENTS_PER_BATCH`] events, counts of 1 to [`MAX_COUNT`],
     /// hits and fast opens only on opens and never more than the opens.
     ///
@@ -94,13 +94,11 @@ impl EventBatch {
             field,
             reason: reason.to_owned(),
         };
+        // Any text: the server keeps only a hash of it.
         if let Some(id) = &self.device_id
-            && (id.is_empty() || id.len() > MAX_DEVICE_ID_BYTES || id.chars().any(char::is_control))
+            && (id.is_empty() || id.chars().count() > MAX_DEVICE_ID_CHARS)
         {
-            return Err(invalid(
-                "device_id".into(),
-                "must be 1 to 128 bytes without control characters",
-            ));
+            return Err(invalid("device_id".into(), "must be 1 to 128 characters"));
         }
         if self.events.is_empty() || self.events.len() > MAX_EVENTS_PER_BATCH {
             return Err(invalid("events".into(), "must hold 1 to 1000 events"));

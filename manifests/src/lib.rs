@@ -45,7 +45,7 @@ pub use digest::{Digest, Hasher, decode_hex, encode_hex};
 pub use envelope::{Opened, SignedDocument, add_signature, cosign, open, sign_value, signed_bytes};
 pub use error::{Error, PackError, Result};
 pub use events::{
-    Event, EventBatch, EventKind, MAX_COUNT, MAX_DEVICE_ID_BYTES, MAX_EVENTS_PER_BATCH,
+    Event, EventBatch, EventKind, MAX_COUNT, MAX_DEVICE_ID_CHARS, MAX_EVENTS_PER_BATCH,
     parse_event_batch,
 };
 pub use ids::{

@@ -505,6 +505,23 @@ fn event_batches() {
         {"package":"checkout","version":"1.0.0","kind":"installed"},
         {"package":"checkout","version":"1.0.0","kind":"opens","count":10,"offline_hits":9,"under_1s":8}]}"#;
     check_events(ok, expect!["ok 2"]);
+    let keyed = |device: &str| {
+        format!(
+            r#"{{"app":"shop","channel":"production","ingest_key":"bik_00","device_id":{device},"events":[
+            {{"package":"checkout","version":"1.0.0","kind":"failed"}}]}}"#
+        )
+    };
+    check_events(&keyed(r#""d-1""#), expect!["ok 1"]);
+    // 128 characters, 256 bytes: JSON Schema's maxLength counts characters, and so does the rule.
+    check_events(&keyed(&format!("{:?}", "é".repeat(128))), expect!["ok 1"]);
+    check_events(
+        &keyed(&format!("{:?}", "d".repeat(129))),
+        expect!["invalid_field: invalid device_id: must be 1 to 128 characters"],
+    );
+    check_events(
+        &keyed(r#""""#),
+        expect!["invalid_field: invalid device_id: must be 1 to 128 characters"],
+    );
     check_events(
         r#"{"app":"shop","channel":"production","events":[]}"#,
         expect!["invalid_field: invalid events: must hold 1 to 1000 events"],
