@@ -64,7 +64,7 @@ impl EventGate {
             .admit(&address, Instant::now())
             .map_err(|wait| Error::RateLimited {
                 who: "client address",
-                retry_after_secs: wait.as_secs().max(1),
+                retry_after_secs: retry_after(wait),
             })
     }
 
@@ -73,7 +73,7 @@ impl EventGate {
             .admit(device, Instant::now())
             .map_err(|wait| Error::RateLimited {
                 who: "device",
-                retry_after_secs: wait.as_secs().max(1),
+                retry_after_secs: retry_after(wait),
             })
     }
 
@@ -108,6 +108,12 @@ impl EventGate {
         // A poisoned lock holds only a cache; going on with it is safe.
         self.keys.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// A bucket's wait as `Retry-After`: whole seconds, rounded up, 1 to 60 (a bucket refills at
+/// least one token a minute).
+fn retry_after(wait: Duration) -> u64 {
+    (wait.as_secs_f64().ceil() as u64).clamp(1, 60)
 }
 
 /// The hash a device is counted under: of its id within its app, so that no id is stored.

@@ -767,6 +767,11 @@ fn request_patterns() -> Vec<(&'static str, Parser)> {
         ("/components/schemas/TokenRequest/properties/name", |t| {
             server::auth::check_token_name(t).is_ok()
         }),
+        // An ingest key's name follows a token's rule (`stats::create_ingest_key`).
+        (
+            "/components/schemas/IngestKeyRequest/properties/name",
+            |t| server::auth::check_token_name(t).is_ok(),
+        ),
         ("/components/schemas/ReleaseSignature/properties/sig", |t| {
             server::api::decode_signature(t).is_ok()
         }),
