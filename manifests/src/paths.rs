@@ -73,6 +73,11 @@ pub const INGEST_KEY: &str = "/v1/admin/apps/{app}/ingest-keys/{name}";
 pub const STATS: &str = "/v1/admin/apps/{app}/channels/{channel}/stats";
 /// `POST`: collect garbage (expired releases, unreferenced blobs and packs), or say what would go.
 pub const GC: &str = "/v1/admin/gc";
+/// A package's health-gated rollout on a channel: `GET` shows it, `PUT` starts it, `DELETE`
+/// stops it.
+pub const RAMP: &str = "/v1/admin/packages/{package}/channels/{channel}/ramp";
+/// `POST`: evaluate every running ramp now.
+pub const RAMPS_EVALUATE: &str = "/v1/admin/ramps/evaluate";
 
 /// The path of the signed index of `app` on `channel` ([`INDEX`]).
 pub fn index_path(app: &AppId, channel: &Channel) -> String {
@@ -186,6 +191,11 @@ pub fn releases_path(package: &PackageId) -> String {
 /// The path a change of `package` on `channel` is posted to ([`CHANNEL_CHANGE`]).
 pub fn channel_change_path(package: &PackageId, channel: &Channel) -> String {
     format!("/v1/admin/packages/{package}/channels/{channel}")
+}
+
+/// The path of `package`'s ramp on `channel` ([`RAMP`]).
+pub fn ramp_path(package: &PackageId, channel: &Channel) -> String {
+    format!("/v1/admin/packages/{package}/channels/{channel}/ramp")
 }
 
 /// The path of `package`'s history on `channel` ([`HISTORY`]).

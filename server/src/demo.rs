@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use manifests::{AppId, Channel, PackageId};
+use manifests::{AppId, Channel, Event, EventBatch, EventKind, PackageId, ReleaseVersion};
 use zip::write::SimpleFileOptions;
 
 use crate::auth::TokenSpec;
@@ -134,5 +134,63 @@ fn write_zip(path: &Path, files: &[(&str, &[u8])]) -> Result<()> {
         writer.write_all(bytes).map_err(io)?;
     }
     writer.finish().map_err(zip_err)?;
+    Ok(())
+}
+
+/// Devices of the simulated fleet on the stable release and on the candidate.
+pub const FLEET: (usize, usize) = (400, 200);
+
+/// Reports the events of a simulated fleet, so that a new user sees figures at once: devices on
+/// the stable release and on the candidate install, activate, boot (a few fail and roll back)
+/// and open pages, most from the device and within a second. Through the same path as devices'
+/// reports (the ingest key, a device id each), so the figures are counted as real ones are.
+///
+/// # Errors
+/// The first report refused.
+pub async fn seed_fleet(service: &Service, ingest_key: &str) -> Result<()> {
+    let (app, package, channel) = (
+        AppId::parse(APP)?,
+        PackageId::parse(PACKAGE)?,
+        Channel::parse(CHANNEL)?,
+    );
+    let fleets = [
+        (RELEASES[0].0, FLEET.0, 200_usize),
+        (RELEASES[1].0, FLEET.1, 40),
+    ];
+    for (version, devices, fail_every) in fleets {
+        let version = ReleaseVersion::parse(version)?;
+        for i in 0..devices {
+            let event = |kind, count, offline_hits, under_1s| Event {
+                package: package.clone(),
+                version: version.clone(),
+                kind,
+                count,
+                offline_hits,
+                under_1s,
+            };
+            let mut events = vec![
+                event(EventKind::Installed, 1, 0, 0),
+                event(EventKind::Activated, 1, 0, 0),
+            ];
+            if i % fail_every == fail_every - 1 {
+                events.push(event(EventKind::Failed, 1, 0, 0));
+                events.push(event(EventKind::RolledBack, 1, 0, 0));
+            } else {
+                let opens = 2 + (i as u64 * 7) % 9;
+                let offline = opens - u64::from(i % 6 == 0);
+                let fast = offline - u64::from(i % 4 == 0).min(offline);
+                events.push(event(EventKind::Ready, 1, 0, 0));
+                events.push(event(EventKind::Opens, opens, offline, fast));
+            }
+            let batch = EventBatch {
+                app: app.clone(),
+                channel: channel.clone(),
+                ingest_key: Some(ingest_key.to_owned()),
+                device_id: Some(format!("demo-device-{version}-{i}")),
+                events,
+            };
+            service.record_events(&batch).await?;
+        }
+    }
     Ok(())
 }

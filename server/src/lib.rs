@@ -32,6 +32,7 @@ pub mod migrate;
 pub mod pack;
 pub mod precompress;
 pub mod publish;
+pub mod ramp;
 pub mod rate_limit;
 pub mod remote;
 pub mod retention;

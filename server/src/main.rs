@@ -158,6 +158,12 @@ enum Command {
         #[arg(long)]
         to: Option<ReleaseVersion>,
     },
+    /// Health-gated rollouts: a candidate's share moved step by step while its devices' failed
+    /// boots are no worse than stable's, paused or rolled back when they are.
+    Ramp {
+        #[command(subcommand)]
+        command: RampCommand,
+    },
     /// List a package's releases.
     Releases {
         #[command(flatten)]
@@ -369,6 +375,14 @@ struct ServeArgs {
         default_value_t = server::service::DEFAULT_GC_INTERVAL_SECS
     )]
     gc_interval_secs: u64,
+    /// Evaluate the health-gated rollouts (`baleen ramp`) every this many seconds; 0 evaluates
+    /// only when asked (`baleen ramp evaluate`).
+    #[arg(
+        long,
+        env = "BALEEN_RAMP_INTERVAL_SECS",
+        default_value_t = server::service::DEFAULT_RAMP_INTERVAL_SECS
+    )]
+    ramp_interval_secs: u64,
     /// Print the address (and the demo's details) as one JSON object.
     #[arg(long)]
     json: bool,
@@ -558,6 +572,61 @@ struct Target {
     /// that lists the app's channels).
     #[arg(long)]
     create_channel: bool,
+}
+
+#[derive(Subcommand)]
+enum RampCommand {
+    /// Start ramping a candidate (to the first step at once), replacing an earlier ramp.
+    Start {
+        #[command(flatten)]
+        target: Target,
+        /// The release to ramp (default: the candidate rolling out now).
+        #[arg(long)]
+        version: Option<ReleaseVersion>,
+        /// The shares to go through, in percent, comma-separated, rising, ending at 100.
+        #[arg(long, default_value = "1,5,25,100")]
+        steps: String,
+        /// Candidate devices that activated the release before a step may advance.
+        #[arg(long, default_value_t = 100)]
+        min_devices: u64,
+        /// Seconds a step lasts at least.
+        #[arg(long, default_value_t = 3600)]
+        min_step_secs: u64,
+        /// Largest acceptable increase of the failed-boot rate over stable's, in percentage
+        /// points (two decimals at most).
+        #[arg(long, default_value = "1")]
+        margin: String,
+        /// Roll the candidate back when it is clearly worse (at 99.9 %), not only pause.
+        #[arg(long)]
+        auto_rollback: bool,
+    },
+    /// Show a ramp: its policy, state and last evaluation with the figures.
+    Show {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// The package.
+        #[arg(long)]
+        package: PackageId,
+        /// The channel.
+        #[arg(long)]
+        channel: Channel,
+    },
+    /// Stop a ramp; the candidate's share stays where it is.
+    Stop {
+        #[command(flatten)]
+        remote: RemoteArgs,
+        /// The package.
+        #[arg(long)]
+        package: PackageId,
+        /// The channel.
+        #[arg(long)]
+        channel: Channel,
+    },
+    /// Evaluate every running ramp now, rather than at the server's next pass (admin token).
+    Evaluate {
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
 }
 
 #[derive(Args)]
@@ -1114,6 +1183,7 @@ fn run(cli: Cli) -> Result<()> {
                 },
             )
         }
+        Command::Ramp { command } => ramp_command(command),
         Command::Pause { target } => change(&target, Action::Pause),
         Command::Resume { target } => change(&target, Action::Resume),
         Command::Complete { target } => change(&target, Action::Complete),
@@ -1443,6 +1513,88 @@ fn print_answer<T: Serialize>(args: &RemoteArgs, answer: &T, human: impl FnOnce(
     }
 }
 
+fn describe_ramp(r: &server::ramp::RampRecord) {
+    let steps: Vec<String> = r.policy.steps.iter().map(|&s| percent(s)).collect();
+    println!(
+        "{} on {}: ramping {} through {} ({})",
+        r.package,
+        r.channel,
+        r.version,
+        steps.join(", "),
+        r.state.name()
+    );
+    match &r.last {
+        Some(e) => println!(
+            "  {} at {} ({}): {}",
+            e.verdict,
+            percent(e.basis_points),
+            e.at,
+            e.reason
+        ),
+        None => println!("  not evaluated yet"),
+    }
+}
+
+fn ramp_command(command: RampCommand) -> Result<()> {
+    match command {
+        RampCommand::Start {
+            target,
+            version,
+            steps,
+            min_devices,
+            min_step_secs,
+            margin,
+            auto_rollback,
+        } => {
+            let steps = steps
+                .split(',')
+                .map(|s| percent_to_basis_points(s.trim()))
+                .collect::<Result<Vec<u16>>>()
+                .context("--steps: percentages such as 1,5,25,100")?;
+            let policy = server::ramp::RampPolicy {
+                steps,
+                min_devices,
+                min_step_secs,
+                margin_basis_points: percent_to_basis_points(&margin).context("--margin")?,
+                auto_rollback,
+            };
+            let request = server::api::RampRequest {
+                version,
+                policy,
+                reason: target.reason.clone(),
+            };
+            let ramp =
+                client(&target.remote)?.start_ramp(&target.package, &target.channel, &request)?;
+            print_answer(&target.remote, &ramp, describe_ramp)
+        }
+        RampCommand::Show {
+            remote,
+            package,
+            channel,
+        } => {
+            let ramp = client(&remote)?.ramp(&package, &channel)?;
+            print_answer(&remote, &ramp, describe_ramp)
+        }
+        RampCommand::Stop {
+            remote,
+            package,
+            channel,
+        } => {
+            let ramp = client(&remote)?.stop_ramp(&package, &channel)?;
+            print_answer(&remote, &ramp, describe_ramp)
+        }
+        RampCommand::Evaluate { remote } => {
+            let ramps = client(&remote)?.evaluate_ramps()?;
+            print_answer(&remote, &ramps, |ramps| {
+                if ramps.is_empty() {
+                    println!("no ramp evaluated (none running, or another replica is at it)");
+                }
+                ramps.iter().for_each(describe_ramp);
+            })
+        }
+    }
+}
+
 fn change(target: &Target, action: Action) -> Result<()> {
     let request = ChangeRequest {
         action,
@@ -1728,6 +1880,8 @@ fn settings(data: &DataDir, args: &ServeArgs) -> Result<Settings> {
     };
     settings.gc_interval =
         (args.gc_interval_secs > 0).then(|| std::time::Duration::from_secs(args.gc_interval_secs));
+    settings.ramp_interval = (args.ramp_interval_secs > 0)
+        .then(|| std::time::Duration::from_secs(args.ramp_interval_secs));
     settings.check().map_err(refusal)?;
     Ok(settings)
 }
@@ -1844,6 +1998,14 @@ async fn serve(args: ServeArgs) -> Result<()> {
     if args.demo {
         let seeded = server::demo::seed(&service, &data.root().join("tmp")).await?;
         print_demo(addr, &data, &service, &seeded, args.json)?;
+        // The simulated fleet's reports, while the server starts: a few seconds of writes.
+        let (fleet_service, key) = (service.clone(), seeded.ingest_key.clone());
+        tokio::spawn(async move {
+            match server::demo::seed_fleet(&fleet_service, &key).await {
+                Ok(()) => tracing::info!("demo fleet's reports recorded"),
+                Err(e) => tracing::error!(error = %e, "recording the demo fleet's reports failed"),
+            }
+        });
     } else {
         tracing::info!(data_dir = %data.root().display(), keyid = %service.public_key().id(), "serving");
         if args.json {

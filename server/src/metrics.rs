@@ -53,6 +53,8 @@ pub struct Metrics {
     pub gc_blobs: Counter,
     /// Bytes freed by collections.
     pub gc_bytes: Counter,
+    /// Ramp evaluations, by verdict (`advance`, `complete`, `hold`, `pause`, `rollback`).
+    pub ramp_verdicts: Family<OutcomeLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -104,8 +106,15 @@ impl Default for Metrics {
             "Bytes freed by garbage collection",
             Counter::clone(&gc_bytes),
         );
+        let ramp_verdicts = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "ramp_verdicts",
+            "Health-gated rollout evaluations by verdict",
+            ramp_verdicts.clone(),
+        );
         Metrics {
             registry,
+            ramp_verdicts,
             gc_runs,
             gc_releases,
             gc_blobs,

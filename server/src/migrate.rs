@@ -40,7 +40,7 @@ use self::tables::{TargetState, connect, copy_metadata, schema, target_state};
 mod tests;
 
 /// Every metadata table, each after the tables its foreign keys name.
-pub const TABLES: [&str; 16] = [
+pub const TABLES: [&str; 17] = [
     "packages",
     "apps",
     "releases",
@@ -57,6 +57,7 @@ pub const TABLES: [&str; 16] = [
     "key_lists",
     "ingest_keys",
     "release_devices",
+    "ramps",
 ];
 
 /// PostgreSQL's own tables, with no counterpart in an embedded install: coordination between

@@ -152,6 +152,60 @@ impl Remote {
         self.post(&what, &paths::channel_change_path(package, channel), change)
     }
 
+    /// Starts a health-gated rollout of `package` on `channel`.
+    pub fn start_ramp(
+        &self,
+        package: &PackageId,
+        channel: &Channel,
+        request: &crate::api::RampRequest,
+    ) -> Result<crate::ramp::RampRecord> {
+        let what = format!("starting a ramp of {package} on {channel}");
+        let url = format!("{}{}", self.base, paths::ramp_path(package, channel));
+        let bytes = serde_json::to_vec(request)?;
+        let response = self
+            .agent
+            .put(&url)
+            .header("Authorization", format!("Bearer {}", self.token))
+            .content_type("application/json")
+            .send(&bytes[..])
+            .map_err(|e| self.unreachable(&what, e))?;
+        self.answer(&what, response)
+    }
+
+    /// The ramp of `package` on `channel`.
+    pub fn ramp(&self, package: &PackageId, channel: &Channel) -> Result<crate::ramp::RampRecord> {
+        self.get(
+            &format!("reading the ramp of {package} on {channel}"),
+            &paths::ramp_path(package, channel),
+        )
+    }
+
+    /// Stops the ramp of `package` on `channel` (the share stays).
+    pub fn stop_ramp(
+        &self,
+        package: &PackageId,
+        channel: &Channel,
+    ) -> Result<crate::ramp::RampRecord> {
+        let what = format!("stopping the ramp of {package} on {channel}");
+        let url = format!("{}{}", self.base, paths::ramp_path(package, channel));
+        let response = self
+            .agent
+            .delete(&url)
+            .header("Authorization", format!("Bearer {}", self.token))
+            .call()
+            .map_err(|e| self.unreachable(&what, e))?;
+        self.answer(&what, response)
+    }
+
+    /// Evaluates every running ramp now.
+    pub fn evaluate_ramps(&self) -> Result<Vec<crate::ramp::RampRecord>> {
+        self.post(
+            "evaluating the ramps",
+            paths::RAMPS_EVALUATE,
+            &serde_json::json!({}),
+        )
+    }
+
     /// A package's releases, newest first.
     pub fn releases(&self, package: &PackageId) -> Result<Vec<ReleaseSummary>> {
         self.get(

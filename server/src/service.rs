@@ -68,6 +68,9 @@ pub struct Settings {
     pub retention: Retention,
     /// How often `serve` collects garbage with [`Settings::retention`]; none: only when asked.
     pub gc_interval: Option<Duration>,
+    /// How often `serve` evaluates the health-gated rollouts ([`crate::ramp`]); `None`: only
+    /// when asked.
+    pub ramp_interval: Option<Duration>,
     /// Event batches one device may send per minute, and at once; 0: no limit.
     pub events_per_device_per_minute: u32,
     /// Event batches one client address may send per minute, and at once; 0: no limit.
@@ -86,6 +89,9 @@ pub const DEFAULT_GC_INTERVAL_SECS: u64 = 6 * 3600;
 
 /// The longest interval between periodic collections: a year.
 pub const MAX_GC_INTERVAL_SECS: u64 = 365 * 24 * 3600;
+
+/// How often `serve` evaluates the health-gated rollouts by default, in seconds.
+pub const DEFAULT_RAMP_INTERVAL_SECS: u64 = 60;
 
 impl Settings {
     /// Defaults with uploads staged under `staging_dir`.
@@ -108,6 +114,7 @@ impl Settings {
             max_requested_pack_builds: 16,
             retention: Retention::default(),
             gc_interval: Some(Duration::from_secs(DEFAULT_GC_INTERVAL_SECS)),
+            ramp_interval: Some(Duration::from_secs(DEFAULT_RAMP_INTERVAL_SECS)),
             events_per_device_per_minute: DEFAULT_EVENTS_PER_DEVICE_PER_MINUTE,
             events_per_address_per_minute: DEFAULT_EVENTS_PER_ADDRESS_PER_MINUTE,
         }

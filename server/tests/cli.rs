@@ -1329,6 +1329,112 @@ fn every_serve_setting_has_an_environment_variable_and_logs_can_be_json() {
             .unwrap()
             .starts_with("baleen_")
     );
+    // The demo's simulated fleet reports through the ingest path: figures in devices.
+    let (base, admin) = (
+        started["listening"].as_str().unwrap().to_owned(),
+        started["admin_token"].as_str().unwrap().to_owned(),
+    );
+    let remote = [
+        ("BALEEN_SERVER", base.as_str()),
+        ("BALEEN_TOKEN", admin.as_str()),
+    ];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let figures = loop {
+        let out = baleen(
+            &[
+                "stats",
+                "--app",
+                "demo",
+                "--channel",
+                "production",
+                "--json",
+            ],
+            &remote,
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stats: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let of = |v: &str| {
+            stats
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["version"] == v)
+                .map(|r| {
+                    (
+                        r["activated"].as_u64().unwrap(),
+                        r["failed"].as_u64().unwrap(),
+                    )
+                })
+        };
+        let now = (of("1.0.0"), of("1.1.0"));
+        if now == (Some((400, 2)), Some((200, 5))) || std::time::Instant::now() > deadline {
+            break now;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(
+        figures,
+        (Some((400, 2)), Some((200, 5))),
+        "the demo fleet's figures"
+    );
+
+    // A ramp through the CLI on those figures: 5/200 failing against 2/400 is within a margin
+    // of 6 points at 95 %, so the candidate goes from 50 % to the first step, then to 100 %.
+    let ramp = |args: &[&str]| {
+        let mut all = vec!["ramp"];
+        all.extend_from_slice(args);
+        let out = baleen(&all, &remote);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let target = ["--package", "checkout", "--channel", "production"];
+    let started_ramp = ramp(
+        &[
+            &["start"][..],
+            &target,
+            &[
+                "--steps",
+                "60,100",
+                "--min-devices",
+                "100",
+                "--min-step-secs",
+                "0",
+                "--margin",
+                "6",
+            ],
+        ]
+        .concat(),
+    );
+    assert!(
+        started_ramp.contains("ramping 1.1.0 through 60%, 100%"),
+        "{started_ramp}"
+    );
+    let evaluated: serde_json::Value =
+        serde_json::from_str(&ramp(&["evaluate", "--json"])).unwrap();
+    assert_eq!(evaluated[0]["last"]["verdict"], "advance", "{evaluated}");
+    assert_eq!(evaluated[0]["last"]["basis_points"], 6000, "{evaluated}");
+    let shown = ramp(&[&["show"][..], &target[..4]].concat());
+    assert!(
+        shown.contains("advance at 60%") && shown.contains("5/200"),
+        "{shown}"
+    );
+    let stopped = ramp(&[&["stop"][..], &target[..4]].concat());
+    assert!(stopped.contains("(ended)"), "{stopped}");
+    // A policy that does not hold is refused, naming what is wrong.
+    let out = baleen(
+        &[&["ramp", "start"][..], &target, &["--steps", "50,20"]].concat(),
+        &remote,
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("steps must rise"));
 
     // A command's error is a JSON log line too.
     let err = fails(&baleen(

@@ -159,6 +159,20 @@ pub struct ChangeRequest {
     pub create_channel: bool,
 }
 
+/// The body of `PUT RAMP` (schema `RampRequest`): start a health-gated rollout.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RampRequest {
+    /// The candidate to ramp; the channel's current candidate when omitted.
+    #[serde(default)]
+    pub version: Option<manifests::ReleaseVersion>,
+    /// How to ramp it.
+    pub policy: crate::ramp::RampPolicy,
+    /// Why, kept in the history and the audit log.
+    #[serde(default)]
+    pub reason: String,
+}
+
 /// What one channel says of one package (schema `ChannelPackage`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChannelPackage {

@@ -237,6 +237,97 @@ pub async fn change(
     Ok(Json(ChangeResult::from(&outcome)).into_response())
 }
 
+/// The caller of a ramp route on `package`, with the release scope (and, for a package-bound
+/// token, its app).
+async fn ramp_caller(
+    service: &Service,
+    headers: &HeaderMap,
+    package: &PackageId,
+    action: &str,
+) -> Result<Caller> {
+    let caller = caller(service, headers, action).await?;
+    caller.require(Scope::Release, Some(package), action)?;
+    if caller.token.package.is_some()
+        && let Some(owner) = service.meta().package_app(package).await?
+    {
+        caller.require_app(&owner, Some(&owner), true)?;
+    }
+    Ok(caller)
+}
+
+/// `GET /v1/admin/packages/{package}/channels/{channel}/ramp`
+pub async fn ramp(
+    State(service): State<Arc<Service>>,
+    Path((package, channel)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let (package, channel) = (PackageId::parse(&package)?, Channel::parse(&channel)?);
+    ramp_caller(&service, &headers, &package, "read a ramp").await?;
+    let ramp = service
+        .ramp(&package, &channel)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("a ramp of {package} on {channel}")))?;
+    Ok(Json(ramp).into_response())
+}
+
+/// `PUT /v1/admin/packages/{package}/channels/{channel}/ramp` with a `RampRequest`.
+pub async fn start_ramp(
+    State(service): State<Arc<Service>>,
+    Path((package, channel)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: std::result::Result<Json<api::RampRequest>, JsonRejection>,
+) -> Result<Response> {
+    let (package, channel) = (PackageId::parse(&package)?, Channel::parse(&channel)?);
+    let caller = ramp_caller(&service, &headers, &package, "start a ramp").await?;
+    let Json(body) =
+        body.map_err(|e| Error::BadRequest(format!("request body: {}", e.body_text())))?;
+    if body.reason.len() > 4096 {
+        return Err(Error::BadRequest("reason longer than 4096 bytes".into()));
+    }
+    let app = service
+        .meta()
+        .package_app(&package)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("package {package}")))?;
+    service.check_channel(&app, &channel, false).await?;
+    let ramp = service
+        .start_ramp(
+            &package,
+            &channel,
+            body.version.as_ref(),
+            body.policy,
+            caller.name(),
+            &body.reason,
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(ramp)).into_response())
+}
+
+/// `DELETE /v1/admin/packages/{package}/channels/{channel}/ramp`: the share stays where it is.
+pub async fn stop_ramp(
+    State(service): State<Arc<Service>>,
+    Path((package, channel)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let (package, channel) = (PackageId::parse(&package)?, Channel::parse(&channel)?);
+    let caller = ramp_caller(&service, &headers, &package, "stop a ramp").await?;
+    let ramp = service
+        .stop_ramp(&package, &channel, caller.name(), "stopped")
+        .await?;
+    Ok(Json(ramp).into_response())
+}
+
+/// `POST /v1/admin/ramps/evaluate`: every running ramp, evaluated now.
+pub async fn evaluate_ramps(
+    State(service): State<Arc<Service>>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let caller = caller(&service, &headers, "evaluate the ramps").await?;
+    caller.require(Scope::Admin, None, "evaluate the ramps")?;
+    let evaluated = service.evaluate_ramps(crate::service::now()).await?;
+    Ok(Json(evaluated).into_response())
+}
+
 /// `GET /v1/admin/packages/{package}/channels/{channel}/history`
 pub async fn history(
     State(service): State<Arc<Service>>,

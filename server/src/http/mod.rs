@@ -52,6 +52,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", paths::EVENTS),
     ("GET", paths::STATS),
     ("POST", paths::GC),
+    ("GET", paths::RAMP),
+    ("PUT", paths::RAMP),
+    ("DELETE", paths::RAMP),
+    ("POST", paths::RAMPS_EVALUATE),
     ("GET", paths::KEYS),
     ("POST", paths::ADMIN_KEYS),
     ("POST", paths::RELEASE_SIGNATURES),
@@ -108,7 +112,14 @@ pub fn router(service: Arc<Service>) -> Router {
     // store may take long too; it is admin-only and runs one at a time.
     let uploads = Router::new()
         .route(paths::PUBLISH, post(admin::publish))
-        .route(paths::GC, post(admin::gc));
+        .route(paths::GC, post(admin::gc))
+        .route(
+            paths::RAMP,
+            get(admin::ramp)
+                .put(admin::start_ramp)
+                .delete(admin::stop_ramp),
+        )
+        .route(paths::RAMPS_EVALUATE, post(admin::evaluate_ramps));
     let router = reads
         .merge(uploads)
         .fallback(|| async { Error::NotFound("route".into()) })
@@ -283,6 +294,10 @@ pub async fn serve(
         .settings()
         .gc_interval
         .map(|every| tokio::spawn(crate::gc::collect_periodically(service.clone(), every)));
+    let ramps = service
+        .settings()
+        .ramp_interval
+        .map(|every| tokio::spawn(crate::ramp::evaluate_periodically(service.clone(), every)));
     let reads = fast::Reads::new(service.clone(), router(service.clone()));
     let mut builder = Builder::new(TokioExecutor::new()).http1_only();
     builder
@@ -350,6 +365,10 @@ pub async fn serve(
     if let Some(collector) = collector {
         // A collection stopped part-way leaves only unreferenced blobs, for the next one.
         collector.abort();
+    }
+    if let Some(ramps) = ramps {
+        // Each ramp's change is one committed channel change; a pass cut short resumes next time.
+        ramps.abort();
     }
     Ok(())
 }

@@ -692,6 +692,17 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug + 'static {
     /// any event counts recorded before devices were counted), opens in events.
     async fn stats(&self, app: &AppId, channel: &Channel) -> Result<Vec<ReleaseStats>>;
 
+    /// Stores `ramp` (one per app, channel and package, replacing the one before) and writes
+    /// `audit` with it.
+    async fn put_ramp(
+        &self,
+        ramp: &crate::ramp::RampRecord,
+        audit: Option<&AuditEntry>,
+    ) -> Result<()>;
+
+    /// Every stored ramp, ended ones included.
+    async fn ramps(&self) -> Result<Vec<crate::ramp::RampRecord>>;
+
     /// The origins an app's packages may claim routes in, once declared (by its first publish,
     /// or by [`MetaStore::set_app_origins`]).
     async fn app_origins(&self, app: &AppId) -> Result<Option<Vec<String>>>;

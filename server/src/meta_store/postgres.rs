@@ -26,7 +26,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio_postgres::{NoTls, Row};
 
 use super::rows::{
-    DayOpens, add_device_counts, capped_opens, check_new_origins, check_routes, declared_by,
+    self, DayOpens, add_device_counts, capped_opens, check_new_origins, check_routes, declared_by,
     entry_json, manifest_blobs, named_versions, origins_json, parse_origins, parse_routes,
     routes_json, unreadable_blobs, versions_named_by,
 };
@@ -37,12 +37,13 @@ use super::{
     StoredIndex, TokenRecord,
 };
 use crate::error::{Error, Result};
+use crate::ramp::RampRecord;
 
 /// The channel named `app/channel` changed (committed).
 pub const CHANNEL_EVENTS: &str = "baleen_channel";
 
 /// Schema steps, in order: `MIGRATIONS[0]` makes version 1, and so on. Only ever append.
-pub(crate) const MIGRATIONS: [&str; 3] = [
+pub(crate) const MIGRATIONS: [&str; 4] = [
     // 1: everything the embedded store has at its version 7.
     "CREATE TABLE packages (
          id TEXT PRIMARY KEY,
@@ -200,6 +201,14 @@ pub(crate) const MIGRATIONS: [&str; 3] = [
          offline_hits BIGINT NOT NULL,
          under_1s BIGINT NOT NULL,
          PRIMARY KEY (app, channel, package, version, state, device)
+     );",
+    // 4: as the embedded store's 9: a ramp per app, channel and package, as JSON.
+    "CREATE TABLE ramps (
+         app TEXT NOT NULL,
+         channel TEXT NOT NULL,
+         package TEXT NOT NULL,
+         record TEXT NOT NULL,
+         PRIMARY KEY (app, channel, package)
      );",
 ];
 
@@ -1515,6 +1524,42 @@ impl MetaStore for PostgresMetaStore {
         let key = ingest_key_row(&row)?;
         tx.commit().await?;
         Ok(key)
+    }
+
+    async fn put_ramp(&self, ramp: &RampRecord, audit: Option<&AuditEntry>) -> Result<()> {
+        let text = rows::ramp_text(ramp)?;
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "INSERT INTO ramps (app, channel, package, record) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (app, channel, package) DO UPDATE SET record = excluded.record",
+            &[
+                &ramp.app.as_str(),
+                &ramp.channel.as_str(),
+                &ramp.package.as_str(),
+                &text,
+            ],
+        )
+        .await?;
+        if let Some(audit) = audit {
+            insert_audit(&tx, audit).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn ramps(&self) -> Result<Vec<RampRecord>> {
+        let client = self.pool.get().await?;
+        let found = client
+            .query(
+                "SELECT record FROM ramps ORDER BY app, channel, package",
+                &[],
+            )
+            .await?;
+        found
+            .iter()
+            .map(|r| rows::ramp_of(&r.try_get::<_, String>(0)?))
+            .collect()
     }
 
     async fn stats(&self, app: &AppId, channel: &Channel) -> Result<Vec<ReleaseStats>> {

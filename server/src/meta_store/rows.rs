@@ -8,6 +8,7 @@ use manifests::{AppId, Digest, PackageEntry, UrlPrefix};
 
 use super::{PackageChange, ReleaseRecord};
 use crate::error::{Error, Result};
+use crate::ramp::RampRecord;
 
 /// The route prefixes a stored signed manifest lists.
 pub(crate) fn manifest_routes(manifest: &[u8]) -> manifests::Result<Vec<UrlPrefix>> {
@@ -243,4 +244,15 @@ pub(crate) fn add_device_counts(
         }
     }
     stats.sort_by(|a, b| (&a.package, &b.version).cmp(&(&b.package, &a.version)));
+}
+
+/// A ramp as its row's `record` text (JSON).
+pub(crate) fn ramp_text(ramp: &RampRecord) -> Result<String> {
+    serde_json::to_string(ramp).map_err(|e| Error::Internal(format!("encoding a ramp: {e}")))
+}
+
+/// The ramp a row's `record` text holds.
+pub(crate) fn ramp_of(text: &str) -> Result<RampRecord> {
+    serde_json::from_str(text)
+        .map_err(|e| Error::Internal(format!("a stored ramp is unreadable: {e}")))
 }

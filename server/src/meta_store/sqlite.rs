@@ -16,9 +16,10 @@ use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::rows::{
-    DayOpens, add_device_counts, capped_opens, check_new_origins, check_routes as check_route_rows,
-    declared_by, entry_json, manifest_blobs, manifest_routes, named_versions, origins_json,
-    parse_origins, parse_routes, routes_json, unreadable_blobs, versions_named_by,
+    self, DayOpens, add_device_counts, capped_opens, check_new_origins,
+    check_routes as check_route_rows, declared_by, entry_json, manifest_blobs, manifest_routes,
+    named_versions, origins_json, parse_origins, parse_routes, routes_json, unreadable_blobs,
+    versions_named_by,
 };
 use super::{
     AuditEntry, ChannelCommit, ChannelHead, ChannelPackage, ChannelRow, ChannelState, DeviceReport,
@@ -26,6 +27,7 @@ use super::{
     ReleaseFact, ReleaseRecord, ReleaseStats, RetentionFacts, Scope, StoredIndex, TokenRecord,
 };
 use crate::error::{Error, Result};
+use crate::ramp::RampRecord;
 
 /// The schema a new database starts from: version 1. [`MIGRATIONS`] take it to the current one.
 pub(crate) const SCHEMA_V1: &str = "
@@ -127,7 +129,7 @@ CREATE TABLE audit (
 
 /// Metadata in SQLite.
 /// Upgrades, in order: `MIGRATIONS[0]` takes version 1 to 2, and so on. Only ever append.
-pub(crate) const MIGRATIONS: [&str; 7] = [
+pub(crate) const MIGRATIONS: [&str; 8] = [
     // 2: the publisher's fetch priority and prefetch policy, carried into the index.
     "ALTER TABLE releases ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE releases ADD COLUMN prefetch TEXT NOT NULL DEFAULT 'always';",
@@ -203,6 +205,15 @@ pub(crate) const MIGRATIONS: [&str; 7] = [
          under_1s INTEGER NOT NULL,
          PRIMARY KEY (app, channel, package, version, state, device)
      ) WITHOUT ROWID;",
+    // 9: health-gated rollouts: a ramp per app, channel and package, its policy, state and last
+    // evaluation as JSON (read whole, written whole).
+    "CREATE TABLE ramps (
+         app TEXT NOT NULL,
+         channel TEXT NOT NULL,
+         package TEXT NOT NULL,
+         record TEXT NOT NULL,
+         PRIMARY KEY (app, channel, package)
+     );",
 ];
 
 /// The version [`MIGRATIONS`] lead to.
@@ -1322,6 +1333,44 @@ impl MetaStore for SqliteMetaStore {
             Ok(key)
         })
         .await
+    }
+
+    async fn put_ramp(&self, ramp: &RampRecord, audit: Option<&AuditEntry>) -> Result<()> {
+        let text = rows::ramp_text(ramp)?;
+        let (ramp, audit) = (ramp.clone(), audit.cloned());
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "INSERT INTO ramps (app, channel, package, record) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (app, channel, package) DO UPDATE SET record = excluded.record",
+                params![
+                    ramp.app.as_str(),
+                    ramp.channel.as_str(),
+                    ramp.package.as_str(),
+                    text
+                ],
+            )?;
+            if let Some(audit) = &audit {
+                insert_audit(&tx, audit)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn ramps(&self) -> Result<Vec<RampRecord>> {
+        let texts = self
+            .with(|c| {
+                let mut stmt =
+                    c.prepare("SELECT record FROM ramps ORDER BY app, channel, package")?;
+                let rows = stmt
+                    .query_map([], |r| r.get::<_, String>(0))?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(rows)
+            })
+            .await?;
+        texts.iter().map(|t| rows::ramp_of(t)).collect()
     }
 
     async fn stats(&self, app: &AppId, channel: &Channel) -> Result<Vec<ReleaseStats>> {

@@ -593,6 +593,49 @@ pub(crate) async fn meta_store_suite(store: &dyn MetaStore) {
         ]
     );
     assert_eq!(store.audit_log(2).await.unwrap().len(), 2);
+
+    // Ramps: one per app, channel and package, replaced whole, read back as written.
+    let mut ramp = crate::ramp::RampRecord {
+        app: shop.clone(),
+        channel: Channel::parse("production").unwrap(),
+        package: PackageId::parse("checkout").unwrap(),
+        version: ReleaseVersion::parse("2.0.0").unwrap(),
+        policy: crate::ramp::RampPolicy {
+            steps: vec![100, 10_000],
+            min_devices: 10,
+            min_step_secs: 60,
+            margin_basis_points: 50,
+            auto_rollback: true,
+        },
+        state: crate::ramp::RampState::Active,
+        actor: "release-bot".into(),
+        started_at: Timestamp::from_unix_secs(1_700_000_000),
+        step_started_at: Timestamp::from_unix_secs(1_700_000_000),
+        last: None,
+    };
+    assert!(store.ramps().await.unwrap().is_empty());
+    store
+        .put_ramp(&ramp, Some(&audit("ramp.start")))
+        .await
+        .unwrap();
+    ramp.state = crate::ramp::RampState::Paused;
+    ramp.last = Some(crate::ramp::Evaluation {
+        at: Timestamp::from_unix_secs(1_700_000_060),
+        verdict: "pause".into(),
+        reason: "worse".into(),
+        basis_points: 100,
+        candidate: crate::ramp::Health {
+            activated: 40,
+            failed: 9,
+        },
+        stable: None,
+    });
+    store.put_ramp(&ramp, None).await.unwrap();
+    let mut other = ramp.clone();
+    other.channel = Channel::parse("beta").unwrap();
+    store.put_ramp(&other, None).await.unwrap();
+    assert_eq!(store.ramps().await.unwrap(), [other, ramp]);
+    assert_eq!(store.audit_log(1).await.unwrap()[0].action, "ramp.start");
 }
 
 #[tokio::test]

@@ -259,6 +259,20 @@ impl MetaStore for Counting {
         Ok(self.count("stats", r.len(), r))
     }
 
+    async fn put_ramp(
+        &self,
+        ramp: &server::ramp::RampRecord,
+        audit: Option<&AuditEntry>,
+    ) -> Result<()> {
+        let r = self.inner.put_ramp(ramp, audit).await;
+        self.write(r)
+    }
+
+    async fn ramps(&self) -> Result<Vec<server::ramp::RampRecord>> {
+        let r = self.inner.ramps().await?;
+        Ok(self.count("ramps", r.len(), r))
+    }
+
     async fn insert_token(&self, token: &TokenRecord, audit: &AuditEntry) -> Result<()> {
         let r = self.inner.insert_token(token, audit).await;
         self.write(r)
