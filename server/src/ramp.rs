@@ -38,6 +38,12 @@ pub const Z_999: f64 = 3.290_527;
 /// Most steps a policy may have.
 pub const MAX_STEPS: usize = 20;
 
+/// Largest `min_devices` a policy may ask for.
+pub const MAX_MIN_DEVICES: u64 = 1_000_000_000;
+
+/// Longest `min_step_secs` a policy may ask for: a year.
+pub const MAX_MIN_STEP_SECS: u64 = 365 * 24 * 3600;
+
 /// A ramp policy, set per rollout (schema `RampPolicy`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -79,6 +85,18 @@ impl RampPolicy {
             return bad(format!(
                 "the last step is {} basis points; it must be {FULL_ROLLOUT} (100 %)",
                 self.steps.last().copied().unwrap_or_default()
+            ));
+        }
+        if self.min_devices > MAX_MIN_DEVICES {
+            return bad(format!(
+                "min_devices of {} is above {MAX_MIN_DEVICES}",
+                self.min_devices
+            ));
+        }
+        if self.min_step_secs > MAX_MIN_STEP_SECS {
+            return bad(format!(
+                "min_step_secs of {} is above a year ({MAX_MIN_STEP_SECS})",
+                self.min_step_secs
             ));
         }
         if self.margin_basis_points > FULL_ROLLOUT {

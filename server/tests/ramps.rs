@@ -301,6 +301,11 @@ fn ramps_are_refused_with_a_clear_error_and_a_person_can_take_over() {
             422,
             "speed",
         ),
+        (
+            json!({"version": "1.1.0", "policy": policy(true), "reason": "é".repeat(1025)}),
+            422,
+            "1024 characters",
+        ),
         (json!({"policy": policy(true)}), 409, "no candidate"),
         (
             json!({"version": "9.9.9", "policy": policy(true)}),
@@ -312,6 +317,14 @@ fn ramps_are_refused_with_a_clear_error_and_a_person_can_take_over() {
         assert_eq!(r.status, status, "{}", r.text());
         assert!(r.text().contains(words), "{}", r.text());
     }
+    // The same bound on a reason holds for any channel change: 1,024 characters, whatever bytes.
+    let r = s.change(
+        "checkout",
+        "production",
+        json!({"action": "rollback", "reason": "é".repeat(1025)}),
+    );
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains("1024 characters"), "{}", r.text());
     // Nothing was changed by the refusals.
     assert_eq!(state(&s)["candidate"], Value::Null);
     let r = s.admin_get("/v1/admin/packages/checkout/channels/production/ramp");

@@ -159,6 +159,22 @@ pub struct ChangeRequest {
     pub create_channel: bool,
 }
 
+/// Most characters of a reason given for a channel change or a ramp (schema `Reason`).
+pub const MAX_REASON_CHARS: usize = 1024;
+
+/// Checks a reason's length.
+///
+/// # Errors
+/// [`Error::BadRequest`] beyond [`MAX_REASON_CHARS`] characters.
+pub fn check_reason(reason: &str) -> crate::error::Result<()> {
+    if reason.chars().count() > MAX_REASON_CHARS {
+        return Err(crate::error::Error::BadRequest(format!(
+            "reason longer than {MAX_REASON_CHARS} characters"
+        )));
+    }
+    Ok(())
+}
+
 /// The body of `PUT RAMP` (schema `RampRequest`): start a health-gated rollout.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

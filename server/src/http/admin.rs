@@ -217,9 +217,7 @@ pub async fn change(
             caller.require_app(owner, Some(owner), true)?;
         }
     }
-    if body.reason.len() > 4096 {
-        return Err(Error::BadRequest("reason longer than 4096 bytes".into()));
-    }
+    api::check_reason(&body.reason)?;
     if let Some(app) = service.meta().package_app(&package).await? {
         service
             .check_channel(&app, &channel, body.create_channel)
@@ -281,9 +279,7 @@ pub async fn start_ramp(
     let caller = ramp_caller(&service, &headers, &package, "start a ramp").await?;
     let Json(body) =
         body.map_err(|e| Error::BadRequest(format!("request body: {}", e.body_text())))?;
-    if body.reason.len() > 4096 {
-        return Err(Error::BadRequest("reason longer than 4096 bytes".into()));
-    }
+    api::check_reason(&body.reason)?;
     let app = service
         .meta()
         .package_app(&package)

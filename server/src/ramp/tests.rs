@@ -156,4 +156,23 @@ fn policies_are_checked() {
         let err = p.check().unwrap_err().to_string();
         assert!(err.contains(words), "{err}");
     }
+    for (p, words) in [
+        (
+            RampPolicy {
+                min_devices: MAX_MIN_DEVICES + 1,
+                ..policy(true)
+            },
+            "min_devices",
+        ),
+        (
+            RampPolicy {
+                min_step_secs: MAX_MIN_STEP_SECS + 1,
+                ..policy(true)
+            },
+            "a year",
+        ),
+    ] {
+        let err = p.check().unwrap_err().to_string();
+        assert!(err.contains(words), "{err}");
+    }
 }
