@@ -14,6 +14,7 @@ mod e2e {
     pub mod many_packages;
     pub mod presets;
     pub mod proxy;
+    pub mod ramp;
     pub mod real_apps;
     pub mod resume;
     pub mod rollout;
