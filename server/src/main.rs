@@ -1251,6 +1251,15 @@ fn run(cli: Cli) -> Result<()> {
                             r.installed.to_string(),
                             r.activated.to_string(),
                             r.failed.to_string(),
+                            r.failure_rate_interval
+                                .map_or("-".to_owned(), |[low, high]| {
+                                    format!(
+                                        "{} ({}..{})",
+                                        pct(r.failure_rate),
+                                        pct(Some(low)),
+                                        pct(Some(high))
+                                    )
+                                }),
                             r.rolled_back.to_string(),
                             r.opens.to_string(),
                             pct(r.offline_hit_rate),
@@ -1265,6 +1274,7 @@ fn run(cli: Cli) -> Result<()> {
                         ("installed", Right),
                         ("activated", Right),
                         ("failed", Right),
+                        ("failure rate (95 %)", Right),
                         ("rollback", Right),
                         ("opens", Right),
                         ("offline", Right),

@@ -159,17 +159,11 @@ impl Remote {
         channel: &Channel,
         request: &crate::api::RampRequest,
     ) -> Result<crate::ramp::RampRecord> {
-        let what = format!("starting a ramp of {package} on {channel}");
-        let url = format!("{}{}", self.base, paths::ramp_path(package, channel));
-        let bytes = serde_json::to_vec(request)?;
-        let response = self
-            .agent
-            .put(&url)
-            .header("Authorization", format!("Bearer {}", self.token))
-            .content_type("application/json")
-            .send(&bytes[..])
-            .map_err(|e| self.unreachable(&what, e))?;
-        self.answer(&what, response)
+        self.put(
+            &format!("starting a ramp of {package} on {channel}"),
+            &paths::ramp_path(package, channel),
+            request,
+        )
     }
 
     /// The ramp of `package` on `channel`.
@@ -186,15 +180,10 @@ impl Remote {
         package: &PackageId,
         channel: &Channel,
     ) -> Result<crate::ramp::RampRecord> {
-        let what = format!("stopping the ramp of {package} on {channel}");
-        let url = format!("{}{}", self.base, paths::ramp_path(package, channel));
-        let response = self
-            .agent
-            .delete(&url)
-            .header("Authorization", format!("Bearer {}", self.token))
-            .call()
-            .map_err(|e| self.unreachable(&what, e))?;
-        self.answer(&what, response)
+        self.delete(
+            &format!("stopping the ramp of {package} on {channel}"),
+            &paths::ramp_path(package, channel),
+        )
     }
 
     /// Evaluates every running ramp now.
@@ -248,17 +237,11 @@ impl Remote {
 
     /// Declares the origins of `app`.
     pub fn set_origins(&self, app: &AppId, origins: &Origins) -> Result<Origins> {
-        let what = format!("declaring the origins of app {app}");
-        let url = format!("{}{}", self.base, paths::app_origins_path(app));
-        let bytes = serde_json::to_vec(origins)?;
-        let response = self
-            .agent
-            .put(&url)
-            .header("Authorization", format!("Bearer {}", self.token))
-            .content_type("application/json")
-            .send(&bytes[..])
-            .map_err(|e| self.unreachable(&what, e))?;
-        self.answer(&what, response)
+        self.put(
+            &format!("declaring the origins of app {app}"),
+            &paths::app_origins_path(app),
+            origins,
+        )
     }
 
     /// Every token the server knows (never a secret).
@@ -277,15 +260,10 @@ impl Remote {
 
     /// Revokes the token named `name`.
     pub fn revoke_token(&self, name: &str) -> Result<TokenSummary> {
-        let what = format!("revoking token {name:?}");
-        let url = format!("{}{}", self.base, paths::token_path(name));
-        let response = self
-            .agent
-            .delete(&url)
-            .header("Authorization", format!("Bearer {}", self.token))
-            .call()
-            .map_err(|e| self.unreachable(&what, e))?;
-        self.answer(&what, response)
+        self.delete(
+            &format!("revoking token {name:?}"),
+            &paths::token_path(name),
+        )
     }
 
     /// The ingest keys of `app`.
@@ -315,15 +293,10 @@ impl Remote {
         app: &AppId,
         name: &str,
     ) -> Result<crate::api::IngestKeySummary> {
-        let what = format!("revoking ingest key {name:?} of app {app}");
-        let url = format!("{}{}", self.base, paths::ingest_key_path(app, name));
-        let response = self
-            .agent
-            .delete(&url)
-            .header("Authorization", format!("Bearer {}", self.token))
-            .call()
-            .map_err(|e| self.unreachable(&what, e))?;
-        self.answer(&what, response)
+        self.delete(
+            &format!("revoking ingest key {name:?} of app {app}"),
+            &paths::ingest_key_path(app, name),
+        )
     }
 
     /// The newest `limit` audit entries, newest first.
@@ -394,21 +367,56 @@ impl Remote {
         self.post(what, paths::GC, request)
     }
 
-    /// POSTs a JSON body to an API path; `what` says what the user asked for, for errors.
+    /// POSTs `body` as JSON to an API path; `what` says what the user asked for, for errors.
     fn post<B: Serialize, T: DeserializeOwned>(
         &self,
         what: &str,
         path: &str,
         body: &B,
     ) -> Result<T> {
+        self.send_json(false, what, path, body)
+    }
+
+    /// PUTs `body` as JSON to an API path; `what` says what the user asked for, for errors.
+    fn put<B: Serialize, T: DeserializeOwned>(
+        &self,
+        what: &str,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
+        self.send_json(true, what, path, body)
+    }
+
+    fn send_json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        put: bool,
+        what: &str,
+        path: &str,
+        body: &B,
+    ) -> Result<T> {
         let url = format!("{}{path}", self.base);
         let bytes = serde_json::to_vec(body)?;
-        let response = self
-            .agent
-            .post(&url)
+        let request = if put {
+            self.agent.put(&url)
+        } else {
+            self.agent.post(&url)
+        };
+        let response = request
             .header("Authorization", format!("Bearer {}", self.token))
             .content_type("application/json")
             .send(&bytes[..])
+            .map_err(|e| self.unreachable(what, e))?;
+        self.answer(what, response)
+    }
+
+    /// DELETEs an API path; `what` says what the user asked for, for errors.
+    fn delete<T: DeserializeOwned>(&self, what: &str, path: &str) -> Result<T> {
+        let url = format!("{}{path}", self.base);
+        let response = self
+            .agent
+            .delete(&url)
+            .header("Authorization", format!("Bearer {}", self.token))
+            .call()
             .map_err(|e| self.unreachable(what, e))?;
         self.answer(what, response)
     }

@@ -977,11 +977,14 @@ fn tables_line_up_and_empty_results_say_so() {
         &env,
     ));
     assert_eq!(stats.lines().count(), 3, "{stats}");
+    // One device activated 1.10.0-beta.1 and none failed: 0 %, and up to 79.3 % at 95 %.
+    assert!(stats.contains("0.0% (0.0%..79.3%)"), "{stats}");
     for (header, right) in [
         ("package", false),
         ("version", false),
         ("installed", true),
         ("activated", true),
+        ("failure rate (95 %)", true),
         ("opens", true),
         ("offline", true),
         ("<1s", true),

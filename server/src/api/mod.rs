@@ -505,6 +505,10 @@ pub struct ReleaseReport {
     pub under_1s_rate: Option<f64>,
     /// `failed / activated`.
     pub failure_rate: Option<f64>,
+    /// The 95 % Wilson interval of the failed-boot rate, `[low, high]`, in devices (failing
+    /// ones among those that activated): how far the true rate may be from `failure_rate`
+    /// with this many devices. None with no device.
+    pub failure_rate_interval: Option<[f64; 2]>,
 }
 
 impl From<&meta_store::ReleaseStats> for ReleaseReport {
@@ -524,6 +528,16 @@ impl From<&meta_store::ReleaseStats> for ReleaseReport {
             offline_hit_rate: share(s.offline_hits, s.opens),
             under_1s_rate: share(s.under_1s, s.opens),
             failure_rate: share(s.failed, s.activated),
+            failure_rate_interval: {
+                let health = crate::ramp::Health {
+                    activated: s.activated,
+                    failed: s.failed,
+                };
+                (health.devices() > 0).then(|| {
+                    let (low, high) = health.wilson(crate::ramp::Z_95);
+                    [low, high]
+                })
+            },
         }
     }
 }

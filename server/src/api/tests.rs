@@ -96,12 +96,17 @@ fn reports_add_shares_to_the_counters() {
     check_json(
         &ReleaseReport::from(&stats),
         expect![[
-            r#"{"package":"checkout","version":"1.0.0","installed":0,"activated":4,"ready":0,"failed":1,"rolled_back":0,"opens":8,"offline_hits":6,"under_1s":2,"offline_hit_rate":0.75,"under_1s_rate":0.25,"failure_rate":0.25}"#
+            r#"{"package":"checkout","version":"1.0.0","installed":0,"activated":4,"ready":0,"failed":1,"rolled_back":0,"opens":8,"offline_hits":6,"under_1s":2,"offline_hit_rate":0.75,"under_1s_rate":0.25,"failure_rate":0.25,"failure_rate_interval":[0.04558726029536886,0.6993581599030918]}"#
         ]],
     );
     let none = ReleaseReport::from(&meta_store::ReleaseStats::default());
     assert_eq!(
-        (none.offline_hit_rate, none.under_1s_rate, none.failure_rate),
-        (None, None, None)
+        (
+            none.offline_hit_rate,
+            none.under_1s_rate,
+            none.failure_rate,
+            none.failure_rate_interval
+        ),
+        (None, None, None, None)
     );
 }

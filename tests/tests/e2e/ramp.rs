@@ -15,15 +15,6 @@ fn checkout() -> PackageId {
     PackageId::parse("checkout").unwrap()
 }
 
-fn active(client: &Client) -> Option<String> {
-    client
-        .status()
-        .packages
-        .first()
-        .and_then(|p| p.active.as_ref())
-        .map(ToString::to_string)
-}
-
 /// Each device checks, installs what it is offered and launches it: `broken` releases never
 /// signal ready, so their third launch rolls the device back; then it sends its reports.
 fn fleet_updates(clients: &[Client], broken: &str) {
@@ -74,7 +65,7 @@ fn evaluate(server: &Server) -> Value {
 fn on(clients: &[Client], version: &str) -> usize {
     clients
         .iter()
-        .filter(|c| active(c).as_deref() == Some(version))
+        .filter(|c| tests::active_version(c) == version)
         .count()
 }
 
