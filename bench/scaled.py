@@ -994,8 +994,9 @@ def render(ctx: Ctx, info: dict, versions: dict, s: dict, command: str, elapsed:
                      f"{ps['both_here']:.1f} s against {pe['both_here']:.1f} s embedded (the full "
                      f"pack {ps['full_here']:.1f} s against {pe['full_here']:.1f} s), though the "
                      f"publish itself returned in {ps['publish_new']:.2f} s against "
-                     f"{pe['publish_new']:.2f} s: even the fast pack's build reads every blob it "
-                     f"packs back from the bucket, one after another.")
+                     f"{pe['publish_new']:.2f} s: the fast pack's build reads every blob it packs "
+                     f"back from the bucket (16 at a time), where the embedded server reads "
+                     f"files.")
     if ps["both_everywhere"] > ps["both_here"] + 1.0:
         notes.append(f"A fast pack lives only in the memory of the replica that built it "
                      f"(ARCHITECTURE, Replicas): the other replica answered `503` until the final "
