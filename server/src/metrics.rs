@@ -41,8 +41,10 @@ pub struct Metrics {
     pub latency: Family<RouteLabels, Histogram>,
     /// Publishes, by outcome.
     pub publishes: Family<OutcomeLabels, Counter>,
-    /// Packs built.
+    /// Packs built (fast and final stages).
     pub pack_builds: Counter,
+    /// Final packs built: one per pack across the servers sharing a store.
+    pub final_pack_builds: Counter,
     /// Seconds spent building packs.
     pub pack_build_seconds: Histogram,
     /// Garbage collections run (dry runs aside).
@@ -78,7 +80,17 @@ impl Default for Metrics {
             "Publish attempts by outcome",
             publishes.clone(),
         );
-        registry.register("pack_builds", "Packs built", pack_builds.clone());
+        registry.register(
+            "pack_builds",
+            "Packs built, fast and final stages",
+            pack_builds.clone(),
+        );
+        let final_pack_builds = Counter::default();
+        registry.register(
+            "pack_final_builds",
+            "Final packs built (one server builds each)",
+            final_pack_builds.clone(),
+        );
         registry.register(
             "pack_build_duration_seconds",
             "Time to build one pack",
@@ -123,6 +135,7 @@ impl Default for Metrics {
             latency,
             publishes,
             pack_builds,
+            final_pack_builds,
             pack_build_seconds,
         }
     }

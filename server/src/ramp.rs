@@ -219,7 +219,18 @@ impl Health {
         let z2 = z * z;
         let centre = (p + z2 / (2.0 * n)) / (1.0 + z2 / n);
         let half = z / (1.0 + z2 / n) * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
-        ((centre - half).max(0.0), (centre + half).min(1.0))
+        // At the edges the bounds are exactly 0 and 1; the arithmetic leaves rounding dust.
+        let low = if self.failed == 0 {
+            0.0
+        } else {
+            (centre - half).max(0.0)
+        };
+        let high = if self.failed >= self.devices() {
+            1.0
+        } else {
+            (centre + half).min(1.0)
+        };
+        (low, high)
     }
 }
 

@@ -21,7 +21,7 @@ use manifests::{
 use crate::blob_store::BlobStore;
 use crate::blob_store::fs::blocking;
 use crate::error::{Error, Result};
-use crate::meta_store::{PackRecord, ReleaseRecord};
+use crate::meta_store::{PackRecord, ReleaseRecord, StoreLock};
 use crate::service::Service;
 
 pub mod builds;
@@ -157,18 +157,14 @@ impl Service {
     /// One pack job: the fast pack (unless the final pack exists), then, once no fast build
     /// waits anywhere, the final pack. Failures are logged: a device falls back to the next
     /// source, and a later request starts the job again.
+    ///
+    /// Servers sharing the store build each final pack once: one that finds the job's lease
+    /// taken builds only its own fast pack (cheap, and the same bytes on every server, so any
+    /// replica answers at once), serves it until the holder's final pack is stored, and takes
+    /// the job over if the holder dies (its lease expires within seconds).
     async fn run_pack_job(self: Arc<Self>, key: PackKey) {
-        // Servers sharing the store build each pack once: one that finds the job taken leaves
-        // it to its holder and serves the pack once stored. A killed holder stops renewing its
-        // lease, which expires within seconds; the next request then starts the job again.
-        let _job = match self.meta.try_lock(&format!("pack-job:{key}")).await {
-            Ok(Some(job)) => job,
-            Ok(None) => {
-                tracing::debug!(pack = %key, "another server builds this pack");
-                self.packs.fast_done();
-                self.packs.finish(&key);
-                return;
-            }
+        let lease = match self.meta.try_lock(&format!("pack-job:{key}")).await {
+            Ok(lease) => lease,
             Err(e) => {
                 tracing::error!(pack = %key, error = %e, "taking a pack job failed");
                 self.packs.fast_done();
@@ -195,16 +191,58 @@ impl Service {
         }
         self.packs.fast_done();
         if needed {
-            self.packs.fast_settled().await;
-            if let Err(e) = self.pack(&key.package, key.from.as_ref(), &key.to).await {
-                failed(&key, &e, "building a pack failed");
+            let lease = match lease {
+                Some(lease) => Some(lease),
+                None => {
+                    tracing::debug!(pack = %key, "another server builds this pack");
+                    self.final_elsewhere_or_lease(&key).await
+                }
+            };
+            if lease.is_some() {
+                self.packs.fast_settled().await;
+                if let Err(e) = self.pack(&key.package, key.from.as_ref(), &key.to).await {
+                    failed(&key, &e, "building a pack failed");
+                }
             }
-            // Stored now (by this job, or by another server meanwhile), or failed: either way the
-            // fast pack is served no longer, and after a failure the next request starts the job
+            // Stored now (by this job, or by another server), or failed: either way the fast
+            // pack is served no longer, and after a failure the next request starts the job
             // again (here, or on the server that takes the lease).
             self.packs.forget_fast(&key);
         }
         self.packs.finish(&key);
+    }
+
+    /// Waits, while another server holds the job of `key`, until its final pack is stored
+    /// (`None`) or its lease is free (`Some`: the holder died, and this job takes it over).
+    /// Gives up after [`FOREIGN_JOB_WAIT`], and on an error of the store (`None`, logged): the
+    /// next request starts the job again.
+    async fn final_elsewhere_or_lease(&self, key: &PackKey) -> Option<StoreLock> {
+        let deadline = tokio::time::Instant::now() + FOREIGN_JOB_WAIT;
+        while tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(FOREIGN_JOB_POLL).await;
+            match self
+                .meta
+                .pack(&key.package, key.from.as_ref(), &key.to)
+                .await
+            {
+                Ok(Some(_)) => return None,
+                Ok(None) => {}
+                Err(e) => {
+                    failed(key, &e, "looking up a pack built elsewhere failed");
+                    return None;
+                }
+            }
+            match self.meta.try_lock(&format!("pack-job:{key}")).await {
+                Ok(Some(lease)) => return Some(lease),
+                Ok(None) => {}
+                Err(e) => {
+                    failed(key, &e, "taking a pack job failed");
+                    return None;
+                }
+            }
+        }
+        tracing::warn!(pack = %key, "no final pack from the server holding its job; letting go");
+        None
     }
 
     /// The releases a pack goes between.
@@ -252,6 +290,9 @@ impl Service {
         let started = std::time::Instant::now();
         let bytes = build(self.blobs.clone(), from, to, stage).await?;
         self.metrics.pack_builds.inc();
+        if stage == Stage::Final {
+            self.metrics.final_pack_builds.inc();
+        }
         self.metrics
             .pack_build_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -272,11 +313,20 @@ impl Service {
         if let Some(fast) = self.packs.fast(key) {
             return Ok(fast);
         }
-        let (from_record, to_record) = self.releases_of(key).await?;
         let _guard = self.publish_lock(&format!("fast-pack:{key}")).await;
         if let Some(fast) = self.packs.fast(key) {
             return Ok(fast);
         }
+        let pack = self.build_fast(key).await?;
+        self.packs.put_fast(key.clone(), pack.clone());
+        Ok(pack)
+    }
+
+    /// Builds the fast pack of `key` (a diff may be answered by the full pack, built for the
+    /// comparison, or the one held). Holds nothing: only the job of a pack holds its fast pack,
+    /// and drops it once the final one is stored.
+    async fn build_fast(&self, key: &PackKey) -> Result<Arc<FastPack>> {
+        let (from_record, to_record) = self.releases_of(key).await?;
         let bytes = self
             .build_stage(key, from_record.as_ref(), &to_record, Stage::Fast)
             .await?;
@@ -285,12 +335,14 @@ impl Service {
             bytes: bytes.into(),
         });
         if Self::full_may_answer(key, pack.bytes.len() as u64, &to_record)? {
-            let full = Box::pin(self.fast_pack(&key.full())).await?;
+            let full = match self.packs.fast(&key.full()) {
+                Some(full) => full,
+                None => Box::pin(self.build_fast(&key.full())).await?,
+            };
             if full.bytes.len() <= pack.bytes.len() {
                 pack = full;
             }
         }
-        self.packs.put_fast(key.clone(), pack.clone());
         Ok(pack)
     }
 
@@ -397,6 +449,12 @@ fn failed(key: &PackKey, e: &Error, what: &str) {
         tracing::error!(pack = %key, error = %e, "{what}");
     }
 }
+
+/// How often a server serving its own fast pack looks for the final one another server builds.
+const FOREIGN_JOB_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long it waits for that final pack at most.
+const FOREIGN_JOB_WAIT: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
 /// Blobs a pack build reads at once.
 const CONCURRENT_READS: usize = 16;

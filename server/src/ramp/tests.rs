@@ -49,6 +49,9 @@ fn wilson_and_newcombe_intervals_match_the_published_examples() {
     close(difference(h(56, 70), h(48, 80), Z_95), (0.0524, 0.3339));
     close(difference(h(5, 56), h(0, 29), Z_95), (-0.0381, 0.1926));
     close(difference(h(9, 10), h(3, 10), Z_95), (0.1705, 0.8090));
+    // No failure: the low bound is exactly 0; all failing: the high bound exactly 1.
+    assert_eq!(h(0, 1_000).wilson(Z_95).0, 0.0);
+    assert_eq!(h(7, 7).wilson(Z_95).1, 1.0);
     // No device: nothing is known.
     assert_eq!(h(0, 0).wilson(Z_95), (0.0, 1.0));
     // A stricter quantile widens the interval.
