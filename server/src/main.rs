@@ -2080,6 +2080,13 @@ fn print_demo(
         seeded.admin_token
     );
     println!("  baleen releases --package {PACKAGE}");
+    println!("  baleen stats --app {APP} --channel {CHANNEL}     # a simulated fleet's reports");
+    println!(
+        "  baleen ramp start --package {PACKAGE} --channel {CHANNEL} --steps 60,100 --min-step-secs 0 --margin 6"
+    );
+    println!(
+        "  baleen ramp evaluate                                # let the devices' health decide"
+    );
     println!("  baleen complete --package {PACKAGE} --channel {CHANNEL} --reason 'looks good'");
     println!("  baleen rollback --package {PACKAGE} --channel {CHANNEL} --reason 'undo'");
     println!("  baleen history --package {PACKAGE} --channel {CHANNEL}");

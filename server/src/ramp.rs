@@ -307,6 +307,11 @@ fn pct(x: f64) -> String {
     format!("{:.2} %", x * 100.0)
 }
 
+/// A difference of two rates, in percentage points.
+fn points(x: f64) -> String {
+    format!("{:.2} points", x * 100.0)
+}
+
 /// Decides a ramp's next move.
 ///
 /// `basis_points` is the candidate's share now, `step_started` when the ramp last moved it, and
@@ -343,8 +348,8 @@ pub fn decide(
         return Verdict::Rollback {
             reason: format!(
                 "clearly worse: {figures}; the increase is above {} at 99.9 % (at least {})",
-                pct(margin),
-                pct(clear_low)
+                points(margin),
+                points(clear_low)
             ),
         };
     }
@@ -352,8 +357,8 @@ pub fn decide(
         return Verdict::Pause {
             reason: format!(
                 "worse: {figures}; the increase is above {} at 95 % (at least {})",
-                pct(margin),
-                pct(low)
+                points(margin),
+                points(low)
             ),
         };
     }
@@ -380,15 +385,15 @@ pub fn decide(
             reason: format!(
                 "no conclusion yet: {figures}; the increase over {against} may be up to {} at \
                  95 %, above the margin of {}",
-                pct(high),
-                pct(margin)
+                points(high),
+                points(margin)
             ),
         };
     }
     let healthy = format!(
         "not worse than {against} by more than {}: {figures}; at most {} at 95 %",
-        pct(margin),
-        pct(high)
+        points(margin),
+        points(high)
     );
     match policy.steps.iter().find(|&&s| s > basis_points) {
         Some(&next) => Verdict::Advance {

@@ -115,7 +115,7 @@ fn a_worse_candidate_pauses_and_a_clearly_worse_one_rolls_back_when_allowed() {
     // 3 % against 0.2 %, margin 1 %: worse at 95 % but not at 99.9 %.
     let v = decide_at(&policy(true), 500, 0, h(9, 300), stable);
     assert_eq!(v.name(), "pause", "{v:?}");
-    assert!(v.reason().contains("above 1.00 % at 95 %"), "{v:?}");
+    assert!(v.reason().contains("above 1.00 points at 95 %"), "{v:?}");
     // 10 % of 1,000: clearly worse.
     let v = decide_at(&policy(true), 500, 0, h(100, 1_000), stable);
     assert_eq!(v.name(), "rollback", "{v:?}");
