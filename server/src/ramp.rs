@@ -48,7 +48,8 @@ pub const MAX_MIN_STEP_SECS: u64 = 365 * 24 * 3600;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RampPolicy {
-    /// The shares to go through, in basis points (10 000 = 100 %), rising, the last 10 000.
+    /// The shares to go through, in basis points (10 000 = 100 %), each once, 10 000 among them
+    /// (the last, once sorted).
     pub steps: Vec<u16>,
     /// Activated candidate devices a step needs before it may advance.
     pub min_devices: u64,
@@ -63,6 +64,16 @@ pub struct RampPolicy {
 }
 
 impl RampPolicy {
+    /// The policy with its steps in rising order (they may be given in any), checked.
+    ///
+    /// # Errors
+    /// [`Error::BadRequest`] naming what is wrong.
+    pub fn checked(mut self) -> Result<RampPolicy> {
+        self.steps.sort_unstable();
+        self.check()?;
+        Ok(self)
+    }
+
     /// Checks the policy.
     ///
     /// # Errors
@@ -76,7 +87,11 @@ impl RampPolicy {
             ));
         }
         if let Some(w) = self.steps.windows(2).find(|w| w[0] >= w[1]) {
-            return bad(format!("steps must rise: {} then {}", w[0], w[1]));
+            return bad(if w[0] == w[1] {
+                format!("step {} is given twice", w[0])
+            } else {
+                format!("steps must rise: {} then {}", w[0], w[1])
+            });
         }
         if self.steps[0] == 0 {
             return bad("the first step is 0 basis points; it must be above 0".into());
@@ -428,7 +443,7 @@ impl Service {
         actor: &str,
         reason: &str,
     ) -> Result<RampRecord> {
-        policy.check()?;
+        let policy = policy.checked()?;
         let app = self.app_of(package).await?;
         let (_, current) = self.meta.channel_package(&app, channel, package).await?;
         let version = match version.or(current.candidate.as_ref()) {

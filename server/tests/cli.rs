@@ -1437,7 +1437,7 @@ fn every_serve_setting_has_an_environment_variable_and_logs_can_be_json() {
         &remote,
     );
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("steps must rise"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must be 10000"));
 
     // A command's error is a JSON log line too.
     let err = fails(&baleen(

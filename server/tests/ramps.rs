@@ -287,9 +287,9 @@ fn ramps_are_refused_with_a_clear_error_and_a_person_can_take_over() {
     };
     for (body, status, words) in [
         (
-            json!({"version": "1.1.0", "policy": {"steps": [500, 100, 10000], "min_devices": 1, "min_step_secs": 0, "margin_basis_points": 100}}),
+            json!({"version": "1.1.0", "policy": {"steps": [500, 500, 10000], "min_devices": 1, "min_step_secs": 0, "margin_basis_points": 100}}),
             422,
-            "steps must rise",
+            "given twice",
         ),
         (
             json!({"version": "1.1.0", "policy": {"steps": [100, 5000], "min_devices": 1, "min_step_secs": 0, "margin_basis_points": 100}}),

@@ -144,9 +144,16 @@ fn without_stable_figures_the_candidate_is_held_against_the_margin_alone() {
 #[test]
 fn policies_are_checked() {
     assert!(policy(true).check().is_ok());
+    // Given in any order, steps are sorted before the check.
+    let shuffled = RampPolicy {
+        steps: vec![10_000, 100, 2_500, 500],
+        ..policy(true)
+    };
+    assert_eq!(shuffled.checked().unwrap(), policy(true));
     for (steps, margin, words) in [
         (vec![], 100, "0 steps"),
         (vec![500, 100, 10_000], 100, "steps must rise"),
+        (vec![100, 100, 10_000], 100, "given twice"),
         (vec![0, 10_000], 100, "first step is 0"),
         (vec![100, 5_000], 100, "must be 10000"),
         (vec![100, 10_000], 10_001, "margin"),
