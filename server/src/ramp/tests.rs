@@ -186,3 +186,25 @@ fn policies_are_checked() {
         assert!(err.contains(words), "{err}");
     }
 }
+
+#[test]
+fn whole_numbers_are_read_as_json_schema_reads_integers() {
+    let p: RampPolicy = serde_json::from_str(
+        r#"{"steps": [100.0, 10000], "min_devices": 5.0, "min_step_secs": 60, "margin_basis_points": 50.0}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        (p.steps, p.min_devices, p.margin_basis_points),
+        (vec![100, 10_000], 5, 50)
+    );
+    for bad in [
+        r#"{"steps": [100.5, 10000], "min_devices": 5, "min_step_secs": 60, "margin_basis_points": 50}"#,
+        r#"{"steps": [70000], "min_devices": 5, "min_step_secs": 60, "margin_basis_points": 50}"#,
+        r#"{"steps": [10000], "min_devices": -5, "min_step_secs": 60, "margin_basis_points": 50}"#,
+    ] {
+        let err = serde_json::from_str::<RampPolicy>(bad)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a whole number in range"), "{bad}: {err}");
+    }
+}
