@@ -39,7 +39,7 @@ pub enum Action {
         /// The candidate; the current one when omitted.
         version: Option<ReleaseVersion>,
         /// Share of devices, 0 to 10 000.
-        #[serde(deserialize_with = "whole_number")]
+        #[serde(deserialize_with = "crate::api::whole_number")]
         basis_points: u16,
     },
     /// Freeze the rollout's share: devices keep what they have, the share cannot change.
@@ -54,36 +54,6 @@ pub enum Action {
         /// The release to return to.
         to: Option<ReleaseVersion>,
     },
-}
-
-/// Reads a `u16` as JSON Schema reads an integer: `1000` and `1000.0` alike. A fraction, a
-/// negative number or one beyond `u16` is refused.
-fn whole_number<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u16, D::Error> {
-    use serde::de::{Unexpected, Visitor};
-
-    struct Whole;
-    impl Visitor<'_> for Whole {
-        type Value = u16;
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a whole number from 0 to 65535")
-        }
-        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<u16, E> {
-            u16::try_from(v).map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &self))
-        }
-        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<u16, E> {
-            u16::try_from(v).map_err(|_| E::invalid_value(Unexpected::Signed(v), &self))
-        }
-        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<u16, E> {
-            if v.fract() == 0.0 && (0.0..=f64::from(u16::MAX)).contains(&v) {
-                // Whole and within range: the cast is exact.
-                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-                Ok(v as u16)
-            } else {
-                Err(E::invalid_value(Unexpected::Float(v), &self))
-            }
-        }
-    }
-    deserializer.deserialize_any(Whole)
 }
 
 impl Action {

@@ -48,60 +48,23 @@ pub const MAX_MIN_STEP_SECS: u64 = 365 * 24 * 3600;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RampPolicy {
-    #[serde(deserialize_with = "whole_numbers")]
+    #[serde(deserialize_with = "crate::api::whole_numbers")]
     /// The shares to go through, in basis points (10 000 = 100 %), each once, 10 000 among them
     /// (the last, once sorted).
     pub steps: Vec<u16>,
     /// Activated candidate devices a step needs before it may advance.
-    #[serde(deserialize_with = "whole_number")]
+    #[serde(deserialize_with = "crate::api::whole_number")]
     pub min_devices: u64,
     /// Seconds a step lasts at least.
-    #[serde(deserialize_with = "whole_number")]
+    #[serde(deserialize_with = "crate::api::whole_number")]
     pub min_step_secs: u64,
     /// The largest acceptable increase of the failed-boot rate over stable's, in basis points of
     /// a rate (100 = one percentage point).
-    #[serde(deserialize_with = "whole_number")]
+    #[serde(deserialize_with = "crate::api::whole_number")]
     pub margin_basis_points: u16,
     /// Whether a candidate clearly worse (at 99.9 %) is rolled back, not only paused.
     #[serde(default)]
     pub auto_rollback: bool,
-}
-
-/// A whole number as JSON Schema reads an integer: `1000` and `1000.0` alike; a fraction, a
-/// negative number or one beyond `T` is none.
-fn whole<T: TryFrom<u64>>(n: &serde_json::Number) -> Option<T> {
-    let n = match n.as_u64() {
-        Some(n) => n,
-        None => {
-            let f = n.as_f64()?;
-            if f.fract() != 0.0 || !(0.0..=u64::MAX as f64).contains(&f) {
-                return None;
-            }
-            // Whole and within range: the cast is exact (or saturates at the top, refused below).
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            let n = f as u64;
-            n
-        }
-    };
-    T::try_from(n).ok()
-}
-
-fn whole_number<'de, D: serde::Deserializer<'de>, T: TryFrom<u64>>(d: D) -> Result<T, D::Error> {
-    let n = serde_json::Number::deserialize(d)?;
-    whole(&n).ok_or_else(|| serde::de::Error::custom(format!("{n} is not a whole number in range")))
-}
-
-fn whole_numbers<'de, D: serde::Deserializer<'de>, T: TryFrom<u64>>(
-    d: D,
-) -> Result<Vec<T>, D::Error> {
-    Vec::<serde_json::Number>::deserialize(d)?
-        .iter()
-        .map(|n| {
-            whole(n).ok_or_else(|| {
-                serde::de::Error::custom(format!("{n} is not a whole number in range"))
-            })
-        })
-        .collect()
 }
 
 impl RampPolicy {

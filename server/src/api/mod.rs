@@ -388,34 +388,58 @@ pub struct TokenRequest {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "whole_number"
+        deserialize_with = "optional_whole_number"
     )]
     pub expires_in_secs: Option<u64>,
 }
 
-/// Reads a count or seconds as JSON Schema reads an integer: `3600` and `3600.0` alike; a
-/// fraction or a negative number is refused.
-fn whole_number<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<u64>, D::Error> {
-    use serde::de::Error as _;
-    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
-        return Ok(None);
-    };
-    let whole = number.as_u64().or_else(|| {
+/// A whole number as JSON Schema reads an integer: `1000` and `1000.0` alike; a fraction, a
+/// negative number or one beyond `T` (or beyond 2^53 when written with a fraction part) is none.
+pub(crate) fn whole<T: TryFrom<u64>>(number: &serde_json::Number) -> Option<T> {
+    let n = number.as_u64().or_else(|| {
         number
             .as_f64()
             .filter(|f| f.fract() == 0.0 && (0.0..=9.0e15).contains(f))
             // Whole and below 2^53: the cast is exact.
             .map(|f| {
                 #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-                let secs = f as u64;
-                secs
+                let n = f as u64;
+                n
             })
-    });
-    whole
-        .map(Some)
-        .ok_or_else(|| D::Error::custom(format!("{number} is not a whole number from 0")))
+    })?;
+    T::try_from(n).ok()
+}
+
+fn not_whole<E: serde::de::Error>(number: &serde_json::Number) -> E {
+    E::custom(format!("{number} is not a whole number in range"))
+}
+
+/// Deserializes a whole number as [`whole`] reads it.
+pub(crate) fn whole_number<'de, D: serde::Deserializer<'de>, T: TryFrom<u64>>(
+    deserializer: D,
+) -> Result<T, D::Error> {
+    let number = serde_json::Number::deserialize(deserializer)?;
+    whole(&number).ok_or_else(|| not_whole(&number))
+}
+
+/// Deserializes whole numbers as [`whole`] reads them.
+pub(crate) fn whole_numbers<'de, D: serde::Deserializer<'de>, T: TryFrom<u64>>(
+    deserializer: D,
+) -> Result<Vec<T>, D::Error> {
+    Vec::<serde_json::Number>::deserialize(deserializer)?
+        .iter()
+        .map(|number| whole(number).ok_or_else(|| not_whole(number)))
+        .collect()
+}
+
+/// Deserializes an optional whole number as [`whole`] reads it.
+fn optional_whole_number<'de, D: serde::Deserializer<'de>, T: TryFrom<u64>>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
+    match Option::<serde_json::Number>::deserialize(deserializer)? {
+        Some(number) => whole(&number).map(Some).ok_or_else(|| not_whole(&number)),
+        None => Ok(None),
+    }
 }
 
 /// What is known of a token; never its secret (schema `TokenSummary`).
@@ -632,28 +656,28 @@ pub struct GcRequest {
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "whole_number"
+        deserialize_with = "optional_whole_number"
     )]
     pub max_age_secs: Option<u64>,
     /// Replaces [`Retention::dev_max_age_secs`].
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "whole_number"
+        deserialize_with = "optional_whole_number"
     )]
     pub dev_max_age_secs: Option<u64>,
     /// Replaces [`Retention::history_depth`].
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "whole_number"
+        deserialize_with = "optional_whole_number"
     )]
     pub history_depth: Option<u64>,
     /// Replaces [`Retention::keep_last`].
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
-        deserialize_with = "whole_number"
+        deserialize_with = "optional_whole_number"
     )]
     pub keep_last: Option<u64>,
 }
