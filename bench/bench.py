@@ -455,13 +455,19 @@ class Baleen:
                 raise BenchError(f"baleen token create printed {out!r}")
             (data / "bench-token").write_text(out)
         self.token = (data / "bench-token").read_text().strip()
-        out_path, self.err_path = data / "serve.out", data / "serve.err"
-        env = dict(os.environ, RUST_LOG="warn")
+        self.serve([], {}, 30)
+
+    def serve(self, extra: list[str], env: dict, within: float) -> None:
+        """Starts `baleen serve` on this data dir with `extra` arguments and `env`, and waits
+        (at most `within` seconds) until it answers `/healthz`."""
+        out_path, self.err_path = self.data / "serve.out", self.data / "serve.err"
         with open(out_path, "w") as out, open(self.err_path, "a") as err:
-            self.proc = ctx.procs.start(
-                [ctx.bin, "serve", "--data-dir", str(data), "--listen", "127.0.0.1:0"],
-                f"baleen serve ({name})", stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env)
-        deadline = time.monotonic() + 30
+            self.proc = self.ctx.procs.start(
+                [self.ctx.bin, "serve", "--data-dir", str(self.data), "--listen", "127.0.0.1:0",
+                 *extra],
+                f"baleen serve ({self.name})", stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                env=dict(os.environ, **env, RUST_LOG="warn"))
+        deadline = time.monotonic() + within
         self.url = ""
         while time.monotonic() < deadline:
             m = re.search(r"listening on (http://\S+)", out_path.read_text())
@@ -473,7 +479,8 @@ class Baleen:
             time.sleep(0.05)
         if not self.url:
             self.stop()
-            raise BenchError(f"baleen serve did not start: {self.err_path.read_text()[-2000:]}")
+            raise BenchError(f"baleen serve ({self.name}) did not start: "
+                             f"{self.err_path.read_text()[-2000:]}")
         status, _ = http_get(self.url + "/healthz", timeout=10)
         if status != 200:
             raise BenchError(f"{self.url}/healthz answered {status}")

@@ -182,29 +182,7 @@ class Replica(B.Baleen):
 
     def __init__(self, ctx, data: Path, name: str, config: Path, env: dict, token: str):
         self.ctx, self.data, self.name, self.token = ctx, data, name, token
-        out_path, self.err_path = data / "serve.out", data / "serve.err"
-        with open(out_path, "w") as out, open(self.err_path, "a") as err:
-            self.proc = ctx.procs.start(
-                [ctx.bin, "serve", "--listen", "127.0.0.1:0", "--config", str(config),
-                 "--data-dir", str(data)],
-                f"baleen serve ({name})", stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                env=dict(os.environ, **env, RUST_LOG="warn"))
-        deadline = time.monotonic() + 60
-        self.url = ""
-        while time.monotonic() < deadline:
-            m = re.search(r"listening on (http://\S+)", out_path.read_text())
-            if m:
-                self.url = m.group(1)
-                break
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        if not self.url:
-            self.stop()
-            raise B.BenchError(f"replica {name} did not start: {self.err_path.read_text()[-2000:]}")
-        status, _ = B.http_get(self.url + "/healthz", timeout=10)
-        if status != 200:
-            raise B.BenchError(f"{self.url}/healthz answered {status}")
+        self.serve(["--config", str(config)], env, 60)
 
 
 @dataclass
