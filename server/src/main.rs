@@ -1575,6 +1575,15 @@ fn ramp_command(command: RampCommand) -> Result<()> {
             };
             let ramp =
                 client(&target.remote)?.start_ramp(&target.package, &target.channel, &request)?;
+            let needed = ramp.policy.devices_to_conclude();
+            if needed > ramp.policy.min_devices {
+                eprintln!(
+                    "note: with a margin of {} points, a step advances only once about {needed} \
+                     devices activated the candidate without a failed boot (more with failures); \
+                     until then it holds, whatever --min-devices says",
+                    f64::from(ramp.policy.margin_basis_points) / 100.0
+                );
+            }
             print_answer(&target.remote, &ramp, describe_ramp)
         }
         RampCommand::Show {

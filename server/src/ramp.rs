@@ -127,6 +127,21 @@ impl RampPolicy {
         Ok(())
     }
 
+    /// Activated devices a step needs, none of them failing, before the candidate's failed-boot
+    /// rate is known at 95 % to be within the margin (stable at 0): the Wilson bound of 0 failures
+    /// among n devices is z² / (n + z²). Fewer than this and a step holds however long it lasts.
+    pub fn devices_to_conclude(&self) -> u64 {
+        let margin = self.margin();
+        if margin <= 0.0 {
+            return u64::MAX;
+        }
+        let z2 = Z_95 * Z_95;
+        // Positive and finite: the cast is exact enough for a count of devices.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let n = (z2 * (1.0 - margin) / margin).ceil() as u64;
+        n
+    }
+
     fn margin(&self) -> f64 {
         f64::from(self.margin_basis_points) / f64::from(FULL_ROLLOUT)
     }

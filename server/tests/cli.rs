@@ -1431,6 +1431,23 @@ fn every_serve_setting_has_an_environment_variable_and_logs_can_be_json() {
     );
     let stopped = ramp(&[&["stop"][..], &target[..4]].concat());
     assert!(stopped.contains("(ended)"), "{stopped}");
+    // A margin the minimum sample cannot show is pointed out: 1 point needs ~381 clean devices.
+    let out = baleen(
+        &[
+            &["ramp", "start"][..],
+            &target,
+            &["--steps", "100", "--margin", "1", "--min-devices", "10"],
+        ]
+        .concat(),
+        &remote,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let note = String::from_utf8_lossy(&out.stderr);
+    assert!(note.contains("about 381 devices"), "{note}");
     // A policy that does not hold is refused, naming what is wrong.
     let out = baleen(
         &[&["ramp", "start"][..], &target, &["--steps", "50,20"]].concat(),

@@ -208,3 +208,20 @@ fn whole_numbers_are_read_as_json_schema_reads_integers() {
         assert!(err.contains("not a whole number in range"), "{bad}: {err}");
     }
 }
+
+#[test]
+fn the_devices_a_margin_needs_are_where_a_clean_sample_starts_to_advance() {
+    for margin in [50_u16, 100, 800] {
+        let p = RampPolicy {
+            margin_basis_points: margin,
+            min_devices: 0,
+            min_step_secs: 0,
+            ..policy(true)
+        };
+        let n = p.devices_to_conclude();
+        let at = |devices: u64| decide_at(&p, 100, 0, h(0, devices), Some(h(0, 1_000_000)));
+        assert_eq!(at(n).name(), "advance", "{margin}: {n}");
+        assert_eq!(at(n - 1).name(), "hold", "{margin}: {}", n - 1);
+    }
+    assert_eq!(policy(true).devices_to_conclude(), 381);
+}
