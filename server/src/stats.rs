@@ -143,17 +143,23 @@ impl Service {
         let device = device_hash(&batch.app, device_id);
         self.events.admit_device(&device)?;
         let (app, channel) = (&batch.app, &batch.channel);
-        if self.meta.app_packages(app).await?.is_empty() {
-            return Err(Error::UnknownEventTarget {
-                code: "unknown_app",
-                message: format!("app {app} has no package; events are counted per release"),
-            });
-        }
+        // An app without packages is named as such, whatever else is wrong; it is asked only on
+        // the way to a refusal, not for every batch that counts.
+        let no_app = || async {
+            Ok::<_, Error>(self.meta.app_packages(app).await?.is_empty().then(|| {
+                Error::UnknownEventTarget {
+                    code: "unknown_app",
+                    message: format!("app {app} has no package; events are counted per release"),
+                }
+            }))
+        };
         if self.meta.channel_head(app, channel).await?.is_none() {
-            return Err(Error::UnknownEventTarget {
-                code: "unknown_channel",
-                message: format!("app {app} has no channel {channel}"),
-            });
+            return Err(no_app()
+                .await?
+                .unwrap_or_else(|| Error::UnknownEventTarget {
+                    code: "unknown_channel",
+                    message: format!("app {app} has no channel {channel}"),
+                }));
         }
         let mut known: BTreeMap<(PackageId, ReleaseVersion), bool> = BTreeMap::new();
         let mut reports: BTreeMap<(PackageId, ReleaseVersion), DeviceReport> = BTreeMap::new();
@@ -211,6 +217,9 @@ impl Service {
             }
         }
         if reports.is_empty() {
+            if let Some(no_app) = no_app().await? {
+                return Err(no_app);
+            }
             let message = refused
                 .first()
                 .map_or_else(|| "no event".to_owned(), |r| r.message.clone());
