@@ -54,6 +54,9 @@ pub enum Action {
         /// The release to return to.
         to: Option<ReleaseVersion>,
     },
+    /// Restore the package's state before its last change on the channel (an undo of an undo
+    /// redoes). The restored state is a new index sequence, signed like any other.
+    Undo,
 }
 
 impl Action {
@@ -66,6 +69,7 @@ impl Action {
             Action::Resume => "resume",
             Action::Complete => "complete",
             Action::Rollback { .. } => "rollback",
+            Action::Undo => "undo",
         }
     }
 }
@@ -73,7 +77,8 @@ impl Action {
 /// Applies `action` to a package's channel state.
 ///
 /// `exists` tells whether a version of the package was published; `previous_stable` is the stable
-/// release before the current one, from the channel's history.
+/// release before the current one, from the channel's history; `last` is the package's newest
+/// history entry on the channel, which an undo reverts.
 ///
 /// # Errors
 /// [`Error::NotFound`] for an unknown version, [`Error::Conflict`] for an action that does not
@@ -84,6 +89,7 @@ pub fn apply(
     action: &Action,
     exists: impl Fn(&ReleaseVersion) -> bool,
     previous_stable: Option<&ReleaseVersion>,
+    last: Option<&HistoryEntry>,
 ) -> Result<ChannelPackage> {
     let known = |v: &ReleaseVersion| {
         if exists(v) {
@@ -183,6 +189,30 @@ pub fn apply(
                 next.paused = false;
             }
         }
+        Action::Undo => {
+            let Some(last) = last else {
+                return Err(Error::Conflict(
+                    "nothing to undo: no change recorded".into(),
+                ));
+            };
+            let Some(before) = &last.before else {
+                return Err(Error::Conflict(format!(
+                    "the last change ({} at {}) was recorded without the state before it, so it \
+                     cannot be undone; name the action that restores it",
+                    last.action, last.at
+                )));
+            };
+            for version in [&before.stable, &before.candidate].into_iter().flatten() {
+                known(version)?;
+            }
+            if before == state {
+                return Err(Error::Conflict(format!(
+                    "undoing the last change ({}) would change nothing",
+                    last.action
+                )));
+            }
+            next = before.clone();
+        }
     }
     Ok(next)
 }
@@ -201,8 +231,17 @@ fn previous_stable(
         .and_then(|h| h.from_version.clone())
 }
 
-fn changes_stable(action: &str) -> bool {
-    matches!(action, "promote" | "complete" | "rollback")
+/// Whether a history entry made another release stable: its `from_version` and `to_version` are
+/// then stable releases.
+fn changes_stable(entry: &HistoryEntry) -> bool {
+    match entry.action.as_str() {
+        "promote" | "complete" | "rollback" => true,
+        "undo" => entry
+            .before
+            .as_ref()
+            .is_some_and(|b| b.stable == entry.from_version && b.stable != entry.to_version),
+        _ => false,
+    }
 }
 
 /// The outcome of a channel change.
@@ -272,6 +311,7 @@ impl Service {
                 action,
                 |v| releases.iter().any(|r| &r.version == v),
                 previous.as_ref(),
+                history.first(),
             )?;
             for version in [&next.stable, &next.candidate].into_iter().flatten() {
                 if current.stable.as_ref() == Some(version)
@@ -293,6 +333,9 @@ impl Service {
                 Action::Rollback { to: None } if current.candidate.is_some() => {
                     (current.candidate.clone(), next.stable.clone())
                 }
+                Action::Undo if current.stable == next.stable => {
+                    (current.candidate.clone(), next.candidate.clone())
+                }
                 _ => (current.stable.clone(), next.stable.clone()),
             };
             let entry = HistoryEntry {
@@ -305,6 +348,7 @@ impl Service {
                 actor: actor.to_owned(),
                 reason: reason.to_owned(),
                 sequence,
+                before: Some(current.clone()),
             };
             let mut all_history = history;
             all_history.insert(0, entry.clone());
@@ -482,7 +526,7 @@ fn package_entry(
         let mut seen_requires = vec![stable.requires.as_str().to_owned()];
         let mut was_stable: Vec<&ReleaseVersion> = history
             .iter()
-            .filter(|h| changes_stable(&h.action))
+            .filter(|h| changes_stable(h))
             .filter_map(|h| h.to_version.as_ref())
             .filter(|v| **v < stable.version)
             .collect();

@@ -40,7 +40,7 @@ use self::tables::{TargetState, connect, copy_metadata, schema, target_state};
 mod tests;
 
 /// Every metadata table, each after the tables its foreign keys name.
-pub const TABLES: [&str; 17] = [
+pub const TABLES: [&str; 18] = [
     "packages",
     "apps",
     "releases",
@@ -58,6 +58,7 @@ pub const TABLES: [&str; 17] = [
     "ingest_keys",
     "release_devices",
     "ramps",
+    "console_sessions",
 ];
 
 /// PostgreSQL's own tables, with no counterpart in an embedded install: coordination between

@@ -477,6 +477,7 @@ fn describe_change(package: &PackageId, channel: &Channel, action: &Action) -> S
             format!("rolling back {package} on {channel} to {to}")
         }
         Action::Rollback { to: None } => format!("rolling back {package} on {channel}"),
+        Action::Undo => format!("undoing the last change of {package} on {channel}"),
     }
 }
 

@@ -51,6 +51,7 @@ fn check(before: &str, action: Action, expect: Expect) {
         &action,
         |x| published.contains(&x.to_string().as_str()),
         Some(&previous),
+        None,
     ) {
         Ok(after) => show(&after),
         Err(e) => format!("{}: {e}", e.code()),
@@ -193,7 +194,79 @@ fn rollback_without_history_has_nowhere_to_go() {
         &Action::Rollback { to: None },
         |_| true,
         None,
+        None,
     )
     .unwrap_err();
     assert_eq!(err.to_string(), "no earlier stable release to roll back to");
+}
+
+fn entry(action: &str, before: Option<&str>) -> crate::meta_store::HistoryEntry {
+    crate::meta_store::HistoryEntry {
+        at: manifests::Timestamp::from_unix_secs(1_700_000_000),
+        package: manifests::PackageId::parse("shop").unwrap(),
+        action: action.into(),
+        from_version: None,
+        to_version: None,
+        rollout_basis_points: None,
+        actor: "tester".into(),
+        reason: String::new(),
+        sequence: 3,
+        before: before.map(state),
+    }
+}
+
+#[track_caller]
+fn check_undo(now: &str, last: Option<crate::meta_store::HistoryEntry>, expect: Expect) {
+    let published = ["1.0.0", "1.1.0"];
+    let got = match apply(
+        &state(now),
+        &Action::Undo,
+        |x| published.contains(&x.to_string().as_str()),
+        None,
+        last.as_ref(),
+    ) {
+        Ok(after) => show(&after),
+        Err(e) => format!("{}: {e}", e.code()),
+    };
+    expect.assert_eq(&got);
+}
+
+#[test]
+fn undo_restores_the_state_before_the_last_change() {
+    // A promote that dropped a rollout comes back whole: stable, candidate, share and pause.
+    check_undo(
+        "stable=1.1.0",
+        Some(entry(
+            "promote",
+            Some("stable=1.0.0 candidate=1.1.0@2500 paused"),
+        )),
+        expect!["stable=1.0.0 candidate=1.1.0@2500 paused"],
+    );
+    check_undo(
+        "stable=1.0.0",
+        Some(entry("rollback", Some("stable=1.0.0 candidate=1.1.0@500"))),
+        expect!["stable=1.0.0 candidate=1.1.0@500"],
+    );
+    check_undo(
+        "stable=1.0.0",
+        None,
+        expect!["conflict: nothing to undo: no change recorded"],
+    );
+    check_undo(
+        "stable=1.0.0",
+        Some(entry("promote", None)),
+        expect![
+            "conflict: the last change (promote at 2023-11-14T22:13:20Z) was recorded without the state before it, so it cannot be undone; name the action that restores it"
+        ],
+    );
+    check_undo(
+        "stable=1.1.0",
+        Some(entry("promote", Some("stable=0.9.0"))),
+        expect!["not_found: release 0.9.0 not found"],
+    );
+    check_undo(
+        "stable=1.0.0",
+        Some(entry("pause", Some("stable=1.0.0"))),
+        expect!["conflict: undoing the last change (pause) would change nothing"],
+    );
 }

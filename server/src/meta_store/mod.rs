@@ -126,7 +126,7 @@ pub struct ReleaseRecord {
 }
 
 /// What one channel says of one package.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ChannelPackage {
     /// The release every device gets.
     pub stable: Option<ReleaseVersion>,
@@ -221,6 +221,9 @@ pub struct HistoryEntry {
     pub reason: String,
     /// The index sequence the change produced.
     pub sequence: u64,
+    /// The package's state on the channel before the change, which an undo restores (none for
+    /// changes recorded before undo existed).
+    pub before: Option<ChannelPackage>,
 }
 
 /// A write to the audit log.
@@ -374,6 +377,23 @@ pub struct IngestKeyRecord {
     pub created_at: Timestamp,
     /// When it was revoked; a revoked key is never accepted again.
     pub revoked_at: Option<Timestamp>,
+}
+
+/// A console session: a browser signed in with a token. Only hashes are stored: of the session's
+/// secret (the cookie) and of the token it was opened with, which is checked again on every
+/// request, so that revoking the token ends its sessions at once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// sha256 of the cookie's secret.
+    pub id: Digest,
+    /// sha256 of the token the session was opened with.
+    pub token: Digest,
+    /// The secret every form of the session carries (CSRF), random per session.
+    pub csrf: String,
+    /// When it was opened.
+    pub created_at: Timestamp,
+    /// When it stops being accepted.
+    pub expires_at: Timestamp,
 }
 
 /// A built pack, stored as a blob.
@@ -769,6 +789,15 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug + 'static {
 
     /// Records a use of the token with this hash: its last-used time and `audit`, together.
     async fn token_used(&self, hash: &Digest, at: Timestamp, audit: &AuditEntry) -> Result<()>;
+
+    /// Stores a console session, removing the sessions that expired before it was opened.
+    async fn insert_session(&self, session: &SessionRecord) -> Result<()>;
+
+    /// The session with this hash, expired or not.
+    async fn session(&self, id: &Digest) -> Result<Option<SessionRecord>>;
+
+    /// Removes the session with this hash (a sign-out); removing none is no error.
+    async fn delete_session(&self, id: &Digest) -> Result<()>;
 
     /// The newest audit entries, newest first.
     async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>>;

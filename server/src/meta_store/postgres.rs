@@ -33,8 +33,8 @@ use super::rows::{
 use super::{
     AuditEntry, ChannelCommit, ChannelHead, ChannelPackage, ChannelRow, ChannelState, DeviceReport,
     HistoryEntry, HistoryMention, IngestKeyRecord, Inserted, MetaStore, PackFact, PackRecord,
-    ReleaseFact, ReleaseRecord, ReleaseStats, RetentionFacts, Scope, StoreChange, StoreLock,
-    StoredIndex, TokenRecord,
+    ReleaseFact, ReleaseRecord, ReleaseStats, RetentionFacts, Scope, SessionRecord, StoreChange,
+    StoreLock, StoredIndex, TokenRecord,
 };
 use crate::error::{Error, Result};
 use crate::ramp::RampRecord;
@@ -43,7 +43,7 @@ use crate::ramp::RampRecord;
 pub const CHANNEL_EVENTS: &str = "baleen_channel";
 
 /// Schema steps, in order: `MIGRATIONS[0]` makes version 1, and so on. Only ever append.
-pub(crate) const MIGRATIONS: [&str; 4] = [
+pub(crate) const MIGRATIONS: [&str; 5] = [
     // 1: everything the embedded store has at its version 7.
     "CREATE TABLE packages (
          id TEXT PRIMARY KEY,
@@ -209,6 +209,15 @@ pub(crate) const MIGRATIONS: [&str; 4] = [
          package TEXT NOT NULL,
          record TEXT NOT NULL,
          PRIMARY KEY (app, channel, package)
+     );",
+    // 5: as the embedded store's 10: console sessions, and history's state before each change.
+    "ALTER TABLE history ADD COLUMN before_state TEXT;
+     CREATE TABLE console_sessions (
+         id TEXT PRIMARY KEY,
+         token TEXT NOT NULL,
+         csrf TEXT NOT NULL,
+         created_at BIGINT NOT NULL,
+         expires_at BIGINT NOT NULL
      );",
 ];
 
@@ -549,6 +558,18 @@ fn opt_time(row: &Row, i: usize) -> Result<Option<Timestamp>> {
     Ok(row
         .try_get::<_, Option<i64>>(i)?
         .map(|s| Timestamp::from_unix_secs(s.max(0) as u64)))
+}
+
+const SESSION_COLUMNS: &str = "id, token, csrf, created_at, expires_at";
+
+fn session_row(r: &Row) -> Result<SessionRecord> {
+    Ok(SessionRecord {
+        id: col(r, 0, Digest::parse)?,
+        token: col(r, 1, Digest::parse)?,
+        csrf: r.try_get(2)?,
+        created_at: time(r, 3)?,
+        expires_at: time(r, 4)?,
+    })
 }
 
 const INGEST_KEY_COLUMNS: &str = "hash, app, name, created_at, revoked_at";
@@ -1111,8 +1132,8 @@ impl MetaStore for PostgresMetaStore {
         for h in &commit.history {
             tx.execute(
                 "INSERT INTO history (app, channel, package, at, action, from_version,
-                   to_version, rollout_basis_points, actor, reason, sequence)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                   to_version, rollout_basis_points, actor, reason, sequence, before_state)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                 &[
                     &app,
                     &channel,
@@ -1125,6 +1146,7 @@ impl MetaStore for PostgresMetaStore {
                     &h.actor,
                     &h.reason,
                     &sequence,
+                    &h.before.as_ref().map(rows::state_text).transpose()?,
                 ],
             )
             .await?;
@@ -1195,7 +1217,7 @@ impl MetaStore for PostgresMetaStore {
     ) -> Result<Vec<HistoryEntry>> {
         self.all(
             "SELECT package, at, action, from_version, to_version, rollout_basis_points,
-                        actor, reason, sequence
+                        actor, reason, sequence, before_state
                  FROM history WHERE app = $1 AND channel = $2
                    AND ($3::TEXT IS NULL OR package = $3)
                  ORDER BY id DESC",
@@ -1217,6 +1239,10 @@ impl MetaStore for PostgresMetaStore {
                     actor: r.try_get(6)?,
                     reason: r.try_get(7)?,
                     sequence: count(r, 8)?,
+                    before: r
+                        .try_get::<_, Option<String>>(9)?
+                        .map(|t| rows::state_of(&t))
+                        .transpose()?,
                 })
             },
         )
@@ -1464,6 +1490,54 @@ impl MetaStore for PostgresMetaStore {
         .await?;
         insert_audit(&tx, audit).await?;
         tx.commit().await?;
+        Ok(())
+    }
+
+    async fn insert_session(&self, session: &SessionRecord) -> Result<()> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.execute(
+            "DELETE FROM console_sessions WHERE expires_at <= $1",
+            &[&secs(session.created_at)],
+        )
+        .await?;
+        tx.execute(
+            &format!(
+                "INSERT INTO console_sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5)"
+            ),
+            &[
+                &session.id.to_string(),
+                &session.token.to_string(),
+                &session.csrf,
+                &secs(session.created_at),
+                &secs(session.expires_at),
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn session(&self, id: &Digest) -> Result<Option<SessionRecord>> {
+        let client = self.pool.get().await?;
+        client
+            .query_opt(
+                &format!("SELECT {SESSION_COLUMNS} FROM console_sessions WHERE id = $1"),
+                &[&id.to_string()],
+            )
+            .await?
+            .map(|r| session_row(&r))
+            .transpose()
+    }
+
+    async fn delete_session(&self, id: &Digest) -> Result<()> {
+        let client = self.pool.get().await?;
+        client
+            .execute(
+                "DELETE FROM console_sessions WHERE id = $1",
+                &[&id.to_string()],
+            )
+            .await?;
         Ok(())
     }
 

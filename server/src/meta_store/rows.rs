@@ -28,7 +28,8 @@ pub(crate) fn manifest_blobs(manifest: &[u8]) -> manifests::Result<BTreeSet<Dige
         .collect())
 }
 
-fn stored_release(manifest: &[u8]) -> manifests::Result<manifests::Release> {
+/// The release a stored signed manifest holds (its signatures were checked when it was stored).
+pub(crate) fn stored_release(manifest: &[u8]) -> manifests::Result<manifests::Release> {
     let envelope = manifests::parse_strict(manifest)?;
     let signed = envelope.get("signed").cloned().unwrap_or_default();
     manifests::parse_release_unverified(&manifests::to_canonical_bytes(&signed)?)
@@ -255,4 +256,16 @@ pub(crate) fn ramp_text(ramp: &RampRecord) -> Result<String> {
 pub(crate) fn ramp_of(text: &str) -> Result<RampRecord> {
     serde_json::from_str(text)
         .map_err(|e| Error::Internal(format!("a stored ramp is unreadable: {e}")))
+}
+
+/// A package's channel state as a history row's `before_state` text (JSON).
+pub(crate) fn state_text(state: &super::ChannelPackage) -> Result<String> {
+    serde_json::to_string(state)
+        .map_err(|e| Error::Internal(format!("encoding a channel state: {e}")))
+}
+
+/// The channel state a history row's `before_state` text holds.
+pub(crate) fn state_of(text: &str) -> Result<super::ChannelPackage> {
+    serde_json::from_str(text)
+        .map_err(|e| Error::Internal(format!("a stored channel state is unreadable: {e}")))
 }

@@ -24,7 +24,8 @@ use super::rows::{
 use super::{
     AuditEntry, ChannelCommit, ChannelHead, ChannelPackage, ChannelRow, ChannelState, DeviceReport,
     HistoryEntry, HistoryMention, IngestKeyRecord, Inserted, MetaStore, PackFact, PackRecord,
-    ReleaseFact, ReleaseRecord, ReleaseStats, RetentionFacts, Scope, StoredIndex, TokenRecord,
+    ReleaseFact, ReleaseRecord, ReleaseStats, RetentionFacts, Scope, SessionRecord, StoredIndex,
+    TokenRecord,
 };
 use crate::error::{Error, Result};
 use crate::ramp::RampRecord;
@@ -129,7 +130,7 @@ CREATE TABLE audit (
 
 /// Metadata in SQLite.
 /// Upgrades, in order: `MIGRATIONS[0]` takes version 1 to 2, and so on. Only ever append.
-pub(crate) const MIGRATIONS: [&str; 8] = [
+pub(crate) const MIGRATIONS: [&str; 9] = [
     // 2: the publisher's fetch priority and prefetch policy, carried into the index.
     "ALTER TABLE releases ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE releases ADD COLUMN prefetch TEXT NOT NULL DEFAULT 'always';",
@@ -213,6 +214,16 @@ pub(crate) const MIGRATIONS: [&str; 8] = [
          package TEXT NOT NULL,
          record TEXT NOT NULL,
          PRIMARY KEY (app, channel, package)
+     );",
+    // 10: the release console: sessions (hashes of the cookie's secret and of the token, the
+    // form secret), and each history entry's state before the change, which an undo restores.
+    "ALTER TABLE history ADD COLUMN before_state TEXT;
+     CREATE TABLE console_sessions (
+         id TEXT PRIMARY KEY,
+         token TEXT NOT NULL,
+         csrf TEXT NOT NULL,
+         created_at INTEGER NOT NULL,
+         expires_at INTEGER NOT NULL
      );",
 ];
 
@@ -325,6 +336,18 @@ fn ingest_key_row(r: &Row<'_>) -> rusqlite::Result<IngestKeyRecord> {
         name: r.get(2)?,
         created_at: time(r, 3)?,
         revoked_at: opt_time(r, 4)?,
+    })
+}
+
+const SESSION_COLUMNS: &str = "id, token, csrf, created_at, expires_at";
+
+fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
+    Ok(SessionRecord {
+        id: col(r, 0, Digest::parse)?,
+        token: col(r, 1, Digest::parse)?,
+        csrf: r.get(2)?,
+        created_at: time(r, 3)?,
+        expires_at: time(r, 4)?,
     })
 }
 
@@ -905,8 +928,8 @@ impl MetaStore for SqliteMetaStore {
             for h in &commit.history {
                 tx.execute(
                     "INSERT INTO history (app, channel, package, at, action, from_version,
-                       to_version, rollout_basis_points, actor, reason, sequence)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                       to_version, rollout_basis_points, actor, reason, sequence, before_state)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                     params![
                         app,
                         channel,
@@ -919,6 +942,7 @@ impl MetaStore for SqliteMetaStore {
                         h.actor,
                         h.reason,
                         h.sequence as i64,
+                        h.before.as_ref().map(rows::state_text).transpose()?,
                     ],
                 )?;
             }
@@ -989,7 +1013,7 @@ impl MetaStore for SqliteMetaStore {
         self.with(move |c| {
             let mut stmt = c.prepare(
                 "SELECT package, at, action, from_version, to_version, rollout_basis_points,
-                        actor, reason, sequence
+                        actor, reason, sequence, before_state
                  FROM history WHERE app = ?1 AND channel = ?2 AND (?3 IS NULL OR package = ?3)
                  ORDER BY id DESC",
             )?;
@@ -1007,6 +1031,18 @@ impl MetaStore for SqliteMetaStore {
                         actor: r.get(6)?,
                         reason: r.get(7)?,
                         sequence: r.get::<_, i64>(8)?.max(0) as u64,
+                        before: r
+                            .get::<_, Option<String>>(9)?
+                            .map(|t| {
+                                rows::state_of(&t).map_err(|e| {
+                                    rusqlite::Error::FromSqlConversionFailure(
+                                        9,
+                                        Type::Text,
+                                        Box::new(e),
+                                    )
+                                })
+                            })
+                            .transpose()?,
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -1268,6 +1304,57 @@ impl MetaStore for SqliteMetaStore {
             )?;
             insert_audit(&tx, &audit)?;
             tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn insert_session(&self, session: &SessionRecord) -> Result<()> {
+        let session = session.clone();
+        self.with(move |c| {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "DELETE FROM console_sessions WHERE expires_at <= ?1",
+                [secs(session.created_at)],
+            )?;
+            tx.execute(
+                &format!(
+                    "INSERT INTO console_sessions ({SESSION_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)"
+                ),
+                params![
+                    session.id.to_string(),
+                    session.token.to_string(),
+                    session.csrf,
+                    secs(session.created_at),
+                    secs(session.expires_at),
+                ],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn session(&self, id: &Digest) -> Result<Option<SessionRecord>> {
+        let id = *id;
+        self.with(move |c| {
+            Ok(c.query_row(
+                &format!("SELECT {SESSION_COLUMNS} FROM console_sessions WHERE id = ?1"),
+                [id.to_string()],
+                session_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn delete_session(&self, id: &Digest) -> Result<()> {
+        let id = *id;
+        self.with(move |c| {
+            c.execute(
+                "DELETE FROM console_sessions WHERE id = ?1",
+                [id.to_string()],
+            )?;
             Ok(())
         })
         .await

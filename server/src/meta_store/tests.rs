@@ -101,6 +101,7 @@ fn commit_of(package: &str, expected: u64, stable: &str) -> ChannelCommit {
             actor: "tester".into(),
             reason: format!("step {sequence}"),
             sequence,
+            before: Some(ChannelPackage::default()),
         }],
         audit: Some(audit("promote")),
     }
@@ -447,6 +448,32 @@ pub(crate) async fn meta_store_suite(store: &dyn MetaStore) {
             ("1.9.0".into(), 1, 0, 0, 4, 0)
         ]
     );
+
+    // Console sessions: found by hash until removed; a new session clears expired ones.
+    let opened = Timestamp::from_unix_secs(1_700_000_000);
+    let session = SessionRecord {
+        id: Digest::of(b"session-1"),
+        token: Digest::of(b"baleen_token"),
+        csrf: "f0rm".into(),
+        created_at: opened,
+        expires_at: opened.plus_secs(3600),
+    };
+    store.insert_session(&session).await.unwrap();
+    assert_eq!(
+        store.session(&session.id).await.unwrap(),
+        Some(session.clone())
+    );
+    let later_session = SessionRecord {
+        id: Digest::of(b"session-2"),
+        created_at: opened.plus_secs(7200),
+        expires_at: opened.plus_secs(9000),
+        ..session.clone()
+    };
+    store.insert_session(&later_session).await.unwrap();
+    assert_eq!(store.session(&session.id).await.unwrap(), None, "expired");
+    store.delete_session(&later_session.id).await.unwrap();
+    assert_eq!(store.session(&later_session.id).await.unwrap(), None);
+    store.delete_session(&later_session.id).await.unwrap();
 
     // Ingest keys: found by hash, names unique per app, listed per app, revoked once.
     let ingest = IngestKeyRecord {

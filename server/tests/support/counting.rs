@@ -233,6 +233,19 @@ impl MetaStore for Counting {
         self.write(r)
     }
 
+    async fn insert_session(&self, session: &server::meta_store::SessionRecord) -> Result<()> {
+        self.inner.insert_session(session).await
+    }
+
+    async fn session(&self, id: &Digest) -> Result<Option<server::meta_store::SessionRecord>> {
+        let r = self.inner.session(id).await?;
+        Ok(self.count("session", usize::from(r.is_some()), r))
+    }
+
+    async fn delete_session(&self, id: &Digest) -> Result<()> {
+        self.inner.delete_session(id).await
+    }
+
     async fn ingest_key(&self, hash: &Digest) -> Result<Option<IngestKeyRecord>> {
         let r = self.inner.ingest_key(hash).await?;
         Ok(self.count("ingest_key", usize::from(r.is_some()), r))
