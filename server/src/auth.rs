@@ -263,11 +263,17 @@ impl Service {
         if !token.starts_with(TOKEN_PREFIX) || token.len() > 128 {
             return Err(Error::Unauthorized);
         }
-        let mut record = self
-            .meta
-            .token(&Digest::of(token.as_bytes()))
-            .await?
-            .ok_or(Error::Unauthorized)?;
+        self.authenticate_hash(&Digest::of(token.as_bytes()), action)
+            .await
+    }
+
+    /// As [`Service::authenticate`], for the token whose sha256 is `hash` (a console session
+    /// keeps only the hash of the token it was opened with).
+    ///
+    /// # Errors
+    /// As [`Service::authenticate`].
+    pub async fn authenticate_hash(&self, hash: &Digest, action: &str) -> Result<Caller> {
+        let mut record = self.meta.token(hash).await?.ok_or(Error::Unauthorized)?;
         let at = now();
         if let Some(reason) = refusal(&record, at) {
             return Err(Error::TokenRefused {

@@ -17,6 +17,7 @@ pub mod auth;
 pub mod blob_store;
 pub mod channel;
 pub mod config_file;
+pub mod console;
 pub mod data_dir;
 pub mod demo;
 pub mod documents;

@@ -158,6 +158,11 @@ enum Command {
         #[arg(long)]
         to: Option<ReleaseVersion>,
     },
+    /// Restore the package's state before its last change on the channel (undo again to redo).
+    Undo {
+        #[command(flatten)]
+        target: Target,
+    },
     /// Health-gated rollouts: a candidate's share moved step by step while its devices' failed
     /// boots are no worse than stable's, paused or rolled back when they are.
     Ramp {
@@ -383,6 +388,15 @@ struct ServeArgs {
         default_value_t = server::service::DEFAULT_RAMP_INTERVAL_SECS
     )]
     ramp_interval_secs: u64,
+    /// A channel on which the console asks to type the channel's name before any change but a
+    /// pause (repeat, or separate with commas; an empty value protects none).
+    #[arg(
+        long = "protected-channel",
+        env = "BALEEN_PROTECTED_CHANNELS",
+        value_delimiter = ',',
+        default_value = "production"
+    )]
+    protected_channels: Vec<String>,
     /// Print the address (and the demo's details) as one JSON object.
     #[arg(long)]
     json: bool,
@@ -1188,6 +1202,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Resume { target } => change(&target, Action::Resume),
         Command::Complete { target } => change(&target, Action::Complete),
         Command::Rollback { target, to } => change(&target, Action::Rollback { to }),
+        Command::Undo { target } => change(&target, Action::Undo),
         Command::Releases { remote, package } => {
             let releases = client(&remote)?.releases(&package)?;
             print_answer(&remote, &releases, |releases| {
@@ -1901,6 +1916,16 @@ fn settings(data: &DataDir, args: &ServeArgs) -> Result<Settings> {
         (args.gc_interval_secs > 0).then(|| std::time::Duration::from_secs(args.gc_interval_secs));
     settings.ramp_interval = (args.ramp_interval_secs > 0)
         .then(|| std::time::Duration::from_secs(args.ramp_interval_secs));
+    settings.protected_channels = args
+        .protected_channels
+        .iter()
+        .map(|c| c.trim().to_owned())
+        .filter(|c| !c.is_empty())
+        .collect();
+    for channel in &settings.protected_channels {
+        manifests::Channel::parse(channel)
+            .map_err(|e| anyhow::anyhow!("--protected-channel {channel:?}: {e}"))?;
+    }
     settings.check().map_err(refusal)?;
     Ok(settings)
 }
@@ -2058,6 +2083,7 @@ fn print_demo(
             "{}",
             serde_json::json!({
                 "listening": base,
+                "console": format!("{base}/console"),
                 "data_dir": data.root(),
                 "key_id": service.public_key().id().to_string(),
                 "public_key": service.public_key().to_hex(),
@@ -2074,6 +2100,7 @@ fn print_demo(
     println!("  data dir:    {} (removed on exit)", data.root().display());
     println!("  public key:  {}", service.public_key().to_hex());
     println!("  admin token: {}", seeded.admin_token);
+    println!("  console:     {base}/console (sign in with the admin token)");
     println!(
         "  ingest key:  {} (devices send it with events)",
         seeded.ingest_key
@@ -2097,7 +2124,10 @@ fn print_demo(
         "  baleen ramp evaluate                                # let the devices' health decide"
     );
     println!("  baleen complete --package {PACKAGE} --channel {CHANNEL} --reason 'looks good'");
-    println!("  baleen rollback --package {PACKAGE} --channel {CHANNEL} --reason 'undo'");
+    println!("  baleen rollback --package {PACKAGE} --channel {CHANNEL} --reason 'blank page'");
+    println!(
+        "  baleen undo --package {PACKAGE} --channel {CHANNEL}      # the state before the last change"
+    );
     println!("  baleen history --package {PACKAGE} --channel {CHANNEL}");
     println!(
         "(use `cargo run -p server --bin baleen --` in place of `baleen` inside the repository)"

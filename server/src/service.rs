@@ -75,7 +75,15 @@ pub struct Settings {
     pub events_per_device_per_minute: u32,
     /// Event batches one client address may send per minute, and at once; 0: no limit.
     pub events_per_address_per_minute: u32,
+    /// How long a console session lasts after sign-in.
+    pub console_session: Duration,
+    /// Channels on which the console asks to type the channel's name before a change other than
+    /// a pause (the API and the command line take the change as given).
+    pub protected_channels: Vec<String>,
 }
+
+/// How long a console session lasts by default: a working day.
+pub const DEFAULT_CONSOLE_SESSION_SECS: u64 = 8 * 3600;
 
 /// Event batches a device may send per minute by default: a device sends one per launch or so.
 pub const DEFAULT_EVENTS_PER_DEVICE_PER_MINUTE: u32 = 10;
@@ -117,6 +125,8 @@ impl Settings {
             ramp_interval: Some(Duration::from_secs(DEFAULT_RAMP_INTERVAL_SECS)),
             events_per_device_per_minute: DEFAULT_EVENTS_PER_DEVICE_PER_MINUTE,
             events_per_address_per_minute: DEFAULT_EVENTS_PER_ADDRESS_PER_MINUTE,
+            console_session: Duration::from_secs(DEFAULT_CONSOLE_SESSION_SECS),
+            protected_channels: vec!["production".to_owned()],
         }
     }
 }

@@ -220,6 +220,26 @@ fn publish_rollout_and_rollback_through_the_cli() {
         out.trim(),
         "checkout on production: stable 1.0.0, candidate - (index sequence 4)"
     );
+    // Undo the rollback, then undo the undo.
+    let undo = [
+        "undo",
+        "--package",
+        "checkout",
+        "--channel",
+        "production",
+        "--reason",
+        "wrong call",
+    ];
+    let out = ok(&baleen(&undo, &env));
+    assert_eq!(
+        out.trim(),
+        "checkout on production: stable 1.1.0, candidate - (index sequence 5)"
+    );
+    let out = ok(&baleen(&undo, &env));
+    assert_eq!(
+        out.trim(),
+        "checkout on production: stable 1.0.0, candidate - (index sequence 6)"
+    );
 
     let bad = baleen(
         &[
@@ -274,8 +294,11 @@ fn publish_rollout_and_rollback_through_the_cli() {
         .iter()
         .map(|h| h["action"].as_str().unwrap())
         .collect();
-    assert_eq!(actions, ["rollback", "complete", "rollout", "promote"]);
-    assert_eq!(history[0]["reason"], "blank page");
+    assert_eq!(
+        actions,
+        ["undo", "undo", "rollback", "complete", "rollout", "promote"]
+    );
+    assert_eq!(history[2]["reason"], "blank page");
     assert_eq!(history[0]["actor"], "ci");
 
     let releases = ok(&baleen(&["releases", "--package", "checkout"], &env));

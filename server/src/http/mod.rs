@@ -122,6 +122,7 @@ pub fn router(service: Arc<Service>) -> Router {
         .route(paths::RAMPS_EVALUATE, post(admin::evaluate_ramps));
     let router = reads
         .merge(uploads)
+        .merge(crate::console::router())
         .fallback(|| async { Error::NotFound("route".into()) })
         .route_layer(axum::middleware::from_fn_with_state(service.clone(), admit))
         .with_state(service);
