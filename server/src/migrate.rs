@@ -40,7 +40,7 @@ use self::tables::{TargetState, connect, copy_metadata, schema, target_state};
 mod tests;
 
 /// Every metadata table, each after the tables its foreign keys name.
-pub const TABLES: [&str; 18] = [
+pub const TABLES: [&str; 19] = [
     "packages",
     "apps",
     "releases",
@@ -59,6 +59,7 @@ pub const TABLES: [&str; 18] = [
     "release_devices",
     "ramps",
     "console_sessions",
+    "release_days",
 ];
 
 /// PostgreSQL's own tables, with no counterpart in an embedded install: coordination between

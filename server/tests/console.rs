@@ -683,6 +683,15 @@ fn figures_and_a_ramp_show_on_the_channel_page() {
         "秒开 and offline rates: {page}"
     );
     assert!(page.contains("<svg class=\"chart\""));
+    // Adoption: 40 devices activated 1.0.0 today, the day it was published.
+    let today = server::console::chart::date_of(server::service::now().unix_secs() / 86_400);
+    assert!(
+        page.contains(&format!(
+            "<th scope=\"row\">1.0.0</th><td>{today}</td><td>40</td><td>0 d</td><td>0 d</td>"
+        )),
+        "{page}"
+    );
+    assert!(page.contains("1.0.0: 40 devices by"), "the adoption chart");
 
     // A ramp started from the console, stopped from the console.
     let r = browser.act(

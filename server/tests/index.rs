@@ -442,6 +442,7 @@ fn a_store_from_before_per_package_entries_upgrades_on_open() {
                  DROP TABLE release_devices;
                  DROP TABLE ramps;
                  DROP TABLE console_sessions;
+                 DROP TABLE release_days;
                  ALTER TABLE history DROP COLUMN before_state;
                  PRAGMA user_version = 2;
                  COMMIT;",
@@ -452,7 +453,7 @@ fn a_store_from_before_per_package_entries_upgrades_on_open() {
         .unwrap()
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 10);
+    assert_eq!(version, 11);
 
     // The same index, byte for byte; deltas start from its sequence.
     assert_eq!(s.index_bytes("shop", "production"), old_bytes);

@@ -140,6 +140,94 @@ pub fn bars(title: &str, rows: &[(String, f64)]) -> String {
     svg
 }
 
+/// One series of a line chart: a label and a value per day.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Series {
+    /// The label (a release).
+    pub label: String,
+    /// `(day, value)`, days rising.
+    pub points: Vec<(u64, u64)>,
+}
+
+const PALETTE: [&str; 6] = [
+    "#1f5f99", "#b4461e", "#2e7d32", "#7b3fa0", "#8a6d00", "#00838f",
+];
+
+/// Values over days as step lines, one per series, from `first` to `last` day, with a legend.
+pub fn lines(title: &str, series: &[Series], (first, last): (u64, u64)) -> String {
+    let top = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.1))
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let plot_w = WIDTH - 60.0 - 20.0;
+    let plot_h = 160.0;
+    let legend = series.len() as f64 * 18.0;
+    let height = plot_h + AXIS + 14.0 + legend;
+    let span = last.saturating_sub(first).max(1) as f64;
+    let x = |day: u64| 60.0 + (day.saturating_sub(first) as f64 / span) * plot_w;
+    let y = |v: u64| 8.0 + plot_h - (v as f64 / top as f64) * plot_h;
+    let mut svg = String::new();
+    let _ = write!(
+        svg,
+        r#"<svg class="chart" role="img" viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}" xmlns="http://www.w3.org/2000/svg"><title>{}</title>"#,
+        esc(title)
+    );
+    for tick in 0..=4_u64 {
+        let v = top * tick / 4;
+        let _ = write!(
+            svg,
+            r##"<line x1="60" y1="{py:.1}" x2="{x2:.1}" y2="{py:.1}" stroke="#e3e6ea"/><text x="54" y="{ty:.1}" font-size="11" text-anchor="end" fill="#555">{v}</text>"##,
+            py = y(v),
+            ty = y(v) + 4.0,
+            x2 = 60.0 + plot_w,
+        );
+    }
+    for (day, anchor) in [(first, "start"), (last, "end")] {
+        let _ = write!(
+            svg,
+            r##"<text x="{px:.1}" y="{ty:.1}" font-size="11" text-anchor="{anchor}" fill="#555">{date}</text>"##,
+            px = x(day),
+            ty = 8.0 + plot_h + 16.0,
+            date = date_of(day),
+        );
+    }
+    for (i, s) in series.iter().enumerate() {
+        let colour = PALETTE[i % PALETTE.len()];
+        let mut path = String::new();
+        let mut last_y = y(0);
+        for (j, (day, value)) in s.points.iter().enumerate() {
+            let (px, py) = (x(*day), y(*value));
+            if j == 0 {
+                let _ = write!(path, "M{px:.1},{last_y:.1} L{px:.1},{py:.1}");
+            } else {
+                let _ = write!(path, " L{px:.1},{last_y:.1} L{px:.1},{py:.1}");
+            }
+            last_y = py;
+        }
+        let _ = write!(path, " L{:.1},{last_y:.1}", x(last));
+        let ly = plot_h + AXIS + 18.0 + i as f64 * 18.0;
+        let total = s.points.last().map_or(0, |p| p.1);
+        let _ = write!(
+            svg,
+            r##"<g><title>{label}: {total} devices by {date}</title><path d="{path}" fill="none" stroke="{colour}" stroke-width="2"/><rect x="60" y="{ry:.1}" width="12" height="12" fill="{colour}"/><text x="78" y="{ty:.1}" font-size="12" fill="#222">{label} ({total})</text></g>"##,
+            label = esc(&s.label),
+            date = date_of(last),
+            ry = ly - 10.0,
+            ty = ly,
+        );
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+/// A day number (days since the Unix epoch) as a date.
+pub fn date_of(day: u64) -> String {
+    let text = manifests::Timestamp::from_unix_secs(day * 86_400).to_string();
+    text.get(..10).unwrap_or(&text).to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,6 +264,22 @@ mod tests {
         let svg = bars("Opens", &[("under 1 s".into(), 0.5)]);
         assert!(svg.contains(r##"width="190.0" height="18" fill="#1f5f99""##));
         assert!(svg.contains(">50 %</text>"));
+    }
+
+    #[test]
+    fn lines_step_up_on_the_days_devices_arrive() {
+        let series = [Series {
+            label: "1.1.0".into(),
+            points: vec![(20_000, 10), (20_002, 40)],
+        }];
+        let svg = lines("Adoption", &series, (20_000, 20_004));
+        // Up to 10 on the first day, flat until the third, up to 40, flat to the end.
+        assert!(
+            svg.contains(r#"d="M60.0,168.0 L60.0,128.0 L300.0,128.0 L300.0,8.0 L540.0,8.0""#),
+            "{svg}"
+        );
+        assert!(svg.contains(">2024-10-04</text>"));
+        assert!(svg.contains("1.1.0: 40 devices by 2024-10-08"));
     }
 
     #[test]

@@ -421,6 +421,109 @@ struct HistoryRow {
     sequence: u64,
 }
 
+/// A release's adoption as the channel page shows it.
+struct AdoptionRow {
+    version: String,
+    published: String,
+    devices: u64,
+    to_half: String,
+    to_nine_tenths: String,
+}
+
+/// How many days of adoption the chart shows.
+const ADOPTION_DAYS: u64 = 30;
+/// How many releases the adoption chart draws (the newest with devices).
+const ADOPTION_RELEASES: usize = 6;
+
+/// The adoption chart and table from a package's daily figures: activated devices per release,
+/// cumulative by day; for each release, the days from its publish to half and nine-tenths of
+/// the devices that have activated it so far.
+fn adoption(
+    package: &PackageId,
+    days: &[crate::meta_store::DayFigure],
+    releases: &[ReleaseRecord],
+    today: u64,
+) -> (String, Vec<AdoptionRow>) {
+    let mut per_release: BTreeMap<&ReleaseVersion, Vec<(u64, u64)>> = BTreeMap::new();
+    for d in days.iter().filter(|d| d.figure == "activated") {
+        per_release
+            .entry(&d.version)
+            .or_default()
+            .push((d.day, d.count));
+    }
+    let mut rows = Vec::new();
+    let mut series = Vec::new();
+    for (version, points) in per_release.iter().rev() {
+        let total: u64 = points.iter().map(|p| p.1).sum();
+        let published = releases
+            .iter()
+            .find(|r| &r.version == *version)
+            .map(|r| r.created_at.unix_secs() / 86_400);
+        let reach = |share: f64| -> String {
+            let mut sum = 0;
+            for (day, count) in points {
+                sum += count;
+                if sum as f64 >= share * total as f64 {
+                    return match (published, *day) {
+                        (_, 0) | (None, _) => "–".to_owned(),
+                        (Some(p), d) => format!("{} d", d.saturating_sub(p)),
+                    };
+                }
+            }
+            "–".to_owned()
+        };
+        rows.push(AdoptionRow {
+            version: version.to_string(),
+            published: published.map_or("collected".to_owned(), chart::date_of),
+            devices: total,
+            to_half: reach(0.5),
+            to_nine_tenths: reach(0.9),
+        });
+        let dated: Vec<(u64, u64)> = points.iter().filter(|p| p.0 > 0).copied().collect();
+        if series.len() < ADOPTION_RELEASES && !dated.is_empty() {
+            let before: u64 = points.iter().filter(|p| p.0 == 0).map(|p| p.1).sum();
+            let mut sum = before;
+            series.push(chart::Series {
+                label: version.to_string(),
+                points: dated
+                    .iter()
+                    .map(|(day, count)| {
+                        sum += count;
+                        (*day, sum)
+                    })
+                    .collect(),
+            });
+        }
+    }
+    let first = series
+        .iter()
+        .filter_map(|s| s.points.first().map(|p| p.0))
+        .min()
+        .unwrap_or(today)
+        .max(today.saturating_sub(ADOPTION_DAYS - 1));
+    for s in &mut series {
+        // Days before the window fold into its first day.
+        let before = s.points.iter().filter(|p| p.0 < first).map(|p| p.1).max();
+        s.points.retain(|p| p.0 >= first);
+        if let Some(v) = before
+            && s.points.first().is_none_or(|p| p.0 > first)
+        {
+            s.points.insert(0, (first, v));
+        }
+    }
+    series.retain(|s| !s.points.is_empty());
+    let chart = if series.is_empty() {
+        String::new()
+    } else {
+        chart::lines(
+            &format!("Devices that activated each release of {package}, by day"),
+            &series,
+            (first, today.max(first + 1)),
+        )
+    };
+    (chart, rows)
+}
+
 /// A ramp as the channel page shows it.
 struct RampView {
     state: String,
@@ -451,6 +554,8 @@ struct PackageView {
     figures_problem: Option<String>,
     failure_chart: String,
     opens_chart: String,
+    adoption_chart: String,
+    adoption: Vec<AdoptionRow>,
     history: Vec<HistoryRow>,
 }
 
@@ -641,6 +746,19 @@ async fn channel_page(
             }
             Err(e) => (Vec::new(), Vec::new(), Vec::new(), Some(e.to_string())),
         };
+        let (adoption_chart, adoption) =
+            match service.meta().daily_figures(&app, &channel, package).await {
+                Ok(days) => adoption(
+                    package,
+                    &days,
+                    &releases,
+                    crate::service::now().unix_secs() / 86_400,
+                ),
+                Err(e) => {
+                    tracing::warn!(%package, error = %e, "daily figures unavailable");
+                    (String::new(), Vec::new())
+                }
+            };
         let ramp = service.ramp(package, &channel).await?;
         let reference = ramp.as_ref().and_then(|r| {
             let stable = r.last.as_ref()?.stable?;
@@ -682,6 +800,8 @@ async fn channel_page(
             figures_problem,
             failure_chart,
             opens_chart,
+            adoption_chart,
+            adoption,
             history: history
                 .iter()
                 .take(50)

@@ -340,6 +340,21 @@ pub struct ReleaseStats {
     pub under_1s: u64,
 }
 
+/// One figure of one release on one UTC day: the devices that first reported a state that day
+/// (`installed`, `activated`, `ready`, `failed`, `rolled_back`), or the day's `opens`,
+/// `offline_hits` and `under_1s`. Day 0 holds states recorded before days were kept.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DayFigure {
+    /// The release.
+    pub version: ReleaseVersion,
+    /// Days since the Unix epoch (UTC).
+    pub day: u64,
+    /// Which figure.
+    pub figure: String,
+    /// Its count that day.
+    pub count: u64,
+}
+
 /// Most page opens one device adds to one release's figures per day (UTC): far above what a
 /// person opens, far below what would move an open rate.
 pub const MAX_OPENS_PER_DEVICE_DAY: u64 = 1_000;
@@ -711,6 +726,14 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug + 'static {
     /// The counters of every release reported on a channel: states in distinct devices (plus
     /// any event counts recorded before devices were counted), opens in events.
     async fn stats(&self, app: &AppId, channel: &Channel) -> Result<Vec<ReleaseStats>>;
+
+    /// One package's figures per release and day on a channel, oldest day first.
+    async fn daily_figures(
+        &self,
+        app: &AppId,
+        channel: &Channel,
+        package: &PackageId,
+    ) -> Result<Vec<DayFigure>>;
 
     /// Stores `ramp` (one per app, channel and package, replacing the one before) and writes
     /// `audit` with it.

@@ -31,10 +31,10 @@ use super::rows::{
     routes_json, unreadable_blobs, versions_named_by,
 };
 use super::{
-    AuditEntry, ChannelCommit, ChannelHead, ChannelPackage, ChannelRow, ChannelState, DeviceReport,
-    HistoryEntry, HistoryMention, IngestKeyRecord, Inserted, MetaStore, PackFact, PackRecord,
-    ReleaseFact, ReleaseRecord, ReleaseStats, RetentionFacts, Scope, SessionRecord, StoreChange,
-    StoreLock, StoredIndex, TokenRecord,
+    AuditEntry, ChannelCommit, ChannelHead, ChannelPackage, ChannelRow, ChannelState, DayFigure,
+    DeviceReport, HistoryEntry, HistoryMention, IngestKeyRecord, Inserted, MetaStore, PackFact,
+    PackRecord, ReleaseFact, ReleaseRecord, ReleaseStats, RetentionFacts, Scope, SessionRecord,
+    StoreChange, StoreLock, StoredIndex, TokenRecord,
 };
 use crate::error::{Error, Result};
 use crate::ramp::RampRecord;
@@ -43,7 +43,7 @@ use crate::ramp::RampRecord;
 pub const CHANNEL_EVENTS: &str = "baleen_channel";
 
 /// Schema steps, in order: `MIGRATIONS[0]` makes version 1, and so on. Only ever append.
-pub(crate) const MIGRATIONS: [&str; 5] = [
+pub(crate) const MIGRATIONS: [&str; 6] = [
     // 1: everything the embedded store has at its version 7.
     "CREATE TABLE packages (
          id TEXT PRIMARY KEY,
@@ -219,6 +219,20 @@ pub(crate) const MIGRATIONS: [&str; 5] = [
          created_at BIGINT NOT NULL,
          expires_at BIGINT NOT NULL
      );",
+    // 6: as the embedded store's 11: figures per release and day.
+    "CREATE TABLE release_days (
+         app TEXT NOT NULL,
+         channel TEXT NOT NULL,
+         package TEXT NOT NULL,
+         version TEXT NOT NULL,
+         day BIGINT NOT NULL,
+         figure TEXT NOT NULL,
+         count BIGINT NOT NULL,
+         PRIMARY KEY (app, channel, package, version, day, figure)
+     );
+     INSERT INTO release_days (app, channel, package, version, day, figure, count)
+       SELECT app, channel, package, version, day, state, COUNT(*) FROM release_devices
+       WHERE state <> 'opens' GROUP BY app, channel, package, version, day, state;",
 ];
 
 /// The advisory lock migrations run under (any constant unlikely to clash: "baleen" in ASCII).
@@ -1381,14 +1395,42 @@ impl MetaStore for PostgresMetaStore {
                 &version,
                 &device,
             ];
+            let day_n = n(day);
+            let add_to_day = |figure: &'static str, count: u64| {
+                let tx = &tx;
+                let (package, version) = (package.as_str(), version.as_str());
+                async move {
+                    tx.execute(
+                        "INSERT INTO release_days AS d (app, channel, package, version, day,
+                           figure, count)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)
+                         ON CONFLICT (app, channel, package, version, day, figure) DO UPDATE SET
+                           count = d.count + excluded.count",
+                        &[
+                            &app.as_str(),
+                            &channel.as_str(),
+                            &package,
+                            &version,
+                            &day_n,
+                            &figure,
+                            &n(count),
+                        ],
+                    )
+                    .await
+                }
+            };
             for state in &r.states {
-                tx.execute(
-                    "INSERT INTO release_devices (app, channel, package, version, device, state,
-                       day, opens, offline_hits, under_1s)
-                     VALUES ($1, $2, $3, $4, $5, $6, 0, 0, 0, 0) ON CONFLICT DO NOTHING",
-                    &[key[0], key[1], key[2], key[3], key[4], state],
-                )
-                .await?;
+                let first = tx
+                    .execute(
+                        "INSERT INTO release_devices (app, channel, package, version, device,
+                           state, day, opens, offline_hits, under_1s)
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, 0, 0, 0) ON CONFLICT DO NOTHING",
+                        &[key[0], key[1], key[2], key[3], key[4], state, &day_n],
+                    )
+                    .await?;
+                if first == 1 {
+                    add_to_day(state, 1).await?;
+                }
             }
             if r.opens == 0 {
                 continue;
@@ -1437,6 +1479,13 @@ impl MetaStore for PostgresMetaStore {
                 ],
             )
             .await?;
+            for (figure, count) in [
+                ("opens", added.opens),
+                ("offline_hits", added.offline_hits),
+                ("under_1s", added.under_1s),
+            ] {
+                add_to_day(figure, count).await?;
+            }
             tx.execute(
                 "INSERT INTO release_stats AS s (app, channel, package, version, opens,
                    offline_hits, under_1s)
@@ -1662,9 +1711,12 @@ impl MetaStore for PostgresMetaStore {
         })?;
         let rows = client
             .query(
-                "SELECT package, version, state, COUNT(*) FROM release_devices
-                 WHERE app = $1 AND channel = $2 AND state <> 'opens'
-                 GROUP BY package, version, state",
+                &format!(
+                    "SELECT package, version, figure, SUM(count)::BIGINT FROM release_days
+                     WHERE app = $1 AND channel = $2 AND figure IN ({})
+                     GROUP BY package, version, figure",
+                    rows::STATE_FIGURES
+                ),
                 &[&app.as_str(), &channel.as_str()],
             )
             .await?;
@@ -1678,6 +1730,31 @@ impl MetaStore for PostgresMetaStore {
         })?;
         add_device_counts(&mut stats, counts);
         Ok(stats)
+    }
+
+    async fn daily_figures(
+        &self,
+        app: &AppId,
+        channel: &Channel,
+        package: &PackageId,
+    ) -> Result<Vec<DayFigure>> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT version, day, figure, count FROM release_days
+                 WHERE app = $1 AND channel = $2 AND package = $3
+                 ORDER BY day, version, figure",
+                &[&app.as_str(), &channel.as_str(), &package.as_str()],
+            )
+            .await?;
+        each(rows, |r| {
+            Ok(DayFigure {
+                version: col(r, 0, ReleaseVersion::parse)?,
+                day: count(r, 1)?,
+                figure: r.try_get(2)?,
+                count: count(r, 3)?,
+            })
+        })
     }
 
     async fn app_origins(&self, app: &AppId) -> Result<Option<Vec<String>>> {

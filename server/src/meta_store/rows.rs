@@ -213,6 +213,10 @@ pub(crate) fn capped_opens(
     (row, added)
 }
 
+/// The figures of `release_days` that count devices (a state each device reports once per
+/// release), as an SQL list.
+pub(crate) const STATE_FIGURES: &str = "'installed', 'activated', 'ready', 'failed', 'rolled_back'";
+
 /// Adds distinct-device counts (`(package, version, state, devices)`, as the engines read them
 /// from `release_devices`) to the event counters read from `release_stats`, and sorts the
 /// result as both engines answer it.

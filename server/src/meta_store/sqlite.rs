@@ -22,10 +22,10 @@ use super::rows::{
     versions_named_by,
 };
 use super::{
-    AuditEntry, ChannelCommit, ChannelHead, ChannelPackage, ChannelRow, ChannelState, DeviceReport,
-    HistoryEntry, HistoryMention, IngestKeyRecord, Inserted, MetaStore, PackFact, PackRecord,
-    ReleaseFact, ReleaseRecord, ReleaseStats, RetentionFacts, Scope, SessionRecord, StoredIndex,
-    TokenRecord,
+    AuditEntry, ChannelCommit, ChannelHead, ChannelPackage, ChannelRow, ChannelState, DayFigure,
+    DeviceReport, HistoryEntry, HistoryMention, IngestKeyRecord, Inserted, MetaStore, PackFact,
+    PackRecord, ReleaseFact, ReleaseRecord, ReleaseStats, RetentionFacts, Scope, SessionRecord,
+    StoredIndex, TokenRecord,
 };
 use crate::error::{Error, Result};
 use crate::ramp::RampRecord;
@@ -130,7 +130,7 @@ CREATE TABLE audit (
 
 /// Metadata in SQLite.
 /// Upgrades, in order: `MIGRATIONS[0]` takes version 1 to 2, and so on. Only ever append.
-pub(crate) const MIGRATIONS: [&str; 9] = [
+pub(crate) const MIGRATIONS: [&str; 10] = [
     // 2: the publisher's fetch priority and prefetch policy, carried into the index.
     "ALTER TABLE releases ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE releases ADD COLUMN prefetch TEXT NOT NULL DEFAULT 'always';",
@@ -225,6 +225,23 @@ pub(crate) const MIGRATIONS: [&str; 9] = [
          created_at INTEGER NOT NULL,
          expires_at INTEGER NOT NULL
      );",
+    // 11: figures over time: for each release and UTC day, the devices first reporting each state
+    // that day and the opens of the day, kept as states are first recorded, so that a release's
+    // figures are a sum over its days rather than a count over its devices. Rows before this step
+    // hold day 0 (unknown) for states; they are counted into day 0.
+    "CREATE TABLE release_days (
+         app TEXT NOT NULL,
+         channel TEXT NOT NULL,
+         package TEXT NOT NULL,
+         version TEXT NOT NULL,
+         day INTEGER NOT NULL,
+         figure TEXT NOT NULL,
+         count INTEGER NOT NULL,
+         PRIMARY KEY (app, channel, package, version, day, figure)
+     ) WITHOUT ROWID;
+     INSERT INTO release_days (app, channel, package, version, day, figure, count)
+       SELECT app, channel, package, version, day, state, COUNT(*) FROM release_devices
+       WHERE state <> 'opens' GROUP BY app, channel, package, version, day, state;",
 ];
 
 /// The version [`MIGRATIONS`] lead to.
@@ -1199,13 +1216,26 @@ impl MetaStore for SqliteMetaStore {
                     package.as_str(),
                     version.to_string(),
                 );
-                for state in &r.states {
+                let add_to_day = |figure: &str, count: u64| {
                     tx.execute(
+                        "INSERT INTO release_days (app, channel, package, version, day, figure,
+                           count)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                         ON CONFLICT (app, channel, package, version, day, figure) DO UPDATE SET
+                           count = count + excluded.count",
+                        params![key.0, key.1, key.2, key.3, n(day), figure, n(count)],
+                    )
+                };
+                for state in &r.states {
+                    let first = tx.execute(
                         "INSERT INTO release_devices (app, channel, package, version, state,
                            device, day, opens, offline_hits, under_1s)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 0, 0, 0, 0) ON CONFLICT DO NOTHING",
-                        params![key.0, key.1, key.2, key.3, state, device],
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0, 0, 0) ON CONFLICT DO NOTHING",
+                        params![key.0, key.1, key.2, key.3, state, device, n(day)],
                     )?;
+                    if first == 1 {
+                        add_to_day(state, 1)?;
+                    }
                 }
                 if r.opens == 0 {
                     continue;
@@ -1250,6 +1280,13 @@ impl MetaStore for SqliteMetaStore {
                         n(row.under_1s)
                     ],
                 )?;
+                for (figure, count) in [
+                    ("opens", added.opens),
+                    ("offline_hits", added.offline_hits),
+                    ("under_1s", added.under_1s),
+                ] {
+                    add_to_day(figure, count)?;
+                }
                 tx.execute(
                     "INSERT INTO release_stats (app, channel, package, version, opens,
                        offline_hits, under_1s)
@@ -1460,6 +1497,37 @@ impl MetaStore for SqliteMetaStore {
         texts.iter().map(|t| rows::ramp_of(t)).collect()
     }
 
+    async fn daily_figures(
+        &self,
+        app: &AppId,
+        channel: &Channel,
+        package: &PackageId,
+    ) -> Result<Vec<DayFigure>> {
+        let (app, channel, package) = (app.clone(), channel.clone(), package.clone());
+        self.with(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT version, day, figure, count FROM release_days
+                 WHERE app = ?1 AND channel = ?2 AND package = ?3
+                 ORDER BY day, version, figure",
+            )?;
+            let rows = stmt
+                .query_map(
+                    params![app.as_str(), channel.as_str(), package.as_str()],
+                    |r| {
+                        Ok(DayFigure {
+                            version: col(r, 0, ReleaseVersion::parse)?,
+                            day: r.get::<_, i64>(1)?.max(0) as u64,
+                            figure: r.get(2)?,
+                            count: r.get::<_, i64>(3)?.max(0) as u64,
+                        })
+                    },
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
     async fn stats(&self, app: &AppId, channel: &Channel) -> Result<Vec<ReleaseStats>> {
         let (app, channel) = (app.clone(), channel.clone());
         self.with(move |c| {
@@ -1487,11 +1555,12 @@ impl MetaStore for SqliteMetaStore {
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            let mut stmt = c.prepare(
-                "SELECT package, version, state, COUNT(*) FROM release_devices
-                 WHERE app = ?1 AND channel = ?2 AND state <> 'opens'
-                 GROUP BY package, version, state",
-            )?;
+            let mut stmt = c.prepare(&format!(
+                "SELECT package, version, figure, SUM(count) FROM release_days
+                 WHERE app = ?1 AND channel = ?2 AND figure IN ({})
+                 GROUP BY package, version, figure",
+                rows::STATE_FIGURES
+            ))?;
             let counts = stmt
                 .query_map(params![app.as_str(), channel.as_str()], |r| {
                     Ok((

@@ -449,6 +449,33 @@ pub(crate) async fn meta_store_suite(store: &dyn MetaStore) {
         ]
     );
 
+    // The same figures per day: each state on the day a device first reported it, opens on
+    // the day they were counted.
+    let days: Vec<(String, u64, String, u64)> = store
+        .daily_figures(&shop, &production, &pkg("checkout"))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|d| d.version != ver("1.9.0"))
+        .map(|d| (d.version.to_string(), d.day, d.figure, d.count))
+        .collect();
+    let cap = super::MAX_OPENS_PER_DEVICE_DAY;
+    let expected: Vec<(String, u64, String, u64)> = [
+        ("2.0.0", 100, "failed", 2),
+        ("2.0.0", 100, "installed", 1),
+        ("2.0.0", 100, "offline_hits", cap + 5),
+        ("2.0.0", 100, "opens", cap + 5),
+        ("2.0.0", 100, "under_1s", 0),
+        ("3.0.0", 100, "ready", 1),
+        ("2.0.0", 101, "offline_hits", 7),
+        ("2.0.0", 101, "opens", 7),
+        ("2.0.0", 101, "under_1s", 0),
+    ]
+    .into_iter()
+    .map(|(v, d, f, c)| (v.to_owned(), d, f.to_owned(), c))
+    .collect();
+    assert_eq!(days, expected);
+
     // Console sessions: found by hash until removed; a new session clears expired ones.
     let opened = Timestamp::from_unix_secs(1_700_000_000);
     let session = SessionRecord {

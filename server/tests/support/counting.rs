@@ -246,6 +246,15 @@ impl MetaStore for Counting {
         self.inner.delete_session(id).await
     }
 
+    async fn daily_figures(
+        &self,
+        app: &AppId,
+        channel: &Channel,
+        package: &PackageId,
+    ) -> Result<Vec<server::meta_store::DayFigure>> {
+        self.inner.daily_figures(app, channel, package).await
+    }
+
     async fn ingest_key(&self, hash: &Digest) -> Result<Option<IngestKeyRecord>> {
         let r = self.inner.ingest_key(hash).await?;
         Ok(self.count("ingest_key", usize::from(r.is_some()), r))
