@@ -137,7 +137,7 @@ class Wire:
 class Server:
     """`baleen serve` on a loopback port with its own data dir, key and admin token."""
 
-    def __init__(self, procs: Procs, binary: str, data: Path):
+    def __init__(self, procs: Procs, binary: str, data: Path, extra: tuple[str, ...] = ()):
         self.procs = procs
         data.mkdir(parents=True)
         run = lambda *a: subprocess.run([binary, *a], check=True, capture_output=True, text=True)
@@ -147,7 +147,7 @@ class Server:
         out = data / "serve.out"
         with open(out, "w") as o, open(data / "serve.err", "w") as e:
             self.proc = procs.start([binary, "serve", "--data-dir", str(data), "--listen",
-                                     "127.0.0.1:0"], stdout=o, stderr=e, stdin=subprocess.DEVNULL,
+                                     "127.0.0.1:0", *extra], stdout=o, stderr=e, stdin=subprocess.DEVNULL,
                                     env=dict(os.environ, RUST_LOG="warn"))
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

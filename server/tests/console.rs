@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/counting.rs"]
+mod counting;
 #[path = "support/harness.rs"]
 mod harness;
 
@@ -744,4 +746,58 @@ fn figures_and_a_ramp_show_on_the_channel_page() {
         .admin_get("/v1/admin/packages/checkout/channels/production/ramp")
         .json();
     assert_eq!(ramp["state"], "ended");
+}
+
+#[test]
+fn pause_and_rollback_work_when_the_figures_cannot_be_computed() {
+    let store = std::sync::Mutex::new(None);
+    let s = TestServer::start_wrapped(|meta| {
+        let counting = counting::Counting::new(meta);
+        *store.lock().unwrap() = Some(counting.clone());
+        counting
+    });
+    let store = store.lock().unwrap().clone().unwrap();
+    for (version, channel) in [
+        ("1.0.0", "&channel=production&create_channel=true"),
+        ("1.1.0", ""),
+    ] {
+        let r = s.publish(
+            &s.admin,
+            "shop",
+            "checkout",
+            &format!("version={version}{channel}&{ROUTE}"),
+            &zip_build(&build(version)),
+        );
+        assert_eq!(r.status, 201);
+    }
+    let r = s.change(
+        "checkout",
+        "production",
+        json!({"action": "rollout", "version": "1.1.0", "basis_points": 1000}),
+    );
+    assert_eq!(r.status, 200);
+    let browser = sign_in(&s, &s.admin);
+    store
+        .figures_fail
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let page = browser.get(&s, "/console/apps/shop/channels/production");
+    assert_eq!(page.status, 200);
+    assert!(
+        page.text().contains(
+            "Figures cannot be computed now: internal error: the figures are unreachable"
+        ),
+        "{}",
+        page.text()
+    );
+    assert!(page.text().contains("value=\"pause\""));
+    let r = browser.act(&s, "checkout", &[("action", "pause")]);
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert_eq!(state(&s)["paused"], true);
+    let r = browser.act(
+        &s,
+        "checkout",
+        &[("action", "rollback"), ("confirm", "production")],
+    );
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert_eq!(state(&s)["candidate"], Value::Null);
 }

@@ -441,7 +441,7 @@ const ADOPTION_RELEASES: usize = 6;
 fn adoption(
     package: &PackageId,
     days: &[crate::meta_store::DayFigure],
-    releases: &[ReleaseRecord],
+    releases: &[crate::meta_store::ReleaseFact],
     today: u64,
 ) -> (String, Vec<AdoptionRow>) {
     let mut per_release: BTreeMap<&ReleaseVersion, Vec<(u64, u64)>> = BTreeMap::new();
@@ -712,7 +712,7 @@ async fn channel_page(
             continue;
         }
         let can_release = may_release(&session, package);
-        let releases = service.meta().releases(package).await?;
+        let releases = service.meta().release_facts(package).await?;
         let history = service
             .meta()
             .history(&app, &channel, Some(package))
@@ -1154,7 +1154,7 @@ async fn release_page(
         readable_release(&service, &session, &package, &version).await?;
     let mut others: Vec<ReleaseVersion> = service
         .meta()
-        .releases(&package)
+        .release_facts(&package)
         .await?
         .into_iter()
         .map(|r| r.version)

@@ -813,6 +813,9 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug + 'static {
     /// Records a use of the token with this hash: its last-used time and `audit`, together.
     async fn token_used(&self, hash: &Digest, at: Timestamp, audit: &AuditEntry) -> Result<()>;
 
+    /// A package's releases without their manifests (what a listing needs), in no order.
+    async fn release_facts(&self, package: &PackageId) -> Result<Vec<ReleaseFact>>;
+
     /// Stores a console session, removing the sessions that expired before it was opened.
     async fn insert_session(&self, session: &SessionRecord) -> Result<()>;
 

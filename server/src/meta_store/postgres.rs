@@ -574,6 +574,20 @@ fn opt_time(row: &Row, i: usize) -> Result<Option<Timestamp>> {
         .map(|s| Timestamp::from_unix_secs(s.max(0) as u64)))
 }
 
+const RELEASE_FACT_COLUMNS: &str =
+    "package, version, manifest_digest, created_at, size_bytes, file_count";
+
+fn release_fact_row(r: &Row) -> Result<ReleaseFact> {
+    Ok(ReleaseFact {
+        package: col(r, 0, PackageId::parse)?,
+        version: col(r, 1, ReleaseVersion::parse)?,
+        manifest_digest: col(r, 2, Digest::parse)?,
+        created_at: time(r, 3)?,
+        size_bytes: count(r, 4)?,
+        file_count: count(r, 5)?,
+    })
+}
+
 const SESSION_COLUMNS: &str = "id, token, csrf, created_at, expires_at";
 
 fn session_row(r: &Row) -> Result<SessionRecord> {
@@ -1542,6 +1556,17 @@ impl MetaStore for PostgresMetaStore {
         Ok(())
     }
 
+    async fn release_facts(&self, package: &PackageId) -> Result<Vec<ReleaseFact>> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                &format!("SELECT {RELEASE_FACT_COLUMNS} FROM releases WHERE package = $1"),
+                &[&package.as_str()],
+            )
+            .await?;
+        each(rows, release_fact_row)
+    }
+
     async fn insert_session(&self, session: &SessionRecord) -> Result<()> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
@@ -1982,22 +2007,9 @@ impl MetaStore for PostgresMetaStore {
         let mut client = self.pool.get().await?;
         let tx = snapshot(&mut client).await?;
         let rows = tx
-            .query(
-                "SELECT package, version, manifest_digest, created_at, size_bytes, file_count
-                 FROM releases",
-                &[],
-            )
+            .query(&format!("SELECT {RELEASE_FACT_COLUMNS} FROM releases"), &[])
             .await?;
-        let releases = each(rows, |r| {
-            Ok(ReleaseFact {
-                package: col(r, 0, PackageId::parse)?,
-                version: col(r, 1, ReleaseVersion::parse)?,
-                manifest_digest: col(r, 2, Digest::parse)?,
-                created_at: time(r, 3)?,
-                size_bytes: count(r, 4)?,
-                file_count: count(r, 5)?,
-            })
-        })?;
+        let releases = each(rows, release_fact_row)?;
         let rows = tx
             .query(
                 "SELECT package, stable, candidate, entry FROM channel_packages",

@@ -356,6 +356,20 @@ fn ingest_key_row(r: &Row<'_>) -> rusqlite::Result<IngestKeyRecord> {
     })
 }
 
+const RELEASE_FACT_COLUMNS: &str =
+    "package, version, manifest_digest, created_at, size_bytes, file_count";
+
+fn release_fact_row(r: &Row<'_>) -> rusqlite::Result<ReleaseFact> {
+    Ok(ReleaseFact {
+        package: col(r, 0, PackageId::parse)?,
+        version: col(r, 1, ReleaseVersion::parse)?,
+        manifest_digest: col(r, 2, Digest::parse)?,
+        created_at: time(r, 3)?,
+        size_bytes: r.get::<_, i64>(4)?.max(0) as u64,
+        file_count: r.get::<_, i64>(5)?.max(0) as u64,
+    })
+}
+
 const SESSION_COLUMNS: &str = "id, token, csrf, created_at, expires_at";
 
 fn session_row(r: &Row<'_>) -> rusqlite::Result<SessionRecord> {
@@ -1346,6 +1360,20 @@ impl MetaStore for SqliteMetaStore {
         .await
     }
 
+    async fn release_facts(&self, package: &PackageId) -> Result<Vec<ReleaseFact>> {
+        let package = package.clone();
+        self.with(move |c| {
+            let mut stmt = c.prepare(&format!(
+                "SELECT {RELEASE_FACT_COLUMNS} FROM releases WHERE package = ?1"
+            ))?;
+            let rows = stmt
+                .query_map([package.as_str()], release_fact_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
     async fn insert_session(&self, session: &SessionRecord) -> Result<()> {
         let session = session.clone();
         self.with(move |c| {
@@ -1822,21 +1850,9 @@ impl MetaStore for SqliteMetaStore {
     async fn retention_facts(&self) -> Result<RetentionFacts> {
         self.with(|c| {
             let tx = c.transaction()?;
-            let mut stmt = tx.prepare(
-                "SELECT package, version, manifest_digest, created_at, size_bytes, file_count
-                 FROM releases",
-            )?;
+            let mut stmt = tx.prepare(&format!("SELECT {RELEASE_FACT_COLUMNS} FROM releases"))?;
             let releases = stmt
-                .query_map([], |r| {
-                    Ok(ReleaseFact {
-                        package: col(r, 0, PackageId::parse)?,
-                        version: col(r, 1, ReleaseVersion::parse)?,
-                        manifest_digest: col(r, 2, Digest::parse)?,
-                        created_at: time(r, 3)?,
-                        size_bytes: r.get::<_, i64>(4)?.max(0) as u64,
-                        file_count: r.get::<_, i64>(5)?.max(0) as u64,
-                    })
-                })?
+                .query_map([], release_fact_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             drop(stmt);
             let mut stmt =

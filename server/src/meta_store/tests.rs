@@ -150,6 +150,28 @@ pub(crate) async fn meta_store_suite(store: &dyn MetaStore) {
         ["2.0.0", "2.0.0-rc.1", "1.10.0", "1.9.0"],
         "newest semver first"
     );
+    // The same releases without their manifests.
+    let full = store.releases(&pkg("checkout")).await.unwrap();
+    let mut facts = store.release_facts(&pkg("checkout")).await.unwrap();
+    facts.sort_by(|a, b| b.version.cmp(&a.version));
+    assert_eq!(facts.len(), full.len());
+    for (fact, record) in facts.iter().zip(&full) {
+        assert_eq!(
+            (
+                &fact.version,
+                fact.manifest_digest,
+                fact.created_at,
+                fact.size_bytes
+            ),
+            (
+                &record.version,
+                record.manifest_digest,
+                record.created_at,
+                record.size_bytes
+            )
+        );
+    }
+    assert!(store.release_facts(&pkg("nope")).await.unwrap().is_empty());
 
     // The same version again returns the stored one untouched.
     let mut again = record("checkout", "1.9.0");

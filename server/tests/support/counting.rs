@@ -29,6 +29,8 @@ struct Reads {
 pub struct Counting {
     inner: Arc<dyn MetaStore>,
     reads: Mutex<Reads>,
+    /// When set, the figures (`stats`, `daily_figures`) fail as a store that cannot answer them.
+    pub figures_fail: std::sync::atomic::AtomicBool,
 }
 
 impl Counting {
@@ -39,6 +41,7 @@ impl Counting {
                 by_method: BTreeMap::new(),
                 last_call: Instant::now(),
             }),
+            figures_fail: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -63,6 +66,15 @@ impl Counting {
         entry.1 += rows as u64;
         reads.last_call = Instant::now();
         value
+    }
+
+    fn figures(&self) -> Result<()> {
+        if self.figures_fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(server::Error::Internal(
+                "the figures are unreachable".into(),
+            ));
+        }
+        Ok(())
     }
 
     fn write<T>(&self, value: T) -> T {
@@ -233,6 +245,14 @@ impl MetaStore for Counting {
         self.write(r)
     }
 
+    async fn release_facts(
+        &self,
+        package: &PackageId,
+    ) -> Result<Vec<server::meta_store::ReleaseFact>> {
+        let r = self.inner.release_facts(package).await?;
+        Ok(self.count("release_facts", r.len(), r))
+    }
+
     async fn insert_session(&self, session: &server::meta_store::SessionRecord) -> Result<()> {
         self.inner.insert_session(session).await
     }
@@ -252,6 +272,7 @@ impl MetaStore for Counting {
         channel: &Channel,
         package: &PackageId,
     ) -> Result<Vec<server::meta_store::DayFigure>> {
+        self.figures()?;
         self.inner.daily_figures(app, channel, package).await
     }
 
@@ -277,6 +298,7 @@ impl MetaStore for Counting {
     }
 
     async fn stats(&self, app: &AppId, channel: &Channel) -> Result<Vec<ReleaseStats>> {
+        self.figures()?;
         let r = self.inner.stats(app, channel).await?;
         Ok(self.count("stats", r.len(), r))
     }
