@@ -15,9 +15,7 @@ use harness::{Response, TestServer, build, zip_build};
 use serde_json::{Value, json};
 use server::meta_store::Scope;
 
-const ROUTE: &str = "routes=https://m.example.com/checkout/";
-
-/// One request without following redirects, with the given cookie header.
+/// One request with the given cookie header and form fields.
 fn send(
     s: &TestServer,
     method: &str,
@@ -25,41 +23,18 @@ fn send(
     cookie: &str,
     form: Option<&[(&str, &str)]>,
 ) -> Response {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .build()
-        .into();
-    let mut req = ureq::http::Request::builder()
-        .method(method)
-        .uri(format!("{}{path}", s.base));
+    let mut headers = vec![("content-type", "application/x-www-form-urlencoded")];
     if !cookie.is_empty() {
-        req = req.header("cookie", cookie);
+        headers.push(("cookie", cookie));
     }
-    let response = match form {
-        Some(fields) => {
-            let body = serde_urlencoded::to_string(fields).unwrap();
-            agent.run(
-                req.header("content-type", "application/x-www-form-urlencoded")
-                    .body(body.into_bytes())
-                    .unwrap(),
-            )
-        }
-        None => agent.run(req.body(()).unwrap()),
-    }
-    .unwrap();
-    let status = response.status().as_u16();
-    let headers = response
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
-        .collect();
-    let body = response.into_body().read_to_vec().unwrap();
-    Response {
-        status,
-        headers,
-        body,
-    }
+    let body = form.map(|fields| serde_urlencoded::to_string(fields).unwrap());
+    harness::request(
+        &s.base,
+        method,
+        path,
+        &headers,
+        body.as_deref().map(str::as_bytes),
+    )
 }
 
 fn set_cookies(r: &Response) -> Vec<String> {
@@ -138,20 +113,9 @@ impl Browser {
 /// `checkout` 1.0.0 stable on `shop/production`, 1.1.0 and 1.2.0 published.
 fn setup() -> TestServer {
     let s = TestServer::start_with(|settings| settings.ramp_interval = None);
-    for (version, channel) in [
-        ("1.0.0", "&channel=production&create_channel=true"),
-        ("1.1.0", ""),
-        ("1.2.0", ""),
-    ] {
-        let r = s.publish(
-            &s.admin,
-            "shop",
-            "checkout",
-            &format!("version={version}{channel}&{ROUTE}"),
-            &zip_build(&build(version)),
-        );
-        assert_eq!(r.status, 201, "{}", r.text());
-    }
+    s.publish_checkout("1.0.0", Some("production"));
+    s.publish_checkout("1.1.0", None);
+    s.publish_checkout("1.2.0", None);
     s
 }
 
@@ -296,14 +260,7 @@ fn sessions_end_with_their_lifetime_and_with_their_token() {
         settings.console_session = Duration::from_secs(1);
         settings.ramp_interval = None;
     });
-    let r = s.publish(
-        &s.admin,
-        "shop",
-        "checkout",
-        &format!("version=1.0.0&channel=production&create_channel=true&{ROUTE}"),
-        &zip_build(&build("1.0.0")),
-    );
-    assert_eq!(r.status, 201);
+    s.publish_checkout("1.0.0", Some("production"));
     let browser = sign_in(&s, &s.admin);
     std::thread::sleep(Duration::from_millis(1100));
     assert_eq!(browser.get(&s, "/console/apps").status, 303, "expired");
@@ -628,19 +585,8 @@ fn figures_and_a_ramp_show_on_the_channel_page() {
         settings.events_per_address_per_minute = 0;
         settings.ramp_interval = None;
     });
-    for (version, channel) in [
-        ("1.0.0", "&channel=production&create_channel=true"),
-        ("1.1.0", ""),
-    ] {
-        let r = s.publish(
-            &s.admin,
-            "shop",
-            "checkout",
-            &format!("version={version}{channel}&{ROUTE}"),
-            &zip_build(&build(version)),
-        );
-        assert_eq!(r.status, 201);
-    }
+    s.publish_checkout("1.0.0", Some("production"));
+    s.publish_checkout("1.1.0", None);
     let key = s
         .post_json(
             "/v1/admin/apps/shop/ingest-keys",
@@ -757,19 +703,8 @@ fn pause_and_rollback_work_when_the_figures_cannot_be_computed() {
         counting
     });
     let store = store.lock().unwrap().clone().unwrap();
-    for (version, channel) in [
-        ("1.0.0", "&channel=production&create_channel=true"),
-        ("1.1.0", ""),
-    ] {
-        let r = s.publish(
-            &s.admin,
-            "shop",
-            "checkout",
-            &format!("version={version}{channel}&{ROUTE}"),
-            &zip_build(&build(version)),
-        );
-        assert_eq!(r.status, 201);
-    }
+    s.publish_checkout("1.0.0", Some("production"));
+    s.publish_checkout("1.1.0", None);
     let r = s.change(
         "checkout",
         "production",

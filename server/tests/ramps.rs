@@ -8,12 +8,10 @@
 #[path = "support/harness.rs"]
 mod harness;
 
-use harness::{TestServer, build, request, zip_build};
+use harness::{TestServer, request};
 use manifests::{Channel, PackageId, Timestamp};
 use serde_json::{Value, json};
 use server::ramp::RampState;
-
-const ROUTE: &str = "routes=https://m.example.com/checkout/";
 
 /// `checkout` 1.0.0 stable on `shop/production`, 1.1.0 published; an ingest key; no per-address
 /// limit (the whole fleet posts from this one address).
@@ -22,16 +20,8 @@ fn setup() -> (TestServer, String) {
         settings.events_per_address_per_minute = 0;
         settings.ramp_interval = None;
     });
-    for (version, channel) in [("1.0.0", "&channel=production"), ("1.1.0", "")] {
-        let r = s.publish(
-            &s.admin,
-            "shop",
-            "checkout",
-            &format!("version={version}{channel}&{ROUTE}"),
-            &zip_build(&build(version)),
-        );
-        assert_eq!(r.status, 201, "{}", r.text());
-    }
+    s.publish_checkout("1.0.0", Some("production"));
+    s.publish_checkout("1.1.0", None);
     let r = s.post_json(
         "/v1/admin/apps/shop/ingest-keys",
         &s.admin,

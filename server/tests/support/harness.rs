@@ -253,6 +253,21 @@ impl TestServer {
         )
     }
 
+    /// Publishes `build(version)` as that version of `shop/checkout` (answering for
+    /// `https://m.example.com/checkout/`), `channel` its channel if any, as the admin; asserts
+    /// that it was created.
+    pub fn publish_checkout(&self, version: &str, channel: Option<&str>) {
+        let channel = channel.map(|c| format!("&channel={c}")).unwrap_or_default();
+        let r = self.publish(
+            &self.admin,
+            "shop",
+            "checkout",
+            &format!("version={version}{channel}&routes=https://m.example.com/checkout/"),
+            &zip_build(&build(version)),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+    }
+
     pub fn index_bytes(&self, app: &str, channel: &str) -> Vec<u8> {
         let r = self.get(&format!("/v1/apps/{app}/channels/{channel}/index"));
         assert_eq!(r.status, 200, "{}", r.text());
@@ -329,6 +344,7 @@ pub fn request(
 ) -> Response {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
+        .max_redirects(0)
         .build()
         .into();
     let url = format!("{base}{path}");
