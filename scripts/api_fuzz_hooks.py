@@ -56,7 +56,8 @@ def _is_positive(case):
 
 @schemathesis.hook("map_case")
 def opens_within_their_count(ctx, case):
-    """`OpensEvent`: `offline_hits` and `under_1s` are each at most `count`.
+    """`OpensEvent`: `offline_hits` and `under_1s` are each at most `count`, and so is the sum
+    of `paint_ms`.
 
     JSON Schema cannot compare two fields, so the document states this rule in words; valid cases
     keep to it here, and the server refusing one that breaks it is not a finding.
@@ -69,6 +70,13 @@ def opens_within_their_count(ctx, case):
             for field in ("offline_hits", "under_1s"):
                 if _is_number(count) and _is_number(event.get(field)) and event[field] > count:
                     event[field] = count
+            # `paint_ms` counts at most `count` opens in all: keep the first buckets that fit.
+            paints = event.get("paint_ms")
+            if _is_number(count) and isinstance(paints, list) and all(map(_is_number, paints)):
+                room = count
+                for i, n in enumerate(paints):
+                    paints[i] = min(n, room)
+                    room -= paints[i]
     return case
 
 

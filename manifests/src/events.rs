@@ -15,6 +15,21 @@ pub const MAX_EVENTS_PER_BATCH: usize = 1_000;
 /// Largest count one event may carry (a day of opens on one device is far below).
 pub const MAX_COUNT: u64 = 1_000_000;
 
+/// The upper bounds, in milliseconds, of the buckets opens are counted in by time to first paint
+/// ([`Event::paint_ms`]); one more bucket holds the slower opens.
+pub const PAINT_MS_BOUNDS: [u64; 10] = [100, 200, 300, 500, 750, 1_000, 1_500, 2_000, 3_000, 5_000];
+
+/// How many buckets [`Event::paint_ms`] has at most: one per bound and one past the last.
+pub const PAINT_BUCKETS: usize = PAINT_MS_BOUNDS.len() + 1;
+
+/// The bucket of an open that painted in `ms`.
+pub fn paint_bucket(ms: u64) -> usize {
+    PAINT_MS_BOUNDS
+        .iter()
+        .position(|bound| ms <= *bound)
+        .unwrap_or(PAINT_MS_BOUNDS.len())
+}
+
 /// What happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -53,6 +68,11 @@ pub struct Event {
     /// For opens: how many showed the page within one second.
     #[serde(default)]
     pub under_1s: u64,
+    /// For opens: how many painted within each bucket of [`PAINT_MS_BOUNDS`] (the first up to
+    /// 100 ms, …, the last over 5 s); trailing empty buckets may be left out, and devices older
+    /// than this field send none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paint_ms: Vec<u64>,
 }
 
 fn one() -> u64 {
@@ -112,10 +132,20 @@ impl EventBatch {
                 if e.offline_hits > e.count || e.under_1s > e.count {
                     return Err(invalid(at("offline_hits"), "more than the opens counted"));
                 }
-            } else if e.offline_hits != 0 || e.under_1s != 0 {
+                if e.paint_ms.len() > PAINT_BUCKETS {
+                    return Err(invalid(at("paint_ms"), "has more than 11 buckets"));
+                }
+                let painted = e
+                    .paint_ms
+                    .iter()
+                    .try_fold(0_u64, |sum, n| sum.checked_add(*n));
+                if painted.is_none_or(|p| p > e.count) {
+                    return Err(invalid(at("paint_ms"), "counts more opens than the event"));
+                }
+            } else if e.offline_hits != 0 || e.under_1s != 0 || !e.paint_ms.is_empty() {
                 return Err(invalid(
                     at("kind"),
-                    "only opens carry offline_hits and under_1s",
+                    "only opens carry offline_hits, under_1s and paint_ms",
                 ));
             }
         }

@@ -46,7 +46,7 @@ pub use envelope::{Opened, SignedDocument, add_signature, cosign, open, sign_val
 pub use error::{Error, PackError, Result};
 pub use events::{
     Event, EventBatch, EventKind, MAX_COUNT, MAX_DEVICE_ID_CHARS, MAX_EVENTS_PER_BATCH,
-    parse_event_batch,
+    PAINT_BUCKETS, PAINT_MS_BOUNDS, paint_bucket, parse_event_batch,
 };
 pub use ids::{
     AppId, Channel, HostRequirement, HostVersion, MAX_NAME_LEN, PackageId, ReleaseVersion,

@@ -533,7 +533,30 @@ fn event_batches() {
     check_events(
         r#"{"app":"shop","channel":"production","events":[{"package":"checkout","version":"1.0.0","kind":"failed","under_1s":1}]}"#,
         expect![
-            "invalid_field: invalid events[0].kind: only opens carry offline_hits and under_1s"
+            "invalid_field: invalid events[0].kind: only opens carry offline_hits, under_1s and paint_ms"
+        ],
+    );
+    // Paint times: up to 11 buckets, counting no more opens than the event.
+    check_events(
+        r#"{"app":"shop","channel":"production","events":[{"package":"checkout","version":"1.0.0","kind":"opens","count":5,"paint_ms":[1,2,0,2]}]}"#,
+        expect!["ok 1"],
+    );
+    check_events(
+        r#"{"app":"shop","channel":"production","events":[{"package":"checkout","version":"1.0.0","kind":"opens","count":4,"paint_ms":[1,2,0,2]}]}"#,
+        expect!["invalid_field: invalid events[0].paint_ms: counts more opens than the event"],
+    );
+    check_events(
+        r#"{"app":"shop","channel":"production","events":[{"package":"checkout","version":"1.0.0","kind":"opens","count":5,"paint_ms":[0,0,0,0,0,0,0,0,0,0,0,1]}]}"#,
+        expect!["invalid_field: invalid events[0].paint_ms: has more than 11 buckets"],
+    );
+    check_events(
+        r#"{"app":"shop","channel":"production","events":[{"package":"checkout","version":"1.0.0","kind":"opens","count":5,"paint_ms":[18446744073709551615,1]}]}"#,
+        expect!["invalid_field: invalid events[0].paint_ms: counts more opens than the event"],
+    );
+    check_events(
+        r#"{"app":"shop","channel":"production","events":[{"package":"checkout","version":"1.0.0","kind":"ready","paint_ms":[1]}]}"#,
+        expect![
+            "invalid_field: invalid events[0].kind: only opens carry offline_hits, under_1s and paint_ms"
         ],
     );
     check_events(

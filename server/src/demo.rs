@@ -123,6 +123,19 @@ pub async fn seed(service: &Service, scratch: &Path) -> Result<Seeded> {
     })
 }
 
+/// A simulated device's opens by time to first paint ([`manifests::PAINT_MS_BOUNDS`]): its
+/// `fast` ones spread over the buckets under one second, the `slow` ones over those above.
+fn demo_paints(device: usize, fast: u64, slow: u64) -> Vec<u64> {
+    let mut buckets = vec![0; manifests::PAINT_BUCKETS];
+    for k in 0..fast {
+        buckets[(device + k as usize) % 6] += 1;
+    }
+    for k in 0..slow {
+        buckets[6 + (device + k as usize) % 3] += 1;
+    }
+    buckets
+}
+
 fn write_zip(path: &Path, files: &[(&str, &[u8])]) -> Result<()> {
     let io = |e: std::io::Error| Error::io(format!("writing {}", path.display()), e);
     let zip_err = |e: zip::result::ZipError| Error::Internal(format!("writing demo zip: {e}"));
@@ -160,27 +173,34 @@ pub async fn seed_fleet(service: &Service, ingest_key: &str) -> Result<()> {
     for (version, devices, fail_every) in fleets {
         let version = ReleaseVersion::parse(version)?;
         for i in 0..devices {
-            let event = |kind, count, offline_hits, under_1s| Event {
+            let event = |kind, count, offline_hits, under_1s, paint_ms| Event {
                 package: package.clone(),
                 version: version.clone(),
                 kind,
                 count,
                 offline_hits,
                 under_1s,
+                paint_ms,
             };
             let mut events = vec![
-                event(EventKind::Installed, 1, 0, 0),
-                event(EventKind::Activated, 1, 0, 0),
+                event(EventKind::Installed, 1, 0, 0, Vec::new()),
+                event(EventKind::Activated, 1, 0, 0, Vec::new()),
             ];
             if i % fail_every == fail_every - 1 {
-                events.push(event(EventKind::Failed, 1, 0, 0));
-                events.push(event(EventKind::RolledBack, 1, 0, 0));
+                events.push(event(EventKind::Failed, 1, 0, 0, Vec::new()));
+                events.push(event(EventKind::RolledBack, 1, 0, 0, Vec::new()));
             } else {
                 let opens = 2 + (i as u64 * 7) % 9;
                 let offline = opens - u64::from(i % 6 == 0);
                 let fast = offline - u64::from(i % 4 == 0).min(offline);
-                events.push(event(EventKind::Ready, 1, 0, 0));
-                events.push(event(EventKind::Opens, opens, offline, fast));
+                events.push(event(EventKind::Ready, 1, 0, 0, Vec::new()));
+                events.push(event(
+                    EventKind::Opens,
+                    opens,
+                    offline,
+                    fast,
+                    demo_paints(i, fast, opens - fast),
+                ));
             }
             let batch = EventBatch {
                 app: app.clone(),

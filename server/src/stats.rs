@@ -208,6 +208,14 @@ impl Service {
                     r.opens += opens;
                     r.offline_hits += event.offline_hits.min(opens);
                     r.under_1s += event.under_1s.min(opens);
+                    let mut paints = [0; manifests::PAINT_BUCKETS];
+                    for (bucket, n) in paints.iter_mut().zip(&event.paint_ms) {
+                        *bucket = *n;
+                    }
+                    let paints = crate::meta_store::rows::capped_paints(&paints, opens);
+                    for (total, n) in r.paint_ms.iter_mut().zip(paints) {
+                        *total += n;
+                    }
                     continue;
                 }
                 _ => continue,

@@ -604,7 +604,7 @@ fn figures_and_a_ramp_show_on_the_channel_page() {
                    {"package": "checkout", "version": "1.0.0", "kind": "failed"}])
         } else {
             json!([{"package": "checkout", "version": "1.0.0", "kind": "activated"},
-                   {"package": "checkout", "version": "1.0.0", "kind": "opens", "count": 4, "offline_hits": 4, "under_1s": 3}])
+                   {"package": "checkout", "version": "1.0.0", "kind": "opens", "count": 4, "offline_hits": 4, "under_1s": 3, "paint_ms": [0, 0, 3, 0, 0, 0, 1]}])
         };
         let body = json!({"app": "shop", "channel": "production", "ingest_key": key, "device_id": format!("d{i}"), "events": events});
         let r = harness::request(
@@ -631,6 +631,8 @@ fn figures_and_a_ramp_show_on_the_channel_page() {
         "秒开 and offline rates: {page}"
     );
     assert!(page.contains("<svg class=\"chart\""));
+    // 108 opens painted in (200, 300] ms and 36 in (1, 1.5] s: median 267 ms, p90 1,300 ms.
+    assert!(page.contains("<td>267 ms</td><td>1300 ms</td>"), "{page}");
     // Adoption: 40 devices activated 1.0.0 today, the day it was published.
     let today = server::console::chart::date_of(server::service::now().unix_secs() / 86_400);
     assert!(

@@ -137,6 +137,7 @@ struct Opens {
     count: u64,
     offline: u64,
     under_1s: u64,
+    paint: [u64; manifests::PAINT_BUCKETS],
 }
 
 /// The device core.
@@ -527,6 +528,7 @@ impl Device {
         counters.count += 1;
         counters.offline += u64::from(offline);
         counters.under_1s += u64::from(ms < 1_000);
+        counters.paint[manifests::paint_bucket(ms)] += 1;
     }
 
     /// Takes every queued event, open counters included, to send them; the usage they carry
@@ -553,6 +555,14 @@ impl Device {
                 count: counts.count,
                 offline_hits: counts.offline,
                 under_1s: counts.under_1s,
+                paint_ms: {
+                    let used = counts
+                        .paint
+                        .iter()
+                        .rposition(|n| *n > 0)
+                        .map_or(0, |i| i + 1);
+                    counts.paint[..used].to_vec()
+                },
             });
         }
         let over = self.events.len().saturating_sub(MAX_QUEUED_EVENTS);
@@ -611,6 +621,7 @@ fn event(package: &PackageId, version: &ReleaseVersion, kind: EventKind) -> Even
         count: 1,
         offline_hits: 0,
         under_1s: 0,
+        paint_ms: Vec::new(),
     }
 }
 

@@ -296,9 +296,12 @@ fn eviction_keeps_routes_and_usage() {
         d.activate(&shop, installed("shop", "2.0.0"), Source::Preset)
     });
     d.record_open((shop.clone(), version("2.0.0")), true, 300);
+    d.record_open((shop.clone(), version("2.0.0")), true, 2_400);
     let (usage, events) = d.take_events(at(T0));
     apply(&mut d, |_| usage.unwrap());
-    assert_eq!((events[0].count, events[0].under_1s), (1, 1));
+    assert_eq!((events[0].count, events[0].under_1s), (2, 1));
+    // By time to first paint: one in (200, 300] ms, one in (2, 3] s; no empty buckets after.
+    assert_eq!(events[0].paint_ms, [0, 0, 1, 0, 0, 0, 0, 0, 1]);
     let change = d.evict(&[Eviction::Package(shop.clone())], |_| {
         vec!["m.example.com/shop/".into()]
     });
@@ -306,7 +309,7 @@ fn eviction_keeps_routes_and_usage() {
     let p = &d.state().packages[&shop];
     assert_eq!((p.active.clone(), p.previous.clone()), (None, None));
     assert_eq!(p.evicted.as_ref().unwrap().routes, ["m.example.com/shop/"]);
-    assert_eq!((p.opens, p.last_opened_secs), (1, T0));
+    assert_eq!((p.opens, p.last_opened_secs), (2, T0));
 }
 
 #[test]

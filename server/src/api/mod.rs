@@ -533,6 +533,38 @@ pub struct ReleaseReport {
     /// ones among those that activated): how far the true rate may be from `failure_rate`
     /// with this many devices. None with no device.
     pub failure_rate_interval: Option<[f64; 2]>,
+    /// Opens counted by time to first paint, per bucket of `manifests::PAINT_MS_BOUNDS` (up to
+    /// 100 ms, …, over 5 s), from devices that report it.
+    pub paint_ms: Vec<u64>,
+    /// The median time to first paint in milliseconds, estimated from `paint_ms` (linear within
+    /// a bucket; 5 000 for one past the last bound). None without paint times.
+    pub open_ms_median: Option<u64>,
+    /// The 90th percentile of the time to first paint, estimated the same way.
+    pub open_ms_p90: Option<u64>,
+}
+
+/// The `q` quantile (0 to 1) of opens counted per paint-time bucket, in milliseconds: linear
+/// within the bucket it falls in, the last bound for one past it. None when nothing is counted.
+pub fn paint_quantile(paints: &[u64], q: f64) -> Option<u64> {
+    let total: u64 = paints.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let target = q * total as f64;
+    let mut below = 0_u64;
+    let bounds = manifests::PAINT_MS_BOUNDS;
+    for (i, n) in paints.iter().enumerate() {
+        if *n > 0 && (below + n) as f64 >= target {
+            let Some(high) = bounds.get(i) else {
+                return bounds.last().copied();
+            };
+            let low = if i == 0 { 0 } else { bounds[i - 1] };
+            let within = (target - below as f64) / *n as f64;
+            return Some(low + ((high - low) as f64 * within).round() as u64);
+        }
+        below += n;
+    }
+    bounds.last().copied()
 }
 
 impl From<&meta_store::ReleaseStats> for ReleaseReport {
@@ -562,6 +594,12 @@ impl From<&meta_store::ReleaseStats> for ReleaseReport {
                     [low, high]
                 })
             },
+            paint_ms: {
+                let used = s.paint_ms.iter().rposition(|n| *n > 0).map_or(0, |i| i + 1);
+                s.paint_ms[..used].to_vec()
+            },
+            open_ms_median: paint_quantile(&s.paint_ms, 0.5),
+            open_ms_p90: paint_quantile(&s.paint_ms, 0.9),
         }
     }
 }

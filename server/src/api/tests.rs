@@ -91,12 +91,13 @@ fn reports_add_shares_to_the_counters() {
         opens: 8,
         offline_hits: 6,
         under_1s: 2,
+        paint_ms: [0, 2, 4, 2, 0, 0, 0, 0, 0, 0, 0],
         ..meta_store::ReleaseStats::default()
     };
     check_json(
         &ReleaseReport::from(&stats),
         expect![[
-            r#"{"package":"checkout","version":"1.0.0","installed":0,"activated":4,"ready":0,"failed":1,"rolled_back":0,"opens":8,"offline_hits":6,"under_1s":2,"offline_hit_rate":0.75,"under_1s_rate":0.25,"failure_rate":0.25,"failure_rate_interval":[0.04558726029536886,0.6993581599030918]}"#
+            r#"{"package":"checkout","version":"1.0.0","installed":0,"activated":4,"ready":0,"failed":1,"rolled_back":0,"opens":8,"offline_hits":6,"under_1s":2,"offline_hit_rate":0.75,"under_1s_rate":0.25,"failure_rate":0.25,"failure_rate_interval":[0.04558726029536886,0.6993581599030918],"paint_ms":[0,2,4,2],"open_ms_median":250,"open_ms_p90":420}"#
         ]],
     );
     let none = ReleaseReport::from(&meta_store::ReleaseStats::default());
@@ -109,4 +110,18 @@ fn reports_add_shares_to_the_counters() {
         ),
         (None, None, None, None)
     );
+}
+
+#[test]
+fn paint_quantiles_interpolate_within_their_bucket() {
+    use crate::api::paint_quantile;
+    assert_eq!(paint_quantile(&[], 0.5), None);
+    assert_eq!(paint_quantile(&[0, 0], 0.5), None);
+    // Ten opens, all in (300, 500] ms: the median halfway through it.
+    assert_eq!(paint_quantile(&[0, 0, 0, 10], 0.5), Some(400));
+    assert_eq!(paint_quantile(&[10], 0.9), Some(90));
+    // Past the last bound: the last bound.
+    let mut slow = vec![0; manifests::PAINT_BUCKETS];
+    slow[manifests::PAINT_BUCKETS - 1] = 3;
+    assert_eq!(paint_quantile(&slow, 0.5), Some(5_000));
 }

@@ -409,6 +409,8 @@ struct FigureRow {
     opens: u64,
     under_1s: String,
     offline: String,
+    open_median: String,
+    open_p90: String,
 }
 
 /// One history entry as the timeline shows it.
@@ -666,6 +668,12 @@ fn figures(
             opens: report.opens,
             under_1s: share(report.under_1s_rate),
             offline: share(report.offline_hit_rate),
+            open_median: report
+                .open_ms_median
+                .map_or("–".to_owned(), |ms| format!("{ms} ms")),
+            open_p90: report
+                .open_ms_p90
+                .map_or("–".to_owned(), |ms| format!("{ms} ms")),
         });
     }
     (rows, intervals, opens)

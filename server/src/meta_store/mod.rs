@@ -338,6 +338,9 @@ pub struct ReleaseStats {
     pub offline_hits: u64,
     /// Opens shown within one second.
     pub under_1s: u64,
+    /// Opens by time to first paint ([`manifests::PAINT_MS_BOUNDS`]), from devices that report
+    /// it.
+    pub paint_ms: [u64; manifests::PAINT_BUCKETS],
 }
 
 /// One figure of one release on one UTC day: the devices that first reported a state that day
@@ -376,6 +379,8 @@ pub struct DeviceReport {
     pub offline_hits: u64,
     /// Of them, shown within one second.
     pub under_1s: u64,
+    /// Of them, by time to first paint ([`manifests::PAINT_MS_BOUNDS`]).
+    pub paint_ms: [u64; manifests::PAINT_BUCKETS],
 }
 
 /// An app's ingest key: public (shipped in the app) but known to the server, so that event

@@ -1410,7 +1410,7 @@ impl MetaStore for PostgresMetaStore {
                 &device,
             ];
             let day_n = n(day);
-            let add_to_day = |figure: &'static str, count: u64| {
+            let add_to_day = |figure: String, count: u64| {
                 let tx = &tx;
                 let (package, version) = (package.as_str(), version.as_str());
                 async move {
@@ -1443,7 +1443,7 @@ impl MetaStore for PostgresMetaStore {
                     )
                     .await?;
                 if first == 1 {
-                    add_to_day(state, 1).await?;
+                    add_to_day((*state).to_owned(), 1).await?;
                 }
             }
             if r.opens == 0 {
@@ -1498,7 +1498,11 @@ impl MetaStore for PostgresMetaStore {
                 ("offline_hits", added.offline_hits),
                 ("under_1s", added.under_1s),
             ] {
-                add_to_day(figure, count).await?;
+                add_to_day(figure.to_owned(), count).await?;
+            }
+            let paints = rows::capped_paints(&r.paint_ms, added.opens);
+            for (i, count) in paints.iter().enumerate().filter(|(_, n)| **n > 0) {
+                add_to_day(rows::paint_figure(i), *count).await?;
             }
             tx.execute(
                 "INSERT INTO release_stats AS s (app, channel, package, version, opens,
@@ -1732,6 +1736,7 @@ impl MetaStore for PostgresMetaStore {
                 opens: count(r, 7)?,
                 offline_hits: count(r, 8)?,
                 under_1s: count(r, 9)?,
+                paint_ms: Default::default(),
             })
         })?;
         let rows = client
@@ -1740,7 +1745,7 @@ impl MetaStore for PostgresMetaStore {
                     "SELECT package, version, figure, SUM(count)::BIGINT FROM release_days
                      WHERE app = $1 AND channel = $2 AND figure IN ({})
                      GROUP BY package, version, figure",
-                    rows::STATE_FIGURES
+                    rows::COUNTED_FIGURES
                 ),
                 &[&app.as_str(), &channel.as_str()],
             )

@@ -213,9 +213,30 @@ pub(crate) fn capped_opens(
     (row, added)
 }
 
-/// The figures of `release_days` that count devices (a state each device reports once per
-/// release), as an SQL list.
-pub(crate) const STATE_FIGURES: &str = "'installed', 'activated', 'ready', 'failed', 'rolled_back'";
+/// The figures of `release_days` that a release's totals sum: the states (devices, each once per
+/// release) and the opens by paint-time bucket, as an SQL list (the opens, hits and fast opens
+/// have their totals in `release_stats`).
+pub(crate) const COUNTED_FIGURES: &str = "'installed', 'activated', 'ready', 'failed', \
+     'rolled_back', 'paint_0', 'paint_1', 'paint_2', 'paint_3', 'paint_4', 'paint_5', 'paint_6', \
+     'paint_7', 'paint_8', 'paint_9', 'paint_10'";
+
+/// The `release_days` figure of paint-time bucket `i`.
+pub(crate) fn paint_figure(i: usize) -> String {
+    format!("paint_{i}")
+}
+
+/// `paints` (opens by paint-time bucket) cut down to `counted` opens when the opens were capped,
+/// each bucket in proportion, so that a device's share of the figures stays bounded.
+pub(crate) fn capped_paints(
+    paints: &[u64; manifests::PAINT_BUCKETS],
+    counted: u64,
+) -> [u64; manifests::PAINT_BUCKETS] {
+    let total: u64 = paints.iter().sum();
+    if total <= counted {
+        return *paints;
+    }
+    paints.map(|n| (u128::from(n) * u128::from(counted) / u128::from(total)) as u64)
+}
 
 /// Adds distinct-device counts (`(package, version, state, devices)`, as the engines read them
 /// from `release_devices`) to the event counters read from `release_stats`, and sorts the
@@ -245,7 +266,15 @@ pub(crate) fn add_device_counts(
             "ready" => s.ready += devices,
             "failed" => s.failed += devices,
             "rolled_back" => s.rolled_back += devices,
-            _ => {}
+            other => {
+                if let Some(i) = other
+                    .strip_prefix("paint_")
+                    .and_then(|i| i.parse::<usize>().ok())
+                    .filter(|i| *i < manifests::PAINT_BUCKETS)
+                {
+                    s.paint_ms[i] += devices;
+                }
+            }
         }
     }
     stats.sort_by(|a, b| (&a.package, &b.version).cmp(&(&b.package, &a.version)));

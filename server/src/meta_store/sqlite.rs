@@ -1301,6 +1301,10 @@ impl MetaStore for SqliteMetaStore {
                 ] {
                     add_to_day(figure, count)?;
                 }
+                let paints = rows::capped_paints(&r.paint_ms, added.opens);
+                for (i, count) in paints.iter().enumerate().filter(|(_, n)| **n > 0) {
+                    add_to_day(&rows::paint_figure(i), *count)?;
+                }
                 tx.execute(
                     "INSERT INTO release_stats (app, channel, package, version, opens,
                        offline_hits, under_1s)
@@ -1580,6 +1584,7 @@ impl MetaStore for SqliteMetaStore {
                         opens: n(r, 7)?,
                         offline_hits: n(r, 8)?,
                         under_1s: n(r, 9)?,
+                        paint_ms: Default::default(),
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -1587,7 +1592,7 @@ impl MetaStore for SqliteMetaStore {
                 "SELECT package, version, figure, SUM(count) FROM release_days
                  WHERE app = ?1 AND channel = ?2 AND figure IN ({})
                  GROUP BY package, version, figure",
-                rows::STATE_FIGURES
+                rows::COUNTED_FIGURES
             ))?;
             let counts = stmt
                 .query_map(params![app.as_str(), channel.as_str()], |r| {

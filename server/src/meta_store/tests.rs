@@ -415,6 +415,7 @@ pub(crate) async fn meta_store_suite(store: &dyn MetaStore) {
         opens,
         offline_hits: opens,
         under_1s: 0,
+        paint_ms: [0, 0, opens, 0, 0, 0, 0, 0, 0, 0, 0],
     };
     let (phone, tablet) = (Digest::of(b"phone"), Digest::of(b"tablet"));
     for _ in 0..3 {
@@ -487,10 +488,12 @@ pub(crate) async fn meta_store_suite(store: &dyn MetaStore) {
         ("2.0.0", 100, "installed", 1),
         ("2.0.0", 100, "offline_hits", cap + 5),
         ("2.0.0", 100, "opens", cap + 5),
+        ("2.0.0", 100, "paint_2", cap + 5),
         ("2.0.0", 100, "under_1s", 0),
         ("3.0.0", 100, "ready", 1),
         ("2.0.0", 101, "offline_hits", 7),
         ("2.0.0", 101, "opens", 7),
+        ("2.0.0", 101, "paint_2", 7),
         ("2.0.0", 101, "under_1s", 0),
     ]
     .into_iter()
