@@ -388,6 +388,14 @@ struct ServeArgs {
         default_value_t = server::service::DEFAULT_RAMP_INTERVAL_SECS
     )]
     ramp_interval_secs: u64,
+    /// Mebibytes of fast packs (served while the smaller final packs are built) held in memory
+    /// at most; past it the ones held longest are let go and built again when asked for.
+    #[arg(
+        long,
+        env = "BALEEN_FAST_PACK_MEMORY_MIB",
+        default_value_t = server::service::DEFAULT_FAST_PACK_MEMORY_MIB
+    )]
+    fast_pack_memory_mib: u64,
     /// A channel on which the console asks to type the channel's name before any change but a
     /// pause (repeat, or separate with commas; an empty value protects none).
     #[arg(
@@ -1916,6 +1924,7 @@ fn settings(data: &DataDir, args: &ServeArgs) -> Result<Settings> {
         (args.gc_interval_secs > 0).then(|| std::time::Duration::from_secs(args.gc_interval_secs));
     settings.ramp_interval = (args.ramp_interval_secs > 0)
         .then(|| std::time::Duration::from_secs(args.ramp_interval_secs));
+    settings.fast_pack_memory_bytes = args.fast_pack_memory_mib.saturating_mul(1024 * 1024);
     settings.protected_channels = args
         .protected_channels
         .iter()

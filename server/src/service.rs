@@ -64,6 +64,9 @@ pub struct Settings {
     /// Pack build jobs that requests may have queued or running at once; past it, a request for
     /// a pack that is not built gets `503` and starts nothing.
     pub max_requested_pack_builds: usize,
+    /// Bytes of fast packs held in memory at most until their final packs are stored; past it
+    /// the ones held longest are let go, and a request for one builds it again.
+    pub fast_pack_memory_bytes: u64,
     /// What a collection keeps ([`crate::retention`]).
     pub retention: Retention,
     /// How often `serve` collects garbage with [`Settings::retention`]; none: only when asked.
@@ -81,6 +84,10 @@ pub struct Settings {
     /// a pause (the API and the command line take the change as given).
     pub protected_channels: Vec<String>,
 }
+
+/// Mebibytes of fast packs held by default (a burst of publishes would otherwise hold every
+/// release's fast packs until the slower final builds catch up).
+pub const DEFAULT_FAST_PACK_MEMORY_MIB: u64 = 512;
 
 /// How long a console session lasts by default: a working day.
 pub const DEFAULT_CONSOLE_SESSION_SECS: u64 = 8 * 3600;
@@ -120,6 +127,7 @@ impl Settings {
             pack_wait: Duration::from_millis(500),
             pack_build_threads: std::thread::available_parallelism().map_or(1, usize::from),
             max_requested_pack_builds: 16,
+            fast_pack_memory_bytes: DEFAULT_FAST_PACK_MEMORY_MIB * 1024 * 1024,
             retention: Retention::default(),
             gc_interval: Some(Duration::from_secs(DEFAULT_GC_INTERVAL_SECS)),
             ramp_interval: Some(Duration::from_secs(DEFAULT_RAMP_INTERVAL_SECS)),
@@ -271,6 +279,7 @@ impl Service {
             packs: crate::pack::Builds::new(
                 settings.pack_build_threads,
                 settings.max_requested_pack_builds,
+                settings.fast_pack_memory_bytes,
             ),
             metrics: crate::metrics::Metrics::default(),
             in_flight: Arc::new(tokio::sync::Semaphore::new(

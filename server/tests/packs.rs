@@ -413,6 +413,39 @@ fn the_fast_pack_answers_until_the_final_pack_replaces_it_and_both_read_back() {
 }
 
 #[test]
+fn fast_packs_let_go_for_the_memory_budget_are_built_again_when_asked_for() {
+    // Room for no fast pack but the newest: every other one is let go as soon as the next is
+    // built, while no final pack may be built.
+    let s = TestServer::start_with(|settings| {
+        settings.pack_wait = std::time::Duration::from_secs(60);
+        settings.fast_pack_memory_bytes = 1;
+    });
+    let held_finals = s
+        .block_on(s.service.pack_builds().hold_final_builds())
+        .unwrap();
+    publish_releases(&s, 3);
+    let r1 = release(&s, "1.0.0");
+    let held = blobs_of(&s, &r1);
+    for path in [
+        "/v1/packs/app/1.0.0..1.2.0.zip",
+        "/v1/packs/app/1.1.0..1.2.0.zip",
+        "/v1/packs/app/1.0.0..1.1.0.zip",
+    ] {
+        let fast = s.admin_get(path);
+        assert_eq!(fast.status, 200, "{path}: {}", fast.text());
+        assert_eq!(fast.header("cache-control"), Some("public, max-age=30"));
+        if path.starts_with("/v1/packs/app/1.0.0..") {
+            unpack(&fast.body, &held);
+        }
+        // One fast pack at a time is held, whatever was asked for.
+        assert_eq!(s.service.pack_builds().fast_held(), 1);
+    }
+    drop(held_finals);
+    s.settle_packs();
+    assert_eq!(s.service.pack_builds().fast_bytes(), 0);
+}
+
+#[test]
 fn a_pack_not_ready_is_answered_503_at_once_and_requests_start_a_bounded_number_of_builds() {
     // Requests may start no build, and wait for none.
     let s = TestServer::start_with(|settings| {

@@ -98,10 +98,31 @@ struct Counts {
     after_publish: usize,
 }
 
+/// The fast packs held, within a budget of bytes: past it the packs held longest are let go
+/// (`evicted`), and a request for one builds it again.
+#[derive(Debug, Default)]
+struct Held {
+    packs: HashMap<PackKey, (u64, Arc<FastPack>)>,
+    bytes: u64,
+    next: u64,
+    evicted: std::collections::HashSet<PackKey>,
+}
+
+impl Held {
+    fn remove(&mut self, key: &PackKey) {
+        if let Some((_, pack)) = self.packs.remove(key) {
+            self.bytes -= pack.bytes.len() as u64;
+        }
+        self.evicted.remove(key);
+    }
+}
+
 /// The pack builds of one server process.
 #[derive(Debug)]
 pub struct Builds {
-    fast: Mutex<HashMap<PackKey, Arc<FastPack>>>,
+    fast: Mutex<Held>,
+    /// Bytes of fast packs held at most (the newest is held whatever its size).
+    fast_budget: u64,
     jobs: Mutex<Jobs>,
     counts: watch::Sender<Counts>,
     /// Permits for fast builds at once (one per core).
@@ -114,10 +135,12 @@ pub struct Builds {
 
 impl Builds {
     /// Builds with `threads` fast and `threads` final builds at once (a final build starts only
-    /// when no fast build waits), and at most `max_requested` jobs started by requests.
-    pub fn new(threads: usize, max_requested: usize) -> Builds {
+    /// when no fast build waits), at most `max_requested` jobs started by requests, and at most
+    /// `fast_budget` bytes of fast packs held.
+    pub fn new(threads: usize, max_requested: usize, fast_budget: u64) -> Builds {
         Builds {
             fast: Mutex::default(),
+            fast_budget,
             jobs: Mutex::default(),
             counts: watch::Sender::new(Counts::default()),
             fast_builds: Semaphore::new(threads.max(1)),
@@ -129,11 +152,51 @@ impl Builds {
 
     /// The fast pack of `key`, if one is held.
     pub fn fast(&self, key: &PackKey) -> Option<Arc<FastPack>> {
-        lock(&self.fast).get(key).cloned()
+        lock(&self.fast)
+            .packs
+            .get(key)
+            .map(|(_, pack)| pack.clone())
     }
 
+    /// Holds the fast pack of `key`; lets go of the packs held longest while the bytes held
+    /// exceed the budget.
     pub(crate) fn put_fast(&self, key: PackKey, pack: Arc<FastPack>) {
-        lock(&self.fast).insert(key, pack);
+        let mut held = lock(&self.fast);
+        held.remove(&key);
+        held.next += 1;
+        held.bytes += pack.bytes.len() as u64;
+        let at = held.next;
+        held.packs.insert(key.clone(), (at, pack));
+        while held.bytes > self.fast_budget && held.packs.len() > 1 {
+            let Some(oldest) = held
+                .packs
+                .iter()
+                .filter(|(k, _)| **k != key)
+                .min_by_key(|(_, (at, _))| *at)
+                .map(|(k, _)| k.clone())
+            else {
+                break;
+            };
+            held.remove(&oldest);
+            tracing::debug!(pack = %oldest, "fast pack let go: over the memory budget");
+            held.evicted.insert(oldest);
+        }
+    }
+
+    /// Whether the fast pack of `key` was let go for the budget before its final pack was
+    /// stored (a request builds it again).
+    pub(crate) fn evicted(&self, key: &PackKey) -> bool {
+        lock(&self.fast).evicted.contains(key)
+    }
+
+    /// The bytes of fast packs held.
+    pub fn fast_bytes(&self) -> u64 {
+        lock(&self.fast).bytes
+    }
+
+    /// How many fast packs are held.
+    pub fn fast_held(&self) -> usize {
+        lock(&self.fast).packs.len()
     }
 
     /// Drops the fast pack of `key`: its final pack is stored.
@@ -149,10 +212,20 @@ impl Builds {
         let gone = |package: &PackageId, version: &ReleaseVersion| {
             releases.contains(&(package.clone(), version.clone()))
         };
-        lock(&self.fast).retain(|key, _| {
-            !gone(&key.package, &key.to)
-                && !key.from.as_ref().is_some_and(|f| gone(&key.package, f))
-        });
+        let mut held = lock(&self.fast);
+        let doomed: Vec<PackKey> = held
+            .packs
+            .keys()
+            .chain(held.evicted.iter())
+            .filter(|key| {
+                gone(&key.package, &key.to)
+                    || key.from.as_ref().is_some_and(|f| gone(&key.package, f))
+            })
+            .cloned()
+            .collect();
+        for key in &doomed {
+            held.remove(key);
+        }
     }
 
     /// Joins the job of `key`, or starts one (the caller spawns it) unless `requested` and the

@@ -112,6 +112,13 @@ impl Service {
             return Ok(ready);
         }
         let wait = self.settings.pack_wait;
+        // A fast pack let go for the memory budget is built again (the same bytes), within the
+        // time a request may wait.
+        if self.packs.evicted(&key)
+            && let Ok(Ok(fast)) = tokio::time::timeout(wait, self.fast_pack(&key)).await
+        {
+            return Ok(Servable::Fast(fast));
+        }
         if !wait.is_zero() {
             let deadline = tokio::time::Instant::now() + wait;
             while tokio::time::timeout_at(deadline, ready.changed())

@@ -21,7 +21,7 @@ fn started(joined: &Joined) -> Option<bool> {
 
 #[test]
 fn requests_start_at_most_the_bound_of_jobs_and_a_publish_is_not_bounded() {
-    let builds = Builds::new(2, 2);
+    let builds = Builds::new(2, 2, u64::MAX);
     assert_eq!(
         started(&builds.join_or_start(&key("1.0.0"), true)),
         Some(true)
@@ -55,7 +55,7 @@ fn requests_start_at_most_the_bound_of_jobs_and_a_publish_is_not_bounded() {
 
 #[test]
 fn a_waiter_hears_of_each_stage_and_of_the_end() {
-    let builds = Builds::new(1, 1);
+    let builds = Builds::new(1, 1, u64::MAX);
     let Joined::Running {
         ready: mut first, ..
     } = builds.join_or_start(&key("1.0.0"), true)
@@ -73,4 +73,39 @@ fn a_waiter_hears_of_each_stage_and_of_the_end() {
     // The end wakes a waiter too: a new value, or a closed channel, which ends `changed()`.
     assert!(!matches!(first.has_changed(), Ok(false)));
     assert_eq!(builds.jobs(), 0);
+}
+
+fn pack(len: usize) -> Arc<FastPack> {
+    let bytes = vec![7u8; len];
+    Arc::new(FastPack {
+        digest: manifests::Digest::of(&bytes),
+        bytes: bytes.into(),
+    })
+}
+
+#[test]
+fn fast_packs_past_the_memory_budget_are_let_go_oldest_first() {
+    let builds = Builds::new(1, 1, 100);
+    builds.put_fast(key("1.0.0"), pack(40));
+    builds.put_fast(key("2.0.0"), pack(40));
+    assert_eq!(builds.fast_bytes(), 80);
+    builds.put_fast(key("3.0.0"), pack(40));
+    // 120 bytes is over the budget: the pack held longest goes, and is known to be gone.
+    assert_eq!(builds.fast_bytes(), 80);
+    assert!(builds.fast(&key("1.0.0")).is_none());
+    assert!(builds.evicted(&key("1.0.0")));
+    assert!(builds.fast(&key("2.0.0")).is_some() && builds.fast(&key("3.0.0")).is_some());
+    // Built again, it is held again, and the next oldest goes.
+    builds.put_fast(key("1.0.0"), pack(40));
+    assert!(!builds.evicted(&key("1.0.0")));
+    assert!(builds.evicted(&key("2.0.0")));
+    // A pack larger than the budget is still held, alone.
+    builds.put_fast(key("4.0.0"), pack(500));
+    assert_eq!(builds.fast_bytes(), 500);
+    assert!(builds.fast(&key("4.0.0")).is_some());
+    // A stored final pack ends both the pack and its eviction.
+    builds.forget_fast(&key("4.0.0"));
+    builds.forget_fast(&key("2.0.0"));
+    assert_eq!(builds.fast_bytes(), 0);
+    assert!(!builds.evicted(&key("2.0.0")));
 }
