@@ -334,9 +334,11 @@ impl Service {
     /// and drops it once the final one is stored.
     async fn build_fast(&self, key: &PackKey) -> Result<Arc<FastPack>> {
         let (from_record, to_record) = self.releases_of(key).await?;
-        let bytes = self
+        let mut bytes = self
             .build_stage(key, from_record.as_ref(), &to_record, Stage::Fast)
             .await?;
+        // Held in memory, counted against its budget by length: no spare capacity kept.
+        bytes.shrink_to_fit();
         let mut pack = Arc::new(FastPack {
             digest: Digest::of(&bytes),
             bytes: bytes.into(),
