@@ -14,6 +14,16 @@ pub const TOKEN_PREFIX: &str = "baleen_";
 /// The longest a token may live when it is given an expiry: ten years.
 pub const MAX_TOKEN_LIFETIME_SECS: u64 = 10 * 365 * 24 * 3600;
 
+/// `n` random bytes as lowercase hex: the secret of a token, an ingest key or a console session.
+///
+/// # Errors
+/// [`Error::Internal`] when the system's random source fails.
+pub fn random_hex(n: usize) -> Result<String> {
+    let mut bytes = vec![0u8; n];
+    getrandom::fill(&mut bytes).map_err(|e| Error::Internal(format!("random source: {e}")))?;
+    Ok(manifests::encode_hex(&bytes))
+}
+
 /// A token the caller proved to hold.
 #[derive(Clone, Debug)]
 pub struct Caller {
@@ -169,15 +179,7 @@ pub async fn create_token(meta: &dyn MetaStore, spec: &TokenSpec, actor: &str) -
         },
         (None, None) => None,
     };
-    let mut secret = [0u8; 20];
-    getrandom::fill(&mut secret).map_err(|e| Error::Internal(format!("random source: {e}")))?;
-    let token = format!(
-        "{TOKEN_PREFIX}{}",
-        secret
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>()
-    );
+    let token = format!("{TOKEN_PREFIX}{}", random_hex(20)?);
     let created_at = now();
     let record = TokenRecord {
         name: name.clone(),

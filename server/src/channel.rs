@@ -219,7 +219,7 @@ pub fn apply(
 
 /// The stable release before the current one: what was stable when the current one was last
 /// promoted (rollbacks are skipped, so two rollbacks in a row keep going back, never forward).
-fn previous_stable(
+pub(crate) fn previous_stable(
     history: &[HistoryEntry],
     current: Option<&ReleaseVersion>,
 ) -> Option<ReleaseVersion> {

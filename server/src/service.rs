@@ -140,6 +140,13 @@ impl Settings {
 }
 
 impl Settings {
+    /// Whether the console asks for `channel`'s name before a change on it.
+    pub fn is_protected(&self, channel: &manifests::Channel) -> bool {
+        self.protected_channels
+            .iter()
+            .any(|c| c == channel.as_str())
+    }
+
     /// Checks that the service can run with these settings, so that a bad value is refused at
     /// start rather than found later by a request that half-succeeds (an index lifetime of 0 s
     /// would let a publish store its release and then fail to sign the channel's index).

@@ -347,9 +347,7 @@ pub async fn create_ingest_key(
             "ingest key name must be 1 to 64 characters without control characters".into(),
         )
     })?;
-    let mut secret = [0u8; 16];
-    getrandom::fill(&mut secret).map_err(|e| Error::Internal(format!("random source: {e}")))?;
-    let key = format!("{INGEST_KEY_PREFIX}{}", manifests::encode_hex(&secret));
+    let key = format!("{INGEST_KEY_PREFIX}{}", crate::auth::random_hex(16)?);
     let created_at: Timestamp = now();
     let record = IngestKeyRecord {
         app: app.clone(),

@@ -217,7 +217,7 @@ struct SignInPage {
 }
 
 fn sign_in_form(headers: &HeaderMap, status: StatusCode, problem: Option<String>) -> Result<Page> {
-    let nonce = session::random_hex(16)?;
+    let nonce = crate::auth::random_hex(16)?;
     let mut response = html(
         status,
         &SignInPage {
@@ -714,6 +714,7 @@ async fn channel_page(
     // Figures may be unavailable (a store that cannot answer them, say): the page still offers
     // every action, pause and roll back first among them.
     let stats = service.meta().stats(&app, &channel).await;
+    let ramps = service.meta().ramps().await?;
     let mut packages = Vec::new();
     for (package, current) in &state.packages {
         if !may_read(&session, package) {
@@ -728,16 +729,13 @@ async fn channel_page(
         let mut versions: Vec<&ReleaseVersion> = releases.iter().map(|r| &r.version).collect();
         versions.sort();
         versions.reverse();
+        // Where a rollback without a target goes, as `channel::apply` decides it.
         let rollback_target = if current.candidate.is_some() {
-            current.stable.as_ref().map(ToString::to_string)
+            current.stable.clone()
         } else {
-            history
-                .iter()
-                .filter(|h| matches!(h.action.as_str(), "promote" | "complete"))
-                .find(|h| h.to_version == current.stable)
-                .and_then(|h| h.from_version.as_ref())
-                .map(ToString::to_string)
-        };
+            crate::channel::previous_stable(&history, current.stable.as_ref())
+        }
+        .map(|v| v.to_string());
         let undo = history
             .first()
             .filter(|h| h.before.is_some())
@@ -767,11 +765,14 @@ async fn channel_page(
                     (String::new(), Vec::new())
                 }
             };
-        let ramp = service.ramp(package, &channel).await?;
-        let reference = ramp.as_ref().and_then(|r| {
+        let ramp = ramps
+            .iter()
+            .find(|r| r.app == app && r.channel == channel && &r.package == package);
+        let reference = ramp.and_then(|r| {
             let stable = r.last.as_ref()?.stable?;
             Some(stable.rate() + f64::from(r.policy.margin_basis_points) / 10_000.0)
         });
+        let ramp_shown = ramp.map(ramp_view);
         let failure_chart = if intervals.is_empty() {
             String::new()
         } else {
@@ -797,13 +798,11 @@ async fn channel_page(
             share_number: format!("{}", f64::from(current.rollout_basis_points) / 100.0),
             paused: current.paused,
             can_release,
-            ramp_active: ramp
-                .as_ref()
-                .is_some_and(|r| matches!(r.state, RampState::Active | RampState::Paused)),
+            ramp_active: ramp_shown.as_ref().is_some_and(|r| r.active),
             versions: versions.iter().map(ToString::to_string).collect(),
             rollback_target,
             undo,
-            ramp: ramp.as_ref().map(ramp_view),
+            ramp: ramp_shown,
             figures,
             figures_problem,
             failure_chart,
@@ -828,11 +827,7 @@ async fn channel_page(
         StatusCode::OK,
         &ChannelPage {
             chrome: Chrome::of(&session),
-            protected: service
-                .settings()
-                .protected_channels
-                .iter()
-                .any(|c| c == channel.as_str()),
+            protected: service.settings().is_protected(&channel),
             app: app.to_string(),
             channel: channel.to_string(),
             done: done_message(&done),
@@ -880,12 +875,8 @@ fn version_field(field: Option<&str>) -> Result<Option<ReleaseVersion>> {
 
 /// Checks, on a protected channel, that the user typed the channel's name.
 fn check_confirmed(service: &Service, channel: &Channel, confirm: Option<&str>) -> Result<()> {
-    let protected = service
-        .settings()
-        .protected_channels
-        .iter()
-        .any(|c| c == channel.as_str());
-    if protected && confirm.map(str::trim) != Some(channel.as_str()) {
+    if service.settings().is_protected(channel) && confirm.map(str::trim) != Some(channel.as_str())
+    {
         return Err(Error::BadRequest(format!(
             "{channel} is a protected channel: type its name to confirm this change"
         )));

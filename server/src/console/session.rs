@@ -7,7 +7,7 @@
 use axum::http::{HeaderMap, HeaderValue, header};
 use manifests::Digest;
 
-use crate::auth::Caller;
+use crate::auth::{Caller, random_hex};
 use crate::error::{Error, Result};
 use crate::meta_store::SessionRecord;
 use crate::service::{Service, now};
@@ -50,13 +50,6 @@ pub fn csrf_refused() -> Error {
         scope: "a console form without this session's CSRF secret".into(),
         action: "change anything (reload the page and try again)".into(),
     }
-}
-
-/// `n` random bytes as hex.
-pub fn random_hex(n: usize) -> Result<String> {
-    let mut bytes = vec![0u8; n];
-    getrandom::fill(&mut bytes).map_err(|e| Error::Internal(format!("random source: {e}")))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Compares two secrets in time that depends only on their lengths.
