@@ -275,8 +275,31 @@ impl Error {
         }
     }
 
+    /// Whether the error means the server's disk (or its database's) is full: a publish or a
+    /// change that hits it answers 507 and stores nothing, and serving goes on.
+    pub fn is_storage_full(&self) -> bool {
+        let full = |e: &std::io::Error| {
+            matches!(
+                e.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            )
+        };
+        match self {
+            Error::Io { source, .. } => full(source),
+            Error::Ingest(crate::ingest::IngestError::Io { source, .. }) => full(source),
+            Error::Meta(rusqlite::Error::SqliteFailure(e, _)) => {
+                e.code == rusqlite::ErrorCode::DiskFull
+            }
+            Error::Postgres(e) => e.code() == Some(&tokio_postgres::error::SqlState::DISK_FULL),
+            _ => false,
+        }
+    }
+
     /// The HTTP status this error answers with.
     pub fn status(&self) -> StatusCode {
+        if self.is_storage_full() {
+            return StatusCode::INSUFFICIENT_STORAGE;
+        }
         match self {
             // A failure to write the staging area is ours, not the upload's.
             Error::Ingest(e) if !e.is_refusal() => StatusCode::INTERNAL_SERVER_ERROR,
@@ -320,6 +343,9 @@ impl Error {
 
     /// A stable snake_case code for clients and tests.
     pub fn code(&self) -> &'static str {
+        if self.is_storage_full() {
+            return "storage_full";
+        }
         match self {
             Error::Contract(e) | Error::SignatureRefused(e) | Error::KeyListRefused(e) => e.code(),
             Error::Ingest(e) => e.code(),

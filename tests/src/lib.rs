@@ -19,6 +19,77 @@ use manifests::{AppId, Channel, HostVersion, KeyPair};
 /// The URL prefix the test package `checkout` answers for.
 pub const ROUTE: &str = "https://m.example.com/checkout/";
 
+/// How many kills a crash test makes: `default` in the normal suite, or `BALEEN_SOAK_KILLS` when
+/// `scripts/soak` sets it.
+///
+/// # Panics
+/// When `BALEEN_SOAK_KILLS` is set but is not a positive number.
+pub fn soak_kills(default: u64) -> u64 {
+    std::env::var("BALEEN_SOAK_KILLS").map_or(default, |kills| {
+        kills
+            .parse()
+            .ok()
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| panic!("BALEEN_SOAK_KILLS={kills:?} is not a positive number"))
+    })
+}
+
+/// A tmpfs of a given size mounted over a directory, unmounted when dropped: a disk that fills up.
+#[derive(Debug)]
+pub struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    /// Mounts it; `None` (the caller skips its test, and says so) when this process may not
+    /// mount, that is when it is not root, unless `BALEEN_REQUIRE_MOUNT=1` (set by
+    /// `scripts/test` when it runs as root), which makes that a failure.
+    ///
+    /// # Panics
+    /// When the mount fails and `BALEEN_REQUIRE_MOUNT=1`.
+    pub fn mount(dir: &Path, size_bytes: u64) -> Option<SmallDisk> {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size_bytes}"), "tmpfs"])
+            .arg(dir)
+            .output();
+        match out {
+            Ok(out) if out.status.success() => Some(SmallDisk(dir.to_path_buf())),
+            failed => {
+                let why = match failed {
+                    Ok(out) => String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+                    Err(e) => e.to_string(),
+                };
+                assert!(
+                    std::env::var("BALEEN_REQUIRE_MOUNT").as_deref() != Ok("1"),
+                    "mounting a small tmpfs failed: {why}"
+                );
+                eprintln!("skipped: mounting a small tmpfs needs root ({why})");
+                None
+            }
+        }
+    }
+
+    /// Fills the disk with a file at `path`, leaving `free` bytes (rounded to the page).
+    pub fn fill(&self, path: &Path, free: u64) {
+        let mut file = std::fs::File::create(path).unwrap();
+        let chunk = vec![0x5au8; 1 << 16];
+        loop {
+            match file.write_all(&chunk) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::StorageFull => break,
+                Err(e) => panic!("filling {}: {e}", path.display()),
+            }
+        }
+        let len = file.metadata().unwrap().len();
+        file.set_len(len.saturating_sub(free)).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
 /// The `baleen` binary under test.
 pub fn baleen_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
@@ -86,6 +157,15 @@ impl Server {
     pub fn start_with(serve_args: &[&str]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
+        Server::start_in(dir, &data, serve_args)
+    }
+
+    /// [`Server::start`] with its data directory at `data` (on a disk of the test's choosing).
+    pub fn start_on(data: &Path) -> Server {
+        Server::start_in(tempfile::tempdir().unwrap(), data, &[])
+    }
+
+    fn start_in(dir: tempfile::TempDir, data: &Path, serve_args: &[&str]) -> Server {
         baleen(
             &[
                 "keys",
@@ -165,15 +245,22 @@ impl Server {
     /// [`Server::with_first_release`] with extra `baleen serve` arguments.
     pub fn with_first_release_using(variant: &str, serve_args: &[&str]) -> (Server, PathBuf) {
         let server = Server::start_with(serve_args);
-        let build = server.dir.path().join("dist");
+        let build = server.publish_first_release(variant);
+        (server, build)
+    }
+
+    /// Publishes `checkout@1.0.0` of app `shop` to `production` under [`ROUTE`], built by
+    /// [`write_build`] with `variant`; returns the build directory.
+    pub fn publish_first_release(&self, variant: &str) -> PathBuf {
+        let build = self.dir.path().join("dist");
         write_build(&build, variant);
-        server.publish(
+        self.publish(
             &build,
             "checkout",
             "1.0.0",
             &["--channel", "production", "--route", ROUTE],
         );
-        (server, build)
+        build
     }
 
     /// Environment for CLI calls against this server.

@@ -29,7 +29,10 @@ impl IntoResponse for Error {
         } else {
             tracing::debug!(code = self.code(), error = %self, "request refused");
         }
-        let message = if status.is_server_error() && retry_after_secs.is_none() {
+        let message = if self.is_storage_full() {
+            // Which file or table stays in the log; the operator needs to know what to do.
+            "the server's storage is full: nothing was stored; free space and retry".to_owned()
+        } else if status.is_server_error() && retry_after_secs.is_none() {
             // Internal details (paths, SQL) stay in the log.
             "internal server error; see the server log".to_owned()
         } else {

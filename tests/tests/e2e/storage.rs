@@ -1,38 +1,16 @@
-//! The device's disk: a full disk fails an install cleanly, and a quota makes the least recently
-//! opened packages give way.
+//! Full disks and quotas: a full disk fails a device's install cleanly, and a server's publish
+//! with a 507 that stores nothing; a quota makes the least recently opened packages give way.
 
 use client_core::plan::{Conditions, Network, Wait};
 use client_core::quota::Eviction;
 use client_core::{BaleenError, Client};
 use manifests::{Digest, PackageId};
-use tests::{ROUTE, Server, active_version, files_of, write_build};
+use tests::{ROUTE, Server, SmallDisk, active_version, files_of, write_build};
 
 fn serves(device: &Client, url: &str, tail: &[u8]) -> bool {
     device
         .resolve(url)
         .is_some_and(|hit| std::fs::read(hit.path).unwrap().ends_with(tail))
-}
-
-/// A tmpfs of a few KB mounted over a directory, unmounted when dropped.
-struct SmallDisk(std::path::PathBuf);
-
-impl SmallDisk {
-    /// `None` when this process may not mount (not root).
-    fn mount(dir: &std::path::Path, size_bytes: u64) -> Option<SmallDisk> {
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size_bytes}"), "tmpfs"])
-            .arg(dir)
-            .stderr(std::process::Stdio::null())
-            .status()
-            .ok()?;
-        status.success().then(|| SmallDisk(dir.to_path_buf()))
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
-    }
 }
 
 #[test]
@@ -53,7 +31,6 @@ fn a_full_disk_fails_the_install_and_the_active_release_serves_on() {
         .collect();
     assert!(!new_blobs.is_empty());
     let Some(full) = SmallDisk::mount(&store.join("tmp"), 8 * 1024) else {
-        eprintln!("skipped: mounting a small tmpfs needs root");
         return;
     };
     let err = tests::update_now(&device).unwrap_err();
@@ -72,6 +49,118 @@ fn a_full_disk_fails_the_install_and_the_active_release_serves_on() {
     drop(full);
     tests::update_now(&device).unwrap();
     assert!(serves(&device, &format!("{ROUTE}index.html"), b"two"));
+}
+
+/// `n` bytes that do not compress (xorshift), different for each `seed`.
+fn noise(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// Uploads `build` zipped as `checkout@version` to production; the status and the body.
+fn publish_zip(server: &Server, build: &std::path::Path, version: &str) -> (u16, String) {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let stored =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (name, bytes) in files_of(build) {
+        zip.start_file(name, stored).unwrap();
+        zip.write_all(&bytes).unwrap();
+    }
+    let body = zip.finish().unwrap().into_inner();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let url = format!(
+        "{}/v1/admin/apps/shop/packages/checkout/releases?version={version}&channel=production",
+        server.base
+    );
+    let mut response = agent
+        .post(&url)
+        .header("Authorization", &format!("Bearer {}", server.token))
+        .header("Content-Type", "application/zip")
+        .send(&body[..])
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.body_mut().read_to_string().unwrap())
+}
+
+fn index_sequence(server: &Server) -> u64 {
+    let (status, body) = server.get("/v1/apps/shop/channels/production/index");
+    assert_eq!(status, 200);
+    let index: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    index["signed"]["sequence"].as_u64().unwrap()
+}
+
+#[test]
+fn a_publish_that_fills_the_servers_disk_answers_507_stores_nothing_and_serving_goes_on() {
+    let disk_dir = tempfile::tempdir().unwrap();
+    let data = disk_dir.path().join("data");
+    let Some(disk) = SmallDisk::mount(&data, 32 << 20) else {
+        return;
+    };
+    let server = Server::start_on(&data);
+    let build = server.publish_first_release("one");
+    let sequence = index_sequence(&server);
+
+    // 1.1.0 brings 6 MiB that do not compress; the disk keeps room for the upload alone.
+    write_build(&build, "two");
+    for i in 0..6 {
+        std::fs::write(
+            build.join(format!("assets/media-{i}.bin")),
+            noise(i, 1 << 20),
+        )
+        .unwrap();
+    }
+    disk.fill(&data.join("filler"), 8 << 20);
+    let (status, body) = publish_zip(&server, &build, "1.1.0");
+    assert_eq!(status, 507, "{body}");
+    assert!(body.contains("\"storage_full\""), "{body}");
+
+    // Nothing half-stored: no release, the same index, no staging left, every blob whole.
+    let releases = tests::baleen(
+        &["releases", "--package", "checkout", "--json"],
+        &server.env(),
+    );
+    assert!(!releases.contains("1.1.0"), "{releases}");
+    assert_eq!(index_sequence(&server), sequence);
+    let staged: Vec<_> = std::fs::read_dir(data.join("tmp")).unwrap().collect();
+    assert!(staged.is_empty(), "staging left: {staged:?}");
+    for fan in std::fs::read_dir(data.join("blobs")).unwrap() {
+        let fan = fan.unwrap().path();
+        for file in std::fs::read_dir(&fan).unwrap() {
+            let path = file.unwrap().path();
+            let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+            if fan.ends_with("tmp") {
+                panic!("blob temp file left: {name}");
+            }
+            if name.len() == 64 {
+                assert_eq!(Digest::of(&std::fs::read(&path).unwrap()).to_string(), name);
+            }
+        }
+    }
+
+    // Serving goes on: a new device installs 1.0.0 from the full server.
+    let device = server.client(&server.dir.path().join("device"), "device-1", "6.0");
+    tests::update_now(&device).unwrap();
+    assert!(serves(&device, &format!("{ROUTE}index.html"), b"one"));
+
+    // Space comes back: the same publish goes through, and the device takes it.
+    std::fs::remove_file(data.join("filler")).unwrap();
+    let (status, body) = publish_zip(&server, &build, "1.1.0");
+    assert_eq!(status, 201, "{body}");
+    assert!(index_sequence(&server) > sequence);
+    tests::update_now(&device).unwrap();
+    assert!(serves(&device, &format!("{ROUTE}index.html"), b"two"));
+    drop(server);
 }
 
 const PROFILE: &str = "https://m.example.com/profile/";
