@@ -134,15 +134,23 @@ impl FsBlobStore {
     /// Writes bytes to a temp file and moves them to `dest` durably.
     fn write_atomically(&self, bytes: &[u8], dest: &Path) -> Result<()> {
         let (tmp, mut file) = tempfile_in(&self.root.join("tmp"))?;
-        file.write_all(bytes)
+        let written = file
+            .write_all(bytes)
             .and_then(|()| file.sync_all())
-            .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
+            .map_err(|e| Error::io(format!("writing {}", tmp.display()), e));
         drop(file);
         let dir = dest.parent().unwrap_or(&self.root).to_path_buf();
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        std::fs::rename(&tmp, dest)
-            .map_err(|e| Error::io(format!("moving {} into place", dest.display()), e))?;
+        let moved = written.and_then(|()| {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+            std::fs::rename(&tmp, dest)
+                .map_err(|e| Error::io(format!("moving {} into place", dest.display()), e))
+        });
+        if moved.is_err() {
+            // A full disk must not keep what it half wrote.
+            let _ = std::fs::remove_file(&tmp);
+        }
+        moved?;
         sync_dir(&dir)
     }
 
@@ -282,6 +290,15 @@ impl BlobStore for FsBlobStore {
     }
 
     async fn read(&self, digest: &Digest, range: Option<Range<u64>>) -> Result<Option<BlobRead>> {
+        if range.is_none() {
+            // Most blobs are small: one trip to the blocking pool reads them whole.
+            let (path, digest) = (self.path_of(digest), *digest);
+            match blocking(move || read_whole(&path, &digest)).await? {
+                Whole::Missing => return Ok(None),
+                Whole::Read(bytes) => return Ok(Some(BlobRead::from_memory(bytes.into()))),
+                Whole::Large => {}
+            }
+        }
         let mut file = match tokio::fs::File::open(self.path_of(digest)).await {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -306,6 +323,7 @@ impl BlobStore for FsBlobStore {
             total_size,
             range,
             reader: Box::pin(file.take(len)),
+            in_memory: None,
         }))
     }
 
@@ -335,6 +353,7 @@ impl BlobStore for FsBlobStore {
             total_size,
             range: 0..total_size,
             reader: Box::pin(file.take(total_size)),
+            in_memory: None,
         }))
     }
 
@@ -377,6 +396,38 @@ pub(crate) fn tempfile_in(dir: &Path) -> Result<(PathBuf, std::fs::File)> {
         "could not create a temp file in {}",
         dir.display()
     )))
+}
+
+/// Blobs up to this size are read whole, in one call, when all of one is asked for; larger ones
+/// are streamed.
+const READ_WHOLE_MAX: u64 = 8 << 20;
+
+/// What [`read_whole`] found.
+enum Whole {
+    Missing,
+    Large,
+    Read(Vec<u8>),
+}
+
+/// Reads a blob file whole if it is at most [`READ_WHOLE_MAX`] bytes.
+fn read_whole(path: &Path, digest: &Digest) -> Result<Whole> {
+    use std::io::Read;
+    let mut file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Whole::Missing),
+        Err(e) => return Err(Error::io(format!("opening blob {digest}"), e)),
+    };
+    let size = file
+        .metadata()
+        .map_err(|e| Error::io(format!("reading blob {digest}"), e))?
+        .len();
+    if size > READ_WHOLE_MAX {
+        return Ok(Whole::Large);
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    file.read_to_end(&mut bytes)
+        .map_err(|e| Error::io(format!("reading blob {digest}"), e))?;
+    Ok(Whole::Read(bytes))
 }
 
 /// Runs blocking file-system work off the async threads.

@@ -82,6 +82,22 @@ pub struct BlobRead {
     pub range: Range<u64>,
     /// The bytes of `range`.
     pub reader: Pin<Box<dyn AsyncRead + Send>>,
+    /// The same bytes when the store read them into memory at once (a small blob on the file
+    /// engine): an answer sends them as they are, without streaming them through a buffer.
+    pub in_memory: Option<bytes::Bytes>,
+}
+
+impl BlobRead {
+    /// A read of `bytes`, all of the blob, already in memory.
+    pub fn from_memory(bytes: bytes::Bytes) -> BlobRead {
+        let len = bytes.len() as u64;
+        BlobRead {
+            total_size: len,
+            range: 0..len,
+            reader: Box::pin(std::io::Cursor::new(bytes.clone())),
+            in_memory: Some(bytes),
+        }
+    }
 }
 
 impl std::fmt::Debug for BlobRead {

@@ -352,6 +352,7 @@ impl S3BlobStore {
                         total_size: total,
                         range: clamped.start..clamped.start,
                         reader: Box::pin(tokio::io::empty()),
+                        in_memory: None,
                     }));
                 }
                 (Some(total), Some(clamped))
@@ -373,6 +374,7 @@ impl S3BlobStore {
             total_size,
             range,
             reader: Box::pin(tokio_util::io::StreamReader::new(stream)),
+            in_memory: None,
         }))
     }
 

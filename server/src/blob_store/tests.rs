@@ -19,6 +19,10 @@ async fn read_to_vec(
     let mut out = Vec::new();
     read.reader.read_to_end(&mut out).await.unwrap();
     assert_eq!(out.len() as u64, read.range.end - read.range.start);
+    // Bytes an engine hands over in memory are the ones its reader gives.
+    if let Some(bytes) = &read.in_memory {
+        assert_eq!(bytes[..], out[..]);
+    }
     Some(out)
 }
 
@@ -158,6 +162,34 @@ async fn fs_blob_store() {
     std::fs::create_dir(&scratch).unwrap();
     let store = FsBlobStore::open(dir.path().join("blobs")).unwrap();
     blob_store_suite(&store, &scratch).await;
+    // A whole small blob is read into memory at once; a range, or a large blob, is streamed.
+    let small = store.put_bytes(b"small").await.unwrap();
+    let read = store.read(&small, None).await.unwrap().unwrap();
+    assert_eq!(read.in_memory.as_deref(), Some(&b"small"[..]));
+    assert!(
+        store
+            .read(&small, Some(1..3))
+            .await
+            .unwrap()
+            .unwrap()
+            .in_memory
+            .is_none()
+    );
+    let large = vec![3u8; 8 * 1024 * 1024 + 1];
+    let large = store.put_bytes(&large).await.unwrap();
+    assert!(
+        store
+            .read(&large, None)
+            .await
+            .unwrap()
+            .unwrap()
+            .in_memory
+            .is_none()
+    );
+    assert_eq!(
+        read_to_vec(&store, &large, None).await.unwrap().len(),
+        8 * 1024 * 1024 + 1
+    );
     // Blobs live under a two-character fan-out and no temp file is left behind.
     let digest = Digest::of(&[1u8; 1001]).to_string();
     assert!(

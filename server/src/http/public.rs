@@ -328,14 +328,21 @@ async fn serve_blob(
     content_type: &'static str,
 ) -> Result<Response> {
     let tag = etag(digest);
-    let Some(size) = service.blobs().size(digest).await? else {
-        return Err(Error::NotFound(format!("blob {digest}")));
+    let range_spec = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    // A plain GET reads the blob at once; the size comes first only where it decides the answer.
+    let size = if range_spec.is_none() && headers.get(header::IF_NONE_MATCH).is_none() {
+        None
+    } else {
+        let Some(size) = service.blobs().size(digest).await? else {
+            return Err(Error::NotFound(format!("blob {digest}")));
+        };
+        if not_modified(headers, &tag) {
+            return Ok(immutable_not_modified(tag));
+        }
+        Some(size)
     };
-    if not_modified(headers, &tag) {
-        return Ok(immutable_not_modified(tag));
-    }
-    let range = match headers.get(header::RANGE).and_then(|v| v.to_str().ok()) {
-        Some(spec) => match parse_range(spec, size) {
+    let range = match range_spec.zip(size) {
+        Some((spec, size)) => match parse_range(spec, size) {
             RangeSpec::Satisfiable(r) => Some(r),
             RangeSpec::Unsatisfiable => {
                 return Ok((
@@ -354,10 +361,11 @@ async fn serve_blob(
         .await?
         .ok_or_else(|| Error::NotFound(format!("blob {digest}")))?;
     let len = read.range.end - read.range.start;
-    let mut response = Response::new(Body::from_stream(ReaderStream::with_capacity(
-        read.reader,
-        STREAM_CHUNK,
-    )));
+    let body = match read.in_memory {
+        Some(bytes) => Body::from(bytes),
+        None => Body::from_stream(ReaderStream::with_capacity(read.reader, STREAM_CHUNK)),
+    };
+    let mut response = Response::new(body);
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
