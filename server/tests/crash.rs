@@ -1,8 +1,9 @@
-//! Crash safety: `kill -9` the real server at many moments of a publish, then check that the data
-//! directory holds either no release or a complete one, and that no index names a release whose
-//! manifest or blobs are missing; and at many moments of a garbage collection (with a publish
-//! racing it), then check that every release kept, and every release and pack stored, is
-//! complete, and that the server serves it.
+//! Crash safety: `kill -9` the real server at many moments of a publish or of a channel change,
+//! then check that the data directory holds either no release or a complete one, that no index
+//! names a release whose manifest or blobs are missing, and that a channel change is whole or
+//! absent; and at many moments of a garbage collection (with a publish racing it), then check that
+//! every release kept, and every release and pack stored, is complete, and that the server serves
+//! it. `scripts/soak` runs the first with `BALEEN_SOAK_KILLS` kills instead of 40.
 
 #![allow(clippy::unwrap_used)]
 
@@ -19,7 +20,18 @@ use server::meta_store::sqlite::SqliteMetaStore;
 use server::service::{Service, Settings};
 
 const BIN: &str = env!("CARGO_BIN_EXE_baleen");
+/// Kills in the normal suite; `scripts/soak` asks for more with `BALEEN_SOAK_KILLS`.
 const ITERATIONS: u64 = 40;
+
+fn soak_kills(default: u64) -> u64 {
+    std::env::var("BALEEN_SOAK_KILLS").map_or(default, |kills| {
+        kills
+            .parse()
+            .ok()
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| panic!("BALEEN_SOAK_KILLS={kills:?} is not a positive number"))
+    })
+}
 
 fn now() -> manifests::Timestamp {
     let secs = std::time::SystemTime::now()
@@ -98,8 +110,37 @@ fn send_publish(addr: &str, token: &str, version: &str, zip: &[u8]) -> std::net:
     stream
 }
 
-/// Everything an index names exists and verifies; every stored release is complete.
-fn check_consistent(data: &Path, key: &KeyPair, rt: &tokio::runtime::Runtime) -> (u64, usize) {
+/// What [`check_consistent`] saw: the production index's sequence and stable version, and how
+/// many releases are stored.
+struct Seen {
+    sequence: u64,
+    stable: Option<String>,
+    releases: usize,
+}
+
+/// Starts making the release `version` stable on production; the answer is left in the stream.
+fn send_promote(addr: &str, token: &str, version: &str) -> std::net::TcpStream {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let body = format!(r#"{{"action":"promote","version":"{version}","reason":"soak"}}"#);
+    let request = format!(
+        "POST /v1/admin/packages/checkout/channels/production HTTP/1.1\r\nHost: {addr}\r\n\
+         Authorization: Bearer {token}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    // The server may die while we write: that is the point.
+    let _ = stream.write_all(request.as_bytes());
+    stream
+}
+
+/// Everything an index names exists and verifies; every stored release is complete. Releases in
+/// `verified` were checked before (stored releases never change) and are not read again.
+fn check_consistent(
+    data: &Path,
+    key: &KeyPair,
+    rt: &tokio::runtime::Runtime,
+    verified: &mut std::collections::BTreeSet<Digest>,
+) -> Seen {
     let trusted = &TrustedKeys::single(key.public().clone());
     let meta = SqliteMetaStore::open(&data.join("meta.sqlite3")).unwrap();
     let blob_ok = |digest: &Digest, size: u64| {
@@ -112,13 +153,18 @@ fn check_consistent(data: &Path, key: &KeyPair, rt: &tokio::runtime::Runtime) ->
     let package = manifests::PackageId::parse("checkout").unwrap();
     let releases = rt.block_on(meta.releases(&package)).unwrap();
     for record in &releases {
-        let verified =
+        if verified.contains(&record.manifest_digest) {
+            continue;
+        }
+        let release =
             verify_release(&record.manifest, trusted, Some(&record.manifest_digest)).unwrap();
-        for file in verified.release.files.values() {
+        for file in release.release.files.values() {
             blob_ok(&file.sha256, file.size);
         }
+        verified.insert(record.manifest_digest);
     }
     let mut sequence = 0;
+    let mut stable = None;
     // The index as a server over this directory signs it on the first request.
     let staging = tempfile::tempdir().unwrap();
     let service = Service::new(
@@ -131,9 +177,15 @@ fn check_consistent(data: &Path, key: &KeyPair, rt: &tokio::runtime::Runtime) ->
     for (app, channel) in rt.block_on(meta.channels()).unwrap() {
         let index = rt.block_on(service.index(&app, &channel)).unwrap().unwrap();
         let scope = manifests::IndexScope { app, channel };
-        let verified = verify_index(&index.identity.body, trusted, &scope, now(), 0).unwrap();
-        sequence = verified.index.sequence;
-        for entry in verified.index.packages.values() {
+        let signed = verify_index(&index.identity.body, trusted, &scope, now(), 0).unwrap();
+        sequence = signed.index.sequence;
+        stable = signed
+            .index
+            .packages
+            .get(&package)
+            .and_then(|entry| entry.stable.as_ref())
+            .map(|r| r.version.to_string());
+        for entry in signed.index.packages.values() {
             for named in entry.releases() {
                 let record = releases
                     .iter()
@@ -143,7 +195,11 @@ fn check_consistent(data: &Path, key: &KeyPair, rt: &tokio::runtime::Runtime) ->
             }
         }
     }
-    (sequence, releases.len())
+    Seen {
+        sequence,
+        stable,
+        releases: releases.len(),
+    }
 }
 
 #[test]
@@ -188,7 +244,7 @@ fn kill_9_at_any_moment_of_a_publish_leaves_no_release_or_a_complete_one() {
         .build()
         .unwrap();
 
-    // Calibrate: how long does one publish take on this machine?
+    // Calibrate: how long do one publish and one channel change take on this machine?
     let (mut server, addr) = start(&data);
     let started = Instant::now();
     let mut stream = send_publish(&addr, token, "0.0.1", &build_zip(0));
@@ -196,12 +252,27 @@ fn kill_9_at_any_moment_of_a_publish_leaves_no_release_or_a_complete_one() {
     BufReader::new(&mut stream).read_line(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
     let full = started.elapsed();
+    let mut stream = send_publish(&addr, token, "0.0.2", &build_zip(u64::MAX));
+    let mut answer = String::new();
+    BufReader::new(&mut stream).read_line(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 201"), "{answer}");
+    let started = Instant::now();
+    let mut stream = send_promote(&addr, token, "0.0.1");
+    let mut answer = String::new();
+    BufReader::new(&mut stream).read_line(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let change = started.elapsed();
     server.kill().unwrap();
     server.wait().unwrap();
 
-    let mut complete = 1;
-    let mut last_sequence = check_consistent(&data, &key, &rt).0;
-    for i in 1..=ITERATIONS {
+    let iterations = soak_kills(ITERATIONS);
+    let mut verified = std::collections::BTreeSet::new();
+    let mut published = vec!["0.0.1".to_owned(), "0.0.2".to_owned()];
+    let seen = check_consistent(&data, &key, &rt, &mut verified);
+    assert_eq!(seen.stable.as_deref(), Some("0.0.1"));
+    let (mut complete, mut last_sequence, mut stable) = (seen.releases, seen.sequence, seen.stable);
+    let (mut changes, mut changed) = (0, 0);
+    for i in 1..=iterations {
         let (mut server, addr) = start(&data);
         // Left-overs of the previous crash are gone once the server is up.
         assert_eq!(
@@ -211,32 +282,64 @@ fn kill_9_at_any_moment_of_a_publish_leaves_no_release_or_a_complete_one() {
             0,
             "tmp not cleared"
         );
-        let zip = build_zip(i);
-        let version = format!("1.0.{i}");
-        let _stream = send_publish(&addr, token, &version, &zip);
-        // Kill at a moment spread over the whole publish, a little beyond it too.
-        let delay = full.mul_f64(i as f64 / ITERATIONS as f64 * 1.2);
+        // Kill at a moment spread over the whole publish or change, a little beyond it too.
+        let spread = i as f64 / iterations as f64 * 1.2;
+        // Every fourth round changes the channel instead: promote an earlier release.
+        let (target, delay, _stream) = if i % 4 == 0 {
+            let target = published[(i as usize / 4) % published.len()].clone();
+            changes += 1;
+            (
+                target.clone(),
+                change.mul_f64(spread),
+                send_promote(&addr, token, &target),
+            )
+        } else {
+            let version = format!("1.0.{i}");
+            let stream = send_publish(&addr, token, &version, &build_zip(i));
+            (version, full.mul_f64(spread), stream)
+        };
         std::thread::sleep(delay.min(Duration::from_secs(5)));
         server.kill().unwrap();
         server.wait().unwrap();
 
-        let (sequence, releases) = check_consistent(&data, &key, &rt);
+        let seen = check_consistent(&data, &key, &rt, &mut verified);
         assert!(
-            sequence >= last_sequence,
-            "sequence went back from {last_sequence} to {sequence}"
+            seen.sequence >= last_sequence,
+            "iteration {i}: sequence went back from {last_sequence} to {}",
+            seen.sequence
         );
-        last_sequence = sequence;
+        last_sequence = seen.sequence;
+        // The publish (made stable) or the change is there whole, or not at all.
         assert!(
-            releases == complete || releases == complete + 1,
-            "iteration {i}: {releases} releases"
+            seen.stable == stable || seen.stable.as_deref() == Some(target.as_str()),
+            "iteration {i}: stable {:?}, was {stable:?}, asked for {target}",
+            seen.stable
         );
-        complete = releases;
+        if i % 4 == 0 {
+            assert_eq!(
+                seen.releases, complete,
+                "iteration {i}: a change stored a release"
+            );
+            changed += usize::from(seen.stable != stable);
+        } else {
+            assert!(
+                seen.releases == complete || seen.releases == complete + 1,
+                "iteration {i}: {} releases",
+                seen.releases
+            );
+            if seen.releases > complete {
+                published.push(target);
+            }
+        }
+        complete = seen.releases;
+        stable = seen.stable;
     }
     eprintln!(
-        "{ITERATIONS} kills over a {full:?} publish: {complete} releases completed, all consistent"
+        "{iterations} kills over a {full:?} publish or a {change:?} channel change: {complete} \
+         releases stored, {changed} of {changes} changes made, all consistent"
     );
     assert!(
-        complete > 1 && complete <= ITERATIONS as usize,
+        complete > 2 && complete < iterations as usize + 2,
         "kills should land both before and after commit"
     );
 
@@ -251,7 +354,7 @@ fn kill_9_at_any_moment_of_a_publish_leaves_no_release_or_a_complete_one() {
     );
     server.kill().unwrap();
     server.wait().unwrap();
-    check_consistent(&data, &key, &rt);
+    check_consistent(&data, &key, &rt, &mut verified);
 }
 
 /// The files of a build: 80 small ones of its own and 20 that every build shares, so that

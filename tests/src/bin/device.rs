@@ -1,7 +1,8 @@
 //! A device process for crash tests: opens a store and installs whatever the index says, then
-//! exits. The crash test kills it at random moments.
+//! exits; with `rollback`, it then goes back to the package's previous release, as a host does
+//! when the new page fails. The crash test kills it at random moments.
 //!
-//! Usage: `device STORE_DIR SERVER_URL PUBLIC_KEY_HEX`
+//! Usage: `device STORE_DIR SERVER_URL PUBLIC_KEY_HEX [rollback]`
 
 #![forbid(unsafe_code)]
 
@@ -10,14 +11,18 @@ use std::sync::Arc;
 
 use client_core::fetch::builtin::BuiltinFetcher;
 use client_core::{Client, Config};
-use manifests::{AppId, Channel, HostVersion, PublicKey};
+use manifests::{AppId, Channel, HostVersion, PackageId, PublicKey};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    if args.len() != 4 {
-        eprintln!("usage: device STORE_DIR SERVER_URL PUBLIC_KEY_HEX");
-        return ExitCode::from(2);
-    }
+    let rollback = match (args.len(), args.get(4).map(String::as_str)) {
+        (4, None) => false,
+        (5, Some("rollback")) => true,
+        _ => {
+            eprintln!("usage: device STORE_DIR SERVER_URL PUBLIC_KEY_HEX [rollback]");
+            return ExitCode::from(2);
+        }
+    };
     let run = || -> Result<(), String> {
         let config = Config {
             dir: args[1].clone().into(),
@@ -36,6 +41,10 @@ fn main() -> ExitCode {
         let client =
             Client::open(config, Arc::new(BuiltinFetcher::default())).map_err(|e| e.to_string())?;
         tests::update_now(&client).map_err(|e| e.to_string())?;
+        if rollback {
+            let package = PackageId::parse("checkout").map_err(|e| e.to_string())?;
+            client.rollback(&package).map_err(|e| e.to_string())?;
+        }
         Ok(())
     };
     match run() {

@@ -1,6 +1,7 @@
-//! Crash safety of installing: a device process is killed (`SIGKILL`) at random moments of an
-//! install, 200 times; after each restart the store must serve one complete, verified release and
-//! hold no stray temp files.
+//! Crash safety of installing and rolling back: a device process is killed (`SIGKILL`) at random
+//! moments of an install, or of an install followed by a rollback, 200 times (`BALEEN_SOAK_KILLS`
+//! times under `scripts/soak`); after each restart the store must serve one complete, verified
+//! release and hold no stray temp files.
 
 use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
@@ -10,6 +11,7 @@ use client_core::Client;
 use manifests::Digest;
 use tests::{ROUTE, Server, write_build};
 
+/// Kills in the normal suite; `scripts/soak` asks for more with `BALEEN_SOAK_KILLS`.
 const ITERATIONS: u32 = 200;
 
 /// A small deterministic generator, so a failing iteration can be replayed.
@@ -42,20 +44,22 @@ fn kill_9_at_any_moment_of_an_install_leaves_a_complete_release_active() {
     }
     let store = server.dir.path().join("device");
     let key = server.key.public().to_hex();
-    let device = |store: &std::path::Path| {
+    let device = |store: &std::path::Path, rollback: bool| {
         Command::new(env!("CARGO_BIN_EXE_device"))
             .arg(store)
             .arg(&server.base)
             .arg(&key)
+            .args(rollback.then_some("rollback"))
             .stderr(Stdio::null())
             .spawn()
             .unwrap()
     };
+    let iterations = tests::soak_kills(ITERATIONS.into());
 
     // Calibrate on a scratch store: how long does a whole install take here?
     let started = Instant::now();
     assert!(
-        device(&server.dir.path().join("calibrate"))
+        device(&server.dir.path().join("calibrate"), false)
             .wait()
             .unwrap()
             .success()
@@ -65,7 +69,8 @@ fn kill_9_at_any_moment_of_an_install_leaves_a_complete_release_active() {
     let mut rng = Rng(0x5eed_cafe_f00d_d00d);
     let mut completed = 0;
     let mut interrupted = 0;
-    for i in 0..ITERATIONS {
+    let mut rolled_back = 0;
+    for i in 0..iterations {
         // Point production at the next of three releases: neither active nor kept as previous,
         // so after garbage collection every iteration has blobs to download.
         let target = &versions[(i % 3) as usize];
@@ -87,14 +92,18 @@ fn kill_9_at_any_moment_of_an_install_leaves_a_complete_release_active() {
             out.status.success() || String::from_utf8_lossy(&out.stderr).contains("already stable")
         );
 
-        let mut child = device(&store);
+        // Every other run rolls back after installing: the kills then land in either.
+        let rollback = i % 2 == 1;
+        let mut child = device(&store, rollback);
         let delay = full.mul_f64((rng.next() % 1_000) as f64 / 1_000.0 * 1.3);
         std::thread::sleep(delay.min(Duration::from_secs(3)));
         let finished = child.try_wait().unwrap().is_some();
         let _ = child.kill();
         let status = child.wait().unwrap();
-        if finished && status.success() {
+        let done = finished && status.success();
+        if done {
             completed += 1;
+            rolled_back += u64::from(rollback);
         } else {
             interrupted += 1;
         }
@@ -115,6 +124,13 @@ fn kill_9_at_any_moment_of_an_install_leaves_a_complete_release_active() {
                 versions.contains(&active.to_string()),
                 "iteration {i}: active {active}"
             );
+            if done && rollback {
+                assert_ne!(
+                    &active.to_string(),
+                    target,
+                    "iteration {i}: not rolled back"
+                );
+            }
             let hit = client
                 .resolve(&format!("{ROUTE}index.html"))
                 .unwrap_or_else(|| panic!("iteration {i}: no entry page"));
@@ -143,10 +159,15 @@ fn kill_9_at_any_moment_of_an_install_leaves_a_complete_release_active() {
         client.collect_garbage().unwrap();
     }
     eprintln!(
-        "{ITERATIONS} kills over a {full:?} install: {completed} completed, {interrupted} interrupted"
+        "{iterations} kills over a {full:?} install: {completed} completed ({rolled_back} rolled \
+         back), {interrupted} interrupted"
     );
     assert!(
-        interrupted > 20,
+        interrupted > iterations / 10,
         "kills should land during installs ({interrupted})"
+    );
+    assert!(
+        rolled_back > 0 && rolled_back < iterations / 2,
+        "kills should land before and after rollbacks ({rolled_back})"
     );
 }
