@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""Writes the seeds of the device-side fuzz targets from real documents: a `baleen serve --demo`
+(its two releases, their manifests, the manifest delta between them, its full and diff packs)
+and, when the pinned web apps are cached, the diff pack between two reveal.js releases from the
+npm registry. Run by hand when a format changes; the output is committed.
+
+  fuzz/data/manifest-stable.json, manifest-candidate.json   the release_delta target's base and
+                                                            target (whole signed envelopes)
+  fuzz/corpus/release_delta/demo.delta                      the real delta between them
+  fuzz/corpus/pack_read/*.zip                               real packs
+  fuzz/corpus/decode/*                                      data.zst frames and patches out of them,
+                                                            in the decode target's framing
+  fuzz/corpus/resolve/urls-*                                URLs a WebView asks for
+
+Usage: fuzz/seeds.py BALEEN_BIN [WEBAPPS_DIR]   (standard library only)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import zipfile
+from pathlib import Path
+
+FUZZ = Path(__file__).resolve().parent
+
+
+def get(url: str, headers: dict | None = None) -> bytes:
+    request = urllib.request.Request(url, headers=headers or {"Accept-Encoding": "identity"})
+    with urllib.request.urlopen(request, timeout=60) as r:
+        return r.read()
+
+
+def final_pack(base: str, path: str) -> bytes:
+    """The pack at `path`, once its final (level-19) build is served."""
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(base + path, timeout=60) as r:
+                if "immutable" in (r.headers.get("Cache-Control") or ""):
+                    return r.read()
+        except urllib.error.HTTPError as e:
+            if e.code not in (503, 408):
+                raise
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{path} was not final within two minutes")
+        time.sleep(0.5)
+
+
+def write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    print(f"{path.relative_to(FUZZ)}: {len(data):,} bytes")
+
+
+def decode_seeds(name: str, pack: bytes, blobs: dict[str, bytes]) -> None:
+    """The decode target's inputs out of a pack: its solid frame, and each patch with its base."""
+    with zipfile.ZipFile(io.BytesIO(pack)) as z:
+        index = json.loads(z.read("pack.json"))
+        solid = sum(b["size"] for b in index["blobs"] if b["encoding"] == "solid")
+        if "data.zst" in z.namelist():
+            write(FUZZ / f"corpus/decode/{name}-solid", struct.pack("<IB", solid, 0)
+                  + z.read("data.zst"))
+        for b in index["blobs"]:
+            if b["encoding"] != "patch" or b["base"] not in blobs:
+                continue
+            base = blobs[b["base"]]
+            if len(base) > 0xFFFF:
+                continue
+            frame = z.read(f"patches/{b['sha256']}.zst")
+            write(FUZZ / f"corpus/decode/{name}-patch-{b['sha256'][:8]}",
+                  struct.pack("<IBH", b["size"], 2, len(base)) + base + frame)
+
+
+def demo(baleen: str) -> None:
+    proc = subprocess.Popen([baleen, "serve", "--demo", "--listen", "127.0.0.1:0", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        info = json.loads(proc.stdout.readline())
+        base = info["listening"]
+        index = json.loads(get(f"{base}/v1/apps/{info['app']}/channels/{info['channel']}/index"))
+        entry = index["signed"]["packages"][info["package"]]
+        stable, candidate = entry["stable"], entry["candidate"]
+        old = get(f"{base}/v1/manifests/{stable['manifest']}")
+        new = get(f"{base}/v1/manifests/{candidate['manifest']}")
+        write(FUZZ / "data/manifest-stable.json", old)
+        write(FUZZ / "data/manifest-candidate.json", new)
+        write(FUZZ / "corpus/release_delta/demo.delta",
+              get(f"{base}/v1/manifests/{candidate['manifest']}/delta/{stable['manifest']}"))
+        package, v_old, v_new = info["package"], stable["version"], candidate["version"]
+        blobs = {}
+        for manifest in (old, new):
+            for f in json.loads(manifest)["signed"]["files"].values():
+                blobs[f["sha256"]] = get(f"{base}/v1/blobs/{f['sha256']}")
+        for name, path in (("demo-full", f"/v1/packs/{package}/{v_new}.zip"),
+                           ("demo-diff", f"/v1/packs/{package}/{v_old}..{v_new}.zip")):
+            pack = final_pack(base, path)
+            write(FUZZ / f"corpus/pack_read/{name}.zip", pack)
+            decode_seeds(name, pack, blobs)
+        route = json.loads(old)["signed"]["routes"][0]["prefix"]
+        urls = [f"{route}index.html", f"{route}assets/app-7d1e0b3a.js?v=1#top", route,
+                f"{route}no/such/file.js", route.replace("https://", "baleen://") + "index.html",
+                f"{route}..%2Findex.html", f"{route}%69ndex.html"]
+        for i, url in enumerate(urls):
+            write(FUZZ / f"corpus/resolve/urls-{i}", url.encode())
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def reveal(baleen: str, webapps: Path) -> None:
+    """A diff pack between two reveal.js releases of the npm registry."""
+    trees = [webapps / "reveal.js@6.0.1", webapps / "reveal.js@6.0.2"]
+    trees = [t / "package" if (t / "package").is_dir() else t for t in trees]
+    if not all((t / "index.html").is_file() for t in trees):
+        print("reveal.js not cached (scripts/fetch-webapps.sh reveal.js); skipped")
+        return
+    work = Path(tempfile.mkdtemp(prefix="baleen-seeds."))
+    proc = None
+    try:
+        data = work / "data"
+        run = lambda *a: subprocess.run([baleen, *a], check=True, capture_output=True, text=True)
+        run("keys", "generate", "--dir", str(data / "keys"))
+        token = run("token", "create", "--data-dir", str(data), "--name", "seeds", "--scope",
+                    "admin").stdout.strip()
+        proc = subprocess.Popen([baleen, "serve", "--data-dir", str(data), "--listen",
+                                 "127.0.0.1:0"], stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL, text=True)
+        base = proc.stdout.readline().strip().removeprefix("listening on ")
+        for tree, version in zip(trees, ["6.0.1", "6.0.2"]):
+            run("publish", str(tree), "--server", base, "--token", token, "--app", "seeds",
+                "--package", "reveal", "--version", version, "--channel", "production",
+                "--create-channel", "--route", "https://m.example.com/reveal/")
+        pack = final_pack(base, "/v1/packs/reveal/6.0.1..6.0.2.zip")
+        write(FUZZ / "corpus/pack_read/reveal-diff.zip", pack)
+        blobs = {hashlib.sha256(p.read_bytes()).hexdigest(): p.read_bytes()
+                 for p in trees[0].rglob("*") if p.is_file()}
+        decode_seeds("reveal-diff", pack, blobs)
+    finally:
+        if proc:
+            proc.terminate()
+            proc.wait(10)
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main() -> int:
+    if len(sys.argv) not in (2, 3):
+        print(__doc__.split("Usage: ")[1].splitlines()[0], file=sys.stderr)
+        return 2
+    demo(sys.argv[1])
+    if len(sys.argv) == 3:
+        reveal(sys.argv[1], Path(sys.argv[2]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
