@@ -221,7 +221,9 @@ def canonical(value) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def nginx_start(procs: Procs, work: Path, www: Path) -> tuple[subprocess.Popen, int]:
+def nginx_start(procs: Procs, work: Path, www: Path,
+                connections: int = 1024) -> tuple[subprocess.Popen, int]:
+    """nginx serving `www` with bench/nginx.conf.in, each worker taking up to `connections`."""
     prefix = work / "nginx"
     prefix.mkdir(parents=True, exist_ok=True)
     with socket.socket() as s:
@@ -229,6 +231,10 @@ def nginx_start(procs: Procs, work: Path, www: Path) -> tuple[subprocess.Popen, 
         port = s.getsockname()[1]
     conf = (ROOT / "bench" / "nginx.conf.in").read_text()
     conf = conf.replace("@PREFIX@", str(prefix)).replace("@PORT@", str(port)).replace("@ROOT@", str(www))
+    if connections != 1024:
+        conf = conf.replace("worker_connections 1024;", f"worker_connections {connections};")
+        conf = conf.replace("worker_processes auto;",
+                            f"worker_processes auto;\nworker_rlimit_nofile {connections + 1024};")
     (prefix / "nginx.conf").write_text(conf)
     with open(prefix / "stderr.log", "w") as err:
         p = procs.start(["nginx", "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-e",
