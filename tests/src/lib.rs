@@ -41,7 +41,7 @@ pub struct SmallDisk(PathBuf);
 impl SmallDisk {
     /// Mounts it; `None` (the caller skips its test, and says so) when this process may not
     /// mount, that is when it is not root, unless `BALEEN_REQUIRE_MOUNT=1` (set by
-    /// `scripts/test` when it runs as root), which makes that a failure.
+    /// `scripts/test` where a probe mount works), which makes that a failure.
     ///
     /// # Panics
     /// When the mount fails and `BALEEN_REQUIRE_MOUNT=1`.
@@ -312,6 +312,27 @@ impl Server {
         build
     }
 
+    /// `POST`s `zip` as a release of `package` of app `shop` with the publish `query`
+    /// (`version=…&channel=…`); the status and the body, whatever they are.
+    pub fn upload(&self, package: &str, query: &str, zip: &[u8]) -> (u16, String) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let url = format!(
+            "{}/v1/admin/apps/shop/packages/{package}/releases?{query}",
+            self.base
+        );
+        let mut response = agent
+            .post(&url)
+            .header("Authorization", &format!("Bearer {}", self.token))
+            .header("Content-Type", "application/zip")
+            .send(zip)
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.body_mut().read_to_string().unwrap())
+    }
+
     /// Runs a release command (`promote`, `rollout`, `rollback`, …) on `package`@`production`.
     pub fn release(&self, command: &str, package: &str, extra: &[&str]) -> String {
         let mut args = vec![command, "--package", package, "--channel", "production"];
@@ -436,6 +457,18 @@ pub fn write_build(dir: &Path, variant: &str) {
     let mut logo = std::fs::File::create(dir.join("logo.png")).unwrap();
     logo.write_all(&[0x89, b'P', b'N', b'G', 13, 10, 26, 10])
         .unwrap();
+}
+
+/// A stored zip of every file under `dir`, as a publisher's CI uploads a build.
+pub fn zip_of(dir: &Path) -> Vec<u8> {
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (path, bytes) in files_of(dir) {
+        writer.start_file(path, options).unwrap();
+        writer.write_all(&bytes).unwrap();
+    }
+    writer.finish().unwrap().into_inner()
 }
 
 /// Every file under `dir`, relative path → bytes.

@@ -2,7 +2,7 @@
 //! staged rollout and a rollback on a few, and what it downloads to learn of one change does not
 //! grow with the app.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -57,27 +57,8 @@ fn page(package: &str, version: &str) -> Vec<u8> {
 
 /// Publishes `package@version` over the API (a thousand CLI processes would take minutes).
 fn publish(server: &Server, package: &str, version: &str, query: &str) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let url = format!(
-        "{}/v1/admin/apps/shop/packages/{package}/releases?version={version}{query}",
-        server.base
-    );
-    let response = agent
-        .post(&url)
-        .header("Authorization", &format!("Bearer {}", server.token))
-        .header("Content-Type", "application/zip")
-        .send(&page(package, version)[..])
-        .unwrap();
-    let status = response.status().as_u16();
-    let mut body = String::new();
-    response
-        .into_body()
-        .into_reader()
-        .read_to_string(&mut body)
-        .unwrap();
+    let query = format!("version={version}{query}");
+    let (status, body) = server.upload(package, &query, &page(package, version));
     assert_eq!(status, 201, "{package}@{version}: {body}");
 }
 

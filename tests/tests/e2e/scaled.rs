@@ -38,7 +38,7 @@ use client_core::fetch::{FetchError, FetchRequest, FetchResponse, Fetcher};
 use client_core::{BaleenError, Client, Conditions, Config};
 use manifests::{AppId, Channel, Digest, HostVersion, Index, KeyPair, PackageId, TrustedKeys};
 use test_service::{Kind, TestService};
-use tests::{baleen, baleen_bin, files_of};
+use tests::{baleen, baleen_bin, files_of, zip_of};
 
 const DEVICES: usize = 1_000;
 /// Threads updating devices: a device's update is mostly hashing, unpacking and fsyncs, and
@@ -402,18 +402,6 @@ fn get(url: &str, headers: &[(&str, &str)]) -> Result<Answer, String> {
         headers,
         body,
     })
-}
-
-/// A stored zip of every file under `dir`, as a publisher's CI uploads a build.
-fn zip_of(dir: &Path) -> Vec<u8> {
-    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let options =
-        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    for (path, bytes) in files_of(dir) {
-        writer.start_file(path, options).unwrap();
-        writer.write_all(&bytes).unwrap();
-    }
-    writer.finish().unwrap().into_inner()
 }
 
 /// (a) Starts publishing `zip` on `replica` over a raw connection, sends half of it, waits until

@@ -66,31 +66,8 @@ fn noise(seed: u64, n: usize) -> Vec<u8> {
 
 /// Uploads `build` zipped as `checkout@version` to production; the status and the body.
 fn publish_zip(server: &Server, build: &std::path::Path, version: &str) -> (u16, String) {
-    use std::io::Write;
-    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let stored =
-        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    for (name, bytes) in files_of(build) {
-        zip.start_file(name, stored).unwrap();
-        zip.write_all(&bytes).unwrap();
-    }
-    let body = zip.finish().unwrap().into_inner();
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let url = format!(
-        "{}/v1/admin/apps/shop/packages/checkout/releases?version={version}&channel=production",
-        server.base
-    );
-    let mut response = agent
-        .post(&url)
-        .header("Authorization", &format!("Bearer {}", server.token))
-        .header("Content-Type", "application/zip")
-        .send(&body[..])
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.body_mut().read_to_string().unwrap())
+    let query = format!("version={version}&channel=production");
+    server.upload("checkout", &query, &tests::zip_of(build))
 }
 
 fn index_sequence(server: &Server) -> u64 {
