@@ -94,6 +94,7 @@ impl Service {
         if !dry_run {
             for batch in garbage.chunks(REMOVE_BATCH) {
                 self.blobs.remove(batch).await?;
+                self.hot_blobs.forget(batch.iter().map(|b| &b.digest));
             }
         }
         drop(gate);

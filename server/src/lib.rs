@@ -23,6 +23,7 @@ pub mod demo;
 pub mod documents;
 pub mod error;
 pub mod gc;
+pub mod hot_blobs;
 pub mod http;
 pub mod ingest;
 pub mod keys;

@@ -396,6 +396,14 @@ struct ServeArgs {
         default_value_t = server::service::DEFAULT_FAST_PACK_MEMORY_MIB
     )]
     fast_pack_memory_mib: u64,
+    /// Mebibytes of small blobs (up to 4 MiB each) held in memory to answer the files devices ask
+    /// for most without reading storage; 0 holds none.
+    #[arg(
+        long,
+        env = "BALEEN_BLOB_CACHE_MIB",
+        default_value_t = server::hot_blobs::DEFAULT_BLOB_CACHE_MIB
+    )]
+    blob_cache_mib: u64,
     /// A channel on which the console asks to type the channel's name before any change but a
     /// pause (repeat, or separate with commas; an empty value protects none).
     #[arg(
@@ -1925,6 +1933,7 @@ fn settings(data: &DataDir, args: &ServeArgs) -> Result<Settings> {
     settings.ramp_interval = (args.ramp_interval_secs > 0)
         .then(|| std::time::Duration::from_secs(args.ramp_interval_secs));
     settings.fast_pack_memory_bytes = args.fast_pack_memory_mib.saturating_mul(1024 * 1024);
+    settings.blob_cache_bytes = args.blob_cache_mib.saturating_mul(1024 * 1024);
     settings.protected_channels = args
         .protected_channels
         .iter()

@@ -77,6 +77,8 @@ impl Service {
             .await?;
             if (gz.len() as u64) * 10 <= file.size * 9 {
                 self.blobs.put_variant(&file.sha256, "gzip", &gz).await?;
+                // A held copy of the blob was read without it.
+                self.hot_blobs.forget([&file.sha256]);
                 stored += 1;
             }
         }

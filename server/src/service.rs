@@ -67,6 +67,8 @@ pub struct Settings {
     /// Bytes of fast packs held in memory at most until their final packs are stored; past it
     /// the ones held longest are let go, and a request for one builds it again.
     pub fast_pack_memory_bytes: u64,
+    /// Bytes of small blobs held in memory at most ([`crate::hot_blobs`]); 0 holds none.
+    pub blob_cache_bytes: u64,
     /// What a collection keeps ([`crate::retention`]).
     pub retention: Retention,
     /// How often `serve` collects garbage with [`Settings::retention`]; none: only when asked.
@@ -128,6 +130,7 @@ impl Settings {
             pack_build_threads: std::thread::available_parallelism().map_or(1, usize::from),
             max_requested_pack_builds: 16,
             fast_pack_memory_bytes: DEFAULT_FAST_PACK_MEMORY_MIB * 1024 * 1024,
+            blob_cache_bytes: crate::hot_blobs::DEFAULT_BLOB_CACHE_MIB * 1024 * 1024,
             retention: Retention::default(),
             gc_interval: Some(Duration::from_secs(DEFAULT_GC_INTERVAL_SECS)),
             ramp_interval: Some(Duration::from_secs(DEFAULT_RAMP_INTERVAL_SECS)),
@@ -248,6 +251,8 @@ pub struct Service {
     pub(crate) packs: crate::pack::Builds,
     /// Prometheus metrics.
     pub(crate) metrics: crate::metrics::Metrics,
+    /// Small blobs devices asked for, held in memory.
+    pub(crate) hot_blobs: crate::hot_blobs::HotBlobs,
     /// Permits for requests in flight.
     pub(crate) in_flight: Arc<tokio::sync::Semaphore>,
     /// `Cache-Control` of index responses, built once.
@@ -289,6 +294,7 @@ impl Service {
                 settings.fast_pack_memory_bytes,
             ),
             metrics: crate::metrics::Metrics::default(),
+            hot_blobs: crate::hot_blobs::HotBlobs::new(settings.blob_cache_bytes),
             in_flight: Arc::new(tokio::sync::Semaphore::new(
                 settings.max_concurrent_requests,
             )),

@@ -1182,6 +1182,94 @@ fn text_blobs_are_served_gzipped_to_clients_that_accept_it() {
     );
 }
 
+/// A blob asked for again is answered from memory, exactly as the first time; a `Range` still
+/// reads storage, and a server told to hold none reads storage every time.
+#[test]
+fn blobs_asked_for_again_are_answered_from_memory_with_the_same_answer() {
+    for budget_mib in [128, 0] {
+        let s = TestServer::start_with(|settings| {
+            settings.blob_cache_bytes = budget_mib * 1024 * 1024;
+        });
+        let script = "export const total = (xs) => xs.reduce((a, b) => a + b, 0);\n".repeat(300);
+        let binary: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let r = s.publish(
+            &s.admin,
+            "shop",
+            "checkout",
+            &format!("version=1.0.0&{ROUTE}"),
+            &zip(&[
+                ("index.html", b"x"),
+                ("app.js", script.as_bytes()),
+                ("data.bin", &binary),
+            ]),
+        );
+        assert_eq!(r.status, 201, "{}", r.text());
+        let (script_digest, binary_digest) = (Digest::of(script.as_bytes()), Digest::of(&binary));
+        let path = |d: &Digest| format!("/v1/blobs/{d}");
+        // Precompression runs after the publish; wait for the script's gzip representation.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while s
+            .get_with(&path(&script_digest), &[("Accept-Encoding", "gzip")])
+            .header("content-encoding")
+            != Some("gzip")
+        {
+            assert!(std::time::Instant::now() < deadline, "never gzipped");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let without_date = |r: &harness::Response| {
+            let mut headers: Vec<_> = r
+                .headers
+                .iter()
+                .filter(|(n, _)| n != "date")
+                .cloned()
+                .collect();
+            headers.sort();
+            (r.status, headers, r.body.clone())
+        };
+        let binary_tag = format!("\"{binary_digest}\"");
+        let asks: [(&Digest, Vec<(&str, &str)>); 5] = [
+            (&script_digest, vec![]),
+            (&script_digest, vec![("Accept-Encoding", "gzip")]),
+            (&binary_digest, vec![("Accept-Encoding", "gzip")]),
+            (&binary_digest, vec![]),
+            (&binary_digest, vec![("If-None-Match", &binary_tag)]),
+        ];
+        let first: Vec<_> = asks
+            .iter()
+            .map(|(d, h)| without_date(&s.get_with(&path(d), h)))
+            .collect();
+        assert_eq!(first[0].2, script.as_bytes());
+        assert!(
+            first[1]
+                .1
+                .contains(&("content-encoding".into(), "gzip".into()))
+        );
+        assert_eq!(
+            (first[3].0, first[3].2.as_slice()),
+            (200, binary.as_slice())
+        );
+        assert_eq!(first[4].0, 304);
+        for (ask, before) in asks.iter().zip(&first) {
+            let again = s.get_with(&path(ask.0), &ask.1);
+            assert_eq!(&without_date(&again), before, "{ask:?}");
+            let head = request(&s.base, "HEAD", &path(ask.0), &ask.1, None);
+            assert_eq!(head.status, before.0, "HEAD {ask:?}");
+            assert!(head.body.is_empty());
+        }
+
+        // Storage loses the files: what is held is still answered, a range reads storage.
+        std::fs::remove_dir_all(s.data().join("blobs")).unwrap();
+        std::fs::create_dir_all(s.data().join("blobs/tmp")).unwrap();
+        let held = s.get(&path(&binary_digest));
+        let range = s.get_with(&path(&binary_digest), &[("Range", "bytes=0-9")]);
+        assert_eq!(range.status, 404, "{}", range.text());
+        match budget_mib {
+            0 => assert_eq!(held.status, 404, "held with no budget"),
+            _ => assert_eq!(without_date(&held), first[3]),
+        }
+    }
+}
+
 #[test]
 fn a_caller_without_a_token_learns_nothing_about_the_input() {
     let s = TestServer::start();

@@ -1,8 +1,10 @@
-//! The hot read path: the signed index and its deltas, answered from memory without the router.
+//! The hot read path: the signed index, its deltas and hot blobs, answered from memory without
+//! the router.
 //!
-//! Devices poll the index on every launch, so it is the most requested route by far. When the
-//! document asked for is in memory ([`Service::cached_index`], [`Service::cached_delta`]), the
-//! connection's service answers at once: the path is matched by hand, the body is the document's
+//! Devices poll the index on every launch, so it is the most requested route by far; right after
+//! a publish, the changed files are. When the document asked for is in memory
+//! ([`Service::cached_index`], [`Service::cached_delta`]), or the blob is held
+//! ([`crate::hot_blobs`]) and no `Range` is asked for, the connection's service answers at once: the path is matched by hand, the body is the document's
 //! pre-encoded bytes (identity or gzip, chosen by `Accept-Encoding`), `If-None-Match` is compared
 //! without allocating, and the request is counted on metric handles resolved once (an atomic
 //! increment) instead of through a middleware.
@@ -22,21 +24,22 @@ use axum::http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, 
 use bytes::Bytes;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use manifests::paths;
+use manifests::{Digest, paths};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use tower::ServiceExt;
 
-use super::public::{accepts_gzip, not_modified};
+use super::public::{IMMUTABLE, accepts_gzip, not_modified};
 use crate::documents::ServedDocument;
+use crate::hot_blobs::HotBlob;
 use crate::metrics::{RequestLabels, RouteLabels};
 use crate::service::Service;
 
 /// The body of any answer: a document's bytes, or whatever the router answered.
 pub type ReadBody = Either<Full<Bytes>, Body>;
 
-/// The routes answered here, in the order of [`Hot::routes`].
-const HOT_ROUTES: [&str; 2] = [paths::INDEX, paths::INDEX_DELTA];
+/// The routes answered here, in the order of [`HotRoute::slot`].
+const HOT_ROUTES: [&str; 3] = [paths::INDEX, paths::INDEX_DELTA, paths::BLOB];
 /// The methods answered here.
 const HOT_METHODS: [&str; 2] = ["GET", "HEAD"];
 /// The statuses answered here.
@@ -58,9 +61,9 @@ struct Shared {
 #[derive(Debug, Default)]
 struct Hot {
     /// By route, method and status (indexes into the `HOT_*` tables).
-    requests: [[[OnceLock<Counter>; 2]; 2]; 2],
+    requests: [[[OnceLock<Counter>; 2]; 2]; 3],
     /// By route.
-    latency: [OnceLock<Histogram>; 2],
+    latency: [OnceLock<Histogram>; 3],
 }
 
 /// A request the hot path may answer, its names borrowed from the path.
@@ -75,6 +78,7 @@ enum HotRoute<'a> {
         channel: &'a str,
         from: u64,
     },
+    Blob(Digest),
 }
 
 impl HotRoute<'_> {
@@ -82,14 +86,19 @@ impl HotRoute<'_> {
         match self {
             HotRoute::Index { .. } => 0,
             HotRoute::Delta { .. } => 1,
+            HotRoute::Blob(_) => 2,
         }
     }
 }
 
-/// Matches `/v1/apps/{app}/channels/{channel}/index` and `…/index/delta/{from}` the way the router
-/// does for the names a cached document can have (no percent-encoding, no empty segment); None
-/// for anything else, which the router then answers.
+/// Matches `/v1/apps/{app}/channels/{channel}/index`, `…/index/delta/{from}` and
+/// `/v1/blobs/{sha256}` the way the router does for the names a cached document or blob can have
+/// (no percent-encoding, no empty segment); None for anything else, which the router then
+/// answers.
 fn hot_route(path: &str) -> Option<HotRoute<'_>> {
+    if let Some(digest) = path.strip_prefix("/v1/blobs/") {
+        return Digest::parse(digest).ok().map(HotRoute::Blob);
+    }
     let rest = path.strip_prefix("/v1/apps/")?;
     let (app, rest) = rest.split_once('/')?;
     let rest = rest.strip_prefix("channels/")?;
@@ -132,13 +141,23 @@ impl Shared {
         // No in-flight permit: an answer from memory is over before a 503 could be written, and
         // shedding it would refuse the cheapest request while slower ones hold every permit.
         let started = Instant::now();
-        let document = match route {
-            HotRoute::Index { app, channel } => self.service.cached_index(app, channel)?,
-            HotRoute::Delta { app, channel, from } => {
-                self.service.cached_delta(app, channel, from)?
+        let headers = request.headers();
+        let mut response = match route {
+            HotRoute::Index { app, channel } => {
+                let document = self.service.cached_index(app, channel)?;
+                document_response(&self.service, &document, headers)
             }
+            HotRoute::Delta { app, channel, from } => {
+                let document = self.service.cached_delta(app, channel, from)?;
+                document_response(&self.service, &document, headers)
+            }
+            // A range is read from storage by the router.
+            HotRoute::Blob(digest) if !headers.contains_key(header::RANGE) => {
+                let blob = self.service.hot_blobs.get(&digest)?;
+                blob_response(&blob, headers)
+            }
+            HotRoute::Blob(_) => return None,
         };
-        let mut response = document_response(&self.service, &document, request.headers());
         if method == 1 {
             let length = HeaderValue::from(response.body().len());
             response
@@ -207,6 +226,40 @@ pub(super) fn document_response(
     }
     let mut response = Response::new(representation.body.clone());
     *response.headers_mut() = full.clone();
+    response
+}
+
+/// A held blob as an answer, as the router gives it: its stored gzip representation to clients
+/// that accept gzip, the blob itself to the rest (with `Accept-Ranges`), each with its strong
+/// ETag, immutable caching and `Vary: accept-encoding`; `304` when `If-None-Match` names the
+/// representation chosen.
+pub(super) fn blob_response(blob: &HotBlob, headers: &HeaderMap) -> Response<Bytes> {
+    let (body, tag, gzip) = match &blob.gzip {
+        Some((bytes, tag)) if accepts_gzip(headers) => (bytes, tag, true),
+        _ => (&blob.identity, &blob.identity_tag, false),
+    };
+    let modified = !not_modified(headers, tag);
+    let mut response = Response::new(match modified {
+        true => body.clone(),
+        false => Bytes::new(),
+    });
+    let h = response.headers_mut();
+    h.insert(header::ETAG, tag.clone());
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE));
+    h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+    if !modified {
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        return response;
+    }
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    match gzip {
+        true => h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip")),
+        false => h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes")),
+    };
     response
 }
 
@@ -287,6 +340,7 @@ mod tests {
     fn hot_routes_are_matched_like_the_router_and_the_rest_is_left_to_it() {
         let index = |app, channel| Some(HotRoute::Index { app, channel });
         let delta = |app, channel, from| Some(HotRoute::Delta { app, channel, from });
+        let digest = Digest::of(b"a blob");
         for (path, expected) in [
             (
                 "/v1/apps/shop/channels/production/index",
@@ -303,6 +357,15 @@ mod tests {
             ("/v1/apps/a/b/channels/c/index", None),
             ("/v1/apps/a/channels/b/c/index", None),
             ("/v1/blobs/abc", None),
+            (
+                format!("/v1/blobs/{digest}").as_str(),
+                Some(HotRoute::Blob(digest)),
+            ),
+            (format!("/v1/blobs/{digest}/").as_str(), None),
+            (
+                format!("/v1/blobs/{}", digest.to_string().to_uppercase()).as_str(),
+                None,
+            ),
             ("/healthz", None),
         ] {
             assert_eq!(hot_route(path), expected, "{path}");

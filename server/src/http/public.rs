@@ -7,11 +7,15 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use manifests::{AppId, Channel, Digest, PackName, PackageId};
+use tokio::io::AsyncReadExt;
 use tokio_util::io::ReaderStream;
 
+use crate::blob_store::BlobRead;
 use crate::documents::ServedDocument;
 use crate::error::{Error, Result};
+use crate::hot_blobs::HotBlob;
 use crate::manifest_docs::{Coding, Encoded};
 use crate::pack::{FastPack, Servable};
 use crate::service::Service;
@@ -205,6 +209,11 @@ pub async fn blob(
     headers: HeaderMap,
 ) -> Result<Response> {
     let digest = parse_digest(&digest)?;
+    let plain =
+        !headers.contains_key(header::RANGE) && !headers.contains_key(header::IF_NONE_MATCH);
+    if plain && let Some(hot) = hot_blob(&service, &digest).await? {
+        return Ok(super::fast::blob_response(&hot, &headers).map(Body::from));
+    }
     if headers.get(header::RANGE).is_none()
         && accepts_gzip(&headers)
         && let Some(read) = service.blobs().read_variant(&digest, "gzip").await?
@@ -239,6 +248,51 @@ pub async fn blob(
         .headers_mut()
         .insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     Ok(response)
+}
+
+/// The blob, held in memory ([`crate::hot_blobs`]) from now on if it is small enough; None if
+/// it is not stored or too big to hold (then it is streamed from storage).
+async fn hot_blob(service: &Service, digest: &Digest) -> Result<Option<Arc<HotBlob>>> {
+    let hot = &service.hot_blobs;
+    if let Some(blob) = hot.get(digest) {
+        return Ok(Some(blob));
+    }
+    if !hot.enabled() {
+        return Ok(None);
+    }
+    let epoch = hot.epoch();
+    let blobs = service.blobs();
+    match blobs.size(digest).await? {
+        Some(size) if hot.admits(size) => {}
+        _ => return Ok(None),
+    }
+    let Some(identity) = blobs.read_all(digest).await? else {
+        return Ok(None);
+    };
+    let gzip = match blobs.read_variant(digest, "gzip").await? {
+        Some(read) if hot.admits(read.total_size) => Some(read_to_memory(read).await?),
+        _ => None,
+    };
+    Ok(Some(hot.insert(
+        *digest,
+        HotBlob::new(digest, Bytes::from(identity), gzip),
+        epoch,
+    )))
+}
+
+/// The bytes of a read.
+async fn read_to_memory(read: BlobRead) -> Result<Bytes> {
+    if let Some(bytes) = read.in_memory {
+        return Ok(bytes);
+    }
+    let mut bytes =
+        Vec::with_capacity(usize::try_from(read.range.end - read.range.start).unwrap_or(0));
+    let mut reader = read.reader;
+    reader
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|e| Error::io("reading a blob representation", e))?;
+    Ok(Bytes::from(bytes))
 }
 
 /// Whether `Accept-Encoding` allows gzip (listed without `q=0`).
