@@ -7,6 +7,7 @@ mod e2e {
     pub mod bindings;
     pub mod c_abi;
     pub mod crash;
+    pub mod crash_points;
     pub mod device;
     pub mod faults;
     pub mod keys;

@@ -191,7 +191,7 @@ impl Client {
             .file_name()
             .and_then(|n| n.to_str())
             .unwrap_or("index.json");
-        crate::store::state::write_durably(self.store.root(), name, bytes)
+        crate::store::state::write_durably(self.store.fs(), self.store.root(), name, bytes)
     }
 
     pub(super) fn stored_index_path(&self) -> PathBuf {

@@ -139,7 +139,12 @@ impl Client {
         }
         let file = join_key_chain(&kept);
         let writer = lock(&self.writer);
-        crate::store::state::write_durably(self.store.root(), &file_name(&self.config.app), &file)?;
+        crate::store::state::write_durably(
+            self.store.fs(),
+            self.store.root(),
+            &file_name(&self.config.app),
+            &file,
+        )?;
         let (state, release) = KeyState::new(&self.pinned, Some(newest.list), kept)?;
         *lock(&self.keys) = KeyState {
             fetch_first: false,

@@ -98,8 +98,22 @@ impl Client {
         fetcher: Arc<dyn Fetcher>,
         clock: Arc<dyn Clock>,
     ) -> Result<Client> {
+        Client::open_on(config, fetcher, clock, durable_fs::RealFs::shared())
+    }
+
+    /// [`Client::open_with_clock`] with the store's durable file operations going through `fs`
+    /// (a recorder, in the crash-point tests).
+    ///
+    /// # Errors
+    /// A bad configuration or a store that cannot be opened.
+    pub fn open_on(
+        config: Config,
+        fetcher: Arc<dyn Fetcher>,
+        clock: Arc<dyn Clock>,
+        fs: Arc<dyn durable_fs::Fs>,
+    ) -> Result<Client> {
         let pinned = TrustedKeys::new(config.trusted_keys.clone(), config.threshold)?;
-        let (store, state, recovery) = Store::open(&config.dir)?;
+        let (store, state, recovery) = Store::open_on(&config.dir, fs)?;
         let (key_state, release_keys) = keys::load(store.root(), &pinned, &config.app)?;
         let net = Net {
             base: config.server.trim_end_matches('/').to_owned(),

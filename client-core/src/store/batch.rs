@@ -18,6 +18,8 @@ use std::thread::JoinHandle;
 
 use manifests::Digest;
 
+use durable_fs::Fs;
+
 use super::{Store, state};
 use crate::error::{Error, Result};
 
@@ -31,6 +33,7 @@ struct Staged {
     digest: Digest,
     tmp: PathBuf,
     dest: PathBuf,
+    fs: Arc<dyn Fs>,
 }
 
 /// Writes a batch of blobs; see the module docs. Dropping it without [`BlobWriter::finish`]
@@ -85,7 +88,9 @@ impl BlobWriter<'_> {
         if let Some(dir) = dest.parent()
             && !self.dirs.contains(dir)
         {
-            std::fs::create_dir_all(dir)
+            self.store
+                .fs
+                .create_dir_all(dir)
                 .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
             self.dirs.insert(dir.to_path_buf());
         }
@@ -98,10 +103,14 @@ impl BlobWriter<'_> {
             digest: *expected,
             tmp,
             dest,
+            fs: self.store.fs.clone(),
         };
-        let written = std::fs::File::create(&staged.tmp).and_then(|mut f| f.write_all(bytes));
+        let written = staged
+            .fs
+            .create(&staged.tmp)
+            .and_then(|mut f| f.write_all(bytes));
         if let Err(e) = written {
-            let _ = std::fs::remove_file(&staged.tmp);
+            let _ = staged.fs.remove_file(&staged.tmp);
             return Err(Error::io(format!("writing blob {expected}"), e));
         }
         match self.queue() {
@@ -156,9 +165,9 @@ impl BlobWriter<'_> {
     pub fn finish(mut self) -> Result<BTreeSet<Digest>> {
         self.wait()?;
         for dir in &self.dirs {
-            state::sync_dir(dir)?;
+            state::sync_dir(self.store.fs(), dir)?;
         }
-        state::sync_dir(&self.store.root.join("blobs"))?;
+        state::sync_dir(self.store.fs(), &self.store.root.join("blobs"))?;
         Ok(std::mem::take(&mut self.written))
     }
 
@@ -211,15 +220,16 @@ fn sync_all(queue: &Mutex<Receiver<Staged>>) -> Result<()> {
 /// Makes a written temp file durable and renames it into place; removes it on failure.
 fn settle(staged: Staged) -> Result<()> {
     let digest = staged.digest;
-    let synced = std::fs::File::open(&staged.tmp)
-        .and_then(|f| f.sync_all())
+    let fs = &*staged.fs;
+    let synced = fs
+        .sync_path(&staged.tmp)
         .map_err(|e| Error::io(format!("syncing blob {digest}"), e))
         .and_then(|()| {
-            std::fs::rename(&staged.tmp, &staged.dest)
+            fs.rename(&staged.tmp, &staged.dest)
                 .map_err(|e| Error::io(format!("moving blob {digest} into place"), e))
         });
     if synced.is_err() {
-        let _ = std::fs::remove_file(&staged.tmp);
+        let _ = fs.remove_file(&staged.tmp);
     }
     synced
 }

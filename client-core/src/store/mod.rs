@@ -16,7 +16,9 @@
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use durable_fs::Fs;
 use manifests::Digest;
 
 use crate::error::{Error, Result};
@@ -36,29 +38,38 @@ const PARTIAL_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(24 *
 pub struct Store {
     root: PathBuf,
     state_file: StateFile,
+    /// Every operation that decides what survives a crash goes through here.
+    fs: Arc<dyn Fs>,
 }
 
 impl Store {
     /// Opens (creating if needed) a store, clearing downloads left by an interrupted install.
     pub fn open(root: &Path) -> Result<(Store, State, Recovery)> {
+        Store::open_on(root, durable_fs::RealFs::shared())
+    }
+
+    /// [`Store::open`] with the file operations that make changes durable going through `fs`
+    /// (a recorder, in the crash-point tests).
+    pub fn open_on(root: &Path, fs: Arc<dyn Fs>) -> Result<(Store, State, Recovery)> {
         for dir in ["blobs", "manifests"] {
             let path = root.join(dir);
-            std::fs::create_dir_all(&path)
+            fs.create_dir_all(&path)
                 .map_err(|e| Error::io(format!("creating {}", path.display()), e))?;
         }
         let tmp = root.join("tmp");
         if tmp.exists() {
-            std::fs::remove_dir_all(&tmp)
+            fs.remove_dir_all(&tmp)
                 .map_err(|e| Error::io(format!("clearing {}", tmp.display()), e))?;
         }
-        std::fs::create_dir_all(&tmp)
+        fs.create_dir_all(&tmp)
             .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
-        let state_file = StateFile::new(root);
+        let state_file = StateFile::new(root, fs.clone());
         let (state, recovery) = state_file.load();
         Ok((
             Store {
                 root: root.to_path_buf(),
                 state_file,
+                fs,
             },
             state,
             recovery,
@@ -68,6 +79,11 @@ impl Store {
     /// The store's directory.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The file operations that make the store's changes durable.
+    pub fn fs(&self) -> &dyn Fs {
+        &*self.fs
     }
 
     /// Commits a new state (the commit point of every install, activation and rollback).
@@ -116,19 +132,23 @@ impl Store {
             return Ok(());
         }
         let dir = dest.parent().unwrap_or(&self.root).to_path_buf();
-        std::fs::create_dir_all(&dir)
+        self.fs
+            .create_dir_all(&dir)
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         let tmp = self
             .root
             .join("tmp")
             .join(state::unique_temp_name(&expected.to_string()));
-        let mut file = std::fs::File::create(&tmp)
+        let mut file = self
+            .fs
+            .create(&tmp)
             .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
         file.write_all(bytes)
-            .and_then(|()| file.sync_all())
+            .and_then(|()| self.fs.sync_file(&file, &tmp))
             .map_err(|e| Error::io(format!("writing blob {expected}"), e))?;
         drop(file);
-        std::fs::rename(&tmp, &dest)
+        self.fs
+            .rename(&tmp, &dest)
             .map_err(|e| Error::io(format!("moving blob {expected} into place"), e))
     }
 
@@ -139,9 +159,9 @@ impl Store {
             .filter_map(|d| self.blob_path(d).parent().map(Path::to_path_buf))
             .collect();
         for dir in dirs {
-            state::sync_dir(&dir)?;
+            state::sync_dir(self.fs(), &dir)?;
         }
-        state::sync_dir(&self.root.join("blobs"))
+        state::sync_dir(self.fs(), &self.root.join("blobs"))
     }
 
     fn manifest_path(&self, digest: &Digest) -> PathBuf {
@@ -154,6 +174,7 @@ impl Store {
             return Ok(());
         }
         state::write_durably(
+            self.fs(),
             &self.root.join("manifests"),
             &format!("{digest}.json"),
             envelope,
@@ -168,7 +189,7 @@ impl Store {
 
     /// Deletes a stored manifest (one that no longer verifies), so it is fetched again.
     pub fn remove_manifest(&self, digest: &Digest) -> Result<()> {
-        match std::fs::remove_file(self.manifest_path(digest)) {
+        match self.fs.remove_file(&self.manifest_path(digest)) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io(format!("removing manifest {digest}"), e)),
@@ -190,7 +211,8 @@ impl Store {
                     .is_some_and(|d| keep(&d));
                 if !keep {
                     freed += std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
-                    std::fs::remove_file(&file)
+                    self.fs
+                        .remove_file(&file)
                         .map_err(|e| Error::io(format!("removing {}", file.display()), e))?;
                 }
             }
@@ -202,7 +224,8 @@ impl Store {
                 .and_then(|n| Digest::parse(n).ok())
                 .is_some_and(|d| keep(&d));
             if !keep {
-                std::fs::remove_file(&file)
+                self.fs
+                    .remove_file(&file)
                     .map_err(|e| Error::io(format!("removing {}", file.display()), e))?;
             }
         }
@@ -215,7 +238,8 @@ impl Store {
                 .is_none_or(|age| age > PARTIAL_MAX_AGE);
             if stale {
                 freed += std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
-                std::fs::remove_file(&file)
+                self.fs
+                    .remove_file(&file)
                     .map_err(|e| Error::io(format!("removing {}", file.display()), e))?;
             }
         }

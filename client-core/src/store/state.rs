@@ -7,7 +7,9 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use durable_fs::Fs;
 use manifests::Digest;
 use serde::{Deserialize, Serialize};
 
@@ -35,15 +37,17 @@ pub enum Recovery {
 #[derive(Debug, Clone)]
 pub struct StateFile {
     dir: PathBuf,
+    fs: Arc<dyn Fs>,
 }
 
 const SLOTS: [&str; 2] = ["state-a.json", "state-b.json"];
 
 impl StateFile {
-    /// The slots in `dir`.
-    pub fn new(dir: &Path) -> StateFile {
+    /// The slots in `dir`, written through `fs`.
+    pub fn new(dir: &Path, fs: Arc<dyn Fs>) -> StateFile {
         StateFile {
             dir: dir.to_path_buf(),
+            fs,
         }
     }
 
@@ -96,7 +100,7 @@ impl StateFile {
         let bytes = serde_json::to_vec(&slot)
             .map_err(|e| Error::Invalid(format!("state does not serialise: {e}")))?;
         let name = SLOTS[(next.generation % 2) as usize];
-        write_durably(&self.dir, name, &bytes)?;
+        write_durably(&*self.fs, &self.dir, name, &bytes)?;
         Ok(next)
     }
 }
@@ -110,23 +114,23 @@ pub(crate) fn unique_temp_name(name: &str) -> String {
 }
 
 /// Writes `bytes` to `dir/name` through a temp file: fsync the file, rename, fsync the directory.
-pub(crate) fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_durably(fs: &dyn Fs, dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
     let tmp = dir.join(unique_temp_name(name));
     let dest = dir.join(name);
-    let mut file = std::fs::File::create(&tmp)
+    let mut file = fs
+        .create(&tmp)
         .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
     file.write_all(bytes)
-        .and_then(|()| file.sync_all())
+        .and_then(|()| fs.sync_file(&file, &tmp))
         .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
     drop(file);
-    std::fs::rename(&tmp, &dest)
+    fs.rename(&tmp, &dest)
         .map_err(|e| Error::io(format!("replacing {}", dest.display()), e))?;
-    sync_dir(dir)
+    sync_dir(fs, dir)
 }
 
 /// Makes a directory's entries durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
+pub(crate) fn sync_dir(fs: &dyn Fs, dir: &Path) -> Result<()> {
+    fs.sync_dir(dir)
         .map_err(|e| Error::io(format!("syncing {}", dir.display()), e))
 }

@@ -1,12 +1,16 @@
 //! The embedded default: blobs as files under `blobs/ab/abcdef…`, written atomically
-//! (temp file, fsync, rename, fsync the directory).
+//! (temp file, fsync, rename, fsync the directory, and the root too when the directory is new).
+//! Every operation that decides what survives a crash goes through a [`durable_fs::Fs`], so the
+//! crash-point tests can record them and rebuild what a crash at each would leave.
 
 use std::collections::BTreeMap;
 use std::io::{SeekFrom, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
+use durable_fs::Fs;
 use manifests::Digest;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
@@ -17,15 +21,22 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone)]
 pub struct FsBlobStore {
     root: PathBuf,
+    fs: Arc<dyn Fs>,
 }
 
 impl FsBlobStore {
     /// Opens (creating if needed) a blob directory, and removes the temp files that writes
     /// interrupted by a crash left in its `tmp/`. One process owns a blob directory.
     pub fn open(root: impl Into<PathBuf>) -> Result<FsBlobStore> {
+        FsBlobStore::open_on(root, durable_fs::RealFs::shared())
+    }
+
+    /// [`FsBlobStore::open`] with the durable file operations going through `fs` (a recorder,
+    /// in the crash-point tests).
+    pub fn open_on(root: impl Into<PathBuf>, fs: Arc<dyn Fs>) -> Result<FsBlobStore> {
         let root = root.into();
         let tmp = root.join("tmp");
-        std::fs::create_dir_all(&tmp)
+        fs.create_dir_all(&tmp)
             .map_err(|e| Error::io(format!("creating {}", root.display()), e))?;
         let mut removed = 0;
         for entry in std::fs::read_dir(&tmp)
@@ -35,9 +46,9 @@ impl FsBlobStore {
                 .map_err(|e| Error::io(format!("listing {}", tmp.display()), e))?
                 .path();
             let gone = if path.is_dir() {
-                std::fs::remove_dir_all(&path)
+                fs.remove_dir_all(&path)
             } else {
-                std::fs::remove_file(&path)
+                fs.remove_file(&path)
             };
             gone.map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
             removed += 1;
@@ -45,7 +56,7 @@ impl FsBlobStore {
         if removed > 0 {
             tracing::info!(dir = %tmp.display(), files = removed, "removed temp files left by an interrupted run");
         }
-        Ok(FsBlobStore { root })
+        Ok(FsBlobStore { root, fs })
     }
 
     /// Every blob and representation under the two-hex-digit directories.
@@ -107,7 +118,7 @@ impl FsBlobStore {
     }
 
     fn remove_all(&self, blob: &StoredBlob) -> Result<()> {
-        let remove = |path: PathBuf| match std::fs::remove_file(&path) {
+        let remove = |path: PathBuf| match self.fs.remove_file(&path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::io(format!("removing {}", path.display()), e)),
@@ -133,39 +144,61 @@ impl FsBlobStore {
 
     /// Writes bytes to a temp file and moves them to `dest` durably.
     fn write_atomically(&self, bytes: &[u8], dest: &Path) -> Result<()> {
-        let (tmp, mut file) = tempfile_in(&self.root.join("tmp"))?;
+        let (tmp, mut file) = tempfile_in(&*self.fs, &self.root.join("tmp"))?;
         let written = file
             .write_all(bytes)
-            .and_then(|()| file.sync_all())
+            .and_then(|()| self.fs.sync_file(&file, &tmp))
             .map_err(|e| Error::io(format!("writing {}", tmp.display()), e));
         drop(file);
         let dir = dest.parent().unwrap_or(&self.root).to_path_buf();
+        let mut new_dir = false;
         let moved = written.and_then(|()| {
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-            std::fs::rename(&tmp, dest)
+            new_dir = self.create_shard(&dir)?;
+            self.fs
+                .rename(&tmp, dest)
                 .map_err(|e| Error::io(format!("moving {} into place", dest.display()), e))
         });
         if moved.is_err() {
             // A full disk must not keep what it half wrote.
-            let _ = std::fs::remove_file(&tmp);
+            let _ = self.fs.remove_file(&tmp);
         }
         moved?;
-        sync_dir(&dir)
+        self.sync_shard(&dir, new_dir)
     }
 
     /// Moves `from` to the blob's place and makes both the file and its directory entry durable.
     fn install(&self, from: &Path, digest: &Digest) -> Result<()> {
         let dest = self.path_of(digest);
         let dir = dest.parent().unwrap_or(&self.root).to_path_buf();
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        std::fs::File::open(from)
-            .and_then(|f| f.sync_all())
+        let new_dir = self.create_shard(&dir)?;
+        self.fs
+            .sync_path(from)
             .map_err(|e| Error::io(format!("syncing {}", from.display()), e))?;
-        std::fs::rename(from, &dest)
+        self.fs
+            .rename(from, &dest)
             .map_err(|e| Error::io(format!("moving blob {digest} into place"), e))?;
-        sync_dir(&dir)
+        self.sync_shard(&dir, new_dir)
+    }
+
+    /// Creates a two-hex-digit directory if it is missing; true if it was.
+    fn create_shard(&self, dir: &Path) -> Result<bool> {
+        if dir.is_dir() {
+            return Ok(false);
+        }
+        self.fs
+            .create_dir_all(dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        Ok(true)
+    }
+
+    /// Makes the names in a two-hex-digit directory durable, and the directory's own name when
+    /// it is new: without that, a crash could take the directory, and the blobs in it, away.
+    fn sync_shard(&self, dir: &Path, new: bool) -> Result<()> {
+        sync_dir(&*self.fs, dir)?;
+        match new {
+            true => sync_dir(&*self.fs, &self.root),
+            false => Ok(()),
+        }
     }
 }
 
@@ -187,7 +220,8 @@ impl FsBlobStore {
         let mut todo = Vec::with_capacity(files.len());
         for (staged, digest) in files {
             if self.path_of(&digest).exists() {
-                std::fs::remove_file(&staged)
+                self.fs
+                    .remove_file(&staged)
                     .map_err(|e| Error::io(format!("removing {}", staged.display()), e))?;
             } else {
                 todo.push((staged, digest));
@@ -199,13 +233,12 @@ impl FsBlobStore {
             let handles: Vec<_> = todo
                 .chunks(chunk)
                 .map(|part| {
+                    let fs = &*self.fs;
                     scope.spawn(move || {
                         for (staged, _) in part {
-                            std::fs::File::open(staged)
-                                .and_then(|f| f.sync_all())
-                                .map_err(|e| {
-                                    Error::io(format!("syncing {}", staged.display()), e)
-                                })?;
+                            fs.sync_path(staged).map_err(|e| {
+                                Error::io(format!("syncing {}", staged.display()), e)
+                            })?;
                         }
                         Ok::<(), Error>(())
                     })
@@ -223,26 +256,25 @@ impl FsBlobStore {
             let dest = self.path_of(digest);
             let dir = dest.parent().unwrap_or(&self.root).to_path_buf();
             if dirs.insert(dir.clone()) {
-                std::fs::create_dir_all(&dir)
-                    .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+                self.create_shard(&dir)?;
             }
-            std::fs::rename(staged, &dest)
+            self.fs
+                .rename(staged, &dest)
                 .map_err(|e| Error::io(format!("moving blob {digest} into place"), e))?;
         }
         for dir in &dirs {
-            sync_dir(dir)?;
+            sync_dir(&*self.fs, dir)?;
         }
         if !dirs.is_empty() {
-            sync_dir(&self.root)?;
+            sync_dir(&*self.fs, &self.root)?;
         }
         Ok(())
     }
 }
 
 /// Makes a directory's entries durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
+pub(crate) fn sync_dir(fs: &dyn Fs, dir: &Path) -> Result<()> {
+    fs.sync_dir(dir)
         .map_err(|e| Error::io(format!("syncing directory {}", dir.display()), e))
 }
 
@@ -254,7 +286,9 @@ impl BlobStore for FsBlobStore {
         let digest = *digest;
         blocking(move || {
             if this.path_of(&digest).exists() {
-                return std::fs::remove_file(&staged)
+                return this
+                    .fs
+                    .remove_file(&staged)
                     .map_err(|e| Error::io(format!("removing {}", staged.display()), e));
             }
             this.install(&staged, &digest)
@@ -377,16 +411,12 @@ impl BlobStore for FsBlobStore {
 }
 
 /// Creates a new, uniquely named file in `dir`.
-pub(crate) fn tempfile_in(dir: &Path) -> Result<(PathBuf, std::fs::File)> {
+pub(crate) fn tempfile_in(fs: &dyn Fs, dir: &Path) -> Result<(PathBuf, std::fs::File)> {
     for _ in 0..16 {
         let mut name = [0u8; 12];
         getrandom::fill(&mut name).map_err(|e| Error::Internal(format!("random source: {e}")))?;
         let path = dir.join(format!("{}.tmp", Digest::of(&name).short()));
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-        {
+        match fs.create_new(&path) {
             Ok(file) => return Ok((path, file)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(Error::io(format!("creating {}", path.display()), e)),

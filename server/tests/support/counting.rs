@@ -25,12 +25,23 @@ struct Reads {
 }
 
 /// Counts reads of the wrapped store.
-#[derive(Debug)]
 pub struct Counting {
     inner: Arc<dyn MetaStore>,
     reads: Mutex<Reads>,
     /// When set, the figures (`stats`, `daily_figures`) fail as a store that cannot answer them.
     pub figures_fail: std::sync::atomic::AtomicBool,
+    after_write: Mutex<Option<AfterWrite>>,
+}
+
+type AfterWrite = Arc<dyn Fn(Result<HashSet<Digest>>) + Send + Sync>;
+
+impl std::fmt::Debug for Counting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Counting")
+            .field("inner", &self.inner)
+            .field("reads", &self.reads)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Counting {
@@ -42,6 +53,7 @@ impl Counting {
                 last_call: Instant::now(),
             }),
             figures_fail: std::sync::atomic::AtomicBool::new(false),
+            after_write: Mutex::new(None),
         })
     }
 
@@ -77,9 +89,18 @@ impl Counting {
         Ok(())
     }
 
-    fn write<T>(&self, value: T) -> T {
+    async fn write<T>(&self, value: T) -> T {
         self.reads.lock().unwrap().last_call = Instant::now();
+        let hook = self.after_write.lock().unwrap().clone();
+        if let Some(hook) = hook {
+            hook(self.inner.live_digests(&BTreeSet::new()).await);
+        }
         value
+    }
+
+    /// Calls `hook` after every write with what the store then refers to (its live digests).
+    pub fn after_write(&self, hook: impl Fn(Result<HashSet<Digest>>) + Send + Sync + 'static) {
+        *self.after_write.lock().unwrap() = Some(Arc::new(hook));
     }
 }
 
@@ -102,7 +123,7 @@ impl MetaStore for Counting {
         audit: &AuditEntry,
     ) -> Result<Inserted> {
         let r = self.inner.insert_release(app, release, audit).await;
-        self.write(r)
+        self.write(r).await
     }
 
     async fn release(
@@ -161,7 +182,7 @@ impl MetaStore for Counting {
         entries: &[(PackageId, PackageEntry)],
     ) -> Result<()> {
         let r = self.inner.fill_entries(app, channel, entries).await;
-        self.write(r)
+        self.write(r).await
     }
 
     async fn channels(&self) -> Result<Vec<(AppId, Channel)>> {
@@ -171,7 +192,7 @@ impl MetaStore for Counting {
 
     async fn commit_channel(&self, commit: &ChannelCommit) -> Result<bool> {
         let r = self.inner.commit_channel(commit).await;
-        self.write(r)
+        self.write(r).await
     }
 
     async fn index(&self, app: &AppId, channel: &Channel) -> Result<Option<StoredIndex>> {
@@ -181,7 +202,7 @@ impl MetaStore for Counting {
 
     async fn store_index(&self, app: &AppId, channel: &Channel, index: &StoredIndex) -> Result<()> {
         let r = self.inner.store_index(app, channel, index).await;
-        self.write(r)
+        self.write(r).await
     }
 
     async fn history(
@@ -212,7 +233,7 @@ impl MetaStore for Counting {
         pack: &PackRecord,
     ) -> Result<()> {
         let r = self.inner.insert_pack(package, from, to, pack).await;
-        self.write(r)
+        self.write(r).await
     }
 
     async fn add_stats(
@@ -222,7 +243,7 @@ impl MetaStore for Counting {
         deltas: &[ReleaseStats],
     ) -> Result<()> {
         let r = self.inner.add_stats(app, channel, deltas).await;
-        self.write(r)
+        self.write(r).await
     }
 
     async fn add_device_reports(
@@ -237,12 +258,12 @@ impl MetaStore for Counting {
             .inner
             .add_device_reports(app, channel, device, day, reports)
             .await;
-        self.write(r)
+        self.write(r).await
     }
 
     async fn insert_ingest_key(&self, key: &IngestKeyRecord, audit: &AuditEntry) -> Result<()> {
         let r = self.inner.insert_ingest_key(key, audit).await;
-        self.write(r)
+        self.write(r).await
     }
 
     async fn release_facts(
@@ -294,7 +315,7 @@ impl MetaStore for Counting {
         audit: &AuditEntry,
     ) -> Result<IngestKeyRecord> {
         let r = self.inner.revoke_ingest_key(app, name, at, audit).await;
-        self.write(r)
+        self.write(r).await
     }
 
     async fn stats(&self, app: &AppId, channel: &Channel) -> Result<Vec<ReleaseStats>> {
@@ -309,7 +330,7 @@ impl MetaStore for Counting {
         audit: Option<&AuditEntry>,
     ) -> Result<()> {
         let r = self.inner.put_ramp(ramp, audit).await;
-        self.write(r)
+        self.write(r).await
     }
 
     async fn ramps(&self) -> Result<Vec<server::ramp::RampRecord>> {
@@ -319,7 +340,7 @@ impl MetaStore for Counting {
 
     async fn insert_token(&self, token: &TokenRecord, audit: &AuditEntry) -> Result<()> {
         let r = self.inner.insert_token(token, audit).await;
-        self.write(r)
+        self.write(r).await
     }
 
     async fn token(&self, hash: &Digest) -> Result<Option<TokenRecord>> {
@@ -339,7 +360,7 @@ impl MetaStore for Counting {
         audit: &AuditEntry,
     ) -> Result<()> {
         let r = self.inner.set_app_origins(app, origins, audit).await;
-        self.write(r)
+        self.write(r).await
     }
 
     async fn key_lists(&self, app: &AppId) -> Result<Vec<Vec<u8>>> {
@@ -358,7 +379,7 @@ impl MetaStore for Counting {
             .inner
             .insert_key_list(app, version, envelope, audit)
             .await;
-        self.write(r)
+        self.write(r).await
     }
 
     async fn set_manifest(
@@ -372,7 +393,7 @@ impl MetaStore for Counting {
             .inner
             .set_manifest(package, version, manifest, audit)
             .await;
-        self.write(r)
+        self.write(r).await
     }
 
     async fn tokens(&self) -> Result<Vec<TokenRecord>> {
@@ -387,12 +408,12 @@ impl MetaStore for Counting {
         audit: &AuditEntry,
     ) -> Result<TokenRecord> {
         let r = self.inner.revoke_token(name, at, audit).await;
-        self.write(r)
+        self.write(r).await
     }
 
     async fn token_used(&self, hash: &Digest, at: Timestamp, audit: &AuditEntry) -> Result<()> {
         let r = self.inner.token_used(hash, at, audit).await;
-        self.write(r)
+        self.write(r).await
     }
 
     async fn audit_log(&self, limit: u32) -> Result<Vec<AuditEntry>> {
@@ -415,7 +436,7 @@ impl MetaStore for Counting {
             .inner
             .delete_releases(releases, history_mark, audit)
             .await;
-        self.write(r)
+        self.write(r).await
     }
 
     async fn live_digests(
@@ -433,6 +454,6 @@ impl MetaStore for Counting {
 
     async fn set_last_collection(&self, at: Timestamp) -> Result<()> {
         let r = self.inner.set_last_collection(at).await;
-        self.write(r)
+        self.write(r).await
     }
 }

@@ -56,11 +56,31 @@ impl TestServer {
         s
     }
 
+    /// A server in `dir` whose metadata store is `wrap`ped and whose file blob store (under
+    /// `data/blobs`) makes its durable changes through `blob_fs` (a recorder).
+    pub fn start_on(
+        dir: tempfile::TempDir,
+        wrap: impl FnOnce(Arc<dyn MetaStore>) -> Arc<dyn MetaStore>,
+        blob_fs: Arc<dyn durable_fs::Fs>,
+    ) -> TestServer {
+        TestServer::start_on_fs(dir, "admin", |_| {}, wrap, blob_fs)
+    }
+
     fn start_in(
         dir: tempfile::TempDir,
         admin: &str,
         tune: impl FnOnce(&mut Settings),
         wrap: impl FnOnce(Arc<dyn MetaStore>) -> Arc<dyn MetaStore>,
+    ) -> TestServer {
+        TestServer::start_on_fs(dir, admin, tune, wrap, durable_fs::RealFs::shared())
+    }
+
+    fn start_on_fs(
+        dir: tempfile::TempDir,
+        admin: &str,
+        tune: impl FnOnce(&mut Settings),
+        wrap: impl FnOnce(Arc<dyn MetaStore>) -> Arc<dyn MetaStore>,
+        blob_fs: Arc<dyn durable_fs::Fs>,
     ) -> TestServer {
         let data = DataDir::new(dir.path().join("data"));
         let key = KeyPair::from_seed(&[42; 32]);
@@ -73,7 +93,9 @@ impl TestServer {
         if settings.staging_dir.exists() {
             std::fs::remove_dir_all(&settings.staging_dir).unwrap();
         }
-        let blobs = server::blob_store::fs::FsBlobStore::open(data.root().join("blobs")).unwrap();
+        let blobs =
+            server::blob_store::fs::FsBlobStore::open_on(data.root().join("blobs"), blob_fs)
+                .unwrap();
         let meta = SqliteMetaStore::open(&data.root().join("meta.sqlite3")).unwrap();
         let service = Arc::new(
             Service::new(Arc::new(blobs), wrap(Arc::new(meta)), key.clone(), settings)
