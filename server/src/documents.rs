@@ -15,8 +15,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, HeaderValue};
 use bytes::Bytes;
@@ -136,6 +137,8 @@ struct ChannelDocs {
     snapshot: Option<Arc<Snapshot>>,
     /// Deltas to `sequence`, by the sequence they start from.
     deltas: FastMap<u64, Arc<ServedDocument>>,
+    /// A request is reading the channel row again in the background ([`Service::held_index`]).
+    rereading: AtomicBool,
 }
 
 impl ChannelDocs {
@@ -249,7 +252,85 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| Error::Internal(format!("signing task failed: {e}")))?
 }
 
+/// How long past the cache time the hot path still answers the documents held while the channel
+/// row is read again: a read that takes longer (a store in trouble) sends requests to the router.
+const REREAD_GRACE: Duration = Duration::from_secs(10);
+
 impl Service {
+    /// For the hot path: the full index of `app`/`channel` held for the sequence this process
+    /// read, without a wait for the store. Past three quarters of the cache time the first
+    /// request starts one background read of the channel row, so that the row is read again
+    /// before the cache time runs out while requests go on being answered from memory; only
+    /// while that read is still under way past the cache time (up to [`REREAD_GRACE`]) is a
+    /// document older than the cache time answered. With a launch rush on thousands of
+    /// connections, every request would otherwise queue behind the one read at each expiry.
+    /// None with a cache time of zero (every request reads the row).
+    pub fn held_index(self: &Arc<Self>, app: &str, channel: &str) -> Option<Arc<ServedDocument>> {
+        self.held(app, channel, |d| d.index.clone())
+    }
+
+    /// [`Service::held_index`] for the delta from `from`.
+    pub fn held_delta(
+        self: &Arc<Self>,
+        app: &str,
+        channel: &str,
+        from: u64,
+    ) -> Option<Arc<ServedDocument>> {
+        self.held(app, channel, |d| d.deltas.get(&from).cloned())
+    }
+
+    fn held(
+        self: &Arc<Self>,
+        app: &str,
+        channel: &str,
+        pick: impl FnOnce(&ChannelDocs) -> Option<Arc<ServedDocument>>,
+    ) -> Option<Arc<ServedDocument>> {
+        let ttl = self.settings.index_cache;
+        if ttl.is_zero() {
+            return None;
+        }
+        let (document, reread) = self.documents.peek(app, channel, |d| {
+            let (head, at) = d.head.as_ref()?;
+            let age = at.elapsed();
+            if head.sequence != d.sequence || age >= ttl + REREAD_GRACE {
+                return None;
+            }
+            let document = pick(d)?;
+            let reread = age >= ttl * 3 / 4 && !d.rereading.swap(true, Ordering::AcqRel);
+            Some((document, reread))
+        })?;
+        if reread {
+            self.reread_channel(app, channel);
+        }
+        Some(document)
+    }
+
+    /// Reads the channel row again in the background (see [`Service::held_index`]).
+    fn reread_channel(self: &Arc<Self>, app: &str, channel: &str) {
+        let done = |service: &Service, app: &str, channel: &str| {
+            service.documents.peek(app, channel, |d| {
+                d.rereading.store(false, Ordering::Release);
+                Some(())
+            });
+        };
+        let (Ok(app_id), Ok(channel_id), Ok(runtime)) = (
+            AppId::parse(app),
+            Channel::parse(channel),
+            tokio::runtime::Handle::try_current(),
+        ) else {
+            done(self, app, channel);
+            return;
+        };
+        let service = self.clone();
+        runtime.spawn(async move {
+            if let Err(e) = service.channel_head(&app_id, &channel_id).await {
+                tracing::warn!(app = %app_id, channel = %channel_id, error = %e, "reading the channel again failed");
+            }
+            // Moved to a new sequence, the entry starts over with the flag down anyway.
+            done(&service, app_id.as_str(), channel_id.as_str());
+        });
+    }
+
     /// The full index of `app`/`channel` if this process has it for the sequence it read within
     /// the cache time. Takes raw names: only valid ones are ever cached, so the hot path needs no
     /// parsing or allocation.

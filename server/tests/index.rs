@@ -608,3 +608,59 @@ fn an_index_signed_before_a_new_key_list_is_signed_again_at_its_sequence_after_a
     let old_keys = manifests::TrustedKeys::single(server_key.public().clone());
     assert!(verify_index(&r.body, &old_keys, &scope("production"), now(), 0).is_err());
 }
+
+/// When the cache time runs out during a launch rush, the index is still answered from memory
+/// while one background read of the channel row goes on: with that read taking 1.5 s (a store in
+/// trouble), no request waits for it, and the row is read once, not once per request.
+#[test]
+fn an_expiring_index_is_answered_from_memory_while_the_channel_is_read_again() {
+    let wrapped = std::sync::OnceLock::new();
+    let s = TestServer::start_tuned_wrapped(
+        |settings| settings.index_cache = Duration::from_millis(200),
+        |meta| {
+            let counting = counting::Counting::new(meta);
+            wrapped.set(counting.clone()).unwrap();
+            counting
+        },
+    );
+    let counting = wrapped.get().unwrap();
+    publish(&s, "checkout", "1.0.0", true);
+    let path = "/v1/apps/shop/channels/production/index";
+    let first = s.get(path);
+    assert_eq!(first.status, 200);
+    counting
+        .channel_head_delay_ms
+        .store(1_500, std::sync::atomic::Ordering::SeqCst);
+    counting.take();
+    let started = std::time::Instant::now();
+    let slowest = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..8)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut slowest = Duration::ZERO;
+                    while started.elapsed() < Duration::from_secs(2) {
+                        let asked = std::time::Instant::now();
+                        let r = s.get(path);
+                        slowest = slowest.max(asked.elapsed());
+                        assert_eq!((r.status, &r.body), (200, &first.body));
+                    }
+                    slowest
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap())
+            .max()
+            .unwrap()
+    });
+    assert!(
+        slowest < Duration::from_millis(750),
+        "a request waited {slowest:?}"
+    );
+    let reads = counting
+        .take()
+        .get("channel_head")
+        .map_or(0, |(calls, _)| *calls);
+    assert!((1..=3).contains(&reads), "{reads} reads of the channel row");
+}

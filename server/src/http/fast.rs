@@ -3,7 +3,7 @@
 //!
 //! Devices poll the index on every launch, so it is the most requested route by far; right after
 //! a publish, the changed files are. When the document asked for is in memory
-//! ([`Service::cached_index`], [`Service::cached_delta`]), or the blob is held
+//! ([`Service::held_index`], [`Service::held_delta`]), or the blob is held
 //! ([`crate::hot_blobs`]) and no `Range` is asked for, the connection's service answers at once: the path is matched by hand, the body is the document's
 //! pre-encoded bytes (identity or gzip, chosen by `Accept-Encoding`), `If-None-Match` is compared
 //! without allocating, and the request is counted on metric handles resolved once (an atomic
@@ -144,11 +144,11 @@ impl Shared {
         let headers = request.headers();
         let mut response = match route {
             HotRoute::Index { app, channel } => {
-                let document = self.service.cached_index(app, channel)?;
+                let document = self.service.held_index(app, channel)?;
                 document_response(&self.service, &document, headers)
             }
             HotRoute::Delta { app, channel, from } => {
-                let document = self.service.cached_delta(app, channel, from)?;
+                let document = self.service.held_delta(app, channel, from)?;
                 document_response(&self.service, &document, headers)
             }
             // A range is read from storage by the router.

@@ -30,6 +30,8 @@ pub struct Counting {
     reads: Mutex<Reads>,
     /// When set, the figures (`stats`, `daily_figures`) fail as a store that cannot answer them.
     pub figures_fail: std::sync::atomic::AtomicBool,
+    /// How long `channel_head` takes, in milliseconds: a store in trouble.
+    pub channel_head_delay_ms: std::sync::atomic::AtomicU64,
     after_write: Mutex<Option<AfterWrite>>,
 }
 
@@ -53,6 +55,7 @@ impl Counting {
                 last_call: Instant::now(),
             }),
             figures_fail: std::sync::atomic::AtomicBool::new(false),
+            channel_head_delay_ms: std::sync::atomic::AtomicU64::new(0),
             after_write: Mutex::new(None),
         })
     }
@@ -161,6 +164,10 @@ impl MetaStore for Counting {
     }
 
     async fn channel_head(&self, app: &AppId, channel: &Channel) -> Result<Option<ChannelHead>> {
+        let delay = self
+            .channel_head_delay_ms
+            .load(std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
         let r = self.inner.channel_head(app, channel).await?;
         Ok(self.count("channel_head", usize::from(r.is_some()), r))
     }

@@ -44,6 +44,14 @@ impl TestServer {
         TestServer::start_in(tempfile::tempdir().unwrap(), "admin", |_| {}, wrap)
     }
 
+    /// [`TestServer::start_wrapped`] with settings `tune`d.
+    pub fn start_tuned_wrapped(
+        tune: impl FnOnce(&mut Settings),
+        wrap: impl FnOnce(Arc<dyn MetaStore>) -> Arc<dyn MetaStore>,
+    ) -> TestServer {
+        TestServer::start_in(tempfile::tempdir().unwrap(), "admin", tune, wrap)
+    }
+
     /// Stops the server, lets `between` change its data directory, and starts a new server on it
     /// with the same key.
     pub fn restart(mut self, between: impl FnOnce(&Path)) -> TestServer {
