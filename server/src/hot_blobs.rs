@@ -122,8 +122,9 @@ impl HotBlobs {
     /// forgotten since; returns it.
     pub fn insert(&self, digest: Digest, blob: HotBlob, epoch: u64) -> Arc<HotBlob> {
         let blob = Arc::new(blob);
+        // Admitted by the blob's own size, as [`HotBlobs::admits`] is asked before it is read.
         if let Some(cache) = &self.cache
-            && blob.bytes() <= self.max_entry
+            && blob.identity.len() as u64 <= self.max_entry
         {
             cache.insert(digest, blob.clone());
             // Forgotten while read: let the next request read it again.
