@@ -11,6 +11,10 @@ npm registry. Run by hand when a format changes; the output is committed.
   fuzz/corpus/decode/*                                      data.zst frames and patches out of them,
                                                             in the decode target's framing
   fuzz/corpus/resolve/urls-*                                URLs a WebView asks for
+  fuzz/corpus/ingest/*.zip                                  uploads: a small build, and the kinds
+                                                            of hostile archive the server refuses
+  fuzz/corpus/range/*                                       Range headers, in the range target's
+                                                            framing (body size first)
 
 Usage: fuzz/seeds.py BALEEN_BIN [WEBAPPS_DIR]   (standard library only)
 """
@@ -151,10 +155,60 @@ def reveal(baleen: str, webapps: Path) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def archive(entries: list[tuple[str, bytes, dict]]) -> bytes:
+    """A zip of (name, bytes, options): `deflate`, `mode` (unix mode bits) as the options say."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        for name, data, opts in entries:
+            info = zipfile.ZipInfo(name, date_time=(2024, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED if opts.get("deflate") else zipfile.ZIP_STORED
+            info.external_attr = opts.get("mode", 0o100644) << 16
+            z.writestr(info, data)
+    return out.getvalue()
+
+
+def archives() -> None:
+    """Uploads for the ingest target: a small build, then one of each kind of archive the
+    server's hostile-archive tests refuse (server/tests/support/hostile.rs)."""
+    page = b"<!doctype html><script src=assets/app.js></script>"
+    script = b"export const answer = () => 42;\n" * 40
+    build = [("index.html", page, {}), ("assets/app.js", script, {"deflate": True})]
+    seeds = {
+        "build": build,
+        "directories": [("assets/", b"", {"mode": 0o40755}), *build],
+        "traversal": [*build, ("../escape.js", b"x", {})],
+        "absolute": [*build, ("/etc/escape.js", b"x", {})],
+        "backslash": [*build, ("assets\\win.js", b"x", {})],
+        "duplicate": [*build, ("index.html", b"again", {})],
+        "case-collision": [*build, ("Index.html", page, {})],
+        "symlink": [*build, ("link", b"/etc/passwd", {"mode": 0o120777})],
+        "ratio": [*build, ("zeros.bin", bytes(1 << 20), {"deflate": True})],
+        "empty-name": [*build, ("", b"x", {})],
+        "nul-name": [*build, ("a\x00b.js", b"x", {})],
+        "dot-segments": [*build, ("assets/./x.js", b"x", {}), ("assets//y.js", b"y", {})],
+    }
+    for name, entries in seeds.items():
+        write(FUZZ / f"corpus/ingest/{name}.zip", archive(entries))
+    write(FUZZ / "corpus/ingest/empty.zip", archive([]))
+    whole = archive(build)
+    write(FUZZ / "corpus/ingest/truncated.zip", whole[: len(whole) // 2])
+
+
+def ranges() -> None:
+    """Range headers for the range target: the body size (8 bytes, little-endian), the header."""
+    headers = ["bytes=0-99", "bytes=-10", "bytes=100-", "bytes=0-1,5-6", "bytes=", "bytes=-",
+               "items=0-1", " bytes = 5 - 9 ", "bytes=18446744073709551615-", "bytes=9-3",
+               "bytes=-0", "bytes=0-18446744073709551616"]
+    for i, header in enumerate(headers):
+        write(FUZZ / f"corpus/range/header-{i}", struct.pack("<Q", 1000) + header.encode())
+
+
 def main() -> int:
     if len(sys.argv) not in (2, 3):
         print(__doc__.split("Usage: ")[1].splitlines()[0], file=sys.stderr)
         return 2
+    archives()
+    ranges()
     demo(sys.argv[1])
     if len(sys.argv) == 3:
         reveal(sys.argv[1], Path(sys.argv[2]))
