@@ -34,8 +34,8 @@ fn write_release(dir: &Path, variant: &str) {
 }
 
 fn promote(server: &Server, version: &str) {
-    let out = std::process::Command::new(tests::baleen_bin())
-        .args([
+    tests::baleen(
+        &[
             "promote",
             "--package",
             "checkout",
@@ -43,15 +43,8 @@ fn promote(server: &Server, version: &str) {
             "production",
             "--version",
             version,
-        ])
-        .envs(server.env())
-        .env("RUST_LOG", "error")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
+        &server.env(),
     );
 }
 
