@@ -17,6 +17,14 @@ fn scratch() -> &'static PathBuf {
     DIR.get_or_init(|| {
         let shm = std::path::Path::new("/dev/shm");
         let base = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
+        // libFuzzer ends a process without unwinding: clear what ended runs left behind.
+        for entry in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let pid = name.to_str().and_then(|n| n.strip_prefix("baleen-fuzz-ingest-"));
+            if pid.is_some_and(|pid| !std::path::Path::new("/proc").join(pid).exists()) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
         let dir = base.join(format!("baleen-fuzz-ingest-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("scratch directory");
         dir
