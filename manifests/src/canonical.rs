@@ -62,7 +62,7 @@ fn parse_with(bytes: &[u8], numbers: Numbers) -> Result<Value> {
 /// [`Error::NotCanonical`] if the value holds a float or an integer beyond ±(2^53 − 1).
 pub fn to_canonical_bytes(value: &Value) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(256);
-    write_value(value, &mut out, &mut String::from("$"))?;
+    write_value(value, &mut out, At::Root)?;
     Ok(out)
 }
 
@@ -102,7 +102,26 @@ fn strip_position(message: &str) -> String {
     }
 }
 
-fn write_value(value: &Value, out: &mut Vec<u8>, at: &mut String) -> Result<()> {
+/// Where the writer is, kept as a chain of steps and put into words only for an error: naming
+/// the location of every key as the writer passes it would cost more than writing the value.
+#[derive(Clone, Copy)]
+enum At<'a> {
+    Root,
+    Key(&'a At<'a>, &'a str),
+    Item(&'a At<'a>, usize),
+}
+
+impl fmt::Display for At<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            At::Root => f.write_str("$"),
+            At::Key(parent, key) => write!(f, "{parent}[{key:?}]"),
+            At::Item(parent, i) => write!(f, "{parent}[{i}]"),
+        }
+    }
+}
+
+fn write_value(value: &Value, out: &mut Vec<u8>, at: At<'_>) -> Result<()> {
     match value {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
@@ -115,16 +134,13 @@ fn write_value(value: &Value, out: &mut Vec<u8>, at: &mut String) -> Result<()> 
                 if i > 0 {
                     out.push(b',');
                 }
-                let len = at.len();
-                at.push_str(&format!("[{i}]"));
-                write_value(item, out, at)?;
-                at.truncate(len);
+                write_value(item, out, At::Item(&at, i))?;
             }
             out.push(b']');
         }
         Value::Object(map) => {
             let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
+            entries.sort_by(|(a, _), (b, _)| utf16_order(a, b));
             out.push(b'{');
             for (i, (key, item)) in entries.into_iter().enumerate() {
                 if i > 0 {
@@ -132,10 +148,7 @@ fn write_value(value: &Value, out: &mut Vec<u8>, at: &mut String) -> Result<()> 
                 }
                 write_string(key, out);
                 out.push(b':');
-                let len = at.len();
-                at.push_str(&format!("[{key:?}]"));
-                write_value(item, out, at)?;
-                at.truncate(len);
+                write_value(item, out, At::Key(&at, key))?;
             }
             out.push(b'}');
         }
@@ -143,25 +156,42 @@ fn write_value(value: &Value, out: &mut Vec<u8>, at: &mut String) -> Result<()> 
     Ok(())
 }
 
-fn write_number(n: &Number, out: &mut Vec<u8>, at: &str) -> Result<()> {
+/// The order of keys: by UTF-16 code units. It is the byte order of UTF-8 unless a character
+/// beyond U+FFFF (four UTF-8 bytes, led by 0xF0 to 0xF4) meets one of U+E000 to U+FFFF, so the
+/// code units are compared only when such a character is there.
+fn utf16_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let astral = |s: &str| s.bytes().any(|byte| byte >= 0xf0);
+    if astral(a) || astral(b) {
+        a.encode_utf16().cmp(b.encode_utf16())
+    } else {
+        a.as_bytes().cmp(b.as_bytes())
+    }
+}
+
+fn write_number(n: &Number, out: &mut Vec<u8>, at: At<'_>) -> Result<()> {
     let in_range = if let Some(u) = n.as_u64() {
         u <= MAX_SAFE_INTEGER
     } else if let Some(i) = n.as_i64() {
         i.unsigned_abs() <= MAX_SAFE_INTEGER
     } else {
         return Err(Error::NotCanonical {
-            at: at.to_owned(),
+            at: at.to_string(),
             reason: "fractions and exponents are not allowed",
         });
     };
     if !in_range {
         return Err(Error::NotCanonical {
-            at: at.to_owned(),
+            at: at.to_string(),
             reason: "integer beyond ±(2^53 - 1)",
         });
     }
     // Integers print as plain decimal; that is the canonical form.
-    out.extend_from_slice(n.to_string().as_bytes());
+    let mut digits = itoa::Buffer::new();
+    let text = match n.as_u64() {
+        Some(u) => digits.format(u),
+        None => digits.format(n.as_i64().unwrap_or_default()),
+    };
+    out.extend_from_slice(text.as_bytes());
     Ok(())
 }
 
@@ -290,5 +320,20 @@ impl<'de> Visitor<'de> for StrictVisitor {
             object.insert(key, value);
         }
         Ok(Value::Object(object))
+    }
+}
+
+#[cfg(test)]
+mod order_tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn keys_sort_by_utf16_code_units(
+            a in "[a\u{e000}-\u{e0ff}\u{fff0}-\u{ffff}\u{10000}-\u{10100}é]{0,6}",
+            b in "[a\u{e000}-\u{e0ff}\u{fff0}-\u{ffff}\u{10000}-\u{10100}é]{0,6}",
+        ) {
+            prop_assert_eq!(super::utf16_order(&a, &b), a.encode_utf16().cmp(b.encode_utf16()));
+        }
     }
 }
