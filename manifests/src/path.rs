@@ -97,6 +97,14 @@ impl RelPath {
 }
 
 fn fold(text: &str) -> String {
+    // ASCII is its own decomposition and composition: only the case changes.
+    if text.is_ascii() {
+        return text.to_ascii_lowercase();
+    }
+    fold_unicode(text)
+}
+
+fn fold_unicode(text: &str) -> String {
     text.nfd()
         .collect::<String>()
         .to_lowercase()
@@ -237,5 +245,17 @@ impl<'de> Deserialize<'de> for RelPath {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<RelPath, D::Error> {
         let text = String::deserialize(deserializer)?;
         RelPath::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod fold_tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn ascii_folds_as_unicode_does(text in "[ -~]{0,64}") {
+            prop_assert_eq!(super::fold(&text), super::fold_unicode(&text));
+        }
     }
 }
