@@ -10,7 +10,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use manifests::{Digest, PackageId, Release, ReleaseVersion, TrustedKeys, verify_release};
+use manifests::{
+    Digest, PackageId, Release, ReleaseVersion, TrustedKeys, rebuild_release, verify_release,
+};
 
 use crate::error::{Error, Result};
 use crate::resolve::Served;
@@ -59,13 +61,41 @@ impl Releases {
             return Ok(served);
         }
         let release = verify_release(bytes, &self.trusted(), Some(digest))?.release;
+        self.keep_expected(*digest, &release, package, version)
+    }
+
+    /// Rebuilds the manifest `expected` of `package@version` from a release delta against `base`,
+    /// the stored manifest `base_digest`, verifies it as [`Releases::verify`] does, keeps the
+    /// release, and returns it with the rebuilt manifest's bytes.
+    ///
+    /// # Errors
+    /// A delta that does not rebuild that manifest, and the errors of [`Releases::verify`].
+    pub(crate) fn rebuild(
+        &self,
+        (delta, base, base_digest): (&[u8], &[u8], &Digest),
+        expected: &Digest,
+        package: &PackageId,
+        version: &ReleaseVersion,
+    ) -> Result<(Vec<u8>, Arc<Served>)> {
+        let rebuilt = rebuild_release(delta, base, base_digest, expected, &self.trusted())?;
+        let served = self.keep_expected(*expected, &rebuilt.verified.release, package, version)?;
+        Ok((rebuilt.bytes, served))
+    }
+
+    fn keep_expected(
+        &self,
+        digest: Digest,
+        release: &Release,
+        package: &PackageId,
+        version: &ReleaseVersion,
+    ) -> Result<Arc<Served>> {
         if release.package != *package || release.version != *version {
             return Err(Error::BadPack(format!(
                 "manifest {digest} is {}@{}, expected {package}@{version}",
                 release.package, release.version
             )));
         }
-        Ok(self.keep(*digest, &release))
+        Ok(self.keep(digest, release))
     }
 
     /// Verifies `bytes` as a manifest of any release (a preset names its own), keeps it, and

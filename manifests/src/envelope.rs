@@ -107,7 +107,28 @@ pub fn open(bytes: &[u8], trusted: &TrustedKeys) -> Result<Opened> {
         return Err(Error::Unsigned);
     }
     let message = to_canonical_bytes(&signed)?;
+    check_signatures(&signatures, &message, trusted)?;
+    Ok(Opened {
+        digest: Digest::of(&message),
+        signed,
+    })
+}
 
+/// Checks an envelope's `signatures` over `message`, the canonical bytes of its signed part, with
+/// the rules and errors of [`open`] (less those of the envelope's shape).
+pub(crate) fn check_signatures(
+    signatures: &[Value],
+    message: &[u8],
+    trusted: &TrustedKeys,
+) -> Result<()> {
+    let schema = |at: &str, reason: &str| Error::Schema {
+        doc: "envelope",
+        at: at.to_owned(),
+        reason: reason.to_owned(),
+    };
+    if signatures.is_empty() {
+        return Err(Error::Unsigned);
+    }
     let mut parsed: Vec<(KeyId, Option<[u8; 64]>)> = Vec::with_capacity(signatures.len());
     let mut seen = BTreeSet::new();
     for (i, entry) in signatures.iter().enumerate() {
@@ -136,7 +157,7 @@ pub fn open(bytes: &[u8], trusted: &TrustedKeys) -> Result<Opened> {
             return Err(Error::MalformedSignature { keyid: *keyid });
         };
         if let Some(key) = trusted.get(keyid) {
-            if !key.verifies(&message, sig) {
+            if !key.verifies(message, sig) {
                 return Err(Error::BadSignature { keyid: *keyid });
             }
             valid += 1;
@@ -154,10 +175,21 @@ pub fn open(bytes: &[u8], trusted: &TrustedKeys) -> Result<Opened> {
             threshold: trusted.threshold(),
         });
     }
-    Ok(Opened {
-        digest: Digest::of(&message),
-        signed,
-    })
+    Ok(())
+}
+
+/// The canonical bytes of the envelope `{"signatures": signatures, "signed": signed}`, given the
+/// canonical bytes of `signed`: canonical JSON sorts `signatures` before `signed` and has no
+/// white space, so the signed part's bytes are written once, not again.
+pub(crate) fn envelope_bytes(signatures: &[Value], signed: &[u8]) -> Result<Vec<u8>> {
+    let signatures = to_canonical_bytes(&Value::Array(signatures.to_vec()))?;
+    let mut out = Vec::with_capacity(signatures.len() + signed.len() + 28);
+    out.extend_from_slice(b"{\"signatures\":");
+    out.extend_from_slice(&signatures);
+    out.extend_from_slice(b",\"signed\":");
+    out.extend_from_slice(signed);
+    out.push(b'}');
+    Ok(out)
 }
 
 /// Checks the `_type` and `format` fields every signed document carries.
@@ -205,6 +237,11 @@ pub(crate) fn from_value<T: serde::de::DeserializeOwned>(
     if let Value::Object(map) = &mut signed {
         map.remove("_type");
         map.remove("format");
+    }
+    // Tracking the path of every field costs more than reading the document, so it is done only
+    // to name the field at fault once a plain read failed.
+    if let Ok(value) = T::deserialize(&signed) {
+        return Ok(value);
     }
     serde_path_to_error::deserialize(signed).map_err(|e| Error::Schema {
         doc,

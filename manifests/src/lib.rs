@@ -77,7 +77,9 @@ pub use release::{
     Release, Route, UrlPrefix, VerifiedRelease, check_origin, parse_release_unverified,
     verify_release,
 };
-pub use release_delta::{RELEASE_DELTA_FORMAT, ReleaseDelta, apply_release_delta};
+pub use release_delta::{
+    RELEASE_DELTA_FORMAT, RebuiltRelease, ReleaseDelta, apply_release_delta, rebuild_release,
+};
 pub use target::{Reason, Selection, select, select_all};
 pub use time::Timestamp;
 

@@ -6,7 +6,9 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
-use crate::envelope::{SignedDocument, check_header, from_value, open, sign_value, with_header};
+use crate::envelope::{
+    SignedDocument, check_header, check_signatures, from_value, open, sign_value, with_header,
+};
 use crate::error::{Error, Result, excerpt};
 use crate::{
     Digest, HostRequirement, KeyPair, PackageId, RelPath, ReleaseVersion, Timestamp, TrustedKeys,
@@ -205,6 +207,19 @@ pub fn verify_release(
 /// As [`verify_release`], less the signature and digest checks.
 pub fn parse_release_unverified(signed: &[u8]) -> Result<Release> {
     parse_release_value(crate::parse_strict(signed)?)
+}
+
+/// The release of a manifest rebuilt in memory (a release delta's result): its signatures over
+/// `message`, the canonical bytes of `signed`, checked as [`verify_release`] checks them, then its
+/// contents.
+pub(crate) fn verify_rebuilt(
+    signed: Value,
+    message: &[u8],
+    signatures: &[Value],
+    trusted: &TrustedKeys,
+) -> Result<Release> {
+    check_signatures(signatures, message, trusted)?;
+    parse_release_value(signed)
 }
 
 fn parse_release_value(signed: Value) -> Result<Release> {

@@ -19,9 +19,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::canonical::{parse_strict, to_canonical_bytes};
-use crate::envelope::{check_header, from_value, with_header};
+use crate::envelope::{check_header, envelope_bytes, from_value, with_header};
 use crate::error::{Error, Result};
-use crate::{Digest, MAX_FILES};
+use crate::release::verify_rebuilt;
+use crate::{Digest, MAX_FILES, TrustedKeys, VerifiedRelease};
 
 /// The release delta format this code writes and reads.
 pub const RELEASE_DELTA_FORMAT: u64 = 1;
@@ -64,16 +65,30 @@ fn schema(at: &str, reason: &str) -> Error {
 
 /// Splits a signed manifest's envelope (not verified: the result of a delta is) into its parts.
 fn parts(envelope: &[u8]) -> Result<Parts> {
+    let (signatures, signed) = unhashed_parts(envelope)?;
+    let digest = Digest::of(&to_canonical_bytes(&Value::Object(signed.clone()))?);
+    split_files(signatures, signed, digest)
+}
+
+/// The signatures and signed part of an envelope, its digest not computed.
+fn unhashed_parts(envelope: &[u8]) -> Result<(Vec<Value>, Map<String, Value>)> {
     let Value::Object(mut envelope) = parse_strict(envelope)? else {
         return Err(schema("$", "the manifest is not an object"));
     };
     let Some(Value::Array(signatures)) = envelope.remove("signatures") else {
         return Err(schema("$.signatures", "the manifest has no signatures"));
     };
-    let Some(Value::Object(mut signed)) = envelope.remove("signed") else {
+    let Some(Value::Object(signed)) = envelope.remove("signed") else {
         return Err(schema("$.signed", "the manifest has no signed part"));
     };
-    let digest = Digest::of(&to_canonical_bytes(&Value::Object(signed.clone()))?);
+    Ok((signatures, signed))
+}
+
+fn split_files(
+    signatures: Vec<Value>,
+    mut signed: Map<String, Value>,
+    digest: Digest,
+) -> Result<Parts> {
     let Some(Value::Object(files)) = signed.remove("files") else {
         return Err(schema("$.signed.files", "the manifest lists no files"));
     };
@@ -153,8 +168,64 @@ impl ReleaseDelta {
 /// [`Error::InvalidField`] when it changes more files than a release may hold, removes a path
 /// `base` lacks, or both changes and removes one path.
 pub fn apply_release_delta(delta: &[u8], base: &[u8], expected: &Digest) -> Result<Vec<u8>> {
-    let delta = ReleaseDelta::parse(delta)?;
-    let base = parts(base)?;
+    let rebuilt = rebuild(&ReleaseDelta::parse(delta)?, parts(base)?, expected)?;
+    envelope_bytes(&rebuilt.signatures, &rebuilt.message)
+}
+
+/// A manifest rebuilt from a release delta whose signatures and contents verified.
+#[derive(Clone, Debug)]
+pub struct RebuiltRelease {
+    /// The canonical bytes of its envelope, as the server signed and serves it whole.
+    pub bytes: Vec<u8>,
+    /// The verified release.
+    pub verified: VerifiedRelease,
+}
+
+/// [`apply_release_delta`] and then [`crate::verify_release`] of the result against `trusted`,
+/// with the same outcome, but without parsing and writing the rebuilt manifest again: the
+/// signatures are checked on the canonical bytes the digest was taken of, and the release is read
+/// from the rebuilt value.
+///
+/// `base_digest` is the digest the caller holds `base` under, verified when it was stored; it is
+/// not computed again. A `base` that is not that manifest rebuilds another one and is refused as
+/// [`Error::ReleaseDeltaMismatch`].
+///
+/// # Errors
+/// As [`apply_release_delta`] and [`crate::verify_release`].
+pub fn rebuild_release(
+    delta: &[u8],
+    base: &[u8],
+    base_digest: &Digest,
+    expected: &Digest,
+    trusted: &TrustedKeys,
+) -> Result<RebuiltRelease> {
+    let (signatures, signed) = unhashed_parts(base)?;
+    let base = split_files(signatures, signed, *base_digest)?;
+    let rebuilt = rebuild(&ReleaseDelta::parse(delta)?, base, expected)?;
+    let release = verify_rebuilt(
+        rebuilt.signed,
+        &rebuilt.message,
+        &rebuilt.signatures,
+        trusted,
+    )?;
+    Ok(RebuiltRelease {
+        bytes: envelope_bytes(&rebuilt.signatures, &rebuilt.message)?,
+        verified: VerifiedRelease {
+            release,
+            digest: *expected,
+        },
+    })
+}
+
+/// The signed part a delta rebuilds, its canonical bytes (whose digest is `expected`) and the
+/// new signatures.
+struct Rebuilt {
+    signed: Value,
+    message: Vec<u8>,
+    signatures: Vec<Value>,
+}
+
+fn rebuild(delta: &ReleaseDelta, base: Parts, expected: &Digest) -> Result<Rebuilt> {
     if delta.from != base.digest {
         return Err(Error::ReleaseDeltaBase {
             held: base.digest,
@@ -186,21 +257,23 @@ pub fn apply_release_delta(delta: &[u8], base: &[u8], expected: &Digest) -> Resu
             return Err(invalid("removed", format!("{path:?} is not in the base")));
         }
     }
-    files.extend(delta.changed);
-    let mut signed = delta.release;
+    files.extend(delta.changed.iter().map(|(p, e)| (p.clone(), e.clone())));
+    let mut signed = delta.release.clone();
     signed.insert("files".to_owned(), Value::Object(files));
     let signed = Value::Object(signed);
-    let actual = Digest::of(&to_canonical_bytes(&signed)?);
+    let message = to_canonical_bytes(&signed)?;
+    let actual = Digest::of(&message);
     if actual != *expected {
         return Err(Error::ReleaseDeltaMismatch {
             expected: *expected,
             actual,
         });
     }
-    let mut envelope = Map::new();
-    envelope.insert("signatures".to_owned(), Value::Array(delta.signatures));
-    envelope.insert("signed".to_owned(), signed);
-    to_canonical_bytes(&Value::Object(envelope))
+    Ok(Rebuilt {
+        signed,
+        message,
+        signatures: delta.signatures.clone(),
+    })
 }
 
 #[cfg(test)]

@@ -136,13 +136,7 @@ impl Client {
         }
         // A delta from the release the device holds when the server has one and it rebuilds
         // exactly the manifest the index names with valid signatures; otherwise the whole one.
-        let rebuilt = self.manifest_from_delta(update).and_then(|(bytes, wire)| {
-            let release = self
-                .releases
-                .verify(&bytes, digest, package, version)
-                .ok()?;
-            Some((bytes, release, wire))
-        });
+        let rebuilt = self.manifest_from_delta(update);
         let (bytes, release, wire) = match rebuilt {
             Some(rebuilt) => rebuilt,
             None => {
@@ -156,12 +150,12 @@ impl Client {
         Ok((release, wire))
     }
 
-    /// The envelope of `update`'s manifest rebuilt from a release delta against the manifest of
-    /// the release the device has active, and the bytes downloaded for it; none when there is no
-    /// such release, the server has no delta (`404`: it does not know the base, or predates
-    /// deltas) or the delta does not rebuild the manifest the index names. Nothing in it is
-    /// trusted: the caller verifies the result as a whole manifest.
-    fn manifest_from_delta(&self, update: &Update) -> Option<(Vec<u8>, u64)> {
+    /// `update`'s manifest rebuilt from a release delta against the manifest of the release the
+    /// device has active and verified as a whole manifest would be, with its bytes and the bytes
+    /// downloaded for it; none when there is no such release, the server has no delta (`404`: it
+    /// does not know the base, or predates deltas) or the delta does not rebuild a manifest that
+    /// verifies as the one the index names.
+    fn manifest_from_delta(&self, update: &Update) -> Option<(Vec<u8>, Arc<Served>, u64)> {
         let active = lock(&self.core)
             .state()
             .packages
@@ -174,8 +168,16 @@ impl Client {
         let base = self.store.read_manifest(&active.manifest).ok()?;
         let path = paths::manifest_delta_path(&update.to.manifest, &active.manifest);
         let (delta, wire) = self.get_manifest(&path).ok()?;
-        let rebuilt = manifests::apply_release_delta(&delta, &base, &update.to.manifest).ok()?;
-        Some((rebuilt, wire))
+        let (bytes, release) = self
+            .releases
+            .rebuild(
+                (&delta, &base, &active.manifest),
+                &update.to.manifest,
+                &update.package,
+                &update.to.version,
+            )
+            .ok()?;
+        Some((bytes, release, wire))
     }
 
     /// GETs a manifest or release delta, zstd-encoded if the server will, and returns it decoded

@@ -199,3 +199,91 @@ fn an_oversize_delta_is_refused_before_it_is_applied() {
     assert_eq!(err.code(), "invalid_field", "{err}");
     assert!(err.to_string().contains("more than"), "{err}");
 }
+
+/// `rebuild_release` of a delta in JSON form against `base` held as `base_digest`.
+fn rebuild(
+    delta: &Value,
+    base: &[u8],
+    base_digest: &Digest,
+    expected: &Digest,
+    trusted: &TrustedKeys,
+) -> Result<RebuiltRelease> {
+    rebuild_release(
+        &to_canonical_bytes(delta).unwrap(),
+        base,
+        base_digest,
+        expected,
+        trusted,
+    )
+}
+
+#[test]
+fn rebuilding_and_verifying_at_once_agrees_with_applying_and_then_verifying() {
+    let (old, new, digest) = pair();
+    let old_digest = parts(&old).unwrap().digest;
+    let delta = delta_value(&old, &new);
+    let rebuilt = rebuild(&delta, &old, &old_digest, &digest, &trusted()).unwrap();
+    assert_eq!(rebuilt.bytes, new);
+    assert_eq!(rebuilt.verified.digest, digest);
+    let whole = verify_release(&new, &trusted(), Some(&digest)).unwrap();
+    assert_eq!(rebuilt.verified.release, whole.release);
+
+    // Whatever the two-step way refuses, this refuses with the same error.
+    let forged_signatures = {
+        let mut d = delta.clone();
+        let other = release("1.1.0", &[("index.html", "x")])
+            .sign(&[&key(1)])
+            .unwrap();
+        d["signatures"] = parse_strict(&other.bytes).unwrap()["signatures"].clone();
+        d
+    };
+    let forged_entry = {
+        let mut d = delta.clone();
+        d["changed"]["app.js"]["size"] = 7.into();
+        d
+    };
+    let unsigned = {
+        let mut d = delta.clone();
+        d["signatures"] = Value::Array(Vec::new());
+        d
+    };
+    let cases = [
+        (&forged_signatures, &trusted(), "bad_signature"),
+        (
+            &delta,
+            &TrustedKeys::single(key(2).public().clone()),
+            "untrusted_signer",
+        ),
+        (&forged_entry, &trusted(), "release_delta_mismatch"),
+        (&unsigned, &trusted(), "unsigned"),
+    ];
+    for (delta, keys, code) in cases {
+        let two_step = apply(delta, &old, &digest)
+            .and_then(|bytes| verify_release(&bytes, keys, Some(&digest)).map(drop));
+        let at_once = rebuild(delta, &old, &old_digest, &digest, keys).map(drop);
+        assert_eq!(two_step.unwrap_err().code(), code);
+        assert_eq!(at_once.unwrap_err().code(), code);
+    }
+}
+
+#[test]
+fn a_base_held_under_another_digest_rebuilds_nothing() {
+    let (old, new, digest) = pair();
+    let old_digest = parts(&old).unwrap().digest;
+    let delta = delta_value(&old, &new);
+    // The digest the device holds the base under is not that of the delta's base.
+    let err = rebuild(&delta, &old, &Digest::of(b"x"), &digest, &trusted()).unwrap_err();
+    assert_eq!(err.code(), "release_delta_base", "{err}");
+    // The base's bytes are not the manifest of the digest it is held under.
+    let other = release(
+        "1.0.0",
+        &[("index.html", "a"), ("app.js", "b"), ("other.css", "c")],
+    )
+    .sign(&[&key(1)])
+    .unwrap();
+    let err = rebuild(&delta, &other.bytes, &old_digest, &digest, &trusted()).unwrap_err();
+    assert!(
+        ["release_delta_mismatch", "invalid_field"].contains(&err.code()),
+        "{err}"
+    );
+}
