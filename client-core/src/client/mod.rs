@@ -218,7 +218,7 @@ impl Client {
         needed.insert(manifest);
         lock(&self.claims).insert(id, needed);
         let mut missing = blobs.clone();
-        missing.retain(|digest, _| !self.store.has_blob(digest));
+        self.store.retain_missing(&mut missing);
         (Claim(self, id), missing)
     }
 

@@ -13,7 +13,7 @@
 //! so a file under `blobs/` is always complete and correct. Nothing is visible to the resolver
 //! until the state file names it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,6 +25,27 @@ use crate::error::{Error, Result};
 
 mod batch;
 pub mod state;
+
+/// From how many blobs in one fan-out directory [`Store::retain_missing`] lists the directory.
+const LIST_DIR_FROM: usize = 4;
+
+/// The names of the regular files in `dir`: none when it does not exist, `None` when it cannot be
+/// listed (the caller then looks names up one by one).
+fn list_files(dir: &Path) -> Option<HashSet<String>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(HashSet::new()),
+        Err(_) => return None,
+    };
+    let mut names = HashSet::new();
+    for entry in entries {
+        let entry = entry.ok()?;
+        if entry.file_type().ok()?.is_file() {
+            names.insert(entry.file_name().into_string().ok()?);
+        }
+    }
+    Some(names)
+}
 
 pub use crate::device::{Evicted, Installed, PackageState, State};
 pub use batch::BlobWriter;
@@ -105,6 +126,32 @@ impl Store {
     /// Whether a blob is stored.
     pub fn has_blob(&self, digest: &Digest) -> bool {
         self.blob_path(digest).is_file()
+    }
+
+    /// Keeps in `blobs` only those not stored. Where several share a fan-out directory, the
+    /// directory is listed once instead of looking up each name: a release of thousands of
+    /// files costs a few hundred directory reads, not a lookup per file.
+    pub fn retain_missing<V>(&self, blobs: &mut BTreeMap<Digest, V>) {
+        let mut by_dir: BTreeMap<String, Vec<Digest>> = BTreeMap::new();
+        for digest in blobs.keys() {
+            let hex = digest.to_string();
+            by_dir.entry(hex[..2].to_owned()).or_default().push(*digest);
+        }
+        let root = self.root.join("blobs");
+        for (dir, digests) in by_dir {
+            let listed = (digests.len() >= LIST_DIR_FROM)
+                .then(|| list_files(&root.join(&dir)))
+                .flatten();
+            for digest in digests {
+                let stored = match &listed {
+                    Some(names) => names.contains(&digest.to_string()),
+                    None => self.has_blob(&digest),
+                };
+                if stored {
+                    blobs.remove(&digest);
+                }
+            }
+        }
     }
 
     /// Reads a stored blob.

@@ -101,3 +101,49 @@ fn a_blob_writer_dropped_unfinished_still_lands_each_blob_whole() {
     }
     assert!(store.temp_files().unwrap().is_empty());
 }
+
+#[test]
+fn the_blobs_found_missing_are_those_not_stored_whether_looked_up_or_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _, _) = Store::open(dir.path()).unwrap();
+    // Eight blobs of one fan-out directory (listed) and one of another (looked up).
+    let mut crowded: Vec<Vec<u8>> = Vec::new();
+    let mut prefix = None;
+    for i in 0u32.. {
+        let bytes = i.to_le_bytes().to_vec();
+        let hex = Digest::of(&bytes).to_string();
+        match &prefix {
+            None => prefix = Some(hex[..2].to_owned()),
+            Some(p) if hex.starts_with(p.as_str()) => crowded.push(bytes),
+            Some(_) => {}
+        }
+        if crowded.len() == 8 {
+            break;
+        }
+    }
+    let alone = b"alone".to_vec();
+    for bytes in crowded.iter().step_by(2).chain([&alone]) {
+        store.write_blob(&Digest::of(bytes), bytes, "test").unwrap();
+    }
+    // A directory under a blob's name is not the blob.
+    let odd = Digest::of(&crowded[1]).to_string();
+    std::fs::create_dir(dir.path().join("blobs").join(&odd[..2]).join(&odd)).unwrap();
+    let never = b"never".to_vec();
+    let mut wanted: BTreeMap<Digest, u64> = crowded
+        .iter()
+        .chain([&alone, &never])
+        .map(|b| (Digest::of(b), 1))
+        .collect();
+    store.retain_missing(&mut wanted);
+    let expected: BTreeSet<Digest> = crowded
+        .iter()
+        .skip(1)
+        .step_by(2)
+        .chain([&never])
+        .map(|b| Digest::of(b))
+        .collect();
+    assert_eq!(wanted.keys().copied().collect::<BTreeSet<_>>(), expected);
+    for digest in wanted.keys() {
+        assert!(!store.has_blob(digest));
+    }
+}
