@@ -72,7 +72,9 @@ impl Releases {
     /// A delta that does not rebuild that manifest, and the errors of [`Releases::verify`].
     pub(crate) fn rebuild(
         &self,
-        (delta, base, base_digest): (&[u8], &[u8], &Digest),
+        delta: &[u8],
+        base: &[u8],
+        base_digest: &Digest,
         expected: &Digest,
         package: &PackageId,
         version: &ReleaseVersion,

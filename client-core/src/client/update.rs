@@ -171,7 +171,9 @@ impl Client {
         let (bytes, release) = self
             .releases
             .rebuild(
-                (&delta, &base, &active.manifest),
+                &delta,
+                &base,
+                &active.manifest,
                 &update.to.manifest,
                 &update.package,
                 &update.to.version,
