@@ -168,7 +168,7 @@ impl ReleaseDelta {
 /// [`Error::InvalidField`] when it changes more files than a release may hold, removes a path
 /// `base` lacks, or both changes and removes one path.
 pub fn apply_release_delta(delta: &[u8], base: &[u8], expected: &Digest) -> Result<Vec<u8>> {
-    let rebuilt = rebuild(&ReleaseDelta::parse(delta)?, parts(base)?, expected)?;
+    let rebuilt = rebuild(ReleaseDelta::parse(delta)?, parts(base)?, expected)?;
     envelope_bytes(&rebuilt.signatures, &rebuilt.message)
 }
 
@@ -201,7 +201,7 @@ pub fn rebuild_release(
 ) -> Result<RebuiltRelease> {
     let (signatures, signed) = unhashed_parts(base)?;
     let base = split_files(signatures, signed, *base_digest)?;
-    let rebuilt = rebuild(&ReleaseDelta::parse(delta)?, base, expected)?;
+    let rebuilt = rebuild(ReleaseDelta::parse(delta)?, base, expected)?;
     let release = verify_rebuilt(
         rebuilt.signed,
         &rebuilt.message,
@@ -225,7 +225,7 @@ struct Rebuilt {
     signatures: Vec<Value>,
 }
 
-fn rebuild(delta: &ReleaseDelta, base: Parts, expected: &Digest) -> Result<Rebuilt> {
+fn rebuild(delta: ReleaseDelta, base: Parts, expected: &Digest) -> Result<Rebuilt> {
     if delta.from != base.digest {
         return Err(Error::ReleaseDeltaBase {
             held: base.digest,
@@ -257,8 +257,8 @@ fn rebuild(delta: &ReleaseDelta, base: Parts, expected: &Digest) -> Result<Rebui
             return Err(invalid("removed", format!("{path:?} is not in the base")));
         }
     }
-    files.extend(delta.changed.iter().map(|(p, e)| (p.clone(), e.clone())));
-    let mut signed = delta.release.clone();
+    files.extend(delta.changed);
+    let mut signed = delta.release;
     signed.insert("files".to_owned(), Value::Object(files));
     let signed = Value::Object(signed);
     let message = to_canonical_bytes(&signed)?;
@@ -272,7 +272,7 @@ fn rebuild(delta: &ReleaseDelta, base: Parts, expected: &Digest) -> Result<Rebui
     Ok(Rebuilt {
         signed,
         message,
-        signatures: delta.signatures.clone(),
+        signatures: delta.signatures,
     })
 }
 

@@ -132,20 +132,24 @@ impl Store {
     /// directory is listed once instead of looking up each name: a release of thousands of
     /// files costs a few hundred directory reads, not a lookup per file.
     pub fn retain_missing<V>(&self, blobs: &mut BTreeMap<Digest, V>) {
-        let mut by_dir: BTreeMap<String, Vec<Digest>> = BTreeMap::new();
+        let mut by_dir: BTreeMap<String, Vec<(Digest, String)>> = BTreeMap::new();
         for digest in blobs.keys() {
             let hex = digest.to_string();
-            by_dir.entry(hex[..2].to_owned()).or_default().push(*digest);
+            by_dir
+                .entry(hex[..2].to_owned())
+                .or_default()
+                .push((*digest, hex));
         }
         let root = self.root.join("blobs");
         for (dir, digests) in by_dir {
+            let dir = root.join(&dir);
             let listed = (digests.len() >= LIST_DIR_FROM)
-                .then(|| list_files(&root.join(&dir)))
+                .then(|| list_files(&dir))
                 .flatten();
-            for digest in digests {
+            for (digest, hex) in digests {
                 let stored = match &listed {
-                    Some(names) => names.contains(&digest.to_string()),
-                    None => self.has_blob(&digest),
+                    Some(names) => names.contains(&hex),
+                    None => dir.join(&hex).is_file(),
                 };
                 if stored {
                     blobs.remove(&digest);
