@@ -15,6 +15,8 @@ npm registry. Run by hand when a format changes; the output is committed.
                                                             of hostile archive the server refuses
   fuzz/corpus/range/*                                       Range headers, in the range target's
                                                             framing (body size first)
+  fuzz/corpus/pack_compact/*.bpk                            compact packs for the pack_compact
+                                                            target's fixed releases (zstd CLI)
 
 Usage: fuzz/seeds.py BALEEN_BIN [WEBAPPS_DIR]   (standard library only)
 """
@@ -203,12 +205,44 @@ def ranges() -> None:
         write(FUZZ / f"corpus/range/header-{i}", struct.pack("<Q", 1000) + header.encode())
 
 
+def zstd(data: bytes, patch_from: bytes | None = None) -> bytes:
+    """A zstd frame of `data` (content size and checksum, as the server writes), optionally
+    against a raw prefix."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src, out = Path(tmp, "in"), Path(tmp, "out")
+        src.write_bytes(data)
+        args = ["zstd", "-q", "-19", "-f", str(src), "-o", str(out)]
+        if patch_from is not None:
+            Path(tmp, "base").write_bytes(patch_from)
+            args.append(f"--patch-from={Path(tmp, 'base')}")
+        subprocess.run(args, check=True)
+        return out.read_bytes()
+
+
+def compact_seeds() -> None:
+    """Compact packs for `fuzz_targets/pack_compact.rs`: its four target blobs (2048, 4096, 0 and
+    100 bytes) from a starting release of two blobs, as a diff pack (one patch) and a full pack."""
+    base = b"<!doctype html><h1>checkout</h1>\n" * 64
+    a = (b"function a() { return 1; }\n" * 80)[:2048]
+    b = (base + b"<p>changed</p>\n" * 200)[:4096]
+    d = b"<p>tail</p>\n" * 8 + b"xxxx"
+    assert (len(a), len(b), len(d)) == (2048, 4096, 100)
+    head = b"BLNP\x02"
+    to, frm = bytes([1] * 32), bytes([2] * 32)
+    # A solid, B a patch against the starting release's blob 1, then C (empty) and D solid.
+    diff = head + b"\x01" + to + frm + bytes([2, 3, 4]) + zstd(a + d) + zstd(b, patch_from=base)
+    full = head + b"\x00" + to + bytes([8]) + zstd(a + b + d)
+    write(FUZZ / "corpus/pack_compact/diff.bpk", diff)
+    write(FUZZ / "corpus/pack_compact/full.bpk", full)
+
+
 def main() -> int:
     if len(sys.argv) not in (2, 3):
         print(__doc__.split("Usage: ")[1].splitlines()[0], file=sys.stderr)
         return 2
     archives()
     ranges()
+    compact_seeds()
     demo(sys.argv[1])
     if len(sys.argv) == 3:
         reveal(sys.argv[1], Path(sys.argv[2]))

@@ -4,7 +4,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use manifests::{Digest, ExpectedPack, PackError, PackReader, PackageId, ReleaseVersion, paths};
+use manifests::{
+    Digest, ExpectedPack, PackError, PackName, PackReader, PackageId, ReleaseVersion, paths,
+};
 
 use crate::error::{Error, Result};
 use crate::net::Net;
@@ -48,6 +50,12 @@ pub(crate) struct Wanted<'a> {
     /// The blobs the device lacked when the caller looked, after claiming them all (so none of
     /// the others can have gone since).
     pub(crate) missing: &'a BTreeMap<Digest, u64>,
+    /// Every blob of the release, each once, in the order of its first path: what a pack
+    /// delivers, in order.
+    pub(crate) order: &'a [Digest],
+    /// The blobs of the release the device has active, sorted: what a diff pack from it does
+    /// not deliver. Empty without one (or when the device does not know its blobs).
+    pub(crate) from_blobs: &'a [Digest],
 }
 
 impl Wanted<'_> {
@@ -100,13 +108,27 @@ fn fetch_all(
     report: &mut Report,
 ) -> Result<()> {
     let (package, to) = (wanted.package, wanted.version);
-    let diff = active.filter(|a| a.version != *to).map(|active| {
-        let path = paths::diff_pack_path(package, &active.version, to);
-        (path, Some(active.manifest), Method::DiffPack)
-    });
+    // A compact diff pack delivers what the active release lacks, so the device must know its
+    // blobs (it does for every release it serves).
+    let diff = active
+        .filter(|a| a.version != *to && !wanted.from_blobs.is_empty())
+        .map(|active| {
+            let name = PackName::Diff {
+                from: active.version.clone(),
+                to: to.clone(),
+            };
+            let path = paths::compact_pack_path(package, &name);
+            (path, Some(active.manifest), Method::DiffPack)
+        });
     // One blob or two are cheaper alone than a pack; more go in the full pack.
-    let full = (wanted.missing.len() > 2)
-        .then(|| (paths::full_pack_path(package, to), None, Method::FullPack));
+    let full = (wanted.missing.len() > 2).then(|| {
+        let name = PackName::Full { to: to.clone() };
+        (
+            paths::compact_pack_path(package, &name),
+            None,
+            Method::FullPack,
+        )
+    });
     for (path, from_manifest, method) in diff.into_iter().chain(full) {
         if report.method != Method::Nothing {
             break;
@@ -198,9 +220,15 @@ fn unpack(
         to_manifest: wanted.manifest,
         from_manifest,
         blobs: wanted.blobs,
+        order: wanted.order,
+        from_blobs: if from_manifest.is_some() {
+            wanted.from_blobs
+        } else {
+            &[]
+        },
     };
     let mut reader = PackReader::open(bytes, &expected).map_err(bad)?;
-    let full = reader.index().from_manifest.is_none();
+    let full = reader.is_full();
     // `missing` was looked up once, after the claim: the other blobs are there and stay.
     let already = writer.written().clone();
     let blobs = reader.blobs(

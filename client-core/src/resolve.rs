@@ -46,6 +46,8 @@ pub struct Served {
     /// Route prefixes without scheme (`m.example.com/checkout/`), with their SPA fallback.
     routes: Vec<(String, Option<String>)>,
     files: HashMap<String, FileRef>,
+    /// Its blobs, each once, in the order of the first path that uses it (what a pack delivers).
+    order: Vec<Digest>,
 }
 
 impl Served {
@@ -69,6 +71,7 @@ impl Served {
             entry: release.entry.as_str().to_owned(),
             routes: routes.collect(),
             files: files.collect(),
+            order: release.blob_order(),
         }
     }
 
@@ -80,6 +83,7 @@ impl Served {
             entry: String::new(),
             routes: prefixes.iter().map(|p| (p.clone(), None)).collect(),
             files: HashMap::new(),
+            order: Vec::new(),
         }
     }
 
@@ -96,6 +100,12 @@ impl Served {
     /// Every blob of the release (each once, however many paths share it), with its size.
     pub fn blobs(&self) -> BTreeMap<Digest, u64> {
         self.files.values().map(|f| (f.sha256, f.size)).collect()
+    }
+
+    /// Every blob of the release, each once, in the order of the first path (sorted) that uses
+    /// it: the order a pack delivers them in.
+    pub fn blob_order(&self) -> &[Digest] {
+        &self.order
     }
 
     /// Its route prefixes, without scheme.

@@ -40,6 +40,9 @@ fuzz_target!(|data: &[u8]| {
         to_manifest: index.as_ref().map_or(Digest::of(b""), |i| i.to_manifest),
         from_manifest: index.as_ref().and_then(|i| i.from_manifest),
         blobs: &blobs,
+        // A zip pack names its blobs itself.
+        order: &[],
+        from_blobs: &[],
     };
     let Ok(mut reader) = PackReader::open(data, &expected) else {
         return;

@@ -377,6 +377,14 @@ pub enum PackError {
         /// The base it needs.
         base: Digest,
     },
+    /// A compact pack's container is malformed at byte `at`.
+    #[error("compact pack, at byte {at}: {reason}")]
+    BadCompact {
+        /// The offset of the fault.
+        at: usize,
+        /// What was wrong.
+        reason: String,
+    },
     /// The writer was given payloads that do not match the index.
     #[error("cannot write the pack: {reason}")]
     Write {
@@ -409,6 +417,7 @@ impl PackError {
             PackError::NotInRelease { .. } => "pack_not_in_release",
             PackError::Decode { .. } => "pack_decode",
             PackError::MissingBase { .. } => "pack_missing_base",
+            PackError::BadCompact { .. } => "pack_bad_compact",
             PackError::Write { .. } => "pack_write",
         }
     }

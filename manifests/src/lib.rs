@@ -66,12 +66,13 @@ pub use key_list::{
 };
 pub use keys::{KeyId, KeyPair, PublicKey, TrustedKeys};
 pub use pack::{
-    DecodeError, Encoding, ExpectedPack, MAX_CONTENT_BYTES, MAX_PACK_INDEX_BYTES, MAX_WINDOW_LOG,
-    PACK_DATA_ENTRY, PACK_FORMAT, PACK_INDEX_ENTRY, PackBlob, PackBlobs, PackIndex, PackReader,
-    decode_bounded, decode_frame, decode_patch, max_frame_bytes, parse_pack_index, write_pack,
+    COMPACT_FORMAT, COMPACT_MAGIC, DecodeError, Encoding, ExpectedPack, MAX_CONTENT_BYTES,
+    MAX_PACK_INDEX_BYTES, MAX_WINDOW_LOG, PACK_DATA_ENTRY, PACK_FORMAT, PACK_INDEX_ENTRY, PackBlob,
+    PackBlobs, PackIndex, PackReader, decode_bounded, decode_frame, decode_patch, frame_len,
+    max_frame_bytes, parse_pack_index, write_pack,
 };
 pub use path::{MAX_DEPTH, MAX_PATH_LEN, MAX_SEGMENT_LEN, RelPath, check_collisions};
-pub use paths::PackName;
+pub use paths::{PackFormat, PackName};
 pub use release::{
     FileEntry, MAX_FILES, MAX_NOTES_LEN, MAX_REVISION_LEN, MAX_ROUTES, MimeType, RELEASE_FORMAT,
     Release, Route, UrlPrefix, VerifiedRelease, check_origin, parse_release_unverified,

@@ -37,7 +37,8 @@ pub const MANIFEST: &str = "/v1/manifests/{digest}";
 pub const MANIFEST_DELTA: &str = "/v1/manifests/{digest}/delta/{from}";
 /// `GET`: a blob by digest.
 pub const BLOB: &str = "/v1/blobs/{digest}";
-/// `GET`: a full (`{to}.zip`) or diff (`{from}..{to}.zip`) pack; `{name}` is a [`PackName`].
+/// `GET`: a full (`{to}.zip`) or diff (`{from}..{to}.zip`) pack; `{name}` is a [`PackName`]
+/// with its container's suffix ([`PackFormat`]: `.zip`, or `.bpk` for the compact container).
 pub const PACK: &str = "/v1/packs/{package}/{name}";
 /// `POST`: device reports (installs, failures, rollbacks, page opens).
 pub const EVENTS: &str = "/v1/events";
@@ -178,6 +179,12 @@ pub fn diff_pack_path(package: &PackageId, from: &ReleaseVersion, to: &ReleaseVe
     )
 }
 
+/// The path of the compact pack (`.bpk`) of `package` called `name`: the container devices ask
+/// for (the same frames as the zip pack, without `pack.json` and zip headers).
+pub fn compact_pack_path(package: &PackageId, name: &PackName) -> String {
+    format!("/v1/packs/{package}/{}", name.file(PackFormat::Compact))
+}
+
 /// The path a zip is published to as a new release of `package` in `app` ([`PUBLISH`]).
 pub fn publish_path(app: &AppId, package: &PackageId) -> String {
     format!("/v1/admin/apps/{app}/packages/{package}/releases")
@@ -232,7 +239,46 @@ pub enum PackName {
     },
 }
 
+/// The container of a pack, named by its suffix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PackFormat {
+    /// `.zip`: stored entries, `pack.json` naming every blob (format 1, for devices from before
+    /// the compact container).
+    Zip,
+    /// `.bpk`: the compact container (format 2).
+    Compact,
+}
+
+impl PackFormat {
+    /// The suffix naming the container.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            PackFormat::Zip => ".zip",
+            PackFormat::Compact => ".bpk",
+        }
+    }
+}
+
 impl PackName {
+    /// Parses a pack's file name, `{name}.zip` or `{name}.bpk`: the pack, and its container.
+    ///
+    /// # Errors
+    /// As [`PackName::parse`].
+    pub fn parse_file(file: &str) -> Result<(PackName, PackFormat)> {
+        match file.strip_suffix(PackFormat::Compact.suffix()) {
+            Some(name) => Ok((Self::parse_versions(name)?, PackFormat::Compact)),
+            None => Ok((Self::parse(file)?, PackFormat::Zip)),
+        }
+    }
+
+    /// The file name of this pack in `format`'s container.
+    pub fn file(&self, format: PackFormat) -> String {
+        match self {
+            PackName::Full { to } => format!("{to}{}", format.suffix()),
+            PackName::Diff { from, to } => format!("{from}..{to}{}", format.suffix()),
+        }
+    }
+
     /// Parses `{to}.zip` or `{from}..{to}.zip`.
     ///
     /// A version never holds `..` (semver identifiers are non-empty), so the first `..` is the
@@ -247,8 +293,12 @@ impl PackName {
             .strip_suffix(".zip")
             .ok_or_else(|| Error::InvalidPackName {
                 name: excerpt(name, 300),
-                reason: "expected {to}.zip or {from}..{to}.zip",
+                reason: "expected {to}.zip or {from}..{to}.zip (or .bpk)",
             })?;
+        Self::parse_versions(versions)
+    }
+
+    fn parse_versions(versions: &str) -> Result<PackName> {
         Ok(match versions.split_once("..") {
             Some((from, to)) => PackName::Diff {
                 from: ReleaseVersion::parse(from)?,
@@ -279,8 +329,9 @@ impl PackName {
 impl fmt::Display for PackName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            PackName::Full { to } => write!(f, "{to}.zip"),
-            PackName::Diff { from, to } => write!(f, "{from}..{to}.zip"),
+            PackName::Full { .. } | PackName::Diff { .. } => {
+                f.write_str(&self.file(PackFormat::Zip))
+            }
         }
     }
 }

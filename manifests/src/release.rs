@@ -74,6 +74,25 @@ pub struct Release {
 }
 
 impl Release {
+    /// Every blob of the release, each once, in the order of the first path (sorted) that uses
+    /// it: the order a pack delivers them in ([`crate::ExpectedPack::order`]).
+    pub fn blob_order(&self) -> Vec<Digest> {
+        let mut seen = std::collections::HashSet::with_capacity(self.files.len());
+        self.files
+            .values()
+            .map(|f| f.sha256)
+            .filter(|d| seen.insert(*d))
+            .collect()
+    }
+
+    /// Every blob of the release, each once, sorted ([`crate::ExpectedPack::from_blobs`]).
+    pub fn sorted_blobs(&self) -> Vec<Digest> {
+        let mut blobs: Vec<Digest> = self.files.values().map(|f| f.sha256).collect();
+        blobs.sort_unstable();
+        blobs.dedup();
+        blobs
+    }
+
     /// Checks the rules a release must meet beyond the types of its fields: at least one file and
     /// at most [`MAX_FILES`], no colliding paths, the entry and every fallback among the files,
     /// one to [`MAX_ROUTES`] distinct route prefixes, and bounded notes.

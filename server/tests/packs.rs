@@ -17,25 +17,11 @@ use manifests::{
 const ROUTE: &str = "routes=https://m.example.com/app/";
 
 fn release(s: &TestServer, version: &str) -> Release {
-    let r = s.admin_get("/v1/admin/packages/app/releases");
-    let list = r.json();
-    let digest = list
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["version"] == version)
-        .unwrap()["manifest_digest"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let digest = manifest_digest(s, version);
     let manifest = s.admin_get(&format!("/v1/manifests/{digest}"));
-    verify_release(
-        &manifest.body,
-        &s.trusted(),
-        Some(&Digest::parse(&digest).unwrap()),
-    )
-    .unwrap()
-    .release
+    verify_release(&manifest.body, &s.trusted(), Some(&digest))
+        .unwrap()
+        .release
 }
 
 /// Unpacks a pack on top of `held` blobs with the device's reader, checking every result against
@@ -55,19 +41,69 @@ fn unpack(pack: &[u8], held: &BTreeMap<Digest, Vec<u8>>) -> (PackIndex, BTreeMap
         .unwrap();
     let index = manifests::parse_pack_index(&json).unwrap();
     let sizes = index.blobs.iter().map(|b| (b.sha256, b.size)).collect();
+    // A zip pack names its blobs itself: no delivery order is needed to read it.
     let expected = ExpectedPack {
         to_manifest: index.to_manifest,
         from_manifest: index.from_manifest,
         blobs: &sizes,
+        order: &[],
+        from_blobs: &[],
     };
-    let mut reader = PackReader::open(pack, &expected).unwrap();
+    (index, read_all(pack, &expected, held))
+}
+
+/// Every blob of `pack` read with the device's reader, each checked against its digest.
+fn read_all(
+    pack: &[u8],
+    expected: &ExpectedPack<'_>,
+    held: &BTreeMap<Digest, Vec<u8>>,
+) -> BTreeMap<Digest, Vec<u8>> {
+    let mut reader = PackReader::open(pack, expected).unwrap();
     let mut out = BTreeMap::new();
     for blob in reader.blobs(|_| true, |base| held.get(base).cloned()) {
         let (sha256, bytes) = blob.unwrap();
         assert_eq!(Digest::of(&bytes), sha256);
         out.insert(sha256, bytes);
     }
-    (index, out)
+    out
+}
+
+/// Unpacks a compact pack from `from` (none: a full pack) to `to` as a device that holds `held`
+/// does, knowing the two releases; returns whether it was a full pack, and the blobs.
+fn unpack_compact(
+    s: &TestServer,
+    pack: &[u8],
+    from: Option<&Release>,
+    to: &Release,
+    held: &BTreeMap<Digest, Vec<u8>>,
+) -> (bool, BTreeMap<Digest, Vec<u8>>) {
+    assert!(pack.starts_with(&manifests::COMPACT_MAGIC));
+    let sizes = to.files.values().map(|f| (f.sha256, f.size)).collect();
+    let order = to.blob_order();
+    let from_blobs = from.map(Release::sorted_blobs).unwrap_or_default();
+    let expected = ExpectedPack {
+        to_manifest: manifest_digest(s, &to.version.to_string()),
+        from_manifest: from.map(|f| manifest_digest(s, &f.version.to_string())),
+        blobs: &sizes,
+        order: &order,
+        from_blobs: &from_blobs,
+    };
+    let full = PackReader::open(pack, &expected).unwrap().is_full();
+    (full, read_all(pack, &expected, held))
+}
+
+fn manifest_digest(s: &TestServer, version: &str) -> Digest {
+    let list = s.admin_get("/v1/admin/packages/app/releases").json();
+    let digest = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["version"] == version)
+        .unwrap()["manifest_digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    Digest::parse(&digest).unwrap()
 }
 
 fn blobs_of(s: &TestServer, release: &Release) -> BTreeMap<Digest, Vec<u8>> {
@@ -214,6 +250,51 @@ fn a_diff_pack_carries_patches_for_changed_and_renamed_files() {
         (part.status, part.body.as_slice()),
         (206, &full.body[..100])
     );
+
+    // The compact packs carry the same blobs, without pack.json and zip headers.
+    let compact = s.admin_get("/v1/packs/app/1.0.0..1.1.0.bpk");
+    assert_eq!(compact.status, 200, "{}", compact.text());
+    assert_eq!(
+        compact.header("content-type"),
+        Some("application/vnd.baleen.pack")
+    );
+    assert_eq!(
+        compact.header("cache-control"),
+        Some("public, max-age=31536000, immutable")
+    );
+    let (full_pack, compact_delivered) = unpack_compact(&s, &compact.body, Some(&r1), &r2, &held);
+    assert!(!full_pack);
+    assert_eq!(compact_delivered, delivered);
+    let json = manifests::to_canonical(&index).unwrap();
+    assert!(
+        compact.body.len() + json.len() < diff.body.len(),
+        "compact {} vs zip {} with a pack.json of {}",
+        compact.body.len(),
+        diff.body.len(),
+        json.len()
+    );
+    let tag = compact.header("etag").unwrap().to_owned();
+    assert_eq!(tag, format!("{}.bpk\"", etag.trim_end_matches('"')));
+    assert_eq!(
+        s.admin_get_with("/v1/packs/app/1.0.0..1.1.0.bpk", &[("If-None-Match", &tag)])
+            .status,
+        304
+    );
+    let full_compact = s.admin_get("/v1/packs/app/1.1.0.bpk");
+    let (full_pack, everything) = unpack_compact(&s, &full_compact.body, None, &r2, &held);
+    assert!(full_pack);
+    assert_eq!(everything, all);
+    // Resumable: a range of the compact pack is that range of its bytes.
+    let part = s.admin_get_with("/v1/packs/app/1.1.0.bpk", &[("Range", "bytes=10-")]);
+    assert_eq!(
+        (part.status, part.body.as_slice()),
+        (206, &full_compact.body[10..])
+    );
+    assert_eq!(
+        s.admin_get_with("/v1/packs/app/1.1.0.bpk", &[("Range", "bytes=999999999-")])
+            .status,
+        416
+    );
 }
 
 #[test]
@@ -253,6 +334,13 @@ fn a_tiny_release_answers_its_diff_request_with_the_smaller_full_pack() {
     let (index, blobs) = unpack(&diff.body, &BTreeMap::new());
     assert_eq!(index.from_manifest, None);
     assert_eq!(blobs.values().next().unwrap(), v2.as_bytes());
+    // So does its compact form, which a device expecting the diff reads as a full pack.
+    let compact = s.admin_get("/v1/packs/app/1.0.0..1.0.1.bpk");
+    assert_eq!(compact.body, s.admin_get("/v1/packs/app/1.0.1.bpk").body);
+    let (r1, r2) = (release(&s, "1.0.0"), release(&s, "1.0.1"));
+    let (full, compact_blobs) = unpack_compact(&s, &compact.body, Some(&r1), &r2, &BTreeMap::new());
+    assert!(full);
+    assert_eq!(compact_blobs, blobs);
 }
 
 #[test]
@@ -277,6 +365,9 @@ fn bad_pack_requests_are_refused() {
         ("/v1/packs/app/1.0.0..1.0.0.zip", 404, "not_found"),
         ("/v1/packs/app/1.0.0.tar", 404, "not_found"),
         ("/v1/packs/app/one.zip", 422, "invalid_version"),
+        ("/v1/packs/app/2.0.0.bpk", 404, "not_found"),
+        ("/v1/packs/app/1.0.0..1.0.0.bpk", 404, "not_found"),
+        ("/v1/packs/app/one.bpk", 422, "invalid_version"),
     ] {
         let r = s.admin_get(path);
         assert_eq!(
@@ -391,6 +482,16 @@ fn the_fast_pack_answers_until_the_final_pack_replaces_it_and_both_read_back() {
             .status,
         304
     );
+    // The fast pack's compact form is cached as briefly, served whole whatever the range.
+    let compact_path = "/v1/packs/app/1.0.0..1.1.0.bpk";
+    let fast_compact = s.admin_get_with(compact_path, &[("Range", "bytes=10-")]);
+    assert_eq!(fast_compact.status, 200);
+    assert_eq!(
+        fast_compact.header("cache-control"),
+        Some("public, max-age=30")
+    );
+    let (_, compact_delivered) = unpack_compact(&s, &fast_compact.body, Some(&r1), &r2, &held);
+    assert_eq!(compact_delivered, delivered);
 
     drop(held_finals);
     s.settle_packs();
@@ -410,6 +511,15 @@ fn the_fast_pack_answers_until_the_final_pack_replaces_it_and_both_read_back() {
     for file in r2.files.values() {
         assert!(delivered.contains_key(&file.sha256) || held.contains_key(&file.sha256));
     }
+    // The compact form follows: the final pack's, under another ETag.
+    let last_compact = s.admin_get(compact_path);
+    assert_eq!(
+        last_compact.header("cache-control"),
+        Some("public, max-age=31536000, immutable")
+    );
+    assert_ne!(last_compact.header("etag"), fast_compact.header("etag"));
+    let (_, compact_delivered) = unpack_compact(&s, &last_compact.body, Some(&r1), &r2, &held);
+    assert_eq!(compact_delivered, delivered);
 }
 
 #[test]

@@ -11,7 +11,8 @@ impl Client {
     /// Installs a release shipped inside the app binary (a *preset*), so that the very first
     /// launch opens pages instantly without a network. `manifest` is the release's signed manifest
     /// (`GET /v1/manifests/{digest}`) and `full_pack` its full pack (`GET
-    /// /v1/packs/{package}/{version}.zip`), both fetched when the app is built. Both are verified
+    /// /v1/packs/{package}/{version}.bpk`, or the `.zip` of older builds), both fetched when the
+    /// app is built. Both are verified
     /// like any download. The preset becomes active only if the package has no active release, or
     /// an older one; it is not pending, since it shipped with the app. Blocks (disk).
     ///
@@ -37,6 +38,8 @@ impl Client {
             manifest: digest,
             blobs: &blobs,
             missing: &missing,
+            order: served.blob_order(),
+            from_blobs: &[],
         };
         install::unpack_all(&self.store, full_pack, &label, &wanted)?;
         self.store.write_manifest(&digest, manifest)?;

@@ -251,12 +251,18 @@ impl Client {
             .packages
             .get(&update.package)
             .and_then(|p| p.active.clone());
+        let from_blobs: Vec<Digest> = active
+            .as_ref()
+            .map(|a| self.releases.blobs(a).into_keys().collect())
+            .unwrap_or_default();
         let wanted = install::Wanted {
             package: &update.package,
             version: &update.to.version,
             manifest: update.to.manifest,
             blobs: &prepared.blobs,
             missing: &prepared.missing,
+            order: prepared.served.blob_order(),
+            from_blobs: &from_blobs,
         };
         let report = install::install(&self.store, &self.net, &wanted, active.as_ref())?;
         let installed = Installed {

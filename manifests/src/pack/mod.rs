@@ -25,10 +25,12 @@ use crate::canonical::parse_strict;
 use crate::error::{Error, Result};
 use crate::{Digest, PackageId, RelPath, ReleaseVersion};
 
+mod compact;
 mod decode;
 mod read;
 mod write;
 
+pub use compact::{COMPACT_FORMAT, COMPACT_MAGIC, frame_len};
 pub use decode::{
     DecodeError, MAX_CONTENT_BYTES, MAX_WINDOW_LOG, decode_bounded, decode_frame, decode_patch,
     max_frame_bytes,

@@ -1,15 +1,17 @@
 //! Reading the pack container under limits: the one reader, run by devices to install and by
 //! the server to check every pack before it is stored.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Cursor, Read};
 
 use zip::ZipArchive;
 use zip::read::ZipReadOptions;
 
+use super::compact::{self, COMPACT_MAGIC};
 use super::{
-    Encoding, MAX_PACK_INDEX_BYTES, PACK_DATA_ENTRY, PACK_INDEX_ENTRY, PackBlob, PackIndex,
-    decode_frame, decode_patch, max_frame_bytes, parse_pack_index,
+    Encoding, MAX_PACK_INDEX_BYTES, PACK_DATA_ENTRY, PACK_INDEX_ENTRY, PackBlob, decode_frame,
+    decode_patch, max_frame_bytes, parse_pack_index,
 };
 use crate::Digest;
 use crate::error::{PackError, excerpt};
@@ -33,31 +35,52 @@ pub struct ExpectedPack<'a> {
     pub from_manifest: Option<Digest>,
     /// Every blob of the target release, with its size.
     pub blobs: &'a BTreeMap<Digest, u64>,
+    /// Every blob of the target release, each once, in the order of the first path (sorted) that
+    /// uses it: what a compact pack delivers, in order ([`super::compact`]).
+    pub order: &'a [Digest],
+    /// Every blob of the starting release, sorted: what a compact diff pack does not deliver,
+    /// and what its patches are made against. Empty for a full pack.
+    pub from_blobs: &'a [Digest],
 }
 
 /// An open pack whose container and index have been checked.
 ///
-/// [`PackReader::open`] checks everything that does not need decoding; [`PackReader::blobs`]
-/// then decodes payloads one blob at a time. Every blob comes out at the size the index gives,
-/// but its sha256 is the caller's to check: the pack is not signed, and only the release
-/// manifest says what each blob must be.
+/// A pack comes in one of two containers with the same frames: a zip with `pack.json`
+/// (format 1, `.zip`) or a compact pack (format 2, `.bpk`, [`super::compact`]); [`PackReader::open`]
+/// tells them apart by their first bytes. It checks everything that does not need decoding;
+/// [`PackReader::blobs`] then decodes payloads one blob at a time. Every blob comes out at the
+/// size the pack gives, but its sha256 is the caller's to check: the pack is not signed, and
+/// only the release manifest says what each blob must be.
 pub struct PackReader<'a> {
-    archive: ZipArchive<Cursor<&'a [u8]>>,
-    index: PackIndex,
-    /// The decoded `data.zst`, once a solid blob has been asked for.
+    container: Container<'a>,
+    /// Whether it is a full pack.
+    full: bool,
+    /// The blobs it delivers, with how each travels.
+    blobs: Vec<PackBlob>,
+    /// The decoded data frame, once a solid blob has been asked for.
     solid: Option<Vec<u8>>,
+}
+
+enum Container<'a> {
+    Zip(Box<ZipArchive<Cursor<&'a [u8]>>>),
+    Compact {
+        data: Option<&'a [u8]>,
+        patches: BTreeMap<Digest, &'a [u8]>,
+    },
 }
 
 impl std::fmt::Debug for PackReader<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PackReader")
-            .field("index", &self.index)
+            .field("full", &self.full)
+            .field("blobs", &self.blobs)
             .finish_non_exhaustive()
     }
 }
 
 impl<'a> PackReader<'a> {
-    /// Opens a pack and checks it against `expected` before decoding any payload:
+    /// Opens a pack and checks it against `expected` before decoding any payload. A compact pack
+    /// is checked as [`super::compact`] describes; a zip pack:
     ///
     /// - at most `2 + expected.blobs.len()` entries, checked on the end record before the zip
     ///   reader parses the central directory, then again on what it parsed;
@@ -69,6 +92,18 @@ impl<'a> PackReader<'a> {
     /// # Errors
     /// The [`PackError`] naming the first rule broken.
     pub fn open(bytes: &'a [u8], expected: &ExpectedPack<'_>) -> Result<PackReader<'a>, PackError> {
+        if bytes.starts_with(&COMPACT_MAGIC) {
+            let compact = compact::open(bytes, expected)?;
+            return Ok(PackReader {
+                container: Container::Compact {
+                    data: compact.data,
+                    patches: compact.patches,
+                },
+                full: compact.full,
+                blobs: compact.blobs,
+                solid: None,
+            });
+        }
         let max_entries = 2 + expected.blobs.len() as u64;
         check_end(bytes, max_entries)?;
         let mut archive = ZipArchive::new(Cursor::new(bytes)).map_err(|e| PackError::NotZip {
@@ -127,15 +162,83 @@ impl<'a> PackReader<'a> {
             return Err(PackError::MissingEntry { name: name.clone() });
         }
         Ok(PackReader {
-            archive,
-            index,
+            container: Container::Zip(Box::new(archive)),
+            full: index.from_manifest.is_none(),
+            blobs: index.blobs,
             solid: None,
         })
     }
 
-    /// The checked `pack.json`.
-    pub fn index(&self) -> &PackIndex {
-        &self.index
+    /// Whether this is a full pack (every blob of the target release), which may answer where
+    /// a diff pack was asked for.
+    pub fn is_full(&self) -> bool {
+        self.full
+    }
+
+    /// The blobs the pack delivers, with how each travels.
+    pub fn blob_list(&self) -> &[PackBlob] {
+        &self.blobs
+    }
+
+    /// The same pack in the compact container (the same frames, byte for byte), for a server
+    /// that stores zip packs to answer devices that ask for compact ones; a compact pack is
+    /// returned as it is.
+    ///
+    /// # Errors
+    /// [`PackError::Write`] when the zip pack does not deliver exactly the blobs a compact pack
+    /// to `expected` delivers, in that order for its solid ones; errors reading its entries.
+    pub fn to_compact(
+        mut self,
+        bytes: &[u8],
+        expected: &ExpectedPack<'_>,
+    ) -> Result<Vec<u8>, PackError> {
+        let archive = match &mut self.container {
+            Container::Zip(archive) => archive,
+            Container::Compact { .. } => return Ok(bytes.to_vec()),
+        };
+        let by_digest: BTreeMap<Digest, &PackBlob> =
+            self.blobs.iter().map(|b| (b.sha256, b)).collect();
+        let ordered = compact::delivered(expected, self.full)
+            .map(|d| {
+                by_digest
+                    .get(d)
+                    .map(|b| (*b).clone())
+                    .ok_or_else(|| PackError::Write {
+                        reason: format!("the zip pack lacks delivered blob {d}"),
+                    })
+            })
+            .collect::<Result<Vec<PackBlob>, PackError>>()?;
+        if ordered.len() != self.blobs.len() {
+            return Err(PackError::Write {
+                reason: "the zip pack delivers blobs a compact pack would not".into(),
+            });
+        }
+        let solid_size: u64 = ordered
+            .iter()
+            .filter(|b| matches!(b.encoding, Encoding::Solid { .. }))
+            .map(|b| b.size)
+            .sum();
+        let data = if solid_size > 0 {
+            Some(read_entry(
+                archive,
+                PACK_DATA_ENTRY,
+                max_frame_bytes(solid_size),
+            )?)
+        } else {
+            None
+        };
+        let mut failed = None;
+        let written = compact::write(expected, self.full, &ordered, data.as_deref(), |digest| {
+            let size = by_digest.get(digest).map_or(0, |b| b.size);
+            let name = format!("patches/{digest}.zst");
+            read_entry(archive, &name, max_frame_bytes(size))
+                .map_err(|e| failed = Some(e))
+                .ok()
+        });
+        match failed {
+            Some(e) => Err(e),
+            None => written,
+        }
     }
 
     /// Decodes, in index order, each blob for which `wanted` is true, yielding its sha256 and
@@ -186,7 +289,17 @@ impl<'a> PackReader<'a> {
                     base: *base_digest,
                 })?;
                 let name = blob.patch_entry().unwrap_or_default();
-                let frame = read_entry(&mut self.archive, &name, max_frame_bytes(blob.size))?;
+                let frame = match &mut self.container {
+                    Container::Zip(archive) => {
+                        Cow::Owned(read_entry(archive, &name, max_frame_bytes(blob.size))?)
+                    }
+                    // Always there for an opened pack, which has a frame for each patch.
+                    Container::Compact { patches, .. } => Cow::Borrowed(
+                        *patches
+                            .get(&blob.sha256)
+                            .ok_or_else(|| PackError::MissingEntry { name: name.clone() })?,
+                    ),
+                };
                 decode_patch(&frame, &base_bytes, blob.size).map_err(|source| PackError::Decode {
                     entry: name,
                     source,
@@ -196,17 +309,28 @@ impl<'a> PackReader<'a> {
     }
 
     fn solid(&mut self) -> Result<&[u8], PackError> {
-        let size = self.index.solid_size();
-        if self.solid.is_none() && size == 0 {
-            // Only empty blobs travel solid: there is no `data.zst`.
-            self.solid = Some(Vec::new());
-        }
         if self.solid.is_none() {
-            let frame = read_entry(&mut self.archive, PACK_DATA_ENTRY, max_frame_bytes(size))?;
-            let bytes = decode_frame(&frame, size).map_err(|source| PackError::Decode {
-                entry: PACK_DATA_ENTRY.to_owned(),
-                source,
-            })?;
+            let size: u64 = self
+                .blobs
+                .iter()
+                .filter(|b| matches!(b.encoding, Encoding::Solid { .. }))
+                .map(|b| b.size)
+                .sum();
+            // Only empty blobs travel solid when there are no solid bytes: there is no frame.
+            let bytes = if size == 0 {
+                Vec::new()
+            } else {
+                let frame = match &mut self.container {
+                    Container::Zip(archive) => {
+                        Cow::Owned(read_entry(archive, PACK_DATA_ENTRY, max_frame_bytes(size))?)
+                    }
+                    Container::Compact { data, .. } => Cow::Borrowed(data.unwrap_or_default()),
+                };
+                decode_frame(&frame, size).map_err(|source| PackError::Decode {
+                    entry: PACK_DATA_ENTRY.to_owned(),
+                    source,
+                })?
+            };
             self.solid = Some(bytes);
         }
         Ok(self.solid.as_deref().unwrap_or_default())
@@ -238,7 +362,7 @@ where
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            let blob = self.reader.index.blobs.get(self.next)?.clone();
+            let blob = self.reader.blobs.get(self.next)?.clone();
             self.next += 1;
             if (self.wanted)(&blob.sha256) {
                 let bytes = self.reader.blob(&blob, &self.base);

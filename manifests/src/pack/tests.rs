@@ -19,6 +19,10 @@ struct Parts {
     index: PackIndex,
     data: Option<Vec<u8>>,
     patches: BTreeMap<Digest, Vec<u8>>,
+    /// The targets' digests, each once, in the order given: the release's path order.
+    order: Vec<Digest>,
+    /// The bases' digests, sorted: the starting release's blobs.
+    from_blobs: Vec<Digest>,
 }
 
 fn manifest(name: &str) -> Digest {
@@ -81,10 +85,24 @@ fn parts(bases: &[Vec<u8>], targets: &[Vec<u8>]) -> Parts {
     }
     index.blobs.extend(patched);
     let data = (!solid.is_empty()).then(|| server::compress(&solid));
+    let mut order = Vec::new();
+    for target in targets {
+        if !order.contains(&Digest::of(target)) {
+            order.push(Digest::of(target));
+        }
+    }
+    let from_blobs: std::collections::BTreeSet<Digest> = bases
+        .iter()
+        .filter(|b| !b.is_empty())
+        .map(|b| Digest::of(b))
+        .filter(|d| !order.contains(d))
+        .collect();
     Parts {
         index,
         data,
         patches,
+        order,
+        from_blobs: from_blobs.into_iter().collect(),
     }
 }
 
@@ -108,11 +126,13 @@ fn read(
     reader.blobs(|_| true, |d| bases.get(d).cloned()).collect()
 }
 
-fn expected<'a>(parts: &Parts, blobs: &'a BTreeMap<Digest, u64>) -> ExpectedPack<'a> {
+fn expected<'a>(parts: &'a Parts, blobs: &'a BTreeMap<Digest, u64>) -> ExpectedPack<'a> {
     ExpectedPack {
         to_manifest: parts.index.to_manifest,
         from_manifest: parts.index.from_manifest,
         blobs,
+        order: &parts.order,
+        from_blobs: &parts.from_blobs,
     }
 }
 
@@ -520,3 +540,5 @@ fn the_writer_refuses_payloads_that_do_not_match_the_index() {
     expect!["pack_write: cannot write the pack: 2 patch frames for 1 patched blobs"]
         .assert_eq(&outcome(data, &extra));
 }
+
+mod compact;

@@ -138,6 +138,27 @@ fn check_name(name: &str, expect: Expect) {
 }
 
 #[test]
+fn pack_files_name_their_container() {
+    let outcome = |file: &str| match PackName::parse_file(file) {
+        Ok((name, format)) => format!("{} {format:?}", name.file(format)),
+        Err(e) => format!("{}: {e}", e.code()),
+    };
+    expect!["1.0.0..1.1.0.bpk Compact"].assert_eq(&outcome("1.0.0..1.1.0.bpk"));
+    expect!["1.0.0.zip Zip"].assert_eq(&outcome("1.0.0.zip"));
+    // Only the last suffix names the container.
+    expect!["1.0.0-a.zip.bpk Compact"].assert_eq(&outcome("1.0.0-a.zip.bpk"));
+    expect!["1.0.0-a.bpk.zip Zip"].assert_eq(&outcome("1.0.0-a.bpk.zip"));
+    expect!["invalid_pack_name: invalid pack name \"1.0.0.tar\": expected {to}.zip or {from}..{to}.zip (or .bpk)"].assert_eq(&outcome("1.0.0.tar"));
+    assert_eq!(
+        compact_pack_path(
+            &PackageId::parse("shop").unwrap(),
+            &PackName::parse("1.0.0..1.1.0.zip").unwrap()
+        ),
+        "/v1/packs/shop/1.0.0..1.1.0.bpk"
+    );
+}
+
+#[test]
 fn pack_names_round_trip() {
     check_name("1.0.0.zip", expect![[r#"ok from None to 1.0.0"#]]);
     check_name(
@@ -165,13 +186,13 @@ fn bad_pack_names_are_refused() {
     check_name(
         "1.0.0.tar",
         expect![[
-            r#"invalid_pack_name: invalid pack name "1.0.0.tar": expected {to}.zip or {from}..{to}.zip"#
+            r#"invalid_pack_name: invalid pack name "1.0.0.tar": expected {to}.zip or {from}..{to}.zip (or .bpk)"#
         ]],
     );
     check_name(
         "",
         expect![[
-            r#"invalid_pack_name: invalid pack name "": expected {to}.zip or {from}..{to}.zip"#
+            r#"invalid_pack_name: invalid pack name "": expected {to}.zip or {from}..{to}.zip (or .bpk)"#
         ]],
     );
     check_name(
@@ -213,7 +234,7 @@ fn bad_pack_names_are_refused() {
     check_name(
         "1.0.0.ZIP",
         expect![[
-            r#"invalid_pack_name: invalid pack name "1.0.0.ZIP": expected {to}.zip or {from}..{to}.zip"#
+            r#"invalid_pack_name: invalid pack name "1.0.0.ZIP": expected {to}.zip or {from}..{to}.zip (or .bpk)"#
         ]],
     );
 }
@@ -241,6 +262,9 @@ proptest! {
             Some(from) => PackName::Diff { from, to },
             None => PackName::Full { to },
         };
-        prop_assert_eq!(PackName::parse(&name.to_string()), Ok(name));
+        prop_assert_eq!(PackName::parse(&name.to_string()), Ok(name.clone()));
+        for format in [PackFormat::Zip, PackFormat::Compact] {
+            prop_assert_eq!(PackName::parse_file(&name.file(format)), Ok((name.clone(), format)));
+        }
     }
 }

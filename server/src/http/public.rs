@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use manifests::{AppId, Channel, Digest, PackName, PackageId};
+use manifests::{AppId, Channel, Digest, PackFormat, PackName, PackageId};
 use tokio::io::AsyncReadExt;
 use tokio_util::io::ReaderStream;
 
@@ -17,7 +17,7 @@ use crate::documents::ServedDocument;
 use crate::error::{Error, Result};
 use crate::hot_blobs::HotBlob;
 use crate::manifest_docs::{Coding, Encoded};
-use crate::pack::{FastPack, Servable};
+use crate::pack::{CompactPack, FastPack, PackKey, Servable};
 use crate::service::Service;
 
 /// Bytes read from storage per chunk of a streamed body: large enough that a 2 MiB blob takes two
@@ -324,30 +324,101 @@ fn accepts(headers: &HeaderMap, coding: &str) -> bool {
 pub const FAST_PACK_CACHE_CONTROL: &str = "public, max-age=30";
 
 /// `GET /v1/packs/{package}/{to}.zip` (full pack) or `/v1/packs/{package}/{from}..{to}.zip`
-/// (diff pack): the final pack (immutable), else the fast pack (cached briefly), else `503` with
-/// `Retry-After` after at most a short wait, the build going on in the background.
+/// (diff pack), or the same with `.bpk` for the compact container: the final pack (immutable),
+/// else the fast pack (cached briefly), else `503` with `Retry-After` after at most a short wait,
+/// the build going on in the background.
 pub async fn pack(
     State(service): State<Arc<Service>>,
     Path((package, name)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response> {
     let package = PackageId::parse(&package)?;
-    let name = PackName::parse(&name).map_err(|e| match e {
+    let (name, format) = PackName::parse_file(&name).map_err(|e| match e {
         manifests::Error::InvalidPackName { .. } => Error::NotFound(format!("pack {name:?}")),
         other => other.into(),
     })?;
     service
         .check_pack_access(&headers, &package, name.from(), name.to())
         .await?;
-    match service
+    let servable = service
         .servable_pack(&package, name.from(), name.to())
-        .await?
-    {
-        Servable::Final(record) => {
+        .await?;
+    match (format, servable) {
+        (PackFormat::Zip, Servable::Final(record)) => {
             serve_blob(&service, &record.digest, &headers, "application/zip").await
         }
-        Servable::Fast(fast) => Ok(serve_fast_pack(&fast, &headers)),
+        (PackFormat::Zip, Servable::Fast(fast)) => Ok(serve_fast_pack(&fast, &headers)),
+        (PackFormat::Compact, servable) => {
+            let key = PackKey::new(&package, name.from(), name.to());
+            let compact = service.compact_pack(&key, &servable).await?;
+            Ok(serve_compact_pack(&compact, &headers))
+        }
     }
+}
+
+/// Serves a compact pack from memory. The compact form of a final pack honours `Range`, for a
+/// resumed download; that of a fast pack is served whole and cached briefly, as the fast zip
+/// pack is, so that a download resumed after the final pack replaced it cannot be stitched from
+/// the two.
+fn serve_compact_pack(pack: &CompactPack, headers: &HeaderMap) -> Response {
+    let cache = HeaderValue::from_static(if pack.immutable {
+        IMMUTABLE
+    } else {
+        FAST_PACK_CACHE_CONTROL
+    });
+    if not_modified(headers, &pack.tag) {
+        return (
+            StatusCode::NOT_MODIFIED,
+            [
+                (header::ETAG, pack.tag.clone()),
+                (header::CACHE_CONTROL, cache),
+            ],
+        )
+            .into_response();
+    }
+    let size = pack.bytes.len() as u64;
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| pack.immutable)
+        .map(|spec| parse_range(spec, size));
+    let (status, body) = match &range {
+        Some(RangeSpec::Satisfiable(r)) => (
+            StatusCode::PARTIAL_CONTENT,
+            // Both ends lie within the pack: `parse_range` clamps them to its size.
+            pack.bytes.slice(r.start as usize..r.end as usize),
+        ),
+        Some(RangeSpec::Unsatisfiable) => {
+            return (
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                [(header::CONTENT_RANGE, format!("bytes */{size}"))],
+            )
+                .into_response();
+        }
+        Some(RangeSpec::Ignored) | None => (StatusCode::OK, pack.bytes.clone()),
+    };
+    let len = body.len();
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/vnd.baleen.pack"),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(header::ETAG, pack.tag.clone());
+    h.insert(header::CACHE_CONTROL, cache);
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Some(RangeSpec::Satisfiable(r)) = &range
+        && let Ok(value) = HeaderValue::from_str(&format!(
+            "bytes {}-{}/{size}",
+            r.start,
+            r.end.saturating_sub(1)
+        ))
+    {
+        h.insert(header::CONTENT_RANGE, value);
+    }
+    response
 }
 
 /// Serves a fast pack from memory, whole: it ignores `Range`, so a download resumed after the

@@ -131,6 +131,8 @@ pub struct Builds {
     pub(crate) final_builds: Semaphore,
     threads: usize,
     max_requested: usize,
+    /// The compact packs made from zip packs.
+    pub(crate) compact: super::compact::CompactPacks,
 }
 
 impl Builds {
@@ -147,6 +149,7 @@ impl Builds {
             final_builds: Semaphore::new(threads.max(1)),
             threads: threads.max(1),
             max_requested,
+            compact: super::compact::CompactPacks::new(super::compact::COMPACT_BUDGET_BYTES),
         }
     }
 

@@ -25,10 +25,12 @@ use crate::meta_store::{PackRecord, ReleaseRecord, StoreLock};
 use crate::service::Service;
 
 pub mod builds;
+pub mod compact;
 pub mod delta;
 
 use builds::Joined;
 pub use builds::{Builds, FastPack, PackKey};
+pub use compact::CompactPack;
 
 /// `Retry-After` of a pack that is not ready: a fast pack of the largest releases takes seconds.
 pub const PACK_RETRY_AFTER_SECS: u64 = 5;
@@ -530,12 +532,19 @@ async fn build(
         .map(|f| (f.sha256, f.size))
         .collect();
     let (to_manifest, from_manifest) = (index_head.to_manifest, index_head.from_manifest);
+    let order = to_release.blob_order();
+    let from_blobs = from_release
+        .as_ref()
+        .map(Release::sorted_blobs)
+        .unwrap_or_default();
     blocking(move || {
         let pack = encode(index_head, targets, &bases, stage.level())?;
         let expected = ExpectedPack {
             to_manifest,
             from_manifest,
             blobs: &sizes,
+            order: &order,
+            from_blobs: &from_blobs,
         };
         check(&pack, &expected, &plan.fetch, &bases).inspect_err(|e| {
             tracing::error!(pack = %label, error = %e, "a built pack fails the device's reader; not stored");
@@ -607,13 +616,17 @@ fn encode(
 
 /// Reads `pack` back as a device does (the device's reader and decoder, with the old release's
 /// blobs as patch bases) and checks that it brings every blob of `fetch`, each with the sha256
-/// the target release lists.
+/// the target release lists, and that its compact form (the same frames) opens too.
 fn check(
     pack: &[u8],
     expected: &ExpectedPack<'_>,
     fetch: &[Fetch],
     bases: &BTreeMap<Digest, Vec<u8>>,
 ) -> Result<()> {
+    let compact = PackReader::open(pack, expected)
+        .and_then(|reader| reader.to_compact(pack, expected))
+        .map_err(|e| pack_error("carrying over the", &e))?;
+    PackReader::open(&compact, expected).map_err(|e| pack_error("reading back the compact", &e))?;
     let mut reader =
         PackReader::open(pack, expected).map_err(|e| pack_error("reading back the", &e))?;
     let mut delivered = BTreeSet::new();

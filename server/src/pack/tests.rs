@@ -18,13 +18,16 @@ fn text(seed: u32, len: usize) -> Vec<u8> {
         .collect()
 }
 
-/// A pack, the blobs it must bring, the patch bases and the target release's blob sizes.
-type Built = (
-    Vec<u8>,
-    Vec<Fetch>,
-    BTreeMap<Digest, Vec<u8>>,
-    BTreeMap<Digest, u64>,
-);
+/// A pack, the blobs it must bring, the patch bases, the target release's blob sizes and
+/// delivery order, and the starting release's blobs.
+type Built = (Vec<u8>, Vec<Fetch>, BTreeMap<Digest, Vec<u8>>, Releases);
+
+/// What the two releases of a test pack hold.
+struct Releases {
+    sizes: BTreeMap<Digest, u64>,
+    order: Vec<Digest>,
+    from_blobs: Vec<Digest>,
+}
 
 /// A diff pack of one solid and one patched blob, with what checking it needs.
 fn diff_pack() -> Built {
@@ -64,15 +67,21 @@ fn diff_pack_at(level: i32) -> Built {
     let bases = BTreeMap::from([(Digest::of(&base), base)]);
     let targets = vec![(fetch[0].clone(), solid), (fetch[1].clone(), changed)];
     let pack = encode(index, targets, &bases, level).unwrap();
-    let sizes = fetch.iter().map(|f| (f.sha256, f.size)).collect();
-    (pack, fetch, bases, sizes)
+    let releases = Releases {
+        sizes: fetch.iter().map(|f| (f.sha256, f.size)).collect(),
+        order: fetch.iter().map(|f| f.sha256).collect(),
+        from_blobs: bases.keys().copied().collect(),
+    };
+    (pack, fetch, bases, releases)
 }
 
-fn expected(sizes: &BTreeMap<Digest, u64>) -> ExpectedPack<'_> {
+fn expected(releases: &Releases) -> ExpectedPack<'_> {
     ExpectedPack {
         to_manifest: Digest::of(b"to"),
         from_manifest: Some(Digest::of(b"from")),
-        blobs: sizes,
+        blobs: &releases.sizes,
+        order: &releases.order,
+        from_blobs: &releases.from_blobs,
     }
 }
 
@@ -83,8 +92,7 @@ fn a_pack_the_devices_read_passes() {
     let reader = PackReader::open(&pack, &expected(&sizes)).unwrap();
     assert!(
         reader
-            .index()
-            .blobs
+            .blob_list()
             .iter()
             .any(|b| matches!(b.encoding, Encoding::Patch { .. }))
     );
@@ -117,6 +125,16 @@ fn a_pack_devices_would_refuse_fails_the_check() {
     other.to_manifest = Digest::of(b"other");
     let e = check(&pack, &other, &fetch, &bases).unwrap_err();
     assert!(e.to_string().contains("other releases"), "{e}");
+
+    // Its compact form would not deliver what devices expect (a blob counted as the starting
+    // release's): the pack is not stored.
+    let mut held = sizes.from_blobs.clone();
+    held.push(sizes.order[0]);
+    held.sort();
+    let mut more_held = expected(&sizes);
+    more_held.from_blobs = &held;
+    let e = check(&pack, &more_held, &fetch, &bases).unwrap_err();
+    assert!(e.to_string().contains("carrying over the pack"), "{e}");
 }
 
 #[test]

@@ -1,7 +1,6 @@
 //! Bad input and faults between server and device: every one is refused with a clear error and
 //! the release that was active keeps serving unchanged.
 
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -153,22 +152,13 @@ fn tampered_blobs_and_packs_are_refused_and_the_active_release_keeps_serving() {
 #[test]
 fn a_pack_with_a_foreign_or_traversing_entry_is_refused() {
     let (_server, client, tamper) = setup();
+    // A compact pack names no file, so nothing in it can point outside the store: what is
+    // smuggled after its last frame is refused. (A zip pack's traversing entries are refused by
+    // the same reader; its tests cover them.)
     tamper.set(|request, response| {
         if request.url.contains("/v1/packs/") && response.status == 200 {
-            let mut archive =
-                zip::ZipArchive::new(std::io::Cursor::new(response.body.clone())).unwrap();
-            let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-            let options = zip::write::SimpleFileOptions::default()
-                .compression_method(zip::CompressionMethod::Stored);
-            for i in 0..archive.len() {
-                let mut entry = archive.by_index(i).unwrap();
-                let name = entry.name().unwrap().into_owned();
-                writer.start_file(name, options).unwrap();
-                std::io::copy(&mut entry, &mut writer).unwrap();
-            }
-            writer.start_file("../../evil.js", options).unwrap();
-            writer.write_all(b"alert(1)").unwrap();
-            response.body = writer.finish().unwrap().into_inner();
+            assert!(response.body.starts_with(&manifests::COMPACT_MAGIC));
+            response.body.extend_from_slice(b"../../evil.js\0alert(1)");
             set_header(response, "content-length", response.body.len().to_string());
         }
     });
@@ -179,7 +169,7 @@ fn a_pack_with_a_foreign_or_traversing_entry_is_refused() {
         report
             .fallbacks
             .iter()
-            .any(|f| f.contains("unexpected entry")),
+            .any(|f| f.contains("compact pack") && f.contains("after the last frame")),
         "{:?}",
         report.fallbacks
     );

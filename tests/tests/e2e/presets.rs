@@ -15,11 +15,12 @@ fn get(server: &Server, path: &str) -> Vec<u8> {
     body
 }
 
-/// What an app build step downloads to ship `checkout@1.0.0`: its signed manifest and full pack.
+/// What an app build step downloads to ship `checkout@1.0.0`: its signed manifest and full pack
+/// (compact).
 fn preset(server: &Server, manifest_digest: &str) -> (Vec<u8>, Vec<u8>) {
     (
         get(server, &format!("/v1/manifests/{manifest_digest}")),
-        get(server, "/v1/packs/checkout/1.0.0.zip"),
+        get(server, "/v1/packs/checkout/1.0.0.bpk"),
     )
 }
 
@@ -83,6 +84,23 @@ fn a_preset_serves_every_file_on_the_first_launch_without_network() {
     // An older preset does not replace a newer installed release.
     assert_eq!(device.seed(&manifest, &pack).unwrap(), None);
     assert_eq!(active_version(&device), "1.1.0");
+}
+
+#[test]
+fn a_preset_from_an_app_built_with_the_zip_pack_still_installs() {
+    let (server, build, digest) = first_release();
+    let manifest = get(&server, &format!("/v1/manifests/{digest}"));
+    let zip = get(&server, "/v1/packs/checkout/1.0.0.zip");
+    assert!(zip.starts_with(b"PK"));
+    let device = offline_device(&server, &server.dir.path().join("device"));
+    assert_eq!(
+        device.seed(&manifest, &zip).unwrap(),
+        Some(ReleaseVersion::parse("1.0.0").unwrap())
+    );
+    for (path, bytes) in files_of(&build) {
+        let hit = device.resolve(&format!("{ROUTE}{path}")).unwrap();
+        assert_eq!(std::fs::read(&hit.path).unwrap(), bytes, "{path}");
+    }
 }
 
 #[test]

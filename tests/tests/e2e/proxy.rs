@@ -146,11 +146,24 @@ fn serve(stream: TcpStream, upstream: &str, rule: &Mutex<Rule>, log: &Mutex<Vec<
     let _ = stream.write_all(&body);
 }
 
-/// The middle byte of each payload: of a blob, or of every entry of a pack (a zip), so that every
-/// blob the answer carries is hit, not a header field a reader may skip.
+/// The middle byte of each payload: of a blob, or of every frame of a compact pack (every entry
+/// of a zip pack), so that every blob the answer carries is hit, not a header field a reader may
+/// skip.
 fn payload_middles(path: &str, body: &[u8]) -> Vec<usize> {
     if !path.starts_with("/v1/packs/") {
         return vec![body.len() / 2];
+    }
+    if body.starts_with(&manifests::COMPACT_MAGIC) {
+        // The frames follow the header (38 or 70 bytes) and the tags, which are short.
+        let magic = [0x28, 0xb5, 0x2f, 0xfd];
+        let mut at = 38 + body[38..].windows(4).position(|w| w == magic).unwrap();
+        let mut middles = Vec::new();
+        while at < body.len() {
+            let len = manifests::frame_len(&body[at..]).unwrap();
+            middles.push(at + len / 2);
+            at += len;
+        }
+        return middles;
     }
     let mut archive = zip::ZipArchive::new(std::io::Cursor::new(body)).unwrap();
     (0..archive.len())
@@ -214,7 +227,7 @@ fn a_proxy_that_flips_truncates_or_swaps_content_cannot_get_an_install_through()
             "swapped content",
             Box::new(move |path: &str| {
                 if path.starts_with("/v1/packs/") {
-                    Act::Serve("/v1/packs/checkout/1.0.0.zip".to_owned())
+                    Act::Serve("/v1/packs/checkout/1.0.0.bpk".to_owned())
                 } else if path.starts_with("/v1/blobs/") {
                     Act::Serve(format!("/v1/blobs/{other}"))
                 } else {
@@ -231,7 +244,7 @@ fn a_proxy_that_flips_truncates_or_swaps_content_cannot_get_an_install_through()
         let requests = proxy.requests();
         let pack = requests
             .iter()
-            .position(|p| p == "/v1/packs/checkout/1.0.0..1.1.0.zip");
+            .position(|p| p == "/v1/packs/checkout/1.0.0..1.1.0.bpk");
         let blob = requests.iter().position(|p| p.starts_with("/v1/blobs/"));
         assert!(pack.is_some() && pack < blob, "{case}: {requests:?}");
         let message = err.to_string();
@@ -260,7 +273,7 @@ fn a_proxy_that_flips_truncates_or_swaps_content_cannot_get_an_install_through()
     let report = client.install(&outcome.updates[0]).unwrap();
     assert_eq!(report.method, Method::Blobs);
     assert!(
-        report.fallbacks[0].starts_with("diff pack") && report.fallbacks[0].contains("not a zip"),
+        report.fallbacks[0].starts_with("diff pack") && report.fallbacks[0].contains("cut short"),
         "{:?}",
         report.fallbacks
     );

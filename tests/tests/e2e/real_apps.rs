@@ -147,7 +147,7 @@ fn real_app_updates_download_only_a_small_diff_and_serve_the_new_release_exactly
             );
             assert!(report.fallbacks.is_empty(), "{:?}", report.fallbacks);
             // What a device without the previous release would download.
-            let (status, full) = server.get(&format!("/v1/packs/{PACKAGE}/{version}.zip"));
+            let (status, full) = server.get(&format!("/v1/packs/{PACKAGE}/{version}.bpk"));
             assert_eq!(status, 200);
             // The bytes of files that are new or differ from the previous release.
             let changed: u64 = files

@@ -91,7 +91,7 @@ fn with_update() -> Server {
     write_build(&build, "two");
     server.publish(&build, "checkout", "1.1.0", &["--channel", "production"]);
     // The halves a device resumes are of the final pack, not of the fast one served first.
-    tests::wait_for_final_pack(&server.base, "/v1/packs/checkout/1.0.0..1.1.0.zip");
+    tests::wait_for_final_pack(&server.base, "/v1/packs/checkout/1.0.0..1.1.0.bpk");
     server
 }
 
