@@ -758,7 +758,7 @@ fn request_patterns() -> Vec<(&'static str, Parser)> {
             manifests::KeyId::parse(t).is_ok()
         }),
         ("/components/parameters/packName/schema", |t| {
-            manifests::PackName::parse(t).is_ok()
+            manifests::PackName::parse_file(t).is_ok()
         }),
         (
             "/components/schemas/Origins/properties/origins/items",
