@@ -508,11 +508,11 @@ class Baleen:
         return seconds, answer
 
     def get_pack(self, package: str, frm: str | None, to: str) -> tuple[float, int, int]:
-        """GETs the final pack (built now if it is not yet), retrying while the server answers 503
-        (not ready) or a fast pack; returns seconds until it arrived, its size, and how much of that
-        is not payload (pack.json and the zip's own headers and directory)."""
+        """GETs the final compact pack (built now if it is not yet), retrying while the server
+        answers 503 (not ready) or a fast pack; returns seconds until it arrived, its size, and how
+        much of that is not payload (the container: its header and tags)."""
         name = f"{frm}..{to}" if frm else to
-        url = f"{self.url}/v1/packs/{package}/{name}.zip"
+        url = f"{self.url}/v1/packs/{package}/{name}.bpk"
         t0 = time.perf_counter()
         retries = 0
         while True:
@@ -534,14 +534,48 @@ class Baleen:
                 continue
             raise BenchError(f"GET {url}: {status} {body[:300]!r}")
         seconds = time.perf_counter() - t0
-        with zipfile.ZipFile(io.BytesIO(body)) as z:
-            index = json.loads(z.read("pack.json"))
-            payload = sum(i.compress_size for i in z.infolist() if i.filename != "pack.json")
-        if index.get("to") != to or index.get("from") != frm:
-            raise BenchError(f"{url} holds a pack from {index.get('from')} to {index.get('to')}")
+        diff, payload = compact_payload(body)
+        # A diff request may be answered by the full pack when that is no larger.
+        if diff and not frm:
+            raise BenchError(f"{url} holds a diff pack")
         if retries:
             log(f"{package} {name}: {retries} retries (not ready, or the fast pack)")
         return seconds, len(body), len(body) - payload
+
+
+def zstd_frame_len(data: bytes, at: int) -> int:
+    """The length of the zstd frame at `at`, from its header and block headers."""
+    if data[at:at + 4] != b"\x28\xb5\x2f\xfd":
+        raise BenchError(f"no zstd frame at byte {at}")
+    fhd = data[at + 4]
+    single = fhd & 0x20
+    pos = at + 5 + (0 if single else 1) + (0, 1, 2, 4)[fhd & 3] + ((1 if single else 0), 2, 4, 8)[fhd >> 6]
+    while True:
+        h = int.from_bytes(data[pos:pos + 3], "little")
+        kind, size = (h >> 1) & 3, h >> 3
+        pos += 3 + (1 if kind == 1 else size)
+        if h & 1:
+            break
+    return pos + (4 if fhd & 4 else 0) - at
+
+
+def compact_payload(pack: bytes) -> tuple[bool, int]:
+    """Whether a compact pack (docs/protocol.md, Packs) is a diff pack, and the bytes of its
+    zstd frames: the frames follow the header (38 or 70 bytes) and a varint per patch or run of
+    solid blobs, each varint's last byte below 0x80."""
+    if pack[:5] != b"BLNP\x02":
+        raise BenchError("not a compact pack")
+    diff = bool(pack[5] & 1)
+    at = 70 if diff else 38
+    # Tags end where the first frame starts: skip varints until the zstd magic.
+    while pack[at:at + 4] != b"\x28\xb5\x2f\xfd" and at < len(pack):
+        at += 1
+    payload = 0
+    while at < len(pack):
+        n = zstd_frame_len(pack, at)
+        payload += n
+        at += n
+    return diff, payload
 
 
 class Nginx:
@@ -1069,8 +1103,8 @@ def render(ctx: Ctx, info: dict, args, s: dict) -> str:
           f"tree, files in the page cache. Each run starts a new server on an empty data dir and "
           f"publishes {P['old']} and then {P['new'].rsplit('@', 1)[1]} to it; the zips run before "
           f"or after the server, in turns. {len(runs)} run(s). The pack times are from the publish "
-          f"returning until `GET /v1/packs/NAME/V.zip` answered (the background build, or the "
-          f"request's own), then until `GET /v1/packs/NAME/OLD..V.zip` answered. "
+          f"returning until `GET /v1/packs/NAME/V.bpk` answered (the background build, or the "
+          f"request's own), then until `GET /v1/packs/NAME/OLD..V.bpk` answered. "
           f"Goal ≤ {GOAL_PUBLISH}× for {P['new']}: {yes(p['ratio_new'] <= GOAL_PUBLISH)}.\n")
 
     if "diff" in R:
@@ -1083,12 +1117,13 @@ def render(ctx: Ctx, info: dict, args, s: dict) -> str:
                          fmt_ratio(d["ratio_lower"])])
         rows.append(["**median**", "", "", "", fmt_ratio(s["diff_median_zip"]), "",
                      fmt_ratio(s["diff_median_lower"])])
-        w(table(["pair", "diff pack bytes", "of which pack.json + zip headers", "zip of new bytes",
+        w(table(["pair", "diff pack bytes", "of which the container", "zip of new bytes",
                  "pack ÷ zip", "zstd --patch-from bytes", "pack ÷ patch-from"], rows))
         w("")
         w(f"How measured: every release published in version order; the diff pack is "
-          f"`GET /v1/packs/NAME/OLD..NEW.zip` (stored zip: pack.json, one solid zstd frame, per-file "
-          f"patches); the third column is what is not compressed payload. Peers: `zip -r -q` (deflate, default level) of the new release, and the lower "
+          f"`GET /v1/packs/NAME/OLD..NEW.bpk` (the compact container: two manifest digests, a varint "
+          f"per patch or run of solid blobs, one solid zstd frame, per-file patches); the third column "
+          f"is what is not compressed payload. Peers: `zip -r -q` (deflate, default level) of the new release, and the lower "
           f"bound `zstd -19 --long=27 --patch-from=old.tar new.tar` of whole tars made with "
           f"`tar --sort=name --mtime=@0 --owner=0 --group=0`. Goals: ≤ {GOAL_DIFF_PATCH}× of the zip "
           f"for each patch release ({yes(s['diff_patch_max'] <= GOAL_DIFF_PATCH)}), median ≤ "
@@ -1106,7 +1141,7 @@ def render(ctx: Ctx, info: dict, args, s: dict) -> str:
         w(table(["release", "files / bytes", "full pack bytes", "zip bytes", "pack ÷ zip",
                  "tar \\| zstd -19 --long=27 bytes", "pack ÷ tar.zst"], rows))
         w("")
-        w(f"How measured: `GET /v1/packs/NAME/V.zip` of every release against `zip -r -q` (deflate, "
+        w(f"How measured: `GET /v1/packs/NAME/V.bpk` of every release against `zip -r -q` (deflate, "
           f"default level) of the same tree, with `tar --sort=name … | zstd -19 --long=27` as a "
           f"reference. Goal ≤ {GOAL_FULL}× of the zip for each release: {yes(s['full_max'] <= GOAL_FULL)}.\n")
     return "\n".join(out)

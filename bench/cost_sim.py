@@ -132,7 +132,7 @@ def log(msg: str) -> None:
 
 
 def zip_bytes(ctx: UB.Ctx, tree: Path) -> int:
-    out = ctx.work / "full.zip"
+    out = ctx.work / "full.bpk"
     out.unlink(missing_ok=True)
     ctx.procs.run(["zip", "-r", "-q", str(out), "."], "zip", cwd=tree)
     size = out.stat().st_size
@@ -222,8 +222,8 @@ def poll_pack(url: str, path: str, until: float) -> tuple[dict, int | None]:
 def poll_packs(srv: B.Baleen, package: str, froms: list[str], to: str) -> dict:
     """From now (the publish just returned), every pack to `to` the publish builds, polled in
     parallel until final."""
-    packs = {f: f"/v1/packs/{package}/{f}..{to}.zip" for f in froms}
-    packs["full"] = f"/v1/packs/{package}/{to}.zip"
+    packs = {f: f"/v1/packs/{package}/{f}..{to}.bpk" for f in froms}
+    packs["full"] = f"/v1/packs/{package}/{to}.bpk"
     until = time.perf_counter() + PACK_LIMIT_SECS
     with concurrent.futures.ThreadPoolExecutor(max_workers=len(packs)) as pool:
         jobs = {k: pool.submit(poll_pack, srv.url, path, until) for k, path in packs.items()}
@@ -314,7 +314,7 @@ def measure_on_demand(ctx: UB.Ctx, srv: B.Baleen, first: B.Release, last: B.Rele
     ctx.procs.run([ctx.bin, "promote", "--package", package, "--channel", B.CHANNEL, "--version",
                    last.version, "--server", srv.url, "--token", srv.token], "baleen promote")
     srv.idle("on-demand diff pack: publish-time packs")
-    path = f"/v1/packs/{package}/{first.version}..{last.version}.zip"
+    path = f"/v1/packs/{package}/{first.version}..{last.version}.bpk"
     t0 = time.perf_counter()
     status, _ = B.http_get(srv.url + path)  # the first request starts the build
     first_answer = {"status": status, "secs": time.perf_counter() - t0}

@@ -172,7 +172,7 @@ def timeline(server: Server, package: str, old: str, new: str, limit: float,
     stage `until` (`fast`: any pack servable)."""
     host = urllib.parse.urlsplit(server.url)
     conn = http.client.HTTPConnection(host.hostname, host.port, timeout=120)
-    packs = {"diff": f"/v1/packs/{package}/{old}..{new}.zip", "full": f"/v1/packs/{package}/{new}.zip"}
+    packs = {"diff": f"/v1/packs/{package}/{old}..{new}.bpk", "full": f"/v1/packs/{package}/{new}.bpk"}
     seen: dict[str, dict] = {k: {} for k in packs}
     longest = 0.0
     statuses: dict[int, int] = {}

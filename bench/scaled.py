@@ -629,13 +629,13 @@ def publish_run(ctx: Ctx, setup: Setup, old: B.Release, new: B.Release, n: int) 
         wait_idle([setup], f"{setup.name} before publishing {package}@{old.version}")
         secs_old, _ = srv.publish(B.Release(PUBLISH_APP, old.version, old_tree), package=package)
         t0 = time.perf_counter()
-        first = timeline(setup, {"full": f"/v1/packs/{package}/{old.version}.zip"}, t0)
+        first = timeline(setup, {"full": f"/v1/packs/{package}/{old.version}.bpk"}, t0)
         wait_idle([setup], f"{setup.name} before publishing {package}@{new.version}")
         t1 = time.perf_counter()
         secs_new, _ = srv.publish(B.Release(PUBLISH_APP, new.version, new_tree), package=package)
         t0 = time.perf_counter()
-        packs = {"full": f"/v1/packs/{package}/{new.version}.zip",
-                 "diff": f"/v1/packs/{package}/{old.version}..{new.version}.zip"}
+        packs = {"full": f"/v1/packs/{package}/{new.version}.bpk",
+                 "diff": f"/v1/packs/{package}/{old.version}..{new.version}.bpk"}
         tl = timeline(setup, packs, t0)
         settled = time.perf_counter() - t1
     finally:

@@ -5,8 +5,8 @@
 //! A manifest is about 154 bytes per file as JSON; zstd brings that to roughly a third, and a
 //! [`manifests::ReleaseDelta`] from the release a device holds brings an update of a few files to
 //! a few hundred bytes whatever the size of the release. Each representation has its own strong
-//! ETag: `"<digest>"`, `"<digest>.gz"`, `"<digest>.zst"` (for a delta, `<to>-<from>` in place of
-//! the digest).
+//! ETag: `"<digest>"`, `"<digest>.gz"`, `"<digest>.zst"` (for a delta, the sha256 of the delta's
+//! JSON in place of the manifest's digest).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -226,9 +226,10 @@ impl Service {
         if base.package != target.package {
             return Err(unavailable("a manifest of another package"));
         }
-        let tag = format!("{to}-{from}");
         let encoded = tokio::task::spawn_blocking(move || {
             let delta = ReleaseDelta::between(&base.manifest, &target.manifest)?.to_bytes()?;
+            // Named by its own bytes: half the header of naming both manifests, on every update.
+            let tag = Digest::of(&delta).to_string();
             Encoded::new(delta, tag)
         })
         .await

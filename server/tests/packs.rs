@@ -449,6 +449,27 @@ fn publish_releases(s: &TestServer, count: usize) {
     }
 }
 
+#[test]
+fn a_manifest_delta_is_named_by_its_own_bytes_in_each_coding() {
+    let s = TestServer::start();
+    publish_two(&s);
+    let (m1, m2) = (manifest_digest(&s, "1.0.0"), manifest_digest(&s, "1.1.0"));
+    let path = format!("/v1/manifests/{m2}/delta/{m1}");
+    let plain = s.admin_get(&path);
+    assert_eq!(plain.status, 200, "{}", plain.text());
+    let named = Digest::of(&plain.body);
+    assert_eq!(plain.header("etag"), Some(format!("\"{named}\"").as_str()));
+    let zstd = s.admin_get_with(&path, &[("Accept-Encoding", "zstd")]);
+    assert_eq!(zstd.header("content-encoding"), Some("zstd"));
+    let tag = zstd.header("etag").unwrap().to_owned();
+    assert_eq!(tag, format!("\"{named}.zst\""));
+    let again = s.admin_get_with(
+        &path,
+        &[("Accept-Encoding", "zstd"), ("If-None-Match", &tag)],
+    );
+    assert_eq!(again.status, 304);
+}
+
 fn publish_two(s: &TestServer) {
     publish_releases(s, 2);
 }
@@ -648,6 +669,8 @@ fn without_a_token_only_what_was_released_to_devices_is_readable() {
         "/v1/packs/app/1.1.0.zip".to_owned(),
         "/v1/packs/app/1.0.0..1.1.0.zip".to_owned(),
         "/v1/packs/app/1.1.0..1.2.0.zip".to_owned(),
+        "/v1/packs/app/1.1.0.bpk".to_owned(),
+        "/v1/packs/app/1.0.0..1.1.0.bpk".to_owned(),
     ] {
         let r = s.get(&path);
         assert_eq!(

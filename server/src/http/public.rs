@@ -408,7 +408,9 @@ fn serve_compact_pack(pack: &CompactPack, headers: &HeaderMap) -> Response {
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     h.insert(header::ETAG, pack.tag.clone());
     h.insert(header::CACHE_CONTROL, cache);
-    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if pack.immutable {
+        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    }
     if let Some(RangeSpec::Satisfiable(r)) = &range
         && let Ok(value) = HeaderValue::from_str(&format!(
             "bytes {}-{}/{size}",
