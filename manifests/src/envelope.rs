@@ -231,18 +231,36 @@ pub(crate) fn with_header(body: Value, doc: &'static str, format: u64) -> Result
 
 /// Deserialises a document body, naming the field at fault on error.
 pub(crate) fn from_value<T: serde::de::DeserializeOwned>(
-    mut signed: Value,
+    signed: Value,
     doc: &'static str,
 ) -> Result<T> {
+    tracked(without_header(signed), doc)
+}
+
+/// [`from_value`] for the large documents (release manifests, indexes): read plainly first,
+/// since tracking the path of every field costs more than reading the document, and again with
+/// tracking only to name the field at fault once the plain read failed. Small documents skip the
+/// plain read: a second deserialiser per type costs the shipped library more than it saves them.
+pub(crate) fn from_large_value<T: serde::de::DeserializeOwned>(
+    signed: Value,
+    doc: &'static str,
+) -> Result<T> {
+    let signed = without_header(signed);
+    if let Ok(value) = T::deserialize(&signed) {
+        return Ok(value);
+    }
+    tracked(signed, doc)
+}
+
+fn without_header(mut signed: Value) -> Value {
     if let Value::Object(map) = &mut signed {
         map.remove("_type");
         map.remove("format");
     }
-    // Tracking the path of every field costs more than reading the document, so it is done only
-    // to name the field at fault once a plain read failed.
-    if let Ok(value) = T::deserialize(&signed) {
-        return Ok(value);
-    }
+    signed
+}
+
+fn tracked<T: serde::de::DeserializeOwned>(signed: Value, doc: &'static str) -> Result<T> {
     serde_path_to_error::deserialize(signed).map_err(|e| Error::Schema {
         doc,
         at: e.path().to_string(),

@@ -94,8 +94,7 @@ macro_rules! name_type {
 
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<$name, D::Error> {
-                let text = String::deserialize(deserializer)?;
-                $name::parse(&text).map_err(serde::de::Error::custom)
+                crate::de::parse_str(deserializer, $name::parse)
             }
         }
     };
@@ -178,8 +177,7 @@ impl Serialize for ReleaseVersion {
 
 impl<'de> Deserialize<'de> for ReleaseVersion {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<ReleaseVersion, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        ReleaseVersion::parse(&text).map_err(serde::de::Error::custom)
+        crate::de::parse_str(deserializer, ReleaseVersion::parse)
     }
 }
 
@@ -326,7 +324,6 @@ impl Serialize for HostRequirement {
 
 impl<'de> Deserialize<'de> for HostRequirement {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<HostRequirement, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        HostRequirement::parse(&text).map_err(serde::de::Error::custom)
+        crate::de::parse_str(deserializer, HostRequirement::parse)
     }
 }

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::envelope::{SignedDocument, check_header, from_value, open, sign_value, with_header};
+use crate::envelope::{
+    SignedDocument, check_header, from_large_value, open, sign_value, with_header,
+};
 use crate::error::{Error, Result};
 use crate::{
     AppId, Channel, Digest, HostRequirement, KeyPair, PackageId, ReleaseVersion, Timestamp,
@@ -389,7 +391,7 @@ pub fn parse_index_unverified(signed: &[u8]) -> Result<Index> {
 
 fn parse_index_value(signed: Value) -> Result<Index> {
     check_header(&signed, "index", INDEX_FORMAT)?;
-    let index: Index = from_value(signed, "index")?;
+    let index: Index = from_large_value(signed, "index")?;
     index.validate()?;
     Ok(index)
 }

@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 mod canonical;
+mod de;
 mod diff;
 mod digest;
 mod envelope;

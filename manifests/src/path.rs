@@ -243,8 +243,7 @@ impl Serialize for RelPath {
 
 impl<'de> Deserialize<'de> for RelPath {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<RelPath, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        RelPath::parse(&text).map_err(serde::de::Error::custom)
+        crate::de::parse_str(deserializer, RelPath::parse)
     }
 }
 

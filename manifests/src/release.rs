@@ -7,7 +7,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::Value;
 
 use crate::envelope::{
-    SignedDocument, check_header, check_signatures, from_value, open, sign_value, with_header,
+    SignedDocument, check_header, check_signatures, from_large_value, open, sign_value, with_header,
 };
 use crate::error::{Error, Result, excerpt};
 use crate::{
@@ -243,7 +243,7 @@ pub(crate) fn verify_rebuilt(
 
 fn parse_release_value(signed: Value) -> Result<Release> {
     check_header(&signed, "release", RELEASE_FORMAT)?;
-    let release: Release = from_value(signed, "release")?;
+    let release: Release = from_large_value(signed, "release")?;
     release.validate()?;
     Ok(release)
 }
@@ -309,8 +309,7 @@ impl Serialize for MimeType {
 
 impl<'de> Deserialize<'de> for MimeType {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<MimeType, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        MimeType::parse(&text).map_err(serde::de::Error::custom)
+        crate::de::parse_str(deserializer, MimeType::parse)
     }
 }
 
@@ -465,7 +464,6 @@ impl Serialize for UrlPrefix {
 
 impl<'de> Deserialize<'de> for UrlPrefix {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<UrlPrefix, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        UrlPrefix::parse(&text).map_err(serde::de::Error::custom)
+        crate::de::parse_str(deserializer, UrlPrefix::parse)
     }
 }
