@@ -1983,6 +1983,33 @@ async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
     }
 }
 
+/// Removes the data directories that demo servers killed without a chance to clean up left in
+/// the temporary directory (`baleen-demo-<pid>` of a process that no longer runs). Where there
+/// is no `/proc` to tell, nothing is removed.
+fn sweep_dead_demo_dirs() {
+    let proc_fs = std::path::Path::new("/proc/self");
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    if !proc_fs.exists() {
+        return;
+    }
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("baleen-demo-"))
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            // Best effort: another demo server may be sweeping the same directory.
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 async fn serve(args: ServeArgs) -> Result<()> {
     let demo_dir = args
         .demo
@@ -1994,6 +2021,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let meta = MetaLocation::parse(&args.meta).map_err(refusal)?;
     let (key, _demo_dir) = match demo_dir {
         Some(dir) => {
+            sweep_dead_demo_dirs();
             if dir.exists() {
                 std::fs::remove_dir_all(&dir)
                     .with_context(|| format!("clearing {}", dir.display()))?;

@@ -1849,3 +1849,45 @@ fn serve_reads_a_toml_config_file_under_its_flags_and_variables() {
     let err = fails(&baleen(&["serve", "--config", file], &[]));
     assert!(err.contains("not a TOML file"), "{err}");
 }
+
+/// A demo server killed outright cannot remove its data directory; the next one removes every
+/// such directory whose process is gone, and leaves a running server's alone.
+#[test]
+fn a_demo_server_sweeps_the_directories_of_killed_demo_servers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let start = || {
+        let mut demo = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--json", "--demo"])
+            .env("TMPDIR", tmp.path())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(demo.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.contains("admin_token"), "{line}");
+        let pid = demo.id();
+        (Serve(demo), tmp.path().join(format!("baleen-demo-{pid}")))
+    };
+    // Left by a process that is gone (no pid is this large), and by one that runs (this test).
+    let gone = tmp.path().join("baleen-demo-4294967295");
+    let running = tmp
+        .path()
+        .join(format!("baleen-demo-{}", std::process::id()));
+    for dir in [&gone, &running] {
+        std::fs::create_dir_all(dir.join("blobs")).unwrap();
+    }
+    let (first, first_dir) = start();
+    assert!(first_dir.is_dir());
+    assert!(!gone.exists(), "a dead server's directory is swept");
+    assert!(running.is_dir(), "a running process's directory stays");
+    // Killed (Serve's drop), the first leaves its directory; the next sweeps it.
+    drop(first);
+    assert!(first_dir.is_dir());
+    let (_second, second_dir) = start();
+    assert!(second_dir.is_dir());
+    assert!(!first_dir.exists(), "the killed demo's directory is swept");
+    assert!(running.is_dir());
+}

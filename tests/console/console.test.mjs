@@ -2,14 +2,15 @@
 // (playwright-core, pointed at the system browser; nothing is downloaded). Every step is done
 // with the keyboard alone, as a user who cannot use a mouse would: Tab to the control, type,
 // Enter. Runs `baleen serve --demo` (its seeded fleet) and writes a screenshot of each page to
-// $BALEEN_SCREENSHOTS (docs/console when scripts/console-screenshots asks).
+// $BALEEN_SCREENSHOTS (docs/console when scripts/console-screenshots asks); without it, to a
+// temporary directory removed at the end.
 //
 // Run by scripts/test through scripts/console-test: BALEEN_BIN names the server binary.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -210,5 +211,8 @@ test('the console in Chromium, by keyboard alone', async (t) => {
   } finally {
     await browser.close();
     child.kill('SIGTERM');
+    if (!process.env.BALEEN_SCREENSHOTS) {
+      rmSync(SHOTS, { recursive: true, force: true });
+    }
   }
 });
