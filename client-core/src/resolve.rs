@@ -46,8 +46,6 @@ pub struct Served {
     /// Route prefixes without scheme (`m.example.com/checkout/`), with their SPA fallback.
     routes: Vec<(String, Option<String>)>,
     files: HashMap<String, FileRef>,
-    /// Its blobs, each once, in the order of the first path that uses it (what a pack delivers).
-    order: Vec<Digest>,
 }
 
 impl Served {
@@ -71,7 +69,6 @@ impl Served {
             entry: release.entry.as_str().to_owned(),
             routes: routes.collect(),
             files: files.collect(),
-            order: release.blob_order(),
         }
     }
 
@@ -83,7 +80,6 @@ impl Served {
             entry: String::new(),
             routes: prefixes.iter().map(|p| (p.clone(), None)).collect(),
             files: HashMap::new(),
-            order: Vec::new(),
         }
     }
 
@@ -103,9 +99,23 @@ impl Served {
     }
 
     /// Every blob of the release, each once, in the order of the first path (sorted) that uses
-    /// it: the order a pack delivers them in.
-    pub fn blob_order(&self) -> &[Digest] {
-        &self.order
+    /// it: the order a pack delivers them in (`manifests::Release::blob_order`). Worked out when
+    /// an install asks (a sort of the paths), not kept: the served table of a large app would
+    /// hold a digest more per file for it.
+    pub fn blob_order(&self) -> Vec<Digest> {
+        let mut files: Vec<(&str, &Digest)> = self
+            .files
+            .iter()
+            .map(|(path, f)| (path.as_str(), &f.sha256))
+            .collect();
+        // `RelPath` orders as its string does.
+        files.sort_unstable_by_key(|(path, _)| *path);
+        let mut seen = std::collections::HashSet::with_capacity(files.len());
+        files
+            .into_iter()
+            .map(|(_, d)| *d)
+            .filter(|d| seen.insert(*d))
+            .collect()
     }
 
     /// Its route prefixes, without scheme.

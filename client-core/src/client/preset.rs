@@ -38,7 +38,7 @@ impl Client {
             manifest: digest,
             blobs: &blobs,
             missing: &missing,
-            order: served.blob_order(),
+            order: &served.blob_order(),
             from_blobs: &[],
         };
         install::unpack_all(&self.store, full_pack, &label, &wanted)?;

@@ -255,13 +255,14 @@ impl Client {
             .as_ref()
             .map(|a| self.releases.blobs(a).into_keys().collect())
             .unwrap_or_default();
+        let order = prepared.served.blob_order();
         let wanted = install::Wanted {
             package: &update.package,
             version: &update.to.version,
             manifest: update.to.manifest,
             blobs: &prepared.blobs,
             missing: &prepared.missing,
-            order: prepared.served.blob_order(),
+            order: &order,
             from_blobs: &from_blobs,
         };
         let report = install::install(&self.store, &self.net, &wanted, active.as_ref())?;

@@ -245,3 +245,31 @@ fn a_prefix_held_by_one_package_overlaps_for_every_other() {
     let checkout = PackageId::parse("checkout").unwrap();
     assert_eq!(claim(&["m.example.com/checkout/pay/"], &checkout), None);
 }
+
+/// What a device expects a pack to deliver, in order, is what the server builds it in: the
+/// order the served table works out is the release's, whatever paths share a blob.
+#[test]
+fn the_served_blob_order_is_the_release_s() {
+    let mut release = release(
+        "shop",
+        &["https://m.example.com/shop/"],
+        false,
+        &[
+            "index.html",
+            "b/z.js",
+            "B/a.js",
+            "a.js",
+            "a-b.js",
+            "é.js",
+            "z/y/x.js",
+        ],
+    );
+    // Two paths share one blob: it is delivered once, at its first path.
+    let shared = release.files[&RelPath::parse("z/y/x.js").unwrap()].clone();
+    release
+        .files
+        .insert(RelPath::parse("0.js").unwrap(), shared);
+    let served = super::Served::new(&release);
+    assert_eq!(served.blob_order(), release.blob_order());
+    assert_eq!(served.blob_order().len(), release.files.len() - 1);
+}
