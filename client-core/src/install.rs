@@ -117,23 +117,24 @@ fn fetch_all(
                 from: active.version.clone(),
                 to: to.clone(),
             };
-            let path = paths::compact_pack_path(package, &name);
-            (path, Some(active.manifest), Method::DiffPack)
+            (name, Some(active.manifest), Method::DiffPack)
         });
     // One blob or two are cheaper alone than a pack; more go in the full pack.
-    let full = (wanted.missing.len() > 2).then(|| {
-        let name = PackName::Full { to: to.clone() };
-        (
-            paths::compact_pack_path(package, &name),
-            None,
-            Method::FullPack,
-        )
-    });
-    for (path, from_manifest, method) in diff.into_iter().chain(full) {
+    let full = (wanted.missing.len() > 2)
+        .then(|| (PackName::Full { to: to.clone() }, None, Method::FullPack));
+    for (name, from_manifest, method) in diff.into_iter().chain(full) {
         if report.method != Method::Nothing {
             break;
         }
-        match apply_pack(store, net, &path, wanted, from_manifest, writer) {
+        let path = paths::compact_pack_path(package, &name);
+        let mut applied = apply_pack(store, net, &path, wanted, from_manifest, writer);
+        if let Err(Error::NotFound(why)) = &applied {
+            // A server from before the compact container has the same pack as a zip.
+            report.fallbacks.push(format!("{}: {why}", label(method)));
+            let zip = paths::pack_path(package, &name);
+            applied = apply_pack(store, net, &zip, wanted, from_manifest, writer);
+        }
+        match applied {
             Ok((n, full)) => {
                 report.downloaded_bytes += n;
                 // A tiny release's diff request is answered with its full pack.

@@ -80,7 +80,8 @@ impl Net {
     /// GETs a pack like [`Net::get_resumable`], except that `503 Service Unavailable` (the pack
     /// is still being built, or the server sheds load) ends the call at once with
     /// [`Error::Network`]: the caller takes its next source (another pack, or the blobs) now
-    /// instead of backing off for a pack that may take minutes.
+    /// instead of backing off for a pack that may take minutes; and `404 Not Found` ends it with
+    /// [`Error::NotFound`] (a server from before the compact container has no `.bpk`).
     pub(crate) fn get_pack(
         &self,
         path: &str,
@@ -120,6 +121,11 @@ impl Net {
             }
             let request = self.make("GET", path, &headers, Vec::new(), max_bytes);
             let outcome = match self.fetcher.fetch(&request) {
+                Ok(response)
+                    if response.status == 404 && unavailable == Unavailable::NextSource =>
+                {
+                    return Err(Error::NotFound(format!("GET {path}: HTTP 404")));
+                }
                 Ok(response)
                     if response.status == 503 && unavailable == Unavailable::NextSource =>
                 {

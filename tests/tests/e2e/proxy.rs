@@ -397,3 +397,40 @@ fn an_update_fetches_the_manifest_as_a_delta_and_falls_back_to_the_whole_one() {
     eprintln!("every manifest flipped: {err}");
     assert_eq!(active_version(&device), before);
 }
+
+#[test]
+fn a_device_talking_to_a_server_without_compact_packs_installs_from_the_zip_pack() {
+    let (server, build) = Server::with_first_release("one");
+    let proxy = Proxy::start(&server.base);
+    let mut config = server.client_config(&server.dir.path().join("device"), "device-1", "6.0");
+    config.server = proxy.base.clone();
+    let device = Client::open(config, Arc::new(BuiltinFetcher::default())).unwrap();
+    tests::update_now(&device).unwrap();
+    write_build(&build, "two");
+    server.publish(&build, "checkout", "1.1.0", &["--channel", "production"]);
+
+    // A server from before the compact container: `.bpk` is no route there (404).
+    proxy.set(|path: &str| match path.ends_with(".bpk") {
+        true => Act::Serve("/v1/packs/checkout/no-such-pack".into()),
+        false => Act::Pass,
+    });
+    proxy.requests();
+    let installed = tests::update_now(&device).unwrap();
+    assert_eq!(installed[0].1, Method::DiffPack);
+    let packs: Vec<String> = proxy
+        .requests()
+        .into_iter()
+        .filter(|p| p.starts_with("/v1/packs/"))
+        .collect();
+    assert_eq!(
+        packs,
+        [
+            "/v1/packs/checkout/1.0.0..1.1.0.bpk",
+            "/v1/packs/checkout/1.0.0..1.1.0.zip"
+        ]
+    );
+    for (path, bytes) in files_of(&build) {
+        let hit = device.resolve(&format!("{ROUTE}{path}")).unwrap();
+        assert_eq!(std::fs::read(hit.path).unwrap(), bytes, "{path}");
+    }
+}
