@@ -33,6 +33,24 @@ fn serve(data: &Path) -> (Serve, String) {
     (Serve(child), base)
 }
 
+/// `baleen serve --json` on a free port with `args` and `env`, and the JSON line it starts with.
+fn serve_json(args: &[&str], env: &[(&str, &str)]) -> (Serve, serde_json::Value) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--json"])
+        .args(args)
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let started = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+    (Serve(child), started)
+}
+
 fn write_build(dir: &Path, variant: &str) {
     std::fs::create_dir_all(dir.join("assets")).unwrap();
     std::fs::write(
@@ -1098,19 +1116,7 @@ fn keys_token_serve_and_watch_print_json_on_request() {
             .unix_secs();
     assert_eq!(lifetime, 30 * 86_400);
 
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--json", "--data-dir"])
-        .arg(&data)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let _server = Serve(child);
-    let started: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let (_server, started) = serve_json(&["--data-dir", data.to_str().unwrap()], &[]);
     let base = started["listening"].as_str().unwrap().to_owned();
     assert_eq!(started["key_id"], keys["key_id"]);
 
@@ -1336,19 +1342,7 @@ fn every_serve_setting_has_an_environment_variable_and_logs_can_be_json() {
     assert!(err.contains("upload larger than 20000 bytes"), "{err}");
 
     // BALEEN_DEMO, with the start as JSON.
-    let mut demo = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--json"])
-        .env("BALEEN_DEMO", "true")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(demo.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let _demo = Serve(demo);
-    let started: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let (_demo, started) = serve_json(&[], &[("BALEEN_DEMO", "true")]);
     assert!(
         started["admin_token"]
             .as_str()
@@ -1856,20 +1850,10 @@ fn serve_reads_a_toml_config_file_under_its_flags_and_variables() {
 fn a_demo_server_sweeps_the_directories_of_killed_demo_servers() {
     let tmp = tempfile::tempdir().unwrap();
     let start = || {
-        let mut demo = Command::new(BIN)
-            .args(["serve", "--listen", "127.0.0.1:0", "--json", "--demo"])
-            .env("TMPDIR", tmp.path())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(demo.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert!(line.contains("admin_token"), "{line}");
-        let pid = demo.id();
-        (Serve(demo), tmp.path().join(format!("baleen-demo-{pid}")))
+        let (demo, started) = serve_json(&["--demo"], &[("TMPDIR", tmp.path().to_str().unwrap())]);
+        assert!(started["admin_token"].is_string(), "{started}");
+        let pid = demo.0.id();
+        (demo, tmp.path().join(format!("baleen-demo-{pid}")))
     };
     // Left by a process that is gone (no pid is this large), and by one that runs (this test).
     let gone = tmp.path().join("baleen-demo-4294967295");

@@ -164,6 +164,26 @@ fn blob_strategy() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
+/// The bases of a diff pack (none for a full pack): each target with one byte changed by
+/// `edits`, so patches are small and real.
+fn edited_bases(targets: &[Vec<u8>], edits: &[(usize, u8)], diff: bool) -> Vec<Vec<u8>> {
+    if !diff {
+        return Vec::new();
+    }
+    targets
+        .iter()
+        .zip(edits.iter().cycle())
+        .map(|(t, (at, byte))| {
+            let mut base = t.clone();
+            if !base.is_empty() {
+                let at = at % base.len();
+                base[at] = base[at].wrapping_add(byte | 1);
+            }
+            base
+        })
+        .collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
 
@@ -174,16 +194,7 @@ proptest! {
         edits in prop::collection::vec((any::<usize>(), any::<u8>()), 0..6),
         diff in any::<bool>(),
     ) {
-        // Bases: each target with one byte changed, so patches are small and real.
-        let bases: Vec<Vec<u8>> = if diff {
-            targets.iter().zip(edits.iter().cycle()).map(|(t, (at, byte))| {
-                let mut base = t.clone();
-                if !base.is_empty() { let at = at % base.len(); base[at] = base[at].wrapping_add(byte | 1); }
-                base
-            }).collect()
-        } else {
-            Vec::new()
-        };
+        let bases = edited_bases(&targets, &edits, diff);
         let parts = parts(&bases, &targets);
         let pack = write(&parts);
         prop_assert_eq!(&write(&parts), &pack, "deterministic");

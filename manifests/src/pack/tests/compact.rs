@@ -29,15 +29,7 @@ proptest! {
         edits in prop::collection::vec((any::<usize>(), any::<u8>()), 0..6),
         diff in any::<bool>(),
     ) {
-        let bases: Vec<Vec<u8>> = if diff {
-            targets.iter().zip(edits.iter().cycle()).map(|(t, (at, byte))| {
-                let mut base = t.clone();
-                if !base.is_empty() { let at = at % base.len(); base[at] = base[at].wrapping_add(byte | 1); }
-                base
-            }).collect()
-        } else {
-            Vec::new()
-        };
+        let bases = edited_bases(&targets, &edits, diff);
         let parts = parts(&bases, &targets);
         let blobs = sizes(&parts.index);
         let pack = compact(&parts, &blobs);
