@@ -180,18 +180,19 @@ pub(super) fn open<'a>(
 }
 
 /// Writes a compact pack whose blobs travel as `blobs` says (in delivered order), with the
-/// frames given: the data frame when solid blobs hold any byte, and each patched blob's frame.
+/// frames given: the data frame when solid blobs hold any byte, and each patched blob's frame
+/// from `patch`.
 ///
 /// # Errors
 /// [`PackError::Write`] when `blobs` is not the delivered list of `expected` in order, a solid
-/// blob is not where the data frame has it, a patch base is not a blob of the starting release,
-/// or a frame is missing.
+/// blob is not where the data frame has it, or a patch base is not a blob of the starting
+/// release; `patch`'s error.
 pub(super) fn write(
     expected: &ExpectedPack<'_>,
     full: bool,
     blobs: &[PackBlob],
     data: Option<&[u8]>,
-    mut patch: impl FnMut(&Digest) -> Option<Vec<u8>>,
+    mut patch: impl FnMut(&PackBlob) -> Result<Vec<u8>, PackError>,
 ) -> Result<Vec<u8>, PackError> {
     let fail = |reason: String| PackError::Write { reason };
     let from_manifest = if full {
@@ -245,10 +246,7 @@ pub(super) fn write(
                     })?;
                 push_run(&mut out, &mut run);
                 put_varint(&mut out, 2 * k as u64 + 1);
-                frames.push(
-                    patch(&blob.sha256)
-                        .ok_or_else(|| fail(format!("no patch frame for blob {}", blob.sha256)))?,
-                );
+                frames.push(patch(blob)?);
             }
         }
     }

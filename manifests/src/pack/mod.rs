@@ -168,12 +168,17 @@ impl PackIndex {
 
     /// The length of the decompressed `data.zst`.
     pub fn solid_size(&self) -> u64 {
-        self.blobs
-            .iter()
-            .filter(|b| matches!(b.encoding, Encoding::Solid { .. }))
-            .map(|b| b.size)
-            .sum()
+        solid_size(&self.blobs)
     }
+}
+
+/// The bytes of the blobs of `blobs` that travel solid: the decoded length of the data frame.
+pub(crate) fn solid_size(blobs: &[PackBlob]) -> u64 {
+    blobs
+        .iter()
+        .filter(|b| matches!(b.encoding, Encoding::Solid { .. }))
+        .map(|b| b.size)
+        .sum()
 }
 
 /// Parses and validates a `pack.json`.

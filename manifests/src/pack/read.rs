@@ -11,7 +11,7 @@ use zip::read::ZipReadOptions;
 use super::compact::{self, COMPACT_MAGIC};
 use super::{
     Encoding, MAX_PACK_INDEX_BYTES, PACK_DATA_ENTRY, PACK_INDEX_ENTRY, PackBlob, decode_frame,
-    decode_patch, max_frame_bytes, parse_pack_index,
+    decode_patch, max_frame_bytes, parse_pack_index, solid_size,
 };
 use crate::Digest;
 use crate::error::{PackError, excerpt};
@@ -213,11 +213,7 @@ impl<'a> PackReader<'a> {
                 reason: "the zip pack delivers blobs a compact pack would not".into(),
             });
         }
-        let solid_size: u64 = ordered
-            .iter()
-            .filter(|b| matches!(b.encoding, Encoding::Solid { .. }))
-            .map(|b| b.size)
-            .sum();
+        let solid_size = solid_size(&ordered);
         let data = if solid_size > 0 {
             Some(read_entry(
                 archive,
@@ -227,18 +223,10 @@ impl<'a> PackReader<'a> {
         } else {
             None
         };
-        let mut failed = None;
-        let written = compact::write(expected, self.full, &ordered, data.as_deref(), |digest| {
-            let size = by_digest.get(digest).map_or(0, |b| b.size);
-            let name = format!("patches/{digest}.zst");
-            read_entry(archive, &name, max_frame_bytes(size))
-                .map_err(|e| failed = Some(e))
-                .ok()
-        });
-        match failed {
-            Some(e) => Err(e),
-            None => written,
-        }
+        compact::write(expected, self.full, &ordered, data.as_deref(), |blob| {
+            let name = blob.patch_entry().unwrap_or_default();
+            read_entry(archive, &name, max_frame_bytes(blob.size))
+        })
     }
 
     /// Decodes, in index order, each blob for which `wanted` is true, yielding its sha256 and
@@ -310,12 +298,7 @@ impl<'a> PackReader<'a> {
 
     fn solid(&mut self) -> Result<&[u8], PackError> {
         if self.solid.is_none() {
-            let size: u64 = self
-                .blobs
-                .iter()
-                .filter(|b| matches!(b.encoding, Encoding::Solid { .. }))
-                .map(|b| b.size)
-                .sum();
+            let size = solid_size(&self.blobs);
             // Only empty blobs travel solid when there are no solid bytes: there is no frame.
             let bytes = if size == 0 {
                 Vec::new()

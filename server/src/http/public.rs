@@ -356,37 +356,63 @@ pub async fn pack(
     }
 }
 
-/// Serves a compact pack from memory. The compact form of a final pack honours `Range`, for a
-/// resumed download; that of a fast pack is served whole and cached briefly, as the fast zip
-/// pack is, so that a download resumed after the final pack replaced it cannot be stitched from
-/// the two.
+/// Serves a compact pack from memory (`application/vnd.baleen.pack`, tagged by the zip it comes
+/// from), as [`serve_pack_from_memory`] does.
 fn serve_compact_pack(pack: &CompactPack, headers: &HeaderMap) -> Response {
-    let cache = HeaderValue::from_static(if pack.immutable {
+    serve_pack_from_memory(
+        &pack.bytes,
+        pack.tag.clone(),
+        "application/vnd.baleen.pack",
+        pack.immutable,
+        headers,
+    )
+}
+
+/// Serves a fast zip pack from memory, whole, as [`serve_pack_from_memory`] does.
+fn serve_fast_pack(fast: &FastPack, headers: &HeaderMap) -> Response {
+    serve_pack_from_memory(
+        &fast.bytes,
+        etag(&fast.digest),
+        "application/zip",
+        false,
+        headers,
+    )
+}
+
+/// Serves a pack held in memory with its strong ETag. A final pack (`immutable`) is cached for
+/// good and honours `Range`, for a resumed download; a fast pack is cached briefly and served
+/// whole, so that a download resumed after the final pack replaced it cannot be stitched from
+/// the two.
+fn serve_pack_from_memory(
+    bytes: &Bytes,
+    tag: HeaderValue,
+    content_type: &'static str,
+    immutable: bool,
+    headers: &HeaderMap,
+) -> Response {
+    let cache = HeaderValue::from_static(if immutable {
         IMMUTABLE
     } else {
         FAST_PACK_CACHE_CONTROL
     });
-    if not_modified(headers, &pack.tag) {
+    if not_modified(headers, &tag) {
         return (
             StatusCode::NOT_MODIFIED,
-            [
-                (header::ETAG, pack.tag.clone()),
-                (header::CACHE_CONTROL, cache),
-            ],
+            [(header::ETAG, tag), (header::CACHE_CONTROL, cache)],
         )
             .into_response();
     }
-    let size = pack.bytes.len() as u64;
+    let size = bytes.len() as u64;
     let range = headers
         .get(header::RANGE)
         .and_then(|v| v.to_str().ok())
-        .filter(|_| pack.immutable)
+        .filter(|_| immutable)
         .map(|spec| parse_range(spec, size));
     let (status, body) = match &range {
         Some(RangeSpec::Satisfiable(r)) => (
             StatusCode::PARTIAL_CONTENT,
             // Both ends lie within the pack: `parse_range` clamps them to its size.
-            pack.bytes.slice(r.start as usize..r.end as usize),
+            bytes.slice(r.start as usize..r.end as usize),
         ),
         Some(RangeSpec::Unsatisfiable) => {
             return (
@@ -395,20 +421,17 @@ fn serve_compact_pack(pack: &CompactPack, headers: &HeaderMap) -> Response {
             )
                 .into_response();
         }
-        Some(RangeSpec::Ignored) | None => (StatusCode::OK, pack.bytes.clone()),
+        Some(RangeSpec::Ignored) | None => (StatusCode::OK, bytes.clone()),
     };
     let len = body.len();
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
     let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/vnd.baleen.pack"),
-    );
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    h.insert(header::ETAG, pack.tag.clone());
+    h.insert(header::ETAG, tag);
     h.insert(header::CACHE_CONTROL, cache);
-    if pack.immutable {
+    if immutable {
         h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     }
     if let Some(RangeSpec::Satisfiable(r)) = &range
@@ -420,30 +443,6 @@ fn serve_compact_pack(pack: &CompactPack, headers: &HeaderMap) -> Response {
     {
         h.insert(header::CONTENT_RANGE, value);
     }
-    response
-}
-
-/// Serves a fast pack from memory, whole: it ignores `Range`, so a download resumed after the
-/// final pack replaced it cannot be stitched from the two.
-fn serve_fast_pack(fast: &FastPack, headers: &HeaderMap) -> Response {
-    let tag = etag(&fast.digest);
-    let cache = HeaderValue::from_static(FAST_PACK_CACHE_CONTROL);
-    if not_modified(headers, &tag) {
-        return (
-            StatusCode::NOT_MODIFIED,
-            [(header::ETAG, tag), (header::CACHE_CONTROL, cache)],
-        )
-            .into_response();
-    }
-    let mut response = Response::new(Body::from(fast.bytes.clone()));
-    let h = response.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/zip"),
-    );
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(fast.bytes.len()));
-    h.insert(header::ETAG, tag);
-    h.insert(header::CACHE_CONTROL, cache);
     response
 }
 

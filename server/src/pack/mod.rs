@@ -623,10 +623,6 @@ fn check(
     fetch: &[Fetch],
     bases: &BTreeMap<Digest, Vec<u8>>,
 ) -> Result<()> {
-    let compact = PackReader::open(pack, expected)
-        .and_then(|reader| reader.to_compact(pack, expected))
-        .map_err(|e| pack_error("carrying over the", &e))?;
-    PackReader::open(&compact, expected).map_err(|e| pack_error("reading back the compact", &e))?;
     let mut reader =
         PackReader::open(pack, expected).map_err(|e| pack_error("reading back the", &e))?;
     let mut delivered = BTreeSet::new();
@@ -640,13 +636,18 @@ fn check(
         }
         delivered.insert(sha256);
     }
-    match fetch.iter().find(|f| !delivered.contains(&f.sha256)) {
-        Some(missing) => Err(Error::Internal(format!(
+    if let Some(missing) = fetch.iter().find(|f| !delivered.contains(&f.sha256)) {
+        return Err(Error::Internal(format!(
             "pack lacks blob {}",
             missing.sha256
-        ))),
-        None => Ok(()),
+        )));
     }
+    // The same reader, its container already checked, carries the frames over.
+    let compact = reader
+        .to_compact(pack, expected)
+        .map_err(|e| pack_error("carrying over the", &e))?;
+    PackReader::open(&compact, expected).map_err(|e| pack_error("reading back the compact", &e))?;
+    Ok(())
 }
 
 fn pack_error(what: &str, e: &manifests::PackError) -> Error {
